@@ -1,0 +1,47 @@
+"""The equilibrium system of a problem: grad_theta J(theta; mu) = 0, on the flat vector of theta.
+
+`EquilibriumSystem` is the one source of truth for what is zero (STYLE.md 6): the corrector
+drives its `gradient` to zero and the tangents differentiate that same gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from problems.base import FUNCTIONAL_NAMES, Problem
+from solvers import FlatView, check_finite, gradient, hessian_operator, mixed_partials
+
+
+class EquilibriumSystem:
+    def __init__(self, problem: Problem, theta_example: dict, hvp_mode: str = "fwd-rev"):
+        self.problem = problem
+        self.view = FlatView(theta_example)
+        self.hvp_mode = hvp_mode
+
+    # -- flat functions of (x, mu) -----------------------------------------------------------
+    def objective(self, x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+        """J(theta; mu) with theta = unflatten(x)."""
+        return self.problem.objective(self.view.unflatten(x), mu)
+
+    def functionals(self, x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+        """(R, D, C) stacked into one vector."""
+        f = self.problem.functionals(self.view.unflatten(x), mu)
+        return torch.stack([f[name] for name in FUNCTIONAL_NAMES])
+
+    # -- derivatives ---------------------------------------------------------------------------
+    def gradient(self, x, mu):
+        return check_finite(gradient(self.objective, x, mu), "gradient of J")
+
+    def hessian(self, x, mu):
+        """v -> A v with A = Hess_theta J(theta; mu)."""
+        return hessian_operator(self.objective, x, mu, self.hvp_mode)
+
+    def mixed_partials(self, x, mu, directions=None):
+        """b = -d/dmu grad_theta J, one column per direction (rows of `directions`)."""
+        return check_finite(mixed_partials(self.objective, x, mu, directions), "mixed partials b_mu")
+
+    def flatten(self, theta: dict) -> torch.Tensor:
+        return self.view.flatten(theta)
+
+    def unflatten(self, x: torch.Tensor) -> dict:
+        return self.view.unflatten(x)

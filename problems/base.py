@@ -1,0 +1,115 @@
+"""A problem: parameters theta, continuation parameters mu = (lambda, gamma, t), an objective
+J(theta; mu) and the functionals R, D, C, with J = R + lambda D + gamma C.
+
+A problem is usually declared by its Hamiltonian (paper eq. 11),
+
+    H(z; x, y, theta, lambda, gamma) = -log m_theta(z) - lambda log d_theta(x|z) - gamma log c_theta(y|z),
+
+that is, by three log-densities; `GibbsQuadratureProblem`, `LinearGaussianGibbsProblem` and
+`AmortizedProblem` turn a Hamiltonian and data into J, R, D, C (DESIGN.md section 1).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+MU_NAMES = ("lambda", "gamma", "t")
+FUNCTIONAL_NAMES = ("R", "D", "C")
+
+
+def make_mu(lam: float, gam: float, t: float = 0.0, *, dtype=torch.float64, device=None) -> torch.Tensor:
+    """The continuation-parameter vector mu = (lambda, gamma, t)."""
+    return torch.tensor([lam, gam, t], dtype=dtype, device=device)
+
+
+def mu_index(name: str) -> int:
+    try:
+        return MU_NAMES.index(name)
+    except ValueError:
+        raise ValueError(f"unknown continuation parameter {name!r}; valid: {', '.join(MU_NAMES)}") from None
+
+
+class Problem(ABC):
+    """J(theta; mu) = R + lambda D + gamma C on a fixed data set; theta is a dict of tensors."""
+
+    name: str = "problem"
+
+    @abstractmethod
+    def init_params(self, seed: int = 0) -> dict:
+        """A starting point theta (not on the equilibrium surface)."""
+
+    @abstractmethod
+    def functionals(self, theta: dict, mu: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"R": R, "D": D, "C": C}, each a scalar differentiable in theta and mu."""
+
+    def objective(self, theta: dict, mu: torch.Tensor) -> torch.Tensor:
+        """J(theta; mu). Subclasses override when J has a cheaper or more stable direct form."""
+        f = self.functionals(theta, mu)
+        return f["R"] + mu[0] * f["D"] + mu[1] * f["C"]
+
+
+class Hamiltonian(ABC):
+    """H(z; x, y, theta, lambda, gamma) = -log m(z) - lambda log d(x|z) - gamma log c(y|z).
+
+    Each log-density broadcasts over leading batch dimensions of its arguments, e.g.
+    x of shape (B, 1, n) against z of shape (1, G, k) gives (B, G).
+    """
+
+    latent_dim: int
+    prior_is_standard_normal: bool = False  # lets amortized problems use the analytic KL
+
+    @abstractmethod
+    def init_params(self, generator: torch.Generator, dtype=torch.float64) -> dict: ...
+
+    @abstractmethod
+    def log_prior(self, theta: dict, z: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def log_decoder(self, theta: dict, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def log_classifier(self, theta: dict, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor: ...
+
+    def energy(self, theta: dict, z, x, y, mu: torch.Tensor) -> torch.Tensor:
+        """H itself (paper eq. 11)."""
+        return (-self.log_prior(theta, z) - mu[0] * self.log_decoder(theta, x, z)
+                - mu[1] * self.log_classifier(theta, y, z))
+
+
+@dataclass
+class FunctionalHamiltonian(Hamiltonian):
+    """A Hamiltonian from three plain functions, for declaring a problem in a short script.
+
+    Example (a 1-D latent, a tanh decoder and a logistic classifier)::
+
+        H = FunctionalHamiltonian(
+            latent_dim=1,
+            params=lambda g, dtype: {"w": torch.randn(3, 1, generator=g, dtype=dtype)},
+            log_prior_fn=lambda th, z: -0.5 * (z**2).sum(-1) - 0.5 * math.log(2 * math.pi),
+            log_decoder_fn=lambda th, x, z: ...,
+            log_classifier_fn=lambda th, y, z: ...,
+        )
+    """
+
+    latent_dim: int
+    params: Callable
+    log_prior_fn: Callable
+    log_decoder_fn: Callable
+    log_classifier_fn: Callable
+    prior_is_standard_normal: bool = False
+
+    def init_params(self, generator, dtype=torch.float64):
+        return self.params(generator, dtype)
+
+    def log_prior(self, theta, z):
+        return self.log_prior_fn(theta, z)
+
+    def log_decoder(self, theta, x, z):
+        return self.log_decoder_fn(theta, x, z)
+
+    def log_classifier(self, theta, y, z):
+        return self.log_classifier_fn(theta, y, z)

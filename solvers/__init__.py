@@ -1,0 +1,12 @@
+"""Numerical machinery that knows nothing of R, D, C: flat views of parameter pytrees,
+Hessian-vector products and mixed partials, Krylov solvers, and equilibrators."""
+
+from .derivatives import HVP_MODES, check_finite, dense_hessian, gradient, hessian_operator, mixed_partials
+from .flat import FlatView
+from .krylov import CG, KRYLOV_SOLVERS, MINRES, KrylovResult, make_krylov
+from .newton import NewtonCG, NewtonResult
+
+__all__ = [
+    "CG", "FlatView", "HVP_MODES", "KRYLOV_SOLVERS", "KrylovResult", "MINRES", "NewtonCG", "NewtonResult",
+    "check_finite", "dense_hessian", "gradient", "hessian_operator", "make_krylov", "mixed_partials",
+]

@@ -1,0 +1,70 @@
+"""Derivatives of a scalar objective f(x, mu) in a flat parameter vector x and a vector mu.
+
+- gradient:        g(x) = grad_x f(x, mu)
+- Hessian-vector:  A v = Hess_x f(x, mu) v, never forming A
+- mixed partials:  b_mu = -d/dmu grad_x f(x, mu), exact, by forward-mode in mu
+
+HVP modes (DESIGN.md, "Measured facts"): which is faster depends on the model and device, so
+it is a choice:
+- "fwd-rev": forward-over-reverse, jvp(grad f). Cost per product ~ 2.5-6 gradients.
+- "rev-rev": reverse-over-reverse (double backward). The gradient graph is built once per
+  `hessian_operator` call and each product is one extra backward pass.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch.func import grad, jacfwd, jvp, vjp
+
+HVP_MODES = ("fwd-rev", "rev-rev")
+
+
+def check_finite(value: torch.Tensor, what: str) -> torch.Tensor:
+    """Raise a one-line error if `value` has NaN or inf (cheap: one reduction, one sync)."""
+    if not bool(torch.isfinite(value).all()):
+        raise FloatingPointError(f"{what} is not finite (NaN or inf)")
+    return value
+
+
+def gradient(f: Callable, x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """grad_x f(x, mu). Cost: one gradient."""
+    return grad(f, argnums=0)(x, mu)
+
+
+def hessian_operator(f: Callable, x: torch.Tensor, mu: torch.Tensor, mode: str = "fwd-rev") -> Callable:
+    """Return v -> Hess_x f(x, mu) v, a symmetric linear operator on vectors like x."""
+    if mode == "fwd-rev":
+        g = grad(lambda y: f(y, mu))
+
+        def matvec(v: torch.Tensor) -> torch.Tensor:
+            return jvp(g, (x,), (v,))[1]
+
+        return matvec
+    if mode == "rev-rev":
+        _, pullback = vjp(grad(lambda y: f(y, mu)), x)
+
+        def matvec(v: torch.Tensor) -> torch.Tensor:
+            return pullback(v)[0]
+
+        return matvec
+    raise ValueError(f"unknown HVP mode {mode!r}; valid modes: {', '.join(HVP_MODES)}")
+
+
+def mixed_partials(f: Callable, x: torch.Tensor, mu: torch.Tensor, directions=None) -> torch.Tensor:
+    """b = -d/dmu grad_x f(x, mu) as an (N, p) matrix, one column per direction of mu.
+
+    `directions` is a (p, len(mu)) matrix whose rows are directions in mu-space (default: the
+    unit vectors, so column j is b_{mu_j}). Cost: one forward-mode pass per direction, batched.
+    """
+    if directions is None:
+        directions = torch.eye(mu.numel(), dtype=mu.dtype, device=mu.device)
+    g = lambda m: grad(f, argnums=0)(x, m)  # noqa: E731
+    columns = [jvp(g, (mu,), (d,))[1] for d in directions]
+    return -torch.stack(columns, dim=1)
+
+
+def dense_hessian(f: Callable, x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """The full N x N Hessian, for tests and small problems only (cost: N HVPs)."""
+    return jacfwd(grad(lambda y: f(y, mu)))(x)
