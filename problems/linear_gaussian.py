@@ -139,6 +139,18 @@ class LinearGaussianGibbsProblem(Problem):
     def init_params(self, seed: int = 0) -> dict:
         return self.hamiltonian.init_params(torch.Generator().manual_seed(seed), self.dtype)
 
+    def gauge_directions(self, theta) -> list[dict]:
+        """Tangents of the gauge orbit theta -> theta Q (Q in O(k)): (W Omega, V Omega) for the
+        k(k-1)/2 elementary skew matrices Omega. J is constant along them: zero modes of A."""
+        k = self.hamiltonian.latent_dim
+        out = []
+        for i in range(k):
+            for j in range(i + 1, k):
+                omega = torch.zeros(k, k, dtype=self.dtype)
+                omega[i, j], omega[j, i] = 1.0, -1.0
+                out.append({"W": theta["W"] @ omega, "V": theta["V"] @ omega})
+        return out
+
     def _scales(self, mu):
         h = self.hamiltonian
         lam, gam = mu[0], mu[1]

@@ -6,9 +6,11 @@ Torch-native (so they run where the model runs, CPU or GPU); checked against sci
   status "negative_curvature" the moment it meets p^T A p <= 0, so an indefinite A is reported,
   never silently "solved". Cost: one matvec per iteration.
 - `MINRES`: minimum residual (Paige & Saunders 1975). For any symmetric A: indefinite, or
-  singular. On a singular A with b outside range(A) it converges to a least-squares solution
-  and reports status "least_squares" with the (nonzero) residual. Cost: one matvec per
-  iteration, plus one to measure the true residual at the end.
+  singular with b in range(A). On a singular A with b outside range(A) there is no solution:
+  it stops with status "least_squares" (||A r|| small) or "singular" (the projected system
+  became singular to working precision, where plain MINRES would return a huge x), not
+  converged, with the true nonzero residual. Cost: one matvec per iteration, plus one to
+  measure the true residual at the end.
 
 Both start from zero by default, so on a singular but consistent system (the gauge zero modes
 of a network Hessian) the iterates stay in range(A) and converge to the minimum-norm solution.
@@ -31,7 +33,7 @@ class KrylovResult:
     residual: float  # ||b - A x|| (true residual, recomputed at the end)
     rel_residual: float  # residual / ||b||
     converged: bool
-    status: str  # "converged", "max_iters", "negative_curvature", "least_squares", "inaccurate"
+    status: str  # "converged", "max_iters", "negative_curvature", "least_squares", "singular", "inaccurate"
 
     def message(self) -> str:
         return (f"{self.status} after {self.iters} matvecs, "
@@ -138,7 +140,12 @@ class MINRES:
             epsln = sn * beta
             dbar = -cs * beta
             root = math.hypot(gbar, dbar)
-            gamma = max(math.hypot(gbar, beta), eps)
+            gamma = math.hypot(gbar, beta)
+            if gamma <= 1e3 * eps * math.sqrt(tnorm2):
+                # The projected system is singular to working precision (A singular, b not in
+                # its range): the next update would blow x up. Keep x and say so.
+                status = "singular"
+                break
             cs, sn = gbar / gamma, beta / gamma
             phi = cs * phibar
             phibar = sn * phibar

@@ -1,0 +1,36 @@
+import pytest
+import torch
+
+from continuation import EquilibriumSystem
+from problems import LinearGaussianClosedForm, LinearGaussianData, LinearGaussianGibbsProblem, make_mu
+from solvers import NewtonCG
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+class GaussianCase:
+    """x in R^3, a scalar label, a 2-D latent: both latent directions switch on at known lambda."""
+
+    def __init__(self):
+        self.data = LinearGaussianData.random(3, 1, seed=0)
+        self.problem = LinearGaussianGibbsProblem.from_data(self.data, latent_dim=2, sigma_d=1.0, sigma_c=1.0)
+        self.closed = LinearGaussianClosedForm.of(self.problem)
+        self.system = EquilibriumSystem(self.problem, self.problem.init_params(0))
+
+    def equilibrate(self, lam, gam, x0=None, gtol=1e-12):
+        x0 = self.system.flatten(self.problem.init_params(0)) if x0 is None else x0
+        res = NewtonCG(gtol=gtol).solve(self.system.objective, x0, make_mu(lam, gam))
+        assert res.converged, res.message()
+        return res
+
+    def theta_star(self, lam, gam):
+        t = self.closed.theta_star(lam, gam)
+        return self.system.flatten({k: torch.tensor(v) for k, v in t.items()})
+
+
+@pytest.fixture(scope="session")
+def gaussian():
+    return GaussianCase()
