@@ -34,13 +34,14 @@ class KrylovResult:
     rel_residual: float  # residual / ||b||
     converged: bool
     status: str  # "converged", "max_iters", "negative_curvature", "least_squares", "singular", "inaccurate"
+    curvature: float = math.nan  # CG: the Rayleigh quotient p^T A p / p^T p where it met negative curvature
 
     def message(self) -> str:
         return (f"{self.status} after {self.iters} matvecs, "
                 f"relative residual {self.rel_residual:.3e}")
 
 
-def _finish(matvec, b, x, iters, bnorm, rtol, status):
+def _finish(matvec, b, x, iters, bnorm, rtol, status, curvature=math.nan):
     """Measure the true residual; the status becomes "converged" only if it meets the tolerance.
 
     A recurrence that claimed convergence but whose true residual exceeds 10 rtol (rounding
@@ -54,7 +55,7 @@ def _finish(matvec, b, x, iters, bnorm, rtol, status):
             status = "converged"
         elif status == "converged":
             status = "inaccurate"
-    return KrylovResult(x, iters + 1, res, rel, status == "converged", status)
+    return KrylovResult(x, iters + 1, res, rel, status == "converged", status, curvature)
 
 
 @dataclass
@@ -77,12 +78,14 @@ class CG:
         rr = torch.dot(r, r)
         tol2 = (self.rtol * bnorm) ** 2
         status = "max_iters"
+        curvature = math.nan
         it = 0
         for it in range(1, maxiter + 1):
             Ap = op(p)
             pAp = torch.dot(p, Ap)
             if pAp <= 0:
                 status = "negative_curvature"
+                curvature = float(pAp / torch.dot(p, p))
                 break
             alpha = rr / pAp
             x = x + alpha * p
@@ -93,7 +96,7 @@ class CG:
                 break
             p = r + (rr_new / rr) * p
             rr = rr_new
-        return _finish(op, b, x, it, bnorm, self.rtol, status)
+        return _finish(op, b, x, it, bnorm, self.rtol, status, curvature)
 
 
 @dataclass

@@ -1,11 +1,12 @@
 """Newton-CG equilibrator: find x with grad_x f(x, mu) = 0 at fixed mu (a local minimum of f).
 
-Inexact (truncated) Newton: each step solves Hess f p = -g by CG to the forcing tolerance
-eta_k = min(eta_max, ||g||) relative (superlinear, eventually quadratic convergence), then an
-Armijo backtracking line search on f. If CG meets negative curvature (f is not convex here) the
-step is the CG iterate so far, or -g if CG had not moved (Steihaug's rule), so the method still
-descends. Cost per Newton step: one gradient, the CG iterations' HVPs, and one objective
-evaluation per line-search trial.
+Inexact (truncated) Newton with Levenberg damping: each step solves (Hess f + delta I) p = -g
+by CG to the forcing tolerance eta_k = min(eta_max, ||g||) relative (superlinear, eventually
+quadratic convergence), then an Armijo backtracking line search on f. Where f is not convex
+CG meets negative curvature; delta is then raised past the curvature it found and the solve
+retried, and lowered again after full steps, so near a minimum the method is plain Newton.
+Cost per Newton step: one gradient, the CG iterations' HVPs (retries included), and one
+objective evaluation per line-search trial.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from .krylov import CG
 class NewtonResult:
     x: torch.Tensor
     converged: bool
-    status: str  # "converged", "max_iters", "line_search_failed"
+    status: str  # "converged", "max_iters", "line_search_failed", "damping_failed"
     iters: int  # Newton steps taken
     hvps: int  # Hessian-vector products spent in the inner solves
     grads: int  # gradient evaluations
@@ -32,6 +33,8 @@ class NewtonResult:
     grad_norm: float
     value: float
     seconds: float
+    damping: float = 0.0  # the Levenberg damping at exit (0 near a nondegenerate minimum)
+    negative_curvature: int = 0  # inner solves that met negative curvature
     history: list = field(default_factory=list)  # (value, grad_norm) per iterate
 
     def message(self) -> str:
@@ -41,7 +44,7 @@ class NewtonResult:
 
 @dataclass
 class NewtonCG:
-    """Newton-CG with Armijo backtracking; stops when ||grad|| <= gtol."""
+    """Damped Newton-CG with Armijo backtracking; stops when ||grad|| <= gtol."""
 
     gtol: float = 1e-10
     maxiter: int = 100
@@ -50,16 +53,32 @@ class NewtonCG:
     hvp_mode: str = "fwd-rev"
     armijo: float = 1e-4
     max_backtracks: int = 40
+    max_damping_tries: int = 40
+
+    def _direction(self, hvp, g, gnorm, damping):
+        """Solve (A + damping I) p = -g, raising damping until CG sees no negative curvature."""
+        hvps, met = 0, 0
+        for _ in range(self.max_damping_tries):
+            inner = CG(rtol=min(self.eta_max, gnorm), maxiter=self.cg_maxiter, damping=damping).solve(hvp, -g)
+            hvps += inner.iters
+            if inner.status != "negative_curvature":
+                return inner.x, damping, hvps, met
+            met += 1
+            # A has an eigenvalue <= inner.curvature - damping; shift past it with margin
+            damping = max(2.0 * damping, 1.5 * (damping - inner.curvature), 1e-8 * max(gnorm, 1.0))
+        return None, damping, hvps, met
 
     def solve(self, f: Callable, x0: torch.Tensor, mu: torch.Tensor) -> NewtonResult:
         start = time.perf_counter()
         x = x0.detach().clone()
-        hvps = grads = fevals = 0
+        hvps = grads = fevals = met_total = 0
+        damping = 0.0
         value = float(check_finite(f(x, mu), "objective at the starting point"))
         fevals += 1
         history = []
         status = "max_iters"
         it = 0
+        gnorm = float("nan")
         for it in range(self.maxiter + 1):
             g = check_finite(gradient(f, x, mu), "gradient")
             grads += 1
@@ -70,14 +89,14 @@ class NewtonCG:
                 break
             if it == self.maxiter:
                 break
-            eta = min(self.eta_max, gnorm)
-            inner = CG(rtol=eta, maxiter=self.cg_maxiter).solve(hessian_operator(f, x, mu, self.hvp_mode), -g)
-            hvps += inner.iters
-            p = inner.x
+            p, damping, used, met = self._direction(hessian_operator(f, x, mu, self.hvp_mode), g, gnorm, damping)
+            hvps += used
+            met_total += met
+            if p is None:
+                status = "damping_failed"
+                break
             slope = float(torch.dot(g, p))
-            if inner.status == "negative_curvature" and not slope < 0:
-                p, slope = -g, -gnorm**2
-            elif not slope < 0:  # CG output not a descent direction (should not happen): fall back
+            if not slope < 0:  # not a descent direction (rounding): fall back to steepest descent
                 p, slope = -g, -gnorm**2
             # Near the root f changes by O(|g|^2), below its rounding error: allow that much slack.
             slack = 64 * torch.finfo(x.dtype).eps * max(abs(value), 1.0)
@@ -93,5 +112,7 @@ class NewtonCG:
                 break
             x = x + step * p
             value = float(trial)
+            if step == 1.0 and met == 0:
+                damping = 0.0 if damping < 1e-6 else damping / 4
         return NewtonResult(x, status == "converged", status, it, hvps, grads, fevals, gnorm, value,
-                            time.perf_counter() - start, history)
+                            time.perf_counter() - start, damping, met_total, history)
