@@ -80,13 +80,27 @@ class LinearGaussianClosedForm:
 
     def theta_star(self, lam, gam, rotation=None) -> dict:
         """An equilibrium {"W", "V"} (numpy); `rotation` (k x k orthogonal) picks the gauge."""
+        on = [i for i in range(self.k) if self.active(lam, gam)[i]]
+        return self.stationary_point(lam, gam, on, rotation)
+
+    def stationary_point(self, lam, gam, directions, rotation=None) -> dict:
+        """The stationary point with exactly the eigen-directions `directions` switched on.
+
+        Column j of M is u_d sqrt(l_d - 1) for the j-th listed direction d (each needs l_d > 1),
+        zero beyond. Any such subset is stationary (PPCA); only the top ones give the minimum, the
+        rest are saddles: e.g. directions=[0] once l_1 > 1 is the branch where direction 1 stays off.
+        """
         ell, U = self.spectrum(lam, gam)
-        k = self.k
-        M = U[:, :k] * np.sqrt(np.maximum(ell[:k] - 1.0, 0.0))[None, :]
+        if len(directions) > self.k:
+            raise ValueError(f"at most k = {self.k} directions can be on, got {list(directions)}")
+        M = np.zeros((self.n + self.m, self.k))
+        for j, d in enumerate(directions):
+            if not ell[d] > 1.0:
+                raise ValueError(f"direction {d} has eigenvalue {ell[d]:.6g} <= 1: it cannot be on")
+            M[:, j] = U[:, d] * math.sqrt(ell[d] - 1.0)
         if rotation is not None:
             M = M @ rotation
-        s = self.scales(lam, gam)
-        theta = M / s[:, None]
+        theta = M / self.scales(lam, gam)[:, None]
         return {"W": theta[: self.n], "V": theta[self.n:]}
 
     def gram(self, lam, gam) -> np.ndarray:

@@ -1,6 +1,12 @@
 """Numerical machinery that knows nothing of R, D, C: flat views of parameter pytrees,
 Hessian-vector products and mixed partials, Krylov solvers, and equilibrators."""
 
+import warnings
+
+# torch.func's first forward-mode call scripts a few decompositions internally and warns that
+# torch.jit.script is deprecated; the warning is torch's own and says nothing about user code.
+warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
+
 from .derivatives import HVP_MODES, check_finite, dense_hessian, gradient, hessian_operator, mixed_partials
 from .flat import FlatView
 from .krylov import CG, KRYLOV_SOLVERS, MINRES, KrylovResult, make_krylov

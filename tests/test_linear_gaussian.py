@@ -10,6 +10,7 @@ import pytest
 import torch
 from scipy.optimize import root
 
+from continuation.spectrum import gauge_basis, non_gauge_eigenvalues
 from continuation import free_energy_hessian, functional_derivatives, maxwell_gap, solve_tangents
 from problems import (LinearGaussianClosedForm, LinearGaussianData, LinearGaussianGibbsProblem,
                       ScalarGaussianClosedForm, make_mu)
@@ -150,34 +151,17 @@ def test_theta_lambda_matches_reequilibrated_finite_difference(gaussian, lam, ga
         assert float(fd.abs().max()) > 1e-2
 
 
-def orthonormal_gauge_basis(problem, system, x):
-    dirs = [system.flatten(d) for d in problem.gauge_directions(system.unflatten(x))]
-    G = torch.stack(dirs, dim=1)
-    Q, r = torch.linalg.qr(G)
-    return Q[:, torch.diagonal(r).abs() > 1e-10]
-
-
 def smallest_non_gauge_eigenvalue(gaussian, x, lam, gam):
-    A = dense_hessian(gaussian.system.objective, x, make_mu(lam, gam))
-    Q = orthonormal_gauge_basis(gaussian.problem, gaussian.system, x)
-    P = torch.eye(A.shape[0], dtype=A.dtype) - Q @ Q.T
-    # complement of the gauge orbit: an orthonormal basis of range(P)
-    U, s, _ = torch.linalg.svd(P)
-    B = U[:, s > 0.5]
-    assert B.shape[1] == A.shape[0] - Q.shape[1]
-    A_gauge = Q.T @ A @ Q
-    assert float(A_gauge.abs().max()) < 1e-10  # the gauge directions really are zero modes
-    return float(torch.linalg.eigvalsh(B.T @ A @ B).min())
+    eigs, on_orbit = non_gauge_eigenvalues(gaussian.system, x, make_mu(lam, gam))
+    assert eigs.numel() == x.numel() - gauge_basis(gaussian.system, x).shape[1]
+    assert on_orbit < 1e-10  # the gauge directions really are zero modes
+    return float(eigs[0])
 
 
 def trivial_branch(gaussian, lam, gam):
     """The stationary point with latent direction 1 held off (a saddle once it should be on)."""
-    cf = gaussian.closed
-    ell, U = cf.spectrum(lam, gam)
-    M = np.zeros((U.shape[0], 2))
-    M[:, 0] = U[:, 0] * np.sqrt(ell[0] - 1.0)
-    theta = M / cf.scales(lam, gam)[:, None]
-    x = gaussian.system.flatten({"W": torch.tensor(theta[:3]), "V": torch.tensor(theta[3:])})
+    t = gaussian.closed.stationary_point(lam, gam, [0])
+    x = gaussian.system.flatten({k: torch.tensor(v) for k, v in t.items()})
     assert float(gaussian.system.gradient(x, make_mu(lam, gam)).norm()) < 1e-12
     return x
 
@@ -217,7 +201,7 @@ def test_solvers_say_so_on_indefinite_hessian(gaussian):
     cg = CG(rtol=1e-12).solve(A, b)
     assert not cg.converged and cg.status == "negative_curvature" and cg.rel_residual > 1e-3
     # A is also singular (the gauge): the part of b along the zero mode cannot be matched
-    Q = orthonormal_gauge_basis(gaussian.problem, gaussian.system, x)
+    Q = gauge_basis(gaussian.system, x)
     mr = MINRES(rtol=1e-12).solve(A, b)
     assert not mr.converged and mr.status in ("singular", "least_squares")
     assert mr.residual >= float((Q.T @ b).norm()) * (1 - 1e-9)
