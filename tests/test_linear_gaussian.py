@@ -269,3 +269,5 @@ def test_bad_inputs_are_named():
                                    np.eye(2))
     with pytest.raises(ValueError, match="direction must be in"):
         LinearGaussianClosedForm(np.eye(2), 1, 1, 1).critical_lambda(1.0, 1)
+    with pytest.raises(ValueError, match="direction 0 has eigenvalue .* <= 1"):
+        LinearGaussianClosedForm(np.eye(2), 1, 1, 1).stationary_point(0.1, 0.1, [0])
