@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -34,3 +35,19 @@ class GaussianCase:
 @pytest.fixture(scope="session")
 def gaussian():
     return GaussianCase()
+
+
+class CompetitionCase(GaussianCase):
+    """One latent direction shared by x and y: raising lambda pulls it toward x and raises C
+    (C_lambda > 0), so iso-classification raises both multipliers, as in the paper."""
+
+    def __init__(self):
+        self.data = LinearGaussianData(np.diag([3.0, 1.0, 0.6]), np.array([[0.3, 1.0, 0.5]]), 0.1 * np.eye(1))
+        self.problem = LinearGaussianGibbsProblem.from_data(self.data, latent_dim=1)
+        self.closed = LinearGaussianClosedForm.of(self.problem)
+        self.system = EquilibriumSystem(self.problem, self.problem.init_params(0))
+
+
+@pytest.fixture(scope="session")
+def competition():
+    return CompetitionCase()

@@ -1,0 +1,57 @@
+"""Figures of paths: the rate-distortion curve, the multipliers, C and its drift, and
+validation metrics (or F) along s. Several paths overlay, one colour each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .path import load_path  # noqa: E402
+
+
+def plot_paths(paths, out, labels=None):
+    datasets = [load_path(p) for p in paths]
+    labels = labels or [Path(p).stem for p in paths]
+    fig, ax = plt.subplots(2, 2, figsize=(10, 7.5))
+    for ds, label in zip(datasets, labels):
+        s = ds["s"].values
+        line = ax[0, 0].plot(ds["D"].values, ds["R"].values, "o-", ms=3, label=label)[0]
+        c = line.get_color()
+        ax[0, 1].plot(s, ds["lambda"].values, "-", color=c, label=f"{label}: lambda")
+        ax[0, 1].plot(s, ds["gamma"].values, "--", color=c, label=f"{label}: gamma")
+        ax[1, 0].plot(s, ds["C"].values, "-", color=c, label=label)
+        if "val_loss" in ds:
+            ax[1, 1].plot(s, ds["val_loss"].values, "-", color=c, label=f"{label}: val loss")
+            if "val_acc" in ds:
+                ax[1, 1].plot(s, ds["val_acc"].values, ":", color=c, label=f"{label}: val acc")
+        else:
+            ax[1, 1].semilogy(s, np.maximum(np.abs(ds["C_drift"].values), 1e-17), "-", color=c, label=label)
+    ax[0, 0].set(xlabel="distortion D", ylabel="rate R", title="rate-distortion curve")
+    ax[0, 1].set(xlabel="s", title="multipliers (solid lambda, dashed gamma)")
+    ax[1, 0].set(xlabel="s", ylabel="C", title="classification loss")
+    # a band of +-2% around the start, so rounding noise does not look like drift
+    c0 = [float(ds["C"][0]) for ds in datasets]
+    spread = max(0.02 * abs(c) for c in c0)
+    lo = min(min(float(ds["C"].min()) for ds in datasets), min(c0) - spread)
+    hi = max(max(float(ds["C"].max()) for ds in datasets), max(c0) + spread)
+    ax[1, 0].set_ylim(lo, hi)
+    if any("val_loss" in ds for ds in datasets):
+        ax[1, 1].set(xlabel="s", title="validation")
+    else:
+        ax[1, 1].set(xlabel="s", ylabel="|C - C0| / |C0|", title="C drift (floored at 1e-17)")
+    for a in ax.flat:
+        a.legend(fontsize=7)
+    first = datasets[0].attrs
+    fig.suptitle(f"{first.get('process', '')} on {first.get('problem', '')}: "
+                 f"{first.get('predictor', '')} predictor, {first.get('corrector', '')} corrector")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -1,0 +1,179 @@
+"""Processes: the law that moves mu = (lambda, gamma, t) along the path parameter s.
+
+Each process returns mu' at a point (its `velocity`), and, when it holds a functional constant,
+that functional's value and its total mu-gradient (its `constraint`), which the driver uses to
+project back onto the constraint after each step.
+
+| process                     | law                                                         | paper       |
+|-----------------------------|-------------------------------------------------------------|-------------|
+| quasi-static                | mu' prescribed                                              | eq. 16-17   |
+| iso-classification          | lambda' = -alpha C_gamma, gamma' = alpha C_lambda (tangents)  | eq. 20, 22  |
+| iso-classification-fd       | the same law with C_lambda, C_gamma by finite differences of  | eq. 22, 31  |
+|                             | re-equilibrated models (the paper's procedure; the baseline)|             |
+| iso-functional              | keep G(R, D, C) constant: (lambda', gamma') = alpha (-G_gamma, G_lambda) | Remark 8 |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from problems.base import mu_index
+
+from .context import PointContext
+
+FREE = ("lambda", "gamma")
+
+
+class Process:
+    """Base: `velocity(ctx)` gives mu' at a point; `constraint(ctx)` gives (G, dG/dmu) or None."""
+
+    name = "process"
+    holds: str | None = None  # the name of the conserved functional, if any
+    project: bool = False
+
+    def velocity(self, ctx: PointContext) -> torch.Tensor:
+        raise NotImplementedError
+
+    def constraint(self, ctx: PointContext):
+        return None
+
+    def config(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_") and not callable(v)}
+
+
+def _mu_vector(ctx, values: dict) -> torch.Tensor:
+    v = torch.zeros_like(ctx.mu)
+    for name, value in values.items():
+        v[mu_index(name)] = value
+    return v
+
+
+@dataclass
+class QuasiStatic(Process):
+    """Prescribed constant mu' = (lambda_rate, gamma_rate, t_rate) (eq. 16-17); one Krylov solve per RHS."""
+
+    lambda_rate: float = 1.0
+    gamma_rate: float = 0.0
+    t_rate: float = 0.0
+    name = "quasi-static"
+
+    def velocity(self, ctx):
+        return _mu_vector(ctx, {"lambda": self.lambda_rate, "gamma": self.gamma_rate, "t": self.t_rate})
+
+
+@dataclass
+class IsoFunctional(Process):
+    """Hold G(R, D, C) constant: (lambda', gamma') = alpha (-G_gamma, G_lambda), which makes
+    G' = G_lambda lambda' + G_gamma gamma' = 0 exactly, with G_mu = sum_F dG/dF F_mu the total
+    derivatives along the surface (two Krylov solves per point). With `project`, the driver
+    restores G = G0 after each step by a scalar Newton iteration in mu.
+    """
+
+    functional: Callable = None  # G(R, D, C) on torch scalars
+    label: str = "G"
+    alpha: float = 1.0
+    project: bool = True
+    tol: float = 1e-12  # relative, for the projection
+    name = "iso-functional"
+
+    def _gradient(self, ctx):
+        f = ctx.functionals()
+        args = [torch.tensor(f[n], dtype=torch.float64, requires_grad=True) for n in "RDC"]
+        G = self.functional(*args)
+        dG = torch.autograd.grad(G, args, allow_unused=True)
+        dG = [0.0 if d is None else float(d) for d in dG]
+        rates = ctx.rates(FREE)
+        grad_mu = {m: sum(dG[i] * rates[n][m] for i, n in enumerate("RDC")) for m in FREE}
+        return float(G.detach()), grad_mu
+
+    def velocity(self, ctx):
+        _, g = self._gradient(ctx)
+        return _mu_vector(ctx, {"lambda": -self.alpha * g["gamma"], "gamma": self.alpha * g["lambda"]})
+
+    def constraint(self, ctx):
+        return self._gradient(ctx)
+
+    def config(self):
+        out = {"label": self.label, "alpha": self.alpha, "project": self.project, "tol": self.tol}
+        if hasattr(self, "beta"):
+            out["beta"] = self.beta
+        return out
+
+
+def iso_classification(alpha: float = 1.0, project: bool = True, tol: float = 1e-12) -> IsoFunctional:
+    """Remark 7 / eq. 22 with exact rates: lambda' = -alpha C_gamma, gamma' = alpha C_lambda."""
+    p = IsoFunctional(functional=lambda R, D, C: C, label="C", alpha=alpha, project=project, tol=tol)
+    p.name, p.holds = "iso-classification", "C"
+    return p
+
+
+def iso_c_plus_r_over_beta(beta: float = 10.0, alpha: float = 1.0, project: bool = True, tol: float = 1e-12):
+    """Remark 8: keep C + R / beta constant (the right-hand side of a PAC-Bayes bound)."""
+    if not beta > 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    p = IsoFunctional(functional=lambda R, D, C: C + R / beta, label=f"C + R/{beta:g}", alpha=alpha, project=project,
+                      tol=tol)
+    p.name, p.holds, p.beta = "iso-c-plus-r-over-beta", p.label, beta
+    return p
+
+
+@dataclass
+class IsoClassificationFD(Process):
+    """Iso-classification with C_lambda, C_gamma by finite differences of re-equilibrated models (eq. 31).
+
+    The paper's procedure: C_lambda, C_gamma by central differences of C at models
+    re-equilibrated (by the corrector, warm-started) at lambda(1 +- h) and gamma(1 +- h).
+    Cost: four corrector runs per evaluation; error O(h^2) plus the corrector's residual.
+    """
+
+    alpha: float = 1.0
+    h: float = 1e-3  # relative step in lambda and gamma
+    project: bool = False
+    tol: float = 1e-12
+    name = "iso-classification-fd"
+    holds = "C"
+
+    def fd_rates(self, ctx):
+        if ctx.corrector is None:
+            raise ValueError("iso-classification-fd needs a corrector to re-equilibrate at perturbed multipliers")
+        rates = {}
+        for name in FREE:
+            i = mu_index(name)
+            step = self.h * float(ctx.mu[i])
+            values = []
+            for sign in (1.0, -1.0):
+                mu = ctx.mu.clone()
+                mu[i] += sign * step
+                res = ctx.corrector.correct(ctx.system, ctx.x, mu)
+                if not res.converged:
+                    raise RuntimeError(f"iso-classification-fd: re-equilibration at {name} {'+-'[sign < 0]} h "
+                                       f"did not converge ({res.status}, |grad| {res.grad_norm:.2e})")
+                values.append(float(ctx.system.functionals(res.x, mu)[2]))
+            rates[name] = (values[0] - values[1]) / (2 * step)
+        return rates
+
+    def velocity(self, ctx):
+        r = self.fd_rates(ctx)
+        return _mu_vector(ctx, {"lambda": -self.alpha * r["gamma"], "gamma": self.alpha * r["lambda"]})
+
+    def constraint(self, ctx):
+        return ctx.functionals()["C"], self.fd_rates(ctx)
+
+    def config(self):
+        return {"alpha": self.alpha, "h": self.h, "project": self.project, "tol": self.tol}
+
+
+def _quasi_static(lambda_rate=1.0, gamma_rate=0.0, t_rate=0.0):
+    """Prescribed constant mu' = (lambda_rate, gamma_rate, t_rate) (eq. 16-17); one Krylov solve per RHS."""
+    return QuasiStatic(lambda_rate, gamma_rate, t_rate)
+
+
+PROCESSES = {
+    "quasi-static": _quasi_static,
+    "iso-classification": iso_classification,
+    "iso-classification-fd": IsoClassificationFD,
+    "iso-c-plus-r-over-beta": iso_c_plus_r_over_beta,
+}
