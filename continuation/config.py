@@ -5,7 +5,7 @@
     [process]    name = "iso-classification" | "iso-classification-fd" | "quasi-static" | ...
     [predictor]  name = "ode" (method = "euler" | "rk4" | "dopri5") | "secant" | "none"
     [corrector]  name = "newton" | "adam" | "lbfgs"
-    [krylov]     name = "minres" | "cg", rtol, maxiter
+    [krylov]     name = "minres" | "cg", rtol, maxiter; hvp_mode = "fwd-rev" | "rev-rev" (for the tangents)
     [steps]      initial, min_step, max_step, grow, shrink, max_angle_deg, max_drift, ...
     [stop]       max_steps, max_s, target = {lambda = 4.0}, milestones = {lambda = [2, 3]}, bounds = {...}
     [output]     checkpoint_every, progress
@@ -129,7 +129,12 @@ def build_run(config: dict) -> dict:
     for key in ("lambda", "gamma"):
         if not start[key] > 0:
             raise ConfigError(f"[start] {key} must be > 0, got {start[key]}")
-    run = {name: build(name, config.get(name)) for name in ("problem", "process", "predictor", "corrector", "krylov")}
+    krylov = dict(config.get("krylov", {}))
+    hvp_mode = _check_value("krylov", "hvp_mode", krylov.pop("hvp_mode", "fwd-rev"), "fwd-rev")
+    if hvp_mode not in ("fwd-rev", "rev-rev"):
+        raise ConfigError(f"[krylov] hvp_mode must be 'fwd-rev' or 'rev-rev', got {hvp_mode!r}")
+    run = {name: build(name, config.get(name)) for name in ("problem", "process", "predictor", "corrector")}
+    run["krylov"], run["hvp_mode"] = build("krylov", krylov), hvp_mode
     for name, cls in (("steps", StepControl), ("stop", StopRule)):
         options = _checked_options(name, config.get(name, {}), _parameters(cls), f"[{name}]")
         try:

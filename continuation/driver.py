@@ -58,16 +58,17 @@ def _angle(a, b) -> float | None:
 
 def continue_path(problem, process, predictor, corrector, control, stop, *, start=None, theta0=None,
                   equilibrate=True, out=None, resume=False, config=None, solver=None, progress=True,
-                  checkpoint_every: int = 1, start_from=None):
+                  checkpoint_every: int = 1, start_from=None, hvp_mode: str = "fwd-rev"):
     """Run one continuation path; returns the path dataset.
 
     start: (lambda, gamma) or (lambda, gamma, t); theta0: a parameter pytree (default: the
     problem's `init_params(0)`), equilibrated at `start` by the corrector unless
     equilibrate=False. start_from: (path, step) of an earlier run to start from instead.
+    hvp_mode: "fwd-rev" or "rev-rev" for the tangent solves (solvers/derivatives.py).
     """
     solver = solver or MINRES(rtol=1e-12)
     template = theta0 if theta0 is not None else problem.init_params(0)
-    system = EquilibriumSystem(problem, template)
+    system = EquilibriumSystem(problem, template, hvp_mode=hvp_mode)
     make_context = lambda x, mu: PointContext(system, x, mu, solver, corrector)  # noqa: E731
     attrs = {"problem": getattr(problem, "name", type(problem).__name__), "process": process.name,
              "predictor": predictor.name, "corrector": corrector.name,
@@ -244,12 +245,13 @@ def _attempt(system, process, predictor, corrector, make_context, current, ds, l
     res = corrector.correct(system, pred.x, mu_new)
     corr_iters += res.iters
     x_new = res.x
+    ctx_new = None
     if res.converged and process.project:
-        x_new, mu_new, extra_k, extra_c = _project(system, process, corrector, make_context, x_new, mu_new, G0,
-                                                   landing)
+        x_new, mu_new, ctx_new, extra_k, extra_c = _project(system, process, corrector, make_context, x_new, mu_new,
+                                                            G0, landing)
         krylov += extra_k
         corr_iters += extra_c
-    ctx_new = make_context(x_new, mu_new)
+    ctx_new = ctx_new or make_context(x_new, mu_new)
     tangent = tangent_at(ctx_new) if res.converged else None
     krylov += ctx_new.krylov_iters
     drift = None
@@ -287,14 +289,14 @@ def _land(process, current, ds, stop):
 
 def _project(system, process, corrector, make_context, x, mu, G0, landing, max_iter=8):
     """Restore the held functional G = G0 by a scalar Newton iteration in mu, along dG/dmu
-    restricted to the free multipliers (not the one that just landed on a milestone)."""
+    restricted to the free multipliers (not the one that just landed on a milestone).
+    Returns x, mu, the context at them (tangents already solved there), and the work."""
     free = [n for n in FREE if landing is None or n != landing[0]]
     krylov = iters = 0
     last = math.inf
+    ctx = make_context(x, mu)
     for _ in range(max_iter):
-        ctx = make_context(x, mu)
         G, grad = process.constraint(ctx)
-        krylov += ctx.krylov_iters
         r = G - G0
         if abs(r) <= process.tol * max(abs(G0), 1.0) or abs(r) > 0.5 * last:
             break
@@ -306,13 +308,14 @@ def _project(system, process, corrector, make_context, x, mu, G0, landing, max_i
         for m in free:
             dmu[mu_index(m)] = -r * grad[m] / denom
         x_guess = x + ctx.theta_dot(dmu)
-        krylov += ctx.krylov_iters
         res = corrector.correct(system, x_guess, mu + dmu)
         iters += res.iters
         if not res.converged:
             break
+        krylov += ctx.krylov_iters
         x, mu = res.x, mu + dmu
-    return x, mu, krylov, iters
+        ctx = make_context(x, mu)
+    return x, mu, ctx, krylov, iters
 
 
 def _row(problem, system, point, ds, grad_norm, krylov, corr_iters, seconds, rejected, next_step, C0, G0,

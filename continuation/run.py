@@ -15,4 +15,4 @@ def run_config(config: dict, out=None, *, resume: bool = False, start_from=None,
         start=(start["lambda"], start["gamma"], start["t"]), theta0=problem.init_params(start["seed"]),
         equilibrate=start["equilibrate"] if start_from is None else False, out=out, resume=resume,
         config=config, solver=r["krylov"], progress=r["output"]["progress"] if progress is None else progress,
-        checkpoint_every=r["output"]["checkpoint_every"], start_from=start_from)
+        checkpoint_every=r["output"]["checkpoint_every"], start_from=start_from, hvp_mode=r["hvp_mode"])

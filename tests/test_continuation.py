@@ -1,0 +1,307 @@
+"""Continuation runs on the linear-Gaussian problem against closed forms: iso-classification
+paths for every predictor x corrector pair, the first law, the finite-difference law, milestones,
+quasi-static paths, resumption after a kill, and one-line errors."""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from scipy.optimize import brentq
+
+from continuation.cli import main
+from continuation.context import PointContext
+from continuation.correctors import AdamCorrector, LBFGSCorrector, NewtonCorrector
+from continuation.driver import ContinuationError, continue_path
+from continuation.path import load_path, load_point
+from continuation.predictors import NoPredictor, ODEPredictor, SecantPredictor
+from continuation.processes import IsoClassificationFD, QuasiStatic, iso_c_plus_r_over_beta, iso_classification
+from continuation.step_control import StepControl, StopRule
+from problems import Problem, make_mu
+from solvers import MINRES
+
+ROOT = Path(__file__).parents[1]
+CONFIG = ROOT / "validation" / "configs" / "gaussian_iso_c.toml"
+
+
+def iso_c_gamma(closed, lam, C0):
+    """gamma on the closed-form iso-C curve C(lambda, gamma) = C0 (C falls with gamma)."""
+    return brentq(lambda g: closed.functionals(lam, g)["C"] - C0, 1e-3, 1e4, xtol=1e-15, rtol=1e-15)
+
+
+def gamma_errors(closed, ds):
+    C0 = ds.attrs["C0"]
+    return np.array([abs(g - iso_c_gamma(closed, l, C0)) / g for l, g in zip(ds["lambda"].values, ds["gamma"].values)])
+
+
+PREDICTORS = {"euler": lambda: ODEPredictor("euler"), "rk4": lambda: ODEPredictor("rk4"),
+              "dopri5": lambda: ODEPredictor("dopri5", rtol=1e-6, atol=1e-8), "secant": SecantPredictor,
+              "none": NoPredictor}
+CORRECTORS = {"newton": lambda: NewtonCorrector(gtol=1e-11, hvp_mode="rev-rev"), "lbfgs": LBFGSCorrector}
+
+
+@pytest.mark.parametrize("corrector", list(CORRECTORS))
+@pytest.mark.parametrize("predictor", list(PREDICTORS))
+def test_iso_classification_path_matches_closed_form_curve(competition, predictor, corrector):
+    ds = continue_path(competition.problem, iso_classification(), PREDICTORS[predictor](), CORRECTORS[corrector](),
+                       StepControl(initial=0.25, max_step=1.0), StopRule(max_steps=60, target={"lambda": 2.0}),
+                       start=(1.0, 1.0), progress=False, hvp_mode="rev-rev")
+    assert ds.attrs["status"] == "finished" and ds.attrs["stop_reason"] == "target lambda = 2.0 reached"
+    assert float(ds["lambda"][-1]) == 2.0 and ds.sizes["step"] >= 5
+    assert gamma_errors(competition.closed, ds).max() <= 1e-6
+    if corrector == "newton":
+        assert np.abs(ds["C_drift"].values).max() <= 1e-8
+        assert ds["grad_norm"].values.max() <= 1e-10
+    # along the process lambda and gamma both rise here (C_lambda > 0, C_gamma < 0)
+    assert np.all(np.diff(ds["gamma"].values) > 0)
+
+
+@pytest.mark.parametrize("method", ["rk4", "dopri5"])
+def test_ode_predictor_alone_tracks_the_curve(competition, method):
+    """No projection: the drift is the integrator's own, held per step by max_drift."""
+    pred = ODEPredictor(method, rtol=1e-9, atol=1e-11)
+    ds = continue_path(competition.problem, iso_classification(project=False), pred, NewtonCorrector(gtol=1e-11, hvp_mode="rev-rev"),
+                       StepControl(initial=0.25, max_step=1.0, max_drift=1e-8), StopRule(target={"lambda": 2.0}),
+                       start=(1.0, 1.0), progress=False, hvp_mode="rev-rev")
+    assert ds.attrs["status"] == "finished"
+    assert gamma_errors(competition.closed, ds).max() <= 1e-6
+    assert np.abs(ds["C_drift"].values).max() <= 1e-7
+
+
+def test_adam_corrector_follows_the_curve_to_its_own_accuracy(competition):
+    corr = AdamCorrector(steps=300, eta_max=0.05, gtol=1e-3)
+    ds = continue_path(competition.problem, iso_classification(), ODEPredictor("rk4"), corr,
+                       StepControl(initial=0.5, max_step=1.0), StopRule(target={"lambda": 2.0}), start=(1.0, 1.0),
+                       progress=False, hvp_mode="rev-rev")
+    # Adam stops at |grad| ~ 1e-4, so C(theta) is C at a point near, not on, the surface
+    assert ds["grad_norm"].values.max() <= 1e-3
+    assert gamma_errors(competition.closed, ds).max() <= 1e-3
+    assert int(ds["corrector_iters"][1]) >= 300
+
+
+def test_first_law_and_remark_10_along_iso_c_path(competition):
+    # the trapezoid rule's own error is O(ds^2): 7e-6 of sum |dR| with ds = 0.03, 1.6e-5 with 0.05
+    ds = continue_path(competition.problem, iso_classification(), SecantPredictor(),
+                       NewtonCorrector(gtol=1e-11, hvp_mode="rev-rev"),
+                       StepControl(initial=0.03, max_step=0.03), StopRule(max_steps=200, target={"lambda": 1.5}),
+                       start=(1.0, 1.0), progress=False, hvp_mode="rev-rev")
+    R, D, C, lam, gam = (ds[k].values for k in ("R", "D", "C", "lambda", "gamma"))
+    dR, dD, dC = np.diff(R), np.diff(D), np.diff(C)
+    trapezoid = np.sum(dR + 0.5 * (lam[1:] + lam[:-1]) * dD + 0.5 * (gam[1:] + gam[:-1]) * dC)
+    assert abs(trapezoid) <= 1e-5 * np.sum(np.abs(dR))
+    assert np.all(dD < 0) and np.all(dR > 0)  # alpha > 0: distortion falls, rate rises
+
+
+def test_finite_difference_law_agrees_with_exact_law_to_its_error(competition):
+    exact = iso_classification(project=False)
+    x = competition.equilibrate(1.3, 1.2).x
+    mu = make_mu(1.3, 1.2)
+    ctx = PointContext(competition.system, x, mu, MINRES(rtol=1e-12), NewtonCorrector(gtol=1e-12, hvp_mode="rev-rev"))
+    v_exact = exact.velocity(ctx)[:2].numpy()
+    errors = []
+    for h in (2e-2, 1e-2):
+        v_fd = IsoClassificationFD(h=h).velocity(ctx)[:2].numpy()
+        errors.append(np.abs(v_fd - v_exact).max() / np.abs(v_exact).max())
+    assert errors[0] < 1e-3
+    assert errors[0] / errors[1] == pytest.approx(4.0, rel=0.1)  # central differences: O(h^2)
+    # and the two laws drive paths that end close together (FD with the paper's none predictor)
+    common = dict(control=StepControl(initial=0.25, max_step=0.25, max_drift=None), stop=StopRule(target={"lambda": 2.0}),
+                  start=(1.0, 1.0), progress=False, hvp_mode="rev-rev")
+    fd = continue_path(competition.problem, IsoClassificationFD(h=1e-3), NoPredictor(), NewtonCorrector(gtol=1e-11, hvp_mode="rev-rev"),
+                       **common)
+    ex = continue_path(competition.problem, iso_classification(project=False), NoPredictor(),
+                       NewtonCorrector(gtol=1e-11, hvp_mode="rev-rev"), **common)
+    assert float(fd["lambda"][-1]) == float(ex["lambda"][-1]) == 2.0
+    assert fd.sizes["step"] == ex.sizes["step"]
+    np.testing.assert_allclose(fd["gamma"].values, ex["gamma"].values, rtol=1e-5)
+
+
+def test_milestones_are_landed_exactly(competition):
+    ds = continue_path(competition.problem, iso_classification(), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-11, hvp_mode="rev-rev"),
+                       StepControl(initial=0.4, max_step=1.0),
+                       StopRule(target={"lambda": 2.5}, milestones={"lambda": [1.5, 2.0, 2.2]}), start=(1.0, 1.0),
+                       progress=False, hvp_mode="rev-rev")
+    lams = list(ds["lambda"].values)
+    for m in (1.5, 2.0, 2.2, 2.5):
+        assert lams.count(m) == 1
+    assert np.all(np.diff(ds["s"].values) > 0)
+
+
+def test_quasi_static_path_matches_closed_form(competition):
+    ds = continue_path(competition.problem, QuasiStatic(lambda_rate=1.0, gamma_rate=0.5), ODEPredictor("rk4"),
+                       NewtonCorrector(gtol=1e-11, hvp_mode="rev-rev"), StepControl(initial=0.2, max_step=0.5),
+                       StopRule(target={"lambda": 3.0}), start=(1.0, 1.0), progress=False, hvp_mode="rev-rev")
+    for row in range(ds.sizes["step"]):
+        lam, gam = float(ds["lambda"][row]), float(ds["gamma"][row])
+        assert gam == pytest.approx(1.0 + 0.5 * (lam - 1.0), rel=1e-12)
+        closed = competition.closed.functionals(lam, gam)
+        for name in "RDCF":
+            assert float(ds[name][row]) == pytest.approx(closed[name], rel=1e-9, abs=1e-12)
+
+
+def test_iso_c_plus_r_over_beta_holds_its_functional(competition):
+    ds = continue_path(competition.problem, iso_c_plus_r_over_beta(beta=2.0), ODEPredictor("rk4"),
+                       NewtonCorrector(gtol=1e-11, hvp_mode="rev-rev"), StepControl(initial=0.25, max_step=1.0),
+                       StopRule(target={"lambda": 2.0}), start=(1.0, 1.0), progress=False, hvp_mode="rev-rev")
+    G = ds["C"].values + ds["R"].values / 2.0
+    assert np.abs(G - G[0]).max() <= 1e-9 * abs(G[0])
+    assert np.abs(ds["C_drift"].values).max() > 1e-4  # C itself moves: a different process
+
+
+def test_step_failure_stops_with_the_reason(competition):
+    ds = continue_path(competition.problem, iso_classification(project=False), NoPredictor(),
+                       NewtonCorrector(gtol=1e-11, hvp_mode="rev-rev"), StepControl(initial=0.5, min_step=1e-2, max_drift=1e-12),
+                       StopRule(target={"lambda": 2.0}), start=(1.0, 1.0), progress=False, hvp_mode="rev-rev")
+    assert ds.attrs["status"] == "stopped"
+    assert "below min_step" in ds.attrs["stop_reason"] and "drift" in ds.attrs["stop_reason"]
+
+
+def write_config(path, **overrides):
+    text = CONFIG.read_text()
+    for key, value in overrides.items():
+        text = text.replace(key, value)
+    path.write_text(text)
+    return path
+
+
+def test_cli_run_plot_and_start_from_saved_point(tmp_path, capsys):
+    cfg = write_config(tmp_path / "c.toml", **{"target = {lambda = 4.0}": "target = {lambda = 2.0}"})
+    out = tmp_path / "p.nc"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    assert "target lambda = 2.0 reached" in capsys.readouterr().out
+    ds = load_path(out)
+    for name in ("s", "lambda", "gamma", "t", "R", "D", "C", "F", "grad_norm", "krylov_iters", "corrector_iters",
+                 "seconds"):
+        assert name in ds, name
+    assert ds.attrs["process"] == "iso-classification" and '"predictor"' in ds.attrs["config"]
+    assert main(["plot", str(out), "--out", str(tmp_path / "p.png")]) == 0
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+    # a quasi-static branch off point 3 of that path
+    cfg2 = write_config(tmp_path / "q.toml", **{'name = "iso-classification"': 'name = "quasi-static"',
+                                                 "alpha = 1.0": "lambda_rate = 1.0",
+                                                 "target = {lambda = 4.0}": "max_steps = 3"})
+    cfg2.write_text(cfg2.read_text().replace("max_steps = 200\n", ""))
+    out2 = tmp_path / "q.nc"
+    assert main(["run", str(cfg2), "--out", str(out2), "--from", str(out), "--from-step", "3", "--quiet"]) == 0
+    branch = load_path(out2)
+    for name in ("lambda", "gamma", "R", "D", "C"):
+        assert float(branch[name][0]) == float(ds[name][3])
+    assert float(branch["gamma"][-1]) == float(ds["gamma"][3])  # quasi-static in lambda only
+    assert branch.attrs["process"] == "quasi-static"
+
+
+@pytest.mark.parametrize("edit,message", [
+    (("[corrector]\nname = \"newton\"", "[corrector]\nname = \"newton\"\ngtoll = 1"), "[corrector] unknown key 'gtoll'"),
+    (("name = \"newton\"", "name = \"newtn\""), "[corrector] unknown name 'newtn'; valid: newton, adam, lbfgs"),
+    (("initial = 0.25", "initial = \"big\""), "[steps] initial must be a number"),
+    (("initial = 0.25", "initial = -1.0"), "[steps] bad value: steps must satisfy"),
+    (("lambda = 1.0\n", "lambda = 0.0\n"), "[start] lambda must be > 0"),
+    (("[stop]", "[stopp]"), "unknown section [stopp]"),
+    (("method = \"rk4\"", "method = \"rk5\""), "unknown ODE method 'rk5'"),
+])
+def test_bad_configuration_is_one_line(tmp_path, capsys, edit, message):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(CONFIG.read_text().replace(*edit, 1))
+    assert main(["run", str(cfg), "--out", str(tmp_path / "x.nc")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and message in err, err
+
+
+def test_missing_files_are_one_line(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "none.toml"), "--out", str(tmp_path / "x.nc")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: configuration file not found: {tmp_path / 'none.toml'}"
+    assert main(["plot", str(tmp_path / "none.nc"), "--out", str(tmp_path / "x.png")]) == 2
+    assert "path file not found" in capsys.readouterr().err
+
+
+class NaNAbove(Problem):
+    """The competition problem, but J is NaN once lambda exceeds a threshold."""
+
+    name = "nan-above"
+
+    def __init__(self, inner, threshold):
+        self.inner, self.threshold = inner, threshold
+
+    def init_params(self, seed=0):
+        return self.inner.init_params(seed)
+
+    def functionals(self, theta, mu):
+        f = self.inner.functionals(theta, mu)
+        bad = torch.where(mu[0] > self.threshold, torch.nan, 0.0)
+        return {k: v + bad for k, v in f.items()}
+
+    def objective(self, theta, mu):
+        return self.inner.objective(theta, mu) + torch.where(mu[0] > self.threshold, torch.nan, 0.0)
+
+
+def test_nan_objective_is_one_line(competition, capsys, monkeypatch, tmp_path):
+    with pytest.raises(ContinuationError, match=r"^start point .*objective at the starting point is not finite"):
+        continue_path(NaNAbove(competition.problem, 0.5), iso_classification(), ODEPredictor("rk4"),
+                      NewtonCorrector(), StepControl(), StopRule(), start=(1.0, 1.0), progress=False, hvp_mode="rev-rev")
+    ds = continue_path(NaNAbove(competition.problem, 1.5), QuasiStatic(), ODEPredictor("rk4"), NewtonCorrector(),
+                       StepControl(initial=0.2, min_step=1e-3), StopRule(target={"lambda": 3.0}), start=(1.0, 1.0),
+                       progress=False, hvp_mode="rev-rev")
+    assert ds.attrs["status"] == "stopped" and "not finite" in ds.attrs["stop_reason"]
+    assert float(ds["lambda"][-1]) <= 1.5
+    # through the command line: one line, exit 1
+    from problems import registry
+    monkeypatch.setitem(registry.PROBLEMS, "nan-above", lambda: NaNAbove(competition.problem, 0.5))
+    cfg = tmp_path / "nan.toml"
+    cfg.write_text('[problem]\nname = "nan-above"\n[start]\nlambda = 1.0\ngamma = 1.0\n')
+    assert main(["run", str(cfg), "--out", str(tmp_path / "nan.nc"), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: start point") and "not finite" in err and "\n" not in err
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
+    cfg = write_config(tmp_path / "c.toml", **{"initial = 0.25": "initial = 0.05", "max_step = 1.0": "max_step = 0.05",
+                                               "target = {lambda = 4.0}": "target = {lambda = 2.0}"})
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "continuation", "run", str(cfg), "--quiet", "--out"]
+    full = tmp_path / "full.nc"
+    subprocess.run(cmd + [str(full)], check=True, env=env, capture_output=True)
+    part = tmp_path / "part.nc"
+    proc = subprocess.Popen(cmd + [str(part)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    points = 0
+    while time.time() < deadline and proc.poll() is None:
+        if part.exists():
+            try:
+                points = load_path(part).sizes["step"]
+            except (OSError, ValueError):
+                points = 0
+            if points >= 6:
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed = load_path(part)
+    assert killed.attrs["status"] == "running"
+    n_full = load_path(full).sizes["step"]
+    assert 6 <= killed.sizes["step"] < n_full
+    subprocess.run(cmd + [str(part), "--resume"], check=True, env=env, capture_output=True)
+    a, b = load_path(full), load_path(part)
+    assert a.sizes["step"] == b.sizes["step"]
+    for ds in (a, b):
+        del ds.attrs["checkpoint_dir"]  # names the file's own checkpoint folder
+    xr.testing.assert_identical(a.drop_vars("seconds"), b.drop_vars("seconds"))
+    assert torch.equal(load_point(full)["x"], load_point(part)["x"])
+
+
+def test_resume_refuses_another_configuration(tmp_path, competition):
+    out = tmp_path / "p.nc"
+    args = (competition.problem, iso_classification(), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-11, hvp_mode="rev-rev"),
+            StepControl(), StopRule(max_steps=2))
+    continue_path(*args, start=(1.0, 1.0), out=out, config={"a": 1}, progress=False, hvp_mode="rev-rev")
+    with pytest.raises(ContinuationError, match="exists; pass resume=True"):
+        continue_path(*args, start=(1.0, 1.0), out=out, config={"a": 1}, progress=False, hvp_mode="rev-rev")
+    with pytest.raises(ContinuationError, match="another configuration"):
+        continue_path(*args, start=(1.0, 1.0), out=out, config={"a": 2}, resume=True, progress=False, hvp_mode="rev-rev")
+    assert math.isfinite(float(load_path(out)["F"][-1]))
