@@ -19,6 +19,7 @@ class PointContext:
     def __init__(self, system: EquilibriumSystem, x: torch.Tensor, mu: torch.Tensor, solver, corrector=None):
         self.system, self.x, self.mu, self.solver, self.corrector = system, x, mu, solver, corrector
         self.krylov_iters = 0
+        self.corrector_iters = 0  # re-equilibrations a law asked for here (the finite-difference law)
         self.solves = []  # every KrylovResult spent here, for failure reports
         self._functionals = None
         self._tangents: Tangents | None = None

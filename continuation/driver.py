@@ -223,7 +223,7 @@ def _attempt(system, process, predictor, corrector, make_context, current, ds, l
              held_value, tangent_at):
     """Predict, correct, project; the candidate point and what it cost."""
     pred = predictor.predict(make_context, current.ctx, ds, previous, process=process)
-    krylov, corr_iters = pred.krylov_iters, 0
+    krylov, corr_iters = pred.krylov_iters, pred.corrector_iters
     if landing is not None:
         # ds came from the rate at the start; a higher-order predictor bends away from that
         # line, so adjust ds by secant steps until the parameter lands (0 extra for euler/none)
@@ -236,6 +236,7 @@ def _attempt(system, process, predictor, corrector, make_context, current, ds, l
             ds = ds * (target - start_value) / (got - start_value)
             pred = predictor.predict(make_context, current.ctx, ds, previous, process=process)
             krylov += pred.krylov_iters
+            corr_iters += pred.corrector_iters
     mu_new = pred.mu.clone()
     if landing is not None:
         mu_new[mu_index(landing[0])] = landing[1]
@@ -254,6 +255,7 @@ def _attempt(system, process, predictor, corrector, make_context, current, ds, l
     ctx_new = ctx_new or make_context(x_new, mu_new)
     tangent = tangent_at(ctx_new) if res.converged else None
     krylov += ctx_new.krylov_iters
+    corr_iters += ctx_new.corrector_iters
     drift = None
     if res.converged:
         if process.project and G0 is not None:
@@ -313,6 +315,7 @@ def _project(system, process, corrector, make_context, x, mu, G0, landing, max_i
         if not res.converged:
             break
         krylov += ctx.krylov_iters
+        iters += ctx.corrector_iters
         x, mu = res.x, mu + dmu
         ctx = make_context(x, mu)
     return x, mu, ctx, krylov, iters

@@ -27,6 +27,7 @@ class Prediction:
     krylov_iters: int
     solves_ok: bool
     report: str
+    corrector_iters: int = 0  # re-equilibrations the law asked for at the stages (finite-difference law)
 
 
 class Predictor:
@@ -75,9 +76,10 @@ class ODEPredictor(Predictor):
             y = odeint(rhs, y0, span, method=self.method, options={"step_size": ds})[-1]
         unique = {id(c): c for c in contexts}.values()
         krylov = sum(c.krylov_iters for c in unique if c is not start)
+        corrector_iters = sum(c.corrector_iters for c in unique if c is not start)
         ok = all(c.solves_converged for c in unique)
         report = next((c.solve_report() for c in unique if not c.solves_converged), "")
-        return Prediction(y[:n], y[n:], len(contexts), krylov, ok, report)
+        return Prediction(y[:n], y[n:], len(contexts), krylov, ok, report, corrector_iters)
 
 
 @dataclass

@@ -148,6 +148,7 @@ class IsoClassificationFD(Process):
                 mu = ctx.mu.clone()
                 mu[i] += sign * step
                 res = ctx.corrector.correct(ctx.system, ctx.x, mu)
+                ctx.corrector_iters += res.iters
                 if not res.converged:
                     raise RuntimeError(f"iso-classification-fd: re-equilibration at {name} {'+-'[sign < 0]} h "
                                        f"did not converge ({res.status}, |grad| {res.grad_norm:.2e})")

@@ -1,0 +1,119 @@
+"""Iso-classification on the linear-Gaussian problem, checked against the closed-form iso-C curve.
+
+    python validation/gaussian_iso_c.py --out out/gaussian_iso_c
+
+Runs validation/configs/gaussian_iso_c.toml (lambda 1 -> 4, exact law, rk4 predictor, Newton
+corrector), writes the path (iso_c.nc), its figure (iso_c.png), and prints, for that run and for
+each predictor x corrector variant and the paper's finite-difference law: the largest relative
+error of gamma against the closed-form curve C(lambda, gamma) = C0, the largest C drift, the
+first-law residual, and the work per accepted point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import brentq
+
+from continuation.config import build_run, load_config
+from continuation.plot import plot_paths
+from continuation.run import run_config
+
+CONFIG = Path(__file__).parent / "configs" / "gaussian_iso_c.toml"
+
+
+def closed_form_errors(closed, ds):
+    C0 = ds.attrs["C0"]
+    err = []
+    for lam, gam in zip(ds["lambda"].values, ds["gamma"].values):
+        exact = brentq(lambda g: closed.functionals(lam, g)["C"] - C0, 1e-3, 1e4, xtol=1e-15, rtol=1e-15)
+        err.append(abs(gam - exact) / exact)
+    return np.array(err)
+
+
+def first_law(ds):
+    R, D, C, lam, gam = (ds[k].values for k in ("R", "D", "C", "lambda", "gamma"))
+    dR, dD, dC = np.diff(R), np.diff(D), np.diff(C)
+    s = np.sum(dR + 0.5 * (lam[1:] + lam[:-1]) * dD + 0.5 * (gam[1:] + gam[:-1]) * dC)
+    return abs(s) / np.sum(np.abs(dR))
+
+
+def variant(base, **sections):
+    cfg = copy.deepcopy(base)
+    for name, table in sections.items():
+        cfg[name] = table
+    return cfg
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("out/gaussian_iso_c"))
+    parser.add_argument("--quick", action="store_true", help="only the main run, no variant table")
+    args = parser.parse_args(argv)
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    args.out.mkdir(parents=True)
+    base = load_config(CONFIG)
+    closed = None
+
+    runs = [("exact law, rk4, newton (config)", base)]
+    if not args.quick:
+        short = {"max_steps": 200, "target": {"lambda": 2.0}}
+        fixed = {"initial": 0.25, "max_step": 0.25, "grow": 1.0, "max_drift": float("inf")}  # same steps for all
+        runs += [
+            ("exact law, euler, newton", variant(base, predictor={"name": "ode", "method": "euler"}, stop=short)),
+            ("exact law, rk4, newton", variant(base, stop=short)),
+            ("exact law, dopri5, newton", variant(base, predictor={"name": "ode", "method": "dopri5", "rtol": 1e-6,
+                                                                  "atol": 1e-8}, stop=short)),
+            ("exact law, secant, newton", variant(base, predictor={"name": "secant"}, stop=short)),
+            ("exact law, none, newton", variant(base, predictor={"name": "none"}, stop=short)),
+            ("exact law, rk4, lbfgs", variant(base, corrector={"name": "lbfgs"}, stop=short)),
+            ("exact law, rk4, adam", variant(base, corrector={"name": "adam", "steps": 300, "eta_max": 0.05,
+                                                              "gtol": 1e-3}, stop=short)),
+            ("exact law, rk4, newton, no projection", variant(base, process={"name": "iso-classification",
+                                                                             "project": False}, stop=short)),
+            ("FD law h=1e-2, none, newton (paper)", variant(base, process={"name": "iso-classification-fd", "h": 1e-2},
+                                                           predictor={"name": "none"}, stop=short,
+                                                           steps=fixed)),
+            ("FD law h=1e-3, none, newton (paper)", variant(base, process={"name": "iso-classification-fd", "h": 1e-3},
+                                                           predictor={"name": "none"}, stop=short,
+                                                           steps=fixed)),
+            ("exact law, none, newton, same steps", variant(base, process={"name": "iso-classification",
+                                                                           "project": False},
+                                                           predictor={"name": "none"}, stop=short,
+                                                           steps=fixed)),
+        ]
+    header = f"{'run':<40} {'points':>6} {'lambda end':>10} {'max gamma err':>13} {'max |C drift|':>13} " \
+             f"{'first law':>9} {'krylov/pt':>9} {'corr it/pt':>10} {'s/pt':>6}"
+    print(header)
+    results = []
+    for i, (label, cfg) in enumerate(runs):
+        if closed is None:
+            from problems import LinearGaussianClosedForm
+            closed = LinearGaussianClosedForm.of(build_run(cfg)["problem"])
+        out = args.out / ("iso_c.nc" if i == 0 else f"variant_{i:02d}.nc")
+        t0 = time.perf_counter()
+        ds = run_config(cfg, out, progress=False)
+        seconds = time.perf_counter() - t0
+        n = ds.sizes["step"]
+        err = closed_form_errors(closed, ds)
+        row = (label, n, float(ds["lambda"][-1]), err.max(), np.abs(ds["C_drift"].values).max(), first_law(ds),
+               ds["krylov_iters"].values[1:].mean(), ds["corrector_iters"].values[1:].mean(), seconds / n)
+        results.append(row)
+        print(f"{row[0]:<40} {row[1]:>6d} {row[2]:>10.4g} {row[3]:>13.2e} {row[4]:>13.2e} {row[5]:>9.1e} "
+              f"{row[6]:>9.1f} {row[7]:>10.1f} {row[8]:>6.3f}")
+        if ds.attrs["status"] != "finished":
+            print(f"  {label}: {ds.attrs['status']}: {ds.attrs['stop_reason']}")
+    fig = plot_paths([args.out / "iso_c.nc"], args.out / "iso_c.png", labels=["iso-C, exact law"])
+    print(f"wrote {args.out / 'iso_c.nc'} and {fig}")
+    return 0 if results[0][3] <= 1e-6 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
