@@ -166,7 +166,7 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, star
                     attempt = None
                     why = f"{type(e).__name__}: {str(e).splitlines()[0]}"
                 if attempt is not None:
-                    pred_ok, res, x_new, mu_new, ctx_new, tangent, drift, k_used, c_used, ds_try = attempt
+                    pred_ok, res, x_new, mu_new, ctx_new, tangent, drift, k_used, c_used, ds_try, grad_norm = attempt
                     krylov += k_used
                     corr_iters += c_used
                     step_drift = None if drift is None else drift - current.drift
@@ -185,7 +185,7 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, star
             if not (landing is not None and ds_try < ds):  # a shortened landing step says nothing of ds
                 ds = min(ds * control.grow, control.max_step) if easy else ds
             ds_next = ds
-            row = _row(problem, system, new, ds_try, res.grad_norm, krylov, corr_iters, time.perf_counter() - t0,
+            row = _row(problem, system, new, ds_try, grad_norm, krylov, corr_iters, time.perf_counter() - t0,
                        rejected, ds_next, C0, G0, held_value, _angle(current.tangent, tangent))
             previous = (current.x, current.mu, current.s, new.s)
             current = new
@@ -245,11 +245,11 @@ def _attempt(system, process, predictor, corrector, make_context, current, ds, l
         raise FloatingPointError(f"prediction left the domain lambda, gamma > 0: {named}")
     res = corrector.correct(system, pred.x, mu_new)
     corr_iters += res.iters
-    x_new = res.x
+    x_new, grad_norm = res.x, res.grad_norm
     ctx_new = None
     if res.converged and process.project:
-        x_new, mu_new, ctx_new, extra_k, extra_c = _project(system, process, corrector, make_context, x_new, mu_new,
-                                                            G0, landing)
+        x_new, mu_new, ctx_new, extra_k, extra_c, grad_norm = _project(system, process, corrector, make_context,
+                                                                       x_new, mu_new, G0, landing, grad_norm)
         krylov += extra_k
         corr_iters += extra_c
     ctx_new = ctx_new or make_context(x_new, mu_new)
@@ -262,7 +262,7 @@ def _attempt(system, process, predictor, corrector, make_context, current, ds, l
             drift = (held_value(ctx_new) - G0) / max(abs(G0), 1e-300)
         elif getattr(process, "holds", None) == "C":
             drift = (ctx_new.functionals()["C"] - C0) / max(abs(C0), 1e-300)
-    return pred.solves_ok, res, x_new, mu_new, ctx_new, tangent, drift, krylov, corr_iters, ds
+    return pred.solves_ok, res, x_new, mu_new, ctx_new, tangent, drift, krylov, corr_iters, ds, grad_norm
 
 
 def template_dtype(template):
@@ -289,10 +289,11 @@ def _land(process, current, ds, stop):
     return best
 
 
-def _project(system, process, corrector, make_context, x, mu, G0, landing, max_iter=8):
+def _project(system, process, corrector, make_context, x, mu, G0, landing, grad_norm, max_iter=8):
     """Restore the held functional G = G0 by a scalar Newton iteration in mu, along dG/dmu
     restricted to the free multipliers (not the one that just landed on a milestone).
-    Returns x, mu, the context at them (tangents already solved there), and the work."""
+    Returns x, mu, the context at them (tangents already solved there), the work, and the
+    gradient norm at x."""
     free = [n for n in FREE if landing is None or n != landing[0]]
     krylov = iters = 0
     last = math.inf
@@ -316,9 +317,9 @@ def _project(system, process, corrector, make_context, x, mu, G0, landing, max_i
             break
         krylov += ctx.krylov_iters
         iters += ctx.corrector_iters
-        x, mu = res.x, mu + dmu
+        x, mu, grad_norm = res.x, mu + dmu, res.grad_norm
         ctx = make_context(x, mu)
-    return x, mu, ctx, krylov, iters
+    return x, mu, ctx, krylov, iters, grad_norm
 
 
 def _row(problem, system, point, ds, grad_norm, krylov, corr_iters, seconds, rejected, next_step, C0, G0,
