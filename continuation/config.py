@@ -130,7 +130,7 @@ def build_run(config: dict) -> dict:
         if not start[key] > 0:
             raise ConfigError(f"[start] {key} must be > 0, got {start[key]}")
     krylov = dict(config.get("krylov", {}))
-    hvp_mode = _check_value("krylov", "hvp_mode", krylov.pop("hvp_mode", "fwd-rev"), "fwd-rev")
+    hvp_mode = _check_value("krylov", "hvp_mode", krylov.pop("hvp_mode", "rev-rev"), "rev-rev")
     if hvp_mode not in ("fwd-rev", "rev-rev"):
         raise ConfigError(f"[krylov] hvp_mode must be 'fwd-rev' or 'rev-rev', got {hvp_mode!r}")
     run = {name: build(name, config.get(name)) for name in ("problem", "process", "predictor", "corrector")}

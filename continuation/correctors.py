@@ -50,7 +50,7 @@ class NewtonCorrector(Corrector):
 
     gtol: float = 1e-10
     maxiter: int = 20
-    hvp_mode: str = "fwd-rev"
+    hvp_mode: str = "rev-rev"
     name = "newton"
 
     def correct(self, system, x, mu):

@@ -58,7 +58,7 @@ def _angle(a, b) -> float | None:
 
 def continue_path(problem, process, predictor, corrector, control, stop, *, start=None, theta0=None,
                   equilibrate=True, out=None, resume=False, config=None, solver=None, progress=True,
-                  checkpoint_every: int = 1, start_from=None, hvp_mode: str = "fwd-rev"):
+                  checkpoint_every: int = 1, start_from=None, hvp_mode: str = "rev-rev"):
     """Run one continuation path; returns the path dataset.
 
     start: (lambda, gamma) or (lambda, gamma, t); theta0: a parameter pytree (default: the

@@ -13,7 +13,7 @@ from solvers import FlatView, check_finite, gradient, hessian_operator, mixed_pa
 
 
 class EquilibriumSystem:
-    def __init__(self, problem: Problem, theta_example: dict, hvp_mode: str = "fwd-rev"):
+    def __init__(self, problem: Problem, theta_example: dict, hvp_mode: str = "rev-rev"):
         self.problem = problem
         self.view = FlatView(theta_example)
         self.hvp_mode = hvp_mode
@@ -33,8 +33,13 @@ class EquilibriumSystem:
         return check_finite(gradient(self.objective, x, mu), "gradient of J")
 
     def hessian(self, x, mu):
-        """v -> A v with A = Hess_theta J(theta; mu)."""
-        return hessian_operator(self.objective, x, mu, self.hvp_mode)
+        """v -> A v with A = Hess_theta J(theta; mu); on the problem's HVP batch if it has one
+        (`hessian_objective`: a subsampled Hessian beside a full gradient)."""
+        return hessian_operator(self.hessian_objective, x, mu, self.hvp_mode)
+
+    def hessian_objective(self, x, mu):
+        f = getattr(self.problem, "hessian_objective", None)
+        return f(self.view.unflatten(x), mu) if f is not None else self.objective(x, mu)
 
     def mixed_partials(self, x, mu, directions=None):
         """b = -d/dmu grad_theta J, one column per direction (rows of `directions`)."""

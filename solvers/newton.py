@@ -50,7 +50,7 @@ class NewtonCG:
     maxiter: int = 100
     eta_max: float = 0.5
     cg_maxiter: int | None = None
-    hvp_mode: str = "fwd-rev"
+    hvp_mode: str = "rev-rev"
     armijo: float = 1e-4
     max_backtracks: int = 40
     max_damping_tries: int = 40

@@ -1,0 +1,142 @@
+"""Data sets as tensors: scikit-learn's bundled 8x8 digits, Fashion-MNIST from the Debian package
+`dataset-fashion-mnist`, and MNIST and CIFAR-10 from a folder the user gives (torchvision
+readers, download=False). Class subsets for task paths and seeded train/validation splits.
+
+Every loader returns a `Data(x, y, classes, name)`: x float (N, ...) in [0, 1], y long (N,).
+A missing folder is one clear error naming it; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+SUBSETS = {
+    "0-4": (0, 1, 2, 3, 4),
+    "5-9": (5, 6, 7, 8, 9),
+    "vehicles": (0, 1, 8, 9),  # CIFAR-10: airplane, automobile, ship, truck
+    "animals": (2, 3, 4, 5),  # CIFAR-10: bird, cat, deer, dog
+}
+
+
+@dataclass
+class Data:
+    x: torch.Tensor
+    y: torch.Tensor
+    classes: tuple
+    name: str
+
+    def __len__(self):
+        return self.x.shape[0]
+
+    def to(self, dtype=None, device=None) -> "Data":
+        return Data(self.x.to(dtype=dtype, device=device), self.y.to(device=device), self.classes, self.name)
+
+    def flat(self) -> "Data":
+        """Inputs flattened to (N, features), for the MLPs."""
+        return Data(self.x.reshape(len(self), -1), self.y, self.classes, self.name)
+
+
+def load_digits(dtype=torch.float32) -> Data:
+    """scikit-learn's bundled 8x8 digits (1797 images, 64 features scaled to [0, 1])."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    x = torch.tensor(d.data / 16.0, dtype=dtype)
+    return Data(x, torch.tensor(d.target, dtype=torch.long), tuple(str(i) for i in range(10)), "digits")
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An MNIST-format (IDX) file, gzipped or not."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def load_fashion_mnist(root=FASHION_MNIST_DIR, train: bool = True, dtype=torch.float32) -> Data:
+    """Fashion-MNIST (28x28, 10 classes) from the IDX files of the Debian package's folder."""
+    root = Path(root)
+    prefix = "train" if train else "t10k"
+    images = [root / f"{prefix}-images-idx3-ubyte{ext}" for ext in (".gz", "")]
+    labels = [root / f"{prefix}-labels-idx1-ubyte{ext}" for ext in (".gz", "")]
+    image_file = next((p for p in images if p.exists()), None)
+    label_file = next((p for p in labels if p.exists()), None)
+    if image_file is None or label_file is None:
+        raise FileNotFoundError(f"Fashion-MNIST not found in {root}: expected {images[0].name} and {labels[0].name} "
+                                f"(apt-get install dataset-fashion-mnist, or pass the folder that holds them)")
+    x = torch.tensor(_read_idx(image_file), dtype=dtype)[:, None] / 255.0
+    y = torch.tensor(_read_idx(label_file).astype(np.int64))
+    classes = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+               "Ankle boot")
+    return Data(x, y, classes, "fashion-mnist")
+
+
+def load_mnist(root, train: bool = True, dtype=torch.float32) -> Data:
+    """MNIST from `root` in torchvision's layout (root/MNIST/raw/...), never downloaded."""
+    from torchvision.datasets import MNIST
+
+    root = Path(root)
+    try:
+        ds = MNIST(str(root), train=train, download=False)
+    except RuntimeError as e:
+        raise FileNotFoundError(f"MNIST not found in {root}: expected torchvision's layout {root}/MNIST/raw/"
+                                f"train-images-idx3-ubyte etc. (it is never downloaded here)") from e
+    x = ds.data.to(dtype)[:, None] / 255.0
+    return Data(x, ds.targets.long(), tuple(str(i) for i in range(10)), "mnist")
+
+
+def load_cifar10(root, train: bool = True, dtype=torch.float32) -> Data:
+    """CIFAR-10 from `root` in torchvision's layout (root/cifar-10-batches-py/...), never downloaded."""
+    from torchvision.datasets import CIFAR10
+
+    root = Path(root)
+    try:
+        ds = CIFAR10(str(root), train=train, download=False)
+    except RuntimeError as e:
+        raise FileNotFoundError(f"CIFAR-10 not found in {root}: expected torchvision's layout "
+                                f"{root}/cifar-10-batches-py/data_batch_1 etc. (it is never downloaded here)") from e
+    x = torch.tensor(ds.data, dtype=dtype).permute(0, 3, 1, 2) / 255.0
+    return Data(x, torch.tensor(ds.targets, dtype=torch.long), CIFAR10_CLASSES, "cifar10")
+
+
+def class_subset(data: Data, classes, relabel: bool = False) -> Data:
+    """The samples whose label is in `classes` (names from SUBSETS or label numbers).
+
+    relabel=True maps the kept labels to 0..len(classes)-1 in the order given."""
+    if isinstance(classes, str):
+        if classes not in SUBSETS:
+            raise ValueError(f"unknown class subset {classes!r}; valid: {', '.join(SUBSETS)}")
+        classes = SUBSETS[classes]
+    classes = tuple(int(c) for c in classes)
+    keep = torch.isin(data.y, torch.tensor(classes))
+    y = data.y[keep]
+    if relabel:
+        lookup = torch.full((int(data.y.max()) + 1,), -1, dtype=torch.long)
+        lookup[torch.tensor(classes)] = torch.arange(len(classes))
+        y = lookup[y]
+        names = tuple(data.classes[c] for c in classes)
+    else:
+        names = data.classes
+    return Data(data.x[keep], y, names, f"{data.name}[{','.join(map(str, classes))}]")
+
+
+def train_val_split(data: Data, val_fraction: float = 0.2, seed: int = 0, limit: int | None = None):
+    """A seeded random split into (train, validation); `limit` caps the training set's size."""
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    n_val = int(round(val_fraction * len(data)))
+    val, train = perm[:n_val], perm[n_val:]
+    if limit is not None:
+        train = train[:limit]
+    pick = lambda idx, tag: Data(data.x[idx], data.y[idx], data.classes, f"{data.name}:{tag}")  # noqa: E731
+    return pick(train, "train"), pick(val, "val")

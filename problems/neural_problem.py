@@ -1,0 +1,113 @@
+"""The paper's models as a problem: an amortized encoder, a Gaussian decoder and a softmax
+classifier on a data set, evaluated on minibatches that are fixed between path points.
+
+    J(theta; lambda, gamma) = R + lambda D + gamma C,   per sample (means over the batch):
+    R = KL(e(z|x) || N(0, I)),  D = E_e[-log N(x; dec(z), decoder_std^2 I)],  C = E_e[-log softmax(cls(z))_y]
+
+Stochastic estimates, as DESIGN.md section 3 recommends: gradients and mixed partials on a
+"gradient batch" (the whole training set by default), Hessian-vector products on a smaller
+"HVP batch" drawn from it (a subsampled Hessian with a full gradient). Reparameterisation noise
+and dropout masks are drawn once per batch and re-drawn only by `resample(seed)`, between
+path points, so that within a step J is one deterministic function of theta.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from .base import Problem
+from .data import Data
+from .neural import init_module_params
+
+
+class _Batch:
+    def __init__(self, x, y, eps, mask):
+        self.x, self.y, self.eps, self.mask = x, y, eps, mask
+
+
+class NeuralProblem(Problem):
+    name = "neural"
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, classifier: nn.Module, train: Data,
+                 val: Data | None = None, *, decoder_std: float = 1.0, grad_batch: int | None = None,
+                 hvp_batch: int | None = 256, samples: int = 1, seed: int = 0, dtype=torch.float32, device="cpu"):
+        if len(train) == 0:
+            raise ValueError("the training set is empty")
+        if not decoder_std > 0:
+            raise ValueError(f"decoder_std must be > 0, got {decoder_std}")
+        self.encoder, self.decoder, self.classifier = encoder, decoder, classifier
+        self.latent_dim = encoder.latent_dim
+        self.train = train.to(dtype=dtype, device=device)
+        self.val = val.to(dtype=dtype, device=device) if val is not None else None
+        self.decoder_std, self.samples = decoder_std, samples
+        self.grad_batch = min(grad_batch or len(train), len(train))
+        self.hvp_batch = min(hvp_batch or self.grad_batch, self.grad_batch)
+        self.dtype, self.device = dtype, torch.device(device)
+        self.resample(seed)
+
+    # -- parameters and noise -----------------------------------------------------------------
+    def init_params(self, seed: int = 0) -> dict:
+        g = torch.Generator().manual_seed(seed)
+        return {name: {k: v.to(self.device) for k, v in init_module_params(m, g, self.dtype).items()}
+                for name, m in (("encoder", self.encoder), ("decoder", self.decoder), ("classifier", self.classifier))}
+
+    def _make_batch(self, idx, g):
+        n = idx.numel()
+        eps = torch.randn(self.samples, n, self.latent_dim, generator=g, dtype=self.dtype).to(self.device)
+        shape = getattr(self.encoder, "mask_shape", None)
+        mask = None
+        if shape is not None:
+            keep = 1.0 - self.encoder.dropout.p
+            mask = torch.bernoulli(torch.full((n, *shape), keep, dtype=self.dtype), generator=g).to(self.device)
+        return _Batch(self.train.x[idx], self.train.y[idx], eps, mask)
+
+    def resample(self, seed: int) -> None:
+        """New gradient batch, HVP batch, noise and masks (between path points only)."""
+        g = torch.Generator().manual_seed(int(seed))
+        n = len(self.train)
+        idx = torch.arange(n) if self.grad_batch == n else torch.randperm(n, generator=g)[: self.grad_batch]
+        self.batch = self._make_batch(idx.to(self.device), g)
+        sub = idx[torch.randperm(idx.numel(), generator=g)[: self.hvp_batch]] if self.hvp_batch < idx.numel() else idx
+        self.hvp = self._make_batch(sub.to(self.device), g)
+
+    # -- the functionals ----------------------------------------------------------------------
+    def _functionals(self, theta, b: _Batch):
+        mean, log_std = functional_call(self.encoder, theta["encoder"], (b.x,), {"mask": b.mask})
+        std = torch.exp(log_std)
+        z = mean + std * b.eps  # (S, B, k)
+        x_flat = b.x.reshape(b.x.shape[0], -1)
+        recon = functional_call(self.decoder, theta["decoder"], (z,))
+        s2 = self.decoder_std**2
+        D = (0.5 * ((x_flat - recon) ** 2).sum(-1) / s2).mean() + 0.5 * x_flat.shape[1] * math.log(2 * math.pi * s2)
+        logits = functional_call(self.classifier, theta["classifier"], (z,))
+        C = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), b.y.repeat(self.samples))
+        R = 0.5 * (mean**2 + std**2 - 1.0 - 2.0 * log_std).sum(-1).mean()
+        return {"R": R, "D": D, "C": C}
+
+    def functionals(self, theta, mu):
+        return self._functionals(theta, self.batch)
+
+    def hessian_objective(self, theta, mu):
+        """J on the HVP batch: what Hessian-vector products differentiate."""
+        f = self._functionals(theta, self.hvp)
+        return f["R"] + mu[0] * f["D"] + mu[1] * f["C"]
+
+    @torch.no_grad()
+    def validation_metrics(self, theta, batch_size: int = 2048) -> dict:
+        """val_loss: cross-entropy of the classifier at the encoder mean; val_acc in [0, 1]."""
+        if self.val is None:
+            return {}
+        loss, correct = 0.0, 0
+        n = len(self.val)
+        for i in range(0, n, batch_size):
+            x, y = self.val.x[i: i + batch_size], self.val.y[i: i + batch_size]
+            mean, _ = functional_call(self.encoder, theta["encoder"], (x,))
+            logits = functional_call(self.classifier, theta["classifier"], (mean,))
+            loss += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(-1) == y).sum())
+        return {"val_loss": loss / n, "val_acc": correct / n}
