@@ -330,7 +330,8 @@ def _row(problem, system, point, ds, grad_norm, krylov, corr_iters, seconds, rej
            "seconds": seconds, "step_size": ds, "next_step": next_step, "rejected": int(rejected),
            "C_drift": (f["C"] - C0) / max(abs(C0), 1e-300),
            "constraint_drift": math.nan if G0 is None else (held_value(point.ctx) - G0) / max(abs(G0), 1e-300),
-           "tangent_angle": math.nan if angle is None else angle}
+           "tangent_angle": math.nan if angle is None else angle,
+           "krylov_residual": max((r.rel_residual for r in point.ctx.solves), default=math.nan)}
     metrics = getattr(problem, "validation_metrics", None)
     if metrics is not None:
         row.update(metrics(system.unflatten(point.x)))

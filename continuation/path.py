@@ -16,6 +16,7 @@ Schema (one value per accepted point):
 | rejected          | attempts rejected before this one was accepted                      |
 | C_drift           | (C - C0) / |C0|; constraint_drift: the same for the held functional |
 | tangent_angle     | degrees the tangent turned since the previous point                 |
+| krylov_residual   | largest relative residual of the tangent solves at this point       |
 | checkpoint        | the step number of the checkpoint holding theta, or -1               |
 | val_loss, val_acc | validation metrics, where the problem has validation data           |
 

@@ -28,6 +28,7 @@ class StepControl:
     max_drift: float | None = 1e-7  # per step: |change of the held functional's relative drift|
     easy_iters: int | None = None  # default: the corrector's own
     max_iters: int | None = None  # default: the corrector's own
+    krylov_must_converge: bool = True  # False: truncated solves are accepted (stochastic networks)
 
     def __post_init__(self):
         if not 0 < self.min_step <= self.initial <= self.max_step:
@@ -40,7 +41,7 @@ class StepControl:
         """(accepted, easy, reason) for one attempted step; `drift` is this step's change of drift."""
         max_iters = self.max_iters if self.max_iters is not None else corrector.max_iters
         easy_iters = self.easy_iters if self.easy_iters is not None else corrector.easy_iters
-        if not prediction_ok:
+        if not prediction_ok and self.krylov_must_converge:
             return False, False, "a Krylov solve in the predictor failed"
         if not result.converged:
             return False, False, f"corrector {result.status} (|grad| {result.grad_norm:.2e})"

@@ -87,7 +87,7 @@ def load_mnist(root, train: bool = True, dtype=torch.float32) -> Data:
     root = Path(root)
     try:
         ds = MNIST(str(root), train=train, download=False)
-    except RuntimeError as e:
+    except (RuntimeError, OSError) as e:
         raise FileNotFoundError(f"MNIST not found in {root}: expected torchvision's layout {root}/MNIST/raw/"
                                 f"train-images-idx3-ubyte etc. (it is never downloaded here)") from e
     x = ds.data.to(dtype)[:, None] / 255.0
@@ -101,7 +101,7 @@ def load_cifar10(root, train: bool = True, dtype=torch.float32) -> Data:
     root = Path(root)
     try:
         ds = CIFAR10(str(root), train=train, download=False)
-    except RuntimeError as e:
+    except (RuntimeError, OSError) as e:
         raise FileNotFoundError(f"CIFAR-10 not found in {root}: expected torchvision's layout "
                                 f"{root}/cifar-10-batches-py/data_batch_1 etc. (it is never downloaded here)") from e
     x = torch.tensor(ds.data, dtype=dtype).permute(0, 3, 1, 2) / 255.0

@@ -50,7 +50,9 @@ def hessian_operator(f: Callable, x: torch.Tensor, mu: torch.Tensor, mode: str =
         _, pullback = vjp(grad(lambda y: f(y, mu)), x)
 
         def matvec(v: torch.Tensor) -> torch.Tensor:
-            return pullback(v)[0]
+            # some ops (cross-entropy among them) leave the pullback's output attached to a
+            # graph; products are never differentiated again, so cut it
+            return pullback(v)[0].detach()
 
         return matvec
     raise ValueError(f"unknown HVP mode {mode!r}; valid modes: {', '.join(HVP_MODES)}")

@@ -1,0 +1,164 @@
+"""The paper's models and data: shapes, determinism between resamples (batch norm, dropout
+masks, noise), subsampled HVPs against dense Hessians, data loaders on generated stand-ins,
+one iso-classification step of the CIFAR-shape model."""
+
+import gzip
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from continuation import EquilibriumSystem
+from continuation.correctors import AdamCorrector
+from continuation.driver import continue_path
+from continuation.predictors import NoPredictor
+from continuation.processes import iso_classification
+from continuation.step_control import StepControl, StopRule
+from problems import make_mu
+from problems.data import (FASHION_MNIST_DIR, Data, class_subset, load_cifar10, load_digits, load_fashion_mnist,
+                           load_mnist, train_val_split)
+from problems.models import cifar_resnet, paper_mlp, transfer_mlp
+from problems.neural_problem import NeuralProblem
+from solvers import MINRES
+
+
+def small_problem(dropout=False, dtype=torch.float64, **kw):
+    g = torch.Generator().manual_seed(0)
+    data = Data(torch.rand(40, 1, 4, 4, generator=g, dtype=dtype), torch.randint(0, 3, (40,), generator=g),
+                ("a", "b", "c"), "stand-in")
+    make = transfer_mlp if dropout else paper_mlp
+    extra = {"dropout": 0.25} if dropout else {"classifier_hidden": 4}
+    return NeuralProblem(*make(input_dim=16, hidden=6, latent=2, classes=3, **extra), data, samples=2,
+                         dtype=dtype, **kw)
+
+
+def test_paper_mlp_has_the_papers_size():
+    e, d, c = paper_mlp()
+    assert sum(p.numel() for m in (e, d, c) for p in m.parameters()) == 415_870
+    mean, log_std = e(torch.rand(3, 1, 28, 28))
+    assert mean.shape == log_std.shape == (3, 16) and d(mean).shape == (3, 784) and c(mean).shape == (3, 10)
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_objective_is_deterministic_between_resamples(dropout):
+    problem = small_problem(dropout=dropout, hvp_batch=16)
+    theta = problem.init_params(0)
+    mu = make_mu(0.5, 2.0)
+    J = float(problem.objective(theta, mu))
+    assert float(problem.objective(theta, mu)) == J  # batch norm without running statistics, masks fixed
+    problem.resample(1)
+    assert float(problem.objective(theta, mu)) != J
+    problem.resample(0)
+    assert float(problem.objective(theta, mu)) == J
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_subsampled_hvp_is_the_hessian_of_the_hvp_batch(dropout):
+    problem = small_problem(dropout=dropout, hvp_batch=12)
+    theta = problem.init_params(0)
+    system = EquilibriumSystem(problem, theta)
+    x, mu = system.flatten(theta), make_mu(0.5, 2.0)
+    dense = torch.autograd.functional.hessian(lambda v: system.hessian_objective(v, mu), x)
+    full = torch.autograd.functional.hessian(lambda v: system.objective(v, mu), x)
+    H = system.hessian(x, mu)
+    cols = torch.stack([H(e) for e in torch.eye(x.numel(), dtype=x.dtype)], dim=1)
+    np.testing.assert_allclose(cols.numpy(), dense.numpy(), atol=1e-10)
+    assert float((dense - full).abs().max()) > 1e-3  # really a different (sub)sample
+    # mixed partials use the gradient batch: b_lambda = -grad D, b_gamma = -grad C there
+    b = system.mixed_partials(x, mu)
+    grads = torch.func.jacrev(system.functionals)(x, mu)
+    np.testing.assert_allclose(b[:, 0].numpy(), -grads[1].numpy(), atol=1e-12)
+    np.testing.assert_allclose(b[:, 1].numpy(), -grads[2].numpy(), atol=1e-12)
+
+
+def test_validation_metrics():
+    problem = small_problem()
+    problem.val = problem.train
+    m = problem.validation_metrics(problem.init_params(0))
+    assert 0.0 <= m["val_acc"] <= 1.0 and m["val_loss"] > 0
+
+
+def test_cifar_shape_model_takes_one_iso_classification_step():
+    g = torch.Generator().manual_seed(0)
+    data = Data(torch.rand(6, 3, 32, 32, generator=g), torch.randint(0, 10, (6,), generator=g),
+                tuple(range(10)), "random 32x32")
+    problem = NeuralProblem(*cifar_resnet(latent=4, width=16), data, hvp_batch=4)
+    ds = continue_path(problem, iso_classification(project=False), NoPredictor(),
+                       AdamCorrector(steps=2, eta_max=1e-3, gtol=float("inf")),
+                       StepControl(initial=0.1, max_drift=float("inf"), max_angle_deg=180.0, krylov_must_converge=False),
+                       StopRule(max_steps=1), start=(0.5, 5.0), equilibrate=False, progress=False,
+                       solver=MINRES(rtol=1e-3, maxiter=2))
+    assert ds.sizes["step"] == 2 and ds.attrs["status"] == "finished"
+    assert float(ds["lambda"][1]) != 0.5 and np.isfinite(ds["C"].values).all()
+
+
+def test_digits_and_splits():
+    d = load_digits()
+    assert d.x.shape == (1797, 64) and float(d.x.max()) == 1.0
+    tr, va = train_val_split(d, 0.2, seed=3)
+    assert len(tr) + len(va) == 1797 and len(va) == 359
+    tr2, _ = train_val_split(d, 0.2, seed=3)
+    assert torch.equal(tr.y, tr2.y)
+    high = class_subset(d, "5-9", relabel=True)
+    assert set(high.y.tolist()) == {0, 1, 2, 3, 4} and high.classes == ("5", "6", "7", "8", "9")
+    with pytest.raises(ValueError, match="unknown class subset 'odd'"):
+        class_subset(d, "odd")
+
+
+@pytest.mark.skipif(not (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").exists(),
+                    reason="Debian package dataset-fashion-mnist is not installed")
+def test_fashion_mnist_from_the_debian_folder():
+    d = load_fashion_mnist(train=False)
+    assert d.x.shape == (10000, 1, 28, 28) and d.y.shape == (10000,)
+    assert 0.0 <= float(d.x.min()) and float(d.x.max()) == 1.0
+    assert torch.bincount(d.y).tolist() == [1000] * 10
+
+
+def write_idx(path, array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_mnist_and_cifar_from_generated_folders(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    images, labels = rng.integers(0, 256, (7, 28, 28)), rng.integers(0, 10, 7)
+    for prefix in ("train", "t10k"):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    m = load_mnist(tmp_path)
+    assert m.x.shape == (7, 1, 28, 28) and m.y.tolist() == labels.tolist()
+    np.testing.assert_allclose(m.x[:, 0].numpy() * 255, images, atol=1e-3)
+    # the same files gzipped read as Fashion-MNIST from a given folder
+    fm = tmp_path / "fm"
+    fm.mkdir()
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        (fm / f"{name}.gz").write_bytes(gzip.compress((raw / name).read_bytes()))
+    assert torch.equal(load_fashion_mnist(fm).y, m.y)
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    data = rng.integers(0, 256, (5, 3072)).astype(np.uint8)
+    targets = [0, 1, 2, 8, 9]
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": data, "labels": targets}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                                     "truck"]}, f)
+    import torchvision.datasets.cifar as tv_cifar
+    # the stand-in files cannot match the official checksums
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda *a, **k: True)
+    monkeypatch.setattr(tv_cifar.CIFAR10, "_check_integrity", lambda self: True)
+    c = load_cifar10(tmp_path)
+    assert c.x.shape == (25, 3, 32, 32) and c.y[:5].tolist() == targets
+    assert class_subset(c, "vehicles").y.unique().tolist() == [0, 1, 8, 9]
+
+
+def test_missing_data_folders_are_one_line(tmp_path):
+    for loader, name in ((load_mnist, "MNIST"), (load_cifar10, "CIFAR-10"), (load_fashion_mnist, "Fashion-MNIST")):
+        with pytest.raises(FileNotFoundError) as err:
+            loader(tmp_path / "nowhere")
+        assert str(err.value).startswith(f"{name} not found in {tmp_path / 'nowhere'}") and "\n" not in str(err.value)
