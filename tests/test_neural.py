@@ -162,3 +162,20 @@ def test_missing_data_folders_are_one_line(tmp_path):
         with pytest.raises(FileNotFoundError) as err:
             loader(tmp_path / "nowhere")
         assert str(err.value).startswith(f"{name} not found in {tmp_path / 'nowhere'}") and "\n" not in str(err.value)
+
+
+def test_equilibration_from_scratch_learns_the_digits():
+    from continuation.equilibrate import equilibrate, learning_rate
+
+    tr, va = train_val_split(load_digits(), 0.2, seed=0)
+    problem = NeuralProblem(*paper_mlp(input_dim=64, hidden=64, latent=4), tr, va, hvp_batch=256)
+    system = EquilibriumSystem(problem, problem.init_params(0))
+    mu = make_mu(0.25, 4.0, dtype=torch.float32)
+    res = equilibrate(system, system.flatten(problem.init_params(0)), mu, steps=600, lr=3e-3)
+    metrics = problem.validation_metrics(system.unflatten(res.x))
+    assert metrics["val_acc"] > 0.9  # 10 classes: chance is 0.1
+    assert res.history[-1][1] < res.history[0][1] - 5.0
+    assert learning_rate(0, 10, 1.0, "cosine") == 1.0 and learning_rate(10, 10, 1.0, "cosine") < 1e-12
+    assert learning_rate(5, 10, 1.0, "step") == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="unknown schedule 'linear'"):
+        equilibrate(system, res.x, mu, steps=1, schedule="linear")
