@@ -58,13 +58,15 @@ def _angle(a, b) -> float | None:
 
 def continue_path(problem, process, predictor, corrector, control, stop, *, start=None, theta0=None,
                   equilibrate=True, out=None, resume=False, config=None, solver=None, progress=True,
-                  checkpoint_every: int = 1, start_from=None, hvp_mode: str = "rev-rev"):
+                  checkpoint_every: int = 1, start_from=None, hvp_mode: str = "rev-rev", resample: bool = False):
     """Run one continuation path; returns the path dataset.
 
     start: (lambda, gamma) or (lambda, gamma, t); theta0: a parameter pytree (default: the
     problem's `init_params(0)`), equilibrated at `start` by the corrector unless
     equilibrate=False. start_from: (path, step) of an earlier run to start from instead.
     hvp_mode: "fwd-rev" or "rev-rev" for the tangent solves (solvers/derivatives.py).
+    resample: for stochastic problems, call problem.resample(step) before each step (new batch
+    and noise, fixed within the step); the point's context is then recomputed on the new draw.
     """
     solver = solver or MINRES(rtol=1e-12)
     template = theta0 if theta0 is not None else problem.init_params(0)
@@ -156,6 +158,9 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, star
         while reason is None:
             t0 = time.perf_counter()
             ds, rejected, krylov, corr_iters = min(ds_next, control.max_step), 0, 0, 0
+            if resample and hasattr(problem, "resample"):
+                problem.resample(len(rows))
+                current.ctx = make_context(current.x, current.mu)
             while True:
                 ds_try, landing = _land(process, current, ds, stop)
                 try:
@@ -332,9 +337,10 @@ def _row(problem, system, point, ds, grad_norm, krylov, corr_iters, seconds, rej
            "constraint_drift": math.nan if G0 is None else (held_value(point.ctx) - G0) / max(abs(G0), 1e-300),
            "tangent_angle": math.nan if angle is None else angle,
            "krylov_residual": max((r.rel_residual for r in point.ctx.solves), default=math.nan)}
-    metrics = getattr(problem, "validation_metrics", None)
-    if metrics is not None:
-        row.update(metrics(system.unflatten(point.x)))
+    for hook in ("validation_metrics", "evaluation_metrics"):
+        metrics = getattr(problem, hook, None)
+        if metrics is not None:
+            row.update(metrics(system.unflatten(point.x)))
     return row
 
 

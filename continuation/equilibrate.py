@@ -59,7 +59,7 @@ def equilibrate(system, x0: torch.Tensor, mu: torch.Tensor, *, steps: int = 2000
         J = check_finite(system.objective(x, mu), f"objective at equilibration step {k}")
         J.backward()
         if k % log_every == 0 or k == steps - 1:
-            history.append((k, float(J), float(x.grad.norm())))
+            history.append((k, float(J.detach()), float(x.grad.norm())))
         opt.step()
     if can_resample:
         problem.resample(seed)

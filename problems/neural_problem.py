@@ -98,6 +98,20 @@ class NeuralProblem(Problem):
         return f["R"] + mu[0] * f["D"] + mu[1] * f["C"]
 
     @torch.no_grad()
+    def evaluation_metrics(self, theta, samples: int = 4, seed: int = 12345) -> dict:
+        """train_R, train_D, train_C on the whole training set with one fixed noise draw (the same
+        at every call), so that values along a path differ only because theta does."""
+        g = torch.Generator().manual_seed(seed)
+        n = len(self.train)
+        saved = self.samples
+        self.samples = samples
+        try:
+            f = self._functionals(theta, self._make_batch(torch.arange(n, device=self.device), g))
+        finally:
+            self.samples = saved
+        return {f"train_{k}": float(v) for k, v in f.items()}
+
+    @torch.no_grad()
     def validation_metrics(self, theta, batch_size: int = 2048) -> dict:
         """val_loss: cross-entropy of the classifier at the encoder mean; val_acc in [0, 1]."""
         if self.val is None:

@@ -179,3 +179,22 @@ def test_equilibration_from_scratch_learns_the_digits():
     assert learning_rate(5, 10, 1.0, "step") == pytest.approx(0.1)
     with pytest.raises(ValueError, match="unknown schedule 'linear'"):
         equilibrate(system, res.x, mu, steps=1, schedule="linear")
+
+
+def test_stochastic_path_resamples_between_points_and_records_fixed_noise_metrics():
+    problem = small_problem(dtype=torch.float32, hvp_batch=16)
+    problem.val = problem.train
+    seeds = []
+    original = problem.resample
+    problem.resample = lambda seed: (seeds.append(seed), original(seed))[1]
+    ds = continue_path(problem, iso_classification(project=False), NoPredictor(),
+                       AdamCorrector(steps=5, gtol=float("inf")),
+                       StepControl(initial=0.1, max_drift=float("inf"), max_angle_deg=180.0, krylov_must_converge=False),
+                       StopRule(max_steps=2), start=(0.5, 2.0), equilibrate=False, progress=False,
+                       solver=MINRES(rtol=1e-3, maxiter=5), resample=True)
+    assert seeds == [1, 2]  # one new draw before each step, seeded by the step number
+    for name in ("train_R", "train_D", "train_C", "val_loss", "val_acc", "krylov_residual"):
+        assert name in ds and np.isfinite(ds[name].values).all(), name
+    # the fixed-noise training metrics are a deterministic function of theta
+    theta = problem.init_params(0)
+    assert problem.evaluation_metrics(theta) == problem.evaluation_metrics(theta)
