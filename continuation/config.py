@@ -1,7 +1,8 @@
 """Configuration files: TOML in, strategy objects out, every mistake one line naming the key.
 
     [problem]    name = "linear-gaussian", then that problem's options
-    [start]      lambda, gamma, t, equilibrate, seed (of the initial parameters)
+    [start]      lambda, gamma, t, equilibrate, seed (of the initial parameters), train_steps,
+                 train_lr, train_schedule (Adam from scratch first, for neural models)
     [process]    name = "iso-classification" | "iso-classification-fd" | "quasi-static" | ...
     [predictor]  name = "ode" (method = "euler" | "rk4" | "dopri5") | "secant" | "none"
     [corrector]  name = "newton" | "adam" | "lbfgs"
@@ -39,7 +40,9 @@ REGISTRY = {"problem": PROBLEMS, "process": PROCESSES, "predictor": PREDICTORS, 
 DEFAULT_NAMES = {"problem": "linear-gaussian", "process": "iso-classification", "predictor": "ode",
                  "corrector": "newton", "krylov": "minres"}
 SECTIONS = ("problem", "start", "process", "predictor", "corrector", "krylov", "steps", "stop", "output")
-START_KEYS = {"lambda": 1.0, "gamma": 1.0, "t": 0.0, "equilibrate": True, "seed": 0}
+START_KEYS = {"lambda": 1.0, "gamma": 1.0, "t": 0.0, "equilibrate": True, "seed": 0,
+              # Adam from scratch before the corrector (neural models): steps (0: none), peak lr, schedule
+              "train_steps": 0, "train_lr": 3e-3, "train_schedule": "cosine"}
 OUTPUT_KEYS = {"checkpoint_every": 1, "progress": True}
 
 

@@ -68,11 +68,17 @@ def paper_schedule(k: int, T: int, eta_max: float) -> float:
 
 @dataclass
 class AdamCorrector(Corrector):
-    """`steps` full-batch Adam updates on the paper's schedule eta_max c (k/T)^2 (1-k/T)^5."""
+    """`steps` Adam updates on the paper's schedule eta_max c (k/T)^2 (1-k/T)^5.
+
+    resample_every > 0 (stochastic problems): a new batch and noise every that many updates, as
+    SGD equilibration does; the step's own draw is restored at the end. With one fixed draw,
+    hundreds of updates fit that draw: on the digits, C on fresh noise rose from 0.13 to 1.1
+    in one step while C on the step's draw fell to 0.035."""
 
     steps: int = 500
     eta_max: float = 1.5e-3
     gtol: float = 1e-4
+    resample_every: int = 0
     name = "adam"
     easy_iters = 10**9  # a fixed budget: never a reason to shrink or grow
     max_iters = 10**9
@@ -81,7 +87,12 @@ class AdamCorrector(Corrector):
         start = time.perf_counter()
         y = x.detach().clone().requires_grad_(True)
         opt = torch.optim.Adam([y], lr=0.0)
+        problem = system.problem
+        redraw = self.resample_every > 0 and hasattr(problem, "resample")
+        own_seed = getattr(problem, "seed", 0)
         for k in range(1, self.steps + 1):
+            if redraw and (k - 1) % self.resample_every == 0:
+                problem.resample(1_000_003 * (own_seed + 1) + k)
             for group in opt.param_groups:
                 group["lr"] = paper_schedule(k, self.steps + 1, self.eta_max)
             opt.zero_grad()
@@ -89,6 +100,8 @@ class AdamCorrector(Corrector):
             check_finite(J, "objective during Adam equilibration")
             J.backward()
             opt.step()
+        if redraw:
+            problem.resample(own_seed)
         y = y.detach()
         gnorm = float(system.gradient(y, mu).norm())
         ok = gnorm <= self.gtol

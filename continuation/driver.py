@@ -196,8 +196,9 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, star
             current = new
             _append(writer, rows, row, current)
             bar.update(1)
+            drift = row["C_drift"] if "train_C" not in row else (row["train_C"] - rows[0]["train_C"]) / rows[0]["train_C"]
             bar.set_postfix(s=f"{current.s:.3g}", lam=f"{row['lambda']:.4g}", gam=f"{row['gamma']:.4g}",
-                            drift=f"{row['C_drift']:.1e}", grad=f"{row['grad_norm']:.1e}")
+                            drift=f"{drift:.1e}", grad=f"{row['grad_norm']:.1e}")
             reason = stop.reached(len(rows) - 1, current.s, _named(current.mu), current.ctx.functionals())
         status = "finished"
     except _Stop as e:

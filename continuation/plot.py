@@ -20,11 +20,16 @@ def plot_paths(paths, out, labels=None):
     fig, ax = plt.subplots(2, 2, figsize=(10, 7.5))
     for ds, label in zip(datasets, labels):
         s = ds["s"].values
-        line = ax[0, 0].plot(ds["D"].values, ds["R"].values, "o-", ms=3, label=label)[0]
+        r, d = ("train_R", "train_D") if "train_R" in ds else ("R", "D")  # fixed-noise values when stochastic
+        line = ax[0, 0].plot(ds[d].values, ds[r].values, "o-", ms=3, label=label)[0]
         c = line.get_color()
         ax[0, 1].plot(s, ds["lambda"].values, "-", color=c, label=f"{label}: lambda")
         ax[0, 1].plot(s, ds["gamma"].values, "--", color=c, label=f"{label}: gamma")
-        ax[1, 0].plot(s, ds["C"].values, "-", color=c, label=label)
+        if "train_C" in ds:  # stochastic problems: C on one fixed noise draw over the whole training set
+            ax[1, 0].plot(s, ds["train_C"].values, "-", color=c, label=f"{label}: train C (fixed noise)")
+            ax[1, 0].plot(s, ds["C"].values, ":", color=c, alpha=0.6, label=f"{label}: C on the step's batch")
+        else:
+            ax[1, 0].plot(s, ds["C"].values, "-", color=c, label=label)
         if "val_loss" in ds:
             ax[1, 1].plot(s, ds["val_loss"].values, "-", color=c, label=f"{label}: val loss")
             if "val_acc" in ds:
@@ -35,10 +40,11 @@ def plot_paths(paths, out, labels=None):
     ax[0, 1].set(xlabel="s", title="multipliers (solid lambda, dashed gamma)")
     ax[1, 0].set(xlabel="s", ylabel="C", title="classification loss")
     # a band of +-2% around the start, so rounding noise does not look like drift
-    c0 = [float(ds["C"][0]) for ds in datasets]
+    key = lambda ds: "train_C" if "train_C" in ds else "C"  # noqa: E731
+    c0 = [float(ds[key(ds)][0]) for ds in datasets]
     spread = max(0.02 * abs(c) for c in c0)
-    lo = min(min(float(ds["C"].min()) for ds in datasets), min(c0) - spread)
-    hi = max(max(float(ds["C"].max()) for ds in datasets), max(c0) + spread)
+    lo = min(min(float(ds[key(ds)].min()) for ds in datasets), min(c0) - spread)
+    hi = max(max(float(ds[key(ds)].max()) for ds in datasets), max(c0) + spread)
     ax[1, 0].set_ylim(lo, hi)
     if any("val_loss" in ds for ds in datasets):
         ax[1, 1].set(xlabel="s", title="validation")

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import torch
+
 from .config import build_run
 from .driver import continue_path
+from .equilibrate import equilibrate
+from .system import EquilibriumSystem
 
 
 def run_config(config: dict, out=None, *, resume: bool = False, start_from=None, progress=None):
     """Build every object from `config` (a parsed TOML dict) and run the path; returns the dataset."""
+    from pathlib import Path
+
     r = build_run(config)
     problem, start = r["problem"], r["start"]
+    show = r["output"]["progress"] if progress is None else progress
+    theta0 = problem.init_params(start["seed"])
+    fresh = start_from is None and not (resume and out is not None and Path(out).exists())
+    if start["train_steps"] > 0 and fresh:
+        system = EquilibriumSystem(problem, theta0)
+        mu = torch.tensor([start["lambda"], start["gamma"], start["t"]], dtype=system.view.dtype)
+        trained = equilibrate(system, system.flatten(theta0), mu, steps=start["train_steps"], lr=start["train_lr"],
+                              schedule=start["train_schedule"], seed=start["seed"], progress=show)
+        theta0 = system.unflatten(trained.x)
     return continue_path(
         problem, r["process"], r["predictor"], r["corrector"], r["steps"], r["stop"],
-        start=(start["lambda"], start["gamma"], start["t"]), theta0=problem.init_params(start["seed"]),
+        start=(start["lambda"], start["gamma"], start["t"]), theta0=theta0,
         equilibrate=start["equilibrate"] if start_from is None else False, out=out, resume=resume,
-        config=config, solver=r["krylov"], progress=r["output"]["progress"] if progress is None else progress,
-        checkpoint_every=r["output"]["checkpoint_every"], start_from=start_from, hvp_mode=r["hvp_mode"])
+        config=config, solver=r["krylov"], progress=show, checkpoint_every=r["output"]["checkpoint_every"],
+        start_from=start_from, hvp_mode=r["hvp_mode"], resample=getattr(problem, "resample_between_points", False))

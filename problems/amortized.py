@@ -40,7 +40,8 @@ class AmortizedProblem(Problem):
 
     def resample(self, seed: int) -> None:
         """Draw new reparameterisation noise (between path points, never inside a step)."""
-        g = torch.Generator().manual_seed(seed)
+        self.seed = int(seed)
+        g = torch.Generator().manual_seed(self.seed)
         k = self.hamiltonian.latent_dim
         self.eps = torch.randn(self.samples, self.x.shape[0], k, generator=g, dtype=self.dtype).to(self.x.device)
 

@@ -68,7 +68,8 @@ class NeuralProblem(Problem):
 
     def resample(self, seed: int) -> None:
         """New gradient batch, HVP batch, noise and masks (between path points only)."""
-        g = torch.Generator().manual_seed(int(seed))
+        self.seed = int(seed)
+        g = torch.Generator().manual_seed(self.seed)
         n = len(self.train)
         idx = torch.arange(n) if self.grad_batch == n else torch.randperm(n, generator=g)[: self.grad_batch]
         self.batch = self._make_batch(idx.to(self.device), g)

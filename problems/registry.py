@@ -7,6 +7,7 @@ Each entry builds a problem from keyword options; adding a problem is adding one
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from .linear_gaussian import LinearGaussianData, LinearGaussianGibbsProblem
 
@@ -32,3 +33,43 @@ def linear_gaussian(n: int = 3, m: int = 1, latent_dim: int = 1, seed: int = 0, 
 
 
 PROBLEMS = {"linear-gaussian": linear_gaussian}
+
+
+def mlp(dataset: str = "digits", data_dir: str = "", classes: str = "", val_fraction: float = 0.2, limit: int = 0,
+        hidden: int = 128, latent: int = 8, classifier_hidden: int = 12, hvp_batch: int = 512, grad_batch: int = 0,
+        samples: int = 2, decoder_std: float = 1.0, split_seed: int = 0, float64: bool = False):
+    """The paper's MLP encoder/decoder/classifier on a data set (digits, fashion-mnist, mnist).
+
+    dataset "digits" (sklearn, 8x8) needs no folder; "fashion-mnist" reads the Debian package's
+    folder unless data_dir is given; "mnist" needs data_dir (torchvision layout). classes: a
+    subset name ("0-4", "5-9") or empty for all; limit caps the training set (0: no cap);
+    grad_batch 0 means the whole training set. Noise and batches are re-drawn between points.
+    """
+    from .data import FASHION_MNIST_DIR, class_subset, load_digits, load_fashion_mnist, load_mnist, train_val_split
+    from .models import paper_mlp
+    from .neural_problem import NeuralProblem
+
+    loaders = {"digits": lambda: load_digits(),
+               "fashion-mnist": lambda: load_fashion_mnist(data_dir or FASHION_MNIST_DIR),
+               "mnist": lambda: load_mnist(data_dir) if data_dir else _needs_folder("mnist")}
+    if dataset not in loaders:
+        raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(loaders)}")
+    data = loaders[dataset]()
+    if classes:
+        data = class_subset(data, classes, relabel=True)
+    train, val = train_val_split(data.flat(), val_fraction, seed=split_seed, limit=limit or None)
+    n_classes = len(data.classes)
+    problem = NeuralProblem(*paper_mlp(input_dim=train.x.shape[1], hidden=hidden, latent=latent,
+                                       classifier_hidden=classifier_hidden, classes=n_classes),
+                            train, val, decoder_std=decoder_std, grad_batch=grad_batch or None, hvp_batch=hvp_batch,
+                            samples=samples, dtype=torch.float64 if float64 else torch.float32)
+    problem.name = f"mlp:{dataset}" + (f"[{classes}]" if classes else "")
+    problem.resample_between_points = True
+    return problem
+
+
+def _needs_folder(name):
+    raise FileNotFoundError(f"{name} needs data_dir = the folder that holds it (torchvision layout); nothing is downloaded")
+
+
+PROBLEMS["mlp"] = mlp

@@ -198,3 +198,69 @@ def test_stochastic_path_resamples_between_points_and_records_fixed_noise_metric
     # the fixed-noise training metrics are a deterministic function of theta
     theta = problem.init_params(0)
     assert problem.evaluation_metrics(theta) == problem.evaluation_metrics(theta)
+
+
+def test_mlp_problem_runs_from_a_configuration(tmp_path, capsys):
+    from continuation.cli import main
+
+    cfg = tmp_path / "digits.toml"
+    cfg.write_text("""
+[problem]
+name = "mlp"
+dataset = "digits"
+hidden = 16
+latent = 3
+hvp_batch = 64
+limit = 200
+[start]
+lambda = 0.25
+gamma = 4.0
+train_steps = 100
+[process]
+name = "iso-classification"
+project = false
+[predictor]
+name = "none"
+[corrector]
+name = "adam"
+steps = 20
+gtol = inf
+resample_every = 5
+[krylov]
+name = "minres"
+rtol = 1e-2
+maxiter = 5
+shift = -0.1
+[steps]
+initial = 0.5
+max_drift = inf
+max_angle_deg = 180.0
+krylov_must_converge = false
+[stop]
+max_steps = 2
+""")
+    out = tmp_path / "p.nc"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    from continuation.path import load_path
+    ds = load_path(out)
+    assert ds.sizes["step"] == 3 and ds.attrs["problem"] == "mlp:digits"
+    for name in ("train_C", "val_acc", "val_loss"):
+        assert np.isfinite(ds[name].values).all()
+    assert main(["plot", str(out), "--out", str(tmp_path / "p.png")]) == 0
+    cfg.write_text(cfg.read_text().replace('dataset = "digits"', 'dataset = "mnist"'))
+    assert main(["run", str(cfg), "--out", str(tmp_path / "m.nc"), "--quiet"]) == 2
+    assert "mnist needs data_dir" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_default_run_finishes_and_keeps_validation_accuracy(tmp_path):
+    from continuation.cli import main
+    from continuation.path import load_path
+
+    out = tmp_path / "default.nc"
+    assert main(["run", "--out", str(out), "--quiet"]) == 0
+    ds = load_path(out)
+    assert float(ds["lambda"][-1]) == 1.0 and float(ds["lambda"][0]) == 0.25
+    acc = ds["val_acc"].values
+    assert acc.min() > 0.9 and acc.max() - acc.min() <= 0.02
+    assert (tmp_path / "default.png").exists()
