@@ -77,10 +77,24 @@ class IsoFunctional(Process):
     alpha: float = 1.0
     project: bool = True
     tol: float = 1e-12  # relative, for the projection
+    measure: str = "batch"  # or "evaluation": G held on the problem's fixed-noise training metrics
     name = "iso-functional"
 
+    def _values(self, ctx):
+        """R, D, C where G is measured: the step's batch, or (stochastic problems) one fixed noise
+        draw over the whole training set, which does not change between points."""
+        if self.measure == "batch":
+            return ctx.functionals()
+        if self.measure != "evaluation":
+            raise ValueError(f"measure must be 'batch' or 'evaluation', got {self.measure!r}")
+        metrics = getattr(ctx.system.problem, "evaluation_metrics", None)
+        if metrics is None:
+            raise ValueError("measure = 'evaluation' needs a problem with evaluation_metrics (a stochastic one)")
+        m = metrics(ctx.system.unflatten(ctx.x))
+        return {n: m[f"train_{n}"] for n in "RDC"}
+
     def _gradient(self, ctx):
-        f = ctx.functionals()
+        f = self._values(ctx)
         args = [torch.tensor(f[n], dtype=torch.float64, requires_grad=True) for n in "RDC"]
         G = self.functional(*args)
         dG = torch.autograd.grad(G, args, allow_unused=True)
@@ -97,15 +111,17 @@ class IsoFunctional(Process):
         return self._gradient(ctx)
 
     def config(self):
-        out = {"label": self.label, "alpha": self.alpha, "project": self.project, "tol": self.tol}
+        out = {"label": self.label, "alpha": self.alpha, "project": self.project, "tol": self.tol,
+               "measure": self.measure}
         if hasattr(self, "beta"):
             out["beta"] = self.beta
         return out
 
 
-def iso_classification(alpha: float = 1.0, project: bool = True, tol: float = 1e-12) -> IsoFunctional:
+def iso_classification(alpha: float = 1.0, project: bool = True, tol: float = 1e-12,
+                       measure: str = "batch") -> IsoFunctional:
     """Remark 7 / eq. 22 with exact rates: lambda' = -alpha C_gamma, gamma' = alpha C_lambda."""
-    p = IsoFunctional(functional=lambda R, D, C: C, label="C", alpha=alpha, project=project, tol=tol)
+    p = IsoFunctional(functional=lambda R, D, C: C, label="C", alpha=alpha, project=project, tol=tol, measure=measure)
     p.name, p.holds = "iso-classification", "C"
     return p
 

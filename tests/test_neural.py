@@ -264,3 +264,20 @@ def test_default_run_finishes_and_keeps_validation_accuracy(tmp_path):
     acc = ds["val_acc"].values
     assert acc.min() > 0.9 and acc.max() - acc.min() <= 0.02
     assert (tmp_path / "default.png").exists()
+
+
+def test_iso_classification_can_hold_c_on_the_fixed_noise_measure(competition):
+    from continuation.context import PointContext
+
+    problem = small_problem(dtype=torch.float64, hvp_batch=16)
+    system = EquilibriumSystem(problem, problem.init_params(0))
+    x, mu = system.flatten(problem.init_params(0)), make_mu(0.5, 2.0)
+    ctx = PointContext(system, x, mu, MINRES(rtol=1e-3, maxiter=5))
+    G, grad = iso_classification(measure="evaluation").constraint(ctx)
+    assert G == problem.evaluation_metrics(system.unflatten(x))["train_C"] != float(ctx.functionals()["C"])
+    assert set(grad) == {"lambda", "gamma"}
+    lg = PointContext(competition.system, competition.theta_star(1.0, 1.0), make_mu(1.0, 1.0), MINRES())
+    with pytest.raises(ValueError, match="needs a problem with evaluation_metrics"):
+        iso_classification(measure="evaluation").constraint(lg)
+    with pytest.raises(ValueError, match="measure must be 'batch' or 'evaluation'"):
+        iso_classification(measure="mean").constraint(ctx)
