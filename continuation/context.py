@@ -26,6 +26,7 @@ class PointContext:
         self._rates = None
         self._objective = None
         self._velocity = {}
+        self.evaluation = None  # the problem's evaluation_metrics here, once computed
 
     def velocity(self, process) -> torch.Tensor:
         """mu' of `process` at this point (cached: a law may cost Krylov solves or re-equilibrations)."""

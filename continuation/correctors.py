@@ -40,9 +40,6 @@ class Corrector:
     def correct(self, system, x, mu) -> CorrectorResult:
         raise NotImplementedError
 
-    def config(self) -> dict:
-        return dict(self.__dict__)
-
 
 @dataclass
 class NewtonCorrector(Corrector):

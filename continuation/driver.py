@@ -338,10 +338,14 @@ def _row(problem, system, point, ds, grad_norm, krylov, corr_iters, seconds, rej
            "constraint_drift": math.nan if G0 is None else (held_value(point.ctx) - G0) / max(abs(G0), 1e-300),
            "tangent_angle": math.nan if angle is None else angle,
            "krylov_residual": max((r.rel_residual for r in point.ctx.solves), default=math.nan)}
-    for hook in ("validation_metrics", "evaluation_metrics"):
-        metrics = getattr(problem, hook, None)
-        if metrics is not None:
-            row.update(metrics(system.unflatten(point.x)))
+    metrics = getattr(problem, "validation_metrics", None)
+    if metrics is not None:
+        row.update(metrics(system.unflatten(point.x)))
+    evaluation = getattr(problem, "evaluation_metrics", None)
+    if evaluation is not None:
+        if point.ctx.evaluation is None:
+            point.ctx.evaluation = evaluation(system.unflatten(point.x))
+        row.update(point.ctx.evaluation)
     return row
 
 

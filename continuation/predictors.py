@@ -36,9 +36,6 @@ class Predictor:
     def predict(self, make_context, start: PointContext, ds: float, previous=None) -> Prediction:
         raise NotImplementedError
 
-    def config(self) -> dict:
-        return dict(self.__dict__)
-
 
 def _velocity(process, ctx):
     mu_dot = ctx.velocity(process)

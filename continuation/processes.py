@@ -40,9 +40,6 @@ class Process:
     def constraint(self, ctx: PointContext):
         return None
 
-    def config(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_") and not callable(v)}
-
 
 def _mu_vector(ctx, values: dict) -> torch.Tensor:
     v = torch.zeros_like(ctx.mu)
@@ -90,8 +87,9 @@ class IsoFunctional(Process):
         metrics = getattr(ctx.system.problem, "evaluation_metrics", None)
         if metrics is None:
             raise ValueError("measure = 'evaluation' needs a problem with evaluation_metrics (a stochastic one)")
-        m = metrics(ctx.system.unflatten(ctx.x))
-        return {n: m[f"train_{n}"] for n in "RDC"}
+        if ctx.evaluation is None:  # one full-training-set pass per point, however often asked
+            ctx.evaluation = metrics(ctx.system.unflatten(ctx.x))
+        return {n: ctx.evaluation[f"train_{n}"] for n in "RDC"}
 
     def _gradient(self, ctx):
         f = self._values(ctx)
@@ -109,13 +107,6 @@ class IsoFunctional(Process):
 
     def constraint(self, ctx):
         return self._gradient(ctx)
-
-    def config(self):
-        out = {"label": self.label, "alpha": self.alpha, "project": self.project, "tol": self.tol,
-               "measure": self.measure}
-        if hasattr(self, "beta"):
-            out["beta"] = self.beta
-        return out
 
 
 def iso_classification(alpha: float = 1.0, project: bool = True, tol: float = 1e-12,
@@ -178,9 +169,6 @@ class IsoClassificationFD(Process):
 
     def constraint(self, ctx):
         return ctx.functionals()["C"], self.fd_rates(ctx)
-
-    def config(self):
-        return {"alpha": self.alpha, "h": self.h, "project": self.project, "tol": self.tol}
 
 
 def _quasi_static(lambda_rate=1.0, gamma_rate=0.0, t_rate=0.0):

@@ -80,16 +80,21 @@ def load_fashion_mnist(root=FASHION_MNIST_DIR, train: bool = True, dtype=torch.f
     return Data(x, y, classes, "fashion-mnist")
 
 
+def _torchvision(cls, name: str, expected: str, root, train: bool):
+    """A torchvision data set read from `root` with download=False; absent files: one line."""
+    root = Path(root)
+    try:
+        return cls(str(root), train=train, download=False)
+    except (RuntimeError, OSError) as e:
+        raise FileNotFoundError(f"{name} not found in {root}: expected torchvision's layout {root}/{expected} etc. "
+                                f"(it is never downloaded here)") from e
+
+
 def load_mnist(root, train: bool = True, dtype=torch.float32) -> Data:
     """MNIST from `root` in torchvision's layout (root/MNIST/raw/...), never downloaded."""
     from torchvision.datasets import MNIST
 
-    root = Path(root)
-    try:
-        ds = MNIST(str(root), train=train, download=False)
-    except (RuntimeError, OSError) as e:
-        raise FileNotFoundError(f"MNIST not found in {root}: expected torchvision's layout {root}/MNIST/raw/"
-                                f"train-images-idx3-ubyte etc. (it is never downloaded here)") from e
+    ds = _torchvision(MNIST, "MNIST", "MNIST/raw/train-images-idx3-ubyte", root, train)
     x = ds.data.to(dtype)[:, None] / 255.0
     return Data(x, ds.targets.long(), tuple(str(i) for i in range(10)), "mnist")
 
@@ -98,12 +103,7 @@ def load_cifar10(root, train: bool = True, dtype=torch.float32) -> Data:
     """CIFAR-10 from `root` in torchvision's layout (root/cifar-10-batches-py/...), never downloaded."""
     from torchvision.datasets import CIFAR10
 
-    root = Path(root)
-    try:
-        ds = CIFAR10(str(root), train=train, download=False)
-    except (RuntimeError, OSError) as e:
-        raise FileNotFoundError(f"CIFAR-10 not found in {root}: expected torchvision's layout "
-                                f"{root}/cifar-10-batches-py/data_batch_1 etc. (it is never downloaded here)") from e
+    ds = _torchvision(CIFAR10, "CIFAR-10", "cifar-10-batches-py/data_batch_1", root, train)
     x = torch.tensor(ds.data, dtype=dtype).permute(0, 3, 1, 2) / 255.0
     return Data(x, torch.tensor(ds.targets, dtype=torch.long), CIFAR10_CLASSES, "cifar10")
 

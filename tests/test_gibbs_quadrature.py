@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.func import jacfwd
 
-from continuation import EquilibriumSystem, Tangents, functional_derivatives, solve_tangents
+from continuation import EquilibriumSystem, functional_derivatives, solve_tangents
 from problems import (FunctionalHamiltonian, GibbsQuadratureProblem, LinearGaussianData, LinearGaussianGibbsProblem,
                       LinearGaussianHamiltonian, make_mu, standard_normal_log_prior)
 from solvers import NewtonCG, dense_hessian
@@ -141,8 +141,3 @@ def test_grid_dimension_is_checked():
     h = LinearGaussianHamiltonian(2, 1, 3)
     with pytest.raises(ValueError, match="dimension 1 or 2, got 3"):
         GibbsQuadratureProblem(h, torch.zeros(4, 2, dtype=torch.float64), torch.zeros(4, 1, dtype=torch.float64))
-
-
-def test_tangents_object_reports(tanh_problem):
-    t = Tangents(("lambda",), torch.zeros(3, 1), torch.zeros(3, 1), [])
-    assert t.converged and t.krylov_iters == 0
