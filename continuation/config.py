@@ -1,8 +1,9 @@
 """Configuration files: TOML in, strategy objects out, every mistake one line naming the key.
 
     [problem]    name = "linear-gaussian", then that problem's options
-    [start]      lambda, gamma, t, equilibrate, seed (of the initial parameters), train_steps,
-                 train_lr, train_schedule (Adam from scratch first, for neural models)
+    [start]      lambda, gamma, t, equilibrate, settle (corrector runs at the start), seed (of the
+                 initial parameters), train_steps, train_lr, train_schedule,
+                 train_resample_every (Adam from scratch first, for neural models)
     [process]    name = "iso-classification" | "iso-classification-fd" | "quasi-static" | ...
     [predictor]  name = "ode" (method = "euler" | "rk4" | "dopri5") | "secant" | "none"
     [corrector]  name = "newton" | "adam" | "lbfgs"
@@ -40,10 +41,13 @@ REGISTRY = {"problem": PROBLEMS, "process": PROCESSES, "predictor": PREDICTORS, 
 DEFAULT_NAMES = {"problem": "linear-gaussian", "process": "iso-classification", "predictor": "ode",
                  "corrector": "newton", "krylov": "minres"}
 SECTIONS = ("problem", "start", "process", "predictor", "corrector", "krylov", "steps", "stop", "output")
-START_KEYS = {"lambda": 1.0, "gamma": 1.0, "t": 0.0, "equilibrate": True, "seed": 0,
+START_KEYS = {"lambda": 1.0, "gamma": 1.0, "t": 0.0, "equilibrate": True, "settle": 1, "seed": 0,
               # Adam from scratch before the corrector (neural models): steps (0: none), peak lr, schedule
-              "train_steps": 0, "train_lr": 3e-3, "train_schedule": "cosine"}
+              "train_steps": 0, "train_lr": 3e-3, "train_schedule": "cosine",
+              # a new batch and noise every this many training updates (1: plain minibatch SGD)
+              "train_resample_every": 1}
 OUTPUT_KEYS = {"checkpoint_every": 1, "progress": True}
+BOOL_OR_NAME = {"project"}  # true / false, or the name of a method (the factory checks which)
 
 
 def _parameters(factory) -> dict:
@@ -69,7 +73,7 @@ def _check_value(section, key, value, default):
     if default is inspect.Parameter.empty or default is None:
         return value
     if isinstance(default, bool):
-        if not isinstance(value, bool):
+        if not isinstance(value, bool) and not (key in BOOL_OR_NAME and isinstance(value, str)):
             raise ConfigError(f"[{section}] {key} must be true or false, got {value!r}")
     elif isinstance(default, (int, float)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -132,6 +136,8 @@ def build_run(config: dict) -> dict:
     for key in ("lambda", "gamma"):
         if not start[key] > 0:
             raise ConfigError(f"[start] {key} must be > 0, got {start[key]}")
+    if not (isinstance(start["settle"], int) and start["settle"] >= 1):
+        raise ConfigError(f"[start] settle must be an integer >= 1, got {start['settle']!r}")
     krylov = dict(config.get("krylov", {}))
     hvp_mode = _check_value("krylov", "hvp_mode", krylov.pop("hvp_mode", "rev-rev"), "rev-rev")
     if hvp_mode not in ("fwd-rev", "rev-rev"):

@@ -76,6 +76,8 @@ class AdamCorrector(Corrector):
     eta_max: float = 1.5e-3
     gtol: float = 1e-4
     resample_every: int = 0
+    monitor: object = None  # monitor(k, y, mu) every `monitor_every` updates (k = 0: the start), e.g. to log F
+    monitor_every: int = 0
     name = "adam"
     easy_iters = 10**9  # a fixed budget: never a reason to shrink or grow
     max_iters = 10**9
@@ -87,6 +89,11 @@ class AdamCorrector(Corrector):
         problem = system.problem
         redraw = self.resample_every > 0 and hasattr(problem, "resample")
         own_seed = getattr(problem, "seed", 0)
+        if self.monitor is not None and not callable(self.monitor):
+            raise ValueError(f"the adam corrector's monitor must be a function (k, x, mu), got {self.monitor!r}")
+        watch = self.monitor is not None and self.monitor_every > 0
+        if watch:
+            self.monitor(0, y.detach(), mu)
         for k in range(1, self.steps + 1):
             if redraw and (k - 1) % self.resample_every == 0:
                 problem.resample(1_000_003 * (own_seed + 1) + k)
@@ -97,6 +104,8 @@ class AdamCorrector(Corrector):
             check_finite(J, "objective during Adam equilibration")
             J.backward()
             opt.step()
+            if watch and (k % self.monitor_every == 0 or k == self.steps):
+                self.monitor(k, y.detach(), mu)
         if redraw:
             problem.resample(own_seed)
         y = y.detach()

@@ -117,6 +117,6 @@ def load_point(path, step: int = -1) -> dict:
     if int(ds["checkpoint"][k]) < 0 or not file.exists():
         kept = [int(c) for c in ds["checkpoint"].values if c >= 0]
         raise FileNotFoundError(f"no checkpoint for step {k} of {path} (checkpoints kept: {kept})")
-    point = torch.load(file, weights_only=True)
+    point = torch.load(file, weights_only=True, map_location="cpu")
     point["row"] = {name: ds[name].values[k].item() for name in ds.data_vars}
     return point

@@ -66,7 +66,7 @@ class ODEPredictor(Predictor):
             dx, dmu = _velocity(process, ctx)
             return torch.cat([dx, dmu])
 
-        span = torch.tensor([0.0, ds], dtype=y0.dtype)
+        span = torch.tensor([0.0, ds], dtype=y0.dtype, device=y0.device)
         if self.method == "dopri5":
             y = odeint(rhs, y0, span, method="dopri5", rtol=self.rtol, atol=self.atol)[-1]
         else:

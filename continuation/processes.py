@@ -41,6 +41,23 @@ class Process:
         return None
 
 
+CLOCKS = ("alpha", "lambda")
+
+
+def _iso_law(ctx, g_lambda: float, g_gamma: float, alpha: float, clock: str) -> torch.Tensor:
+    """(lambda', gamma') = alpha (-G_gamma, G_lambda); with clock = "lambda" rescaled so that
+    lambda' = 1 (s is then lambda - lambda0, whatever the size of the rates; the ratio
+    gamma'/lambda' = -G_lambda / G_gamma, which is what holds G, is the same)."""
+    lam, gam = -alpha * g_gamma, alpha * g_lambda
+    if clock == "lambda":
+        if lam == 0.0:
+            raise FloatingPointError("clock = 'lambda' needs lambda' != 0, but G_gamma = 0 at this point")
+        lam, gam = 1.0, gam / lam  # lambda increases with s, whichever way the law points
+    elif clock != "alpha":
+        raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
+    return _mu_vector(ctx, {"lambda": lam, "gamma": gam})
+
+
 def _mu_vector(ctx, values: dict) -> torch.Tensor:
     v = torch.zeros_like(ctx.mu)
     for name, value in values.items():
@@ -75,7 +92,18 @@ class IsoFunctional(Process):
     project: bool = True
     tol: float = 1e-12  # relative, for the projection
     measure: str = "batch"  # or "evaluation": G held on the problem's fixed-noise training metrics
+    clock: str = "alpha"  # or "lambda": mu' scaled so that lambda' = 1
     name = "iso-functional"
+
+    @property
+    def project_along(self) -> tuple:
+        """The multipliers a projection may move: gamma alone when s is lambda's clock."""
+        return ("gamma",) if self.clock == "lambda" else FREE
+
+    def value(self, ctx) -> float:
+        """G at the point, on the process's measure (no tangents needed)."""
+        f = self._values(ctx)
+        return float(self.functional(*(torch.tensor(f[n], dtype=torch.float64) for n in "RDC")))
 
     def _values(self, ctx):
         """R, D, C where G is measured: the step's batch, or (stochastic problems) one fixed noise
@@ -103,16 +131,35 @@ class IsoFunctional(Process):
 
     def velocity(self, ctx):
         _, g = self._gradient(ctx)
-        return _mu_vector(ctx, {"lambda": -self.alpha * g["gamma"], "gamma": self.alpha * g["lambda"]})
+        return _iso_law(ctx, g["lambda"], g["gamma"], self.alpha, self.clock)
 
     def constraint(self, ctx):
         return self._gradient(ctx)
 
 
-def iso_classification(alpha: float = 1.0, project: bool = True, tol: float = 1e-12,
-                       measure: str = "batch") -> IsoFunctional:
-    """Remark 7 / eq. 22 with exact rates: lambda' = -alpha C_gamma, gamma' = alpha C_lambda."""
-    p = IsoFunctional(functional=lambda R, D, C: C, label="C", alpha=alpha, project=project, tol=tol, measure=measure)
+PROJECTIONS = (False, True, "newton", "secant")
+
+
+def iso_classification(alpha: float = 1.0, project: bool | str = True, tol: float = 1e-12,
+                       measure: str = "batch", clock: str = "alpha") -> IsoFunctional:
+    """Remark 7 / eq. 22 with exact rates: lambda' = -alpha C_gamma, gamma' = alpha C_lambda.
+
+    project: after each step, bring C back to C0 (to `tol`, relative) by moving mu:
+      True / "newton": Newton steps along the tangents' dC/dmu, re-equilibrating from the last
+        point (exact problems: converges quadratically);
+      "secant": a secant iteration on the corrector's own response, every iterate re-equilibrated
+        from the same prediction with the same random numbers (stochastic problems, where a
+        finite Adam run responds to mu far less than the equilibrium tangents say);
+      False: the law alone.
+    measure: "batch" or "evaluation" (C on the fixed-noise training set). clock: "alpha" or
+    "lambda" (s = lambda - lambda0; projections then move gamma only).
+    """
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
+    if project not in PROJECTIONS:
+        raise ValueError(f"project must be one of {PROJECTIONS}, got {project!r}")
+    p = IsoFunctional(functional=lambda R, D, C: C, label="C", alpha=alpha, project=project, tol=tol, measure=measure,
+                      clock=clock)
     p.name, p.holds = "iso-classification", "C"
     return p
 
@@ -140,6 +187,7 @@ class IsoClassificationFD(Process):
     h: float = 1e-3  # relative step in lambda and gamma
     project: bool = False
     tol: float = 1e-12
+    clock: str = "alpha"  # or "lambda": mu' scaled so that lambda' = 1
     name = "iso-classification-fd"
     holds = "C"
 
@@ -163,9 +211,12 @@ class IsoClassificationFD(Process):
             rates[name] = (values[0] - values[1]) / (2 * step)
         return rates
 
+    def value(self, ctx) -> float:
+        return ctx.functionals()["C"]
+
     def velocity(self, ctx):
         r = self.fd_rates(ctx)
-        return _mu_vector(ctx, {"lambda": -self.alpha * r["gamma"], "gamma": self.alpha * r["lambda"]})
+        return _iso_law(ctx, r["lambda"], r["gamma"], self.alpha, self.clock)
 
     def constraint(self, ctx):
         return ctx.functionals()["C"], self.fd_rates(ctx)

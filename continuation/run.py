@@ -21,13 +21,15 @@ def run_config(config: dict, out=None, *, resume: bool = False, start_from=None,
     fresh = start_from is None and not (resume and out is not None and Path(out).exists())
     if start["train_steps"] > 0 and fresh:
         system = EquilibriumSystem(problem, theta0)
-        mu = torch.tensor([start["lambda"], start["gamma"], start["t"]], dtype=system.view.dtype)
+        mu = torch.tensor([start["lambda"], start["gamma"], start["t"]], dtype=system.view.dtype,
+                          device=system.flatten(theta0).device)
         trained = equilibrate(system, system.flatten(theta0), mu, steps=start["train_steps"], lr=start["train_lr"],
-                              schedule=start["train_schedule"], seed=start["seed"], progress=show)
+                              schedule=start["train_schedule"], resample_every=start["train_resample_every"],
+                              seed=start["seed"], progress=show)
         theta0 = system.unflatten(trained.x)
     return continue_path(
         problem, r["process"], r["predictor"], r["corrector"], r["steps"], r["stop"],
         start=(start["lambda"], start["gamma"], start["t"]), theta0=theta0,
         equilibrate=start["equilibrate"] if start_from is None else False, out=out, resume=resume,
         config=config, solver=r["krylov"], progress=show, checkpoint_every=r["output"]["checkpoint_every"],
-        start_from=start_from, hvp_mode=r["hvp_mode"], resample=getattr(problem, "resample_between_points", False))
+        start_from=start_from, hvp_mode=r["hvp_mode"], settle=start["settle"], resample=getattr(problem, "resample_between_points", False))

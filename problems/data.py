@@ -108,6 +108,22 @@ def load_cifar10(root, train: bool = True, dtype=torch.float32) -> Data:
     return Data(x, torch.tensor(ds.targets, dtype=torch.long), CIFAR10_CLASSES, "cifar10")
 
 
+def as_rgb32(data: Data) -> Data:
+    """A grayscale 28x28 (or 8x8 flat) set as 32x32 RGB, zero-padded and with the channel
+    repeated: the CIFAR-shape model on data that installs here (CPU stand-in for CIFAR-10)."""
+    x = data.x
+    if x.dim() == 2:
+        side = int(round(x.shape[1] ** 0.5))
+        x = x.reshape(-1, 1, side, side)
+    if x.dim() != 4 or x.shape[1] not in (1, 3) or x.shape[2] > 32 or x.shape[3] > 32:
+        raise ValueError(f"as_rgb32 needs images of at most 32x32 with 1 or 3 channels, got shape {tuple(data.x.shape)}")
+    top, left = (32 - x.shape[2]) // 2, (32 - x.shape[3]) // 2
+    x = torch.nn.functional.pad(x, (left, 32 - x.shape[3] - left, top, 32 - x.shape[2] - top))
+    if x.shape[1] == 1:
+        x = x.repeat(1, 3, 1, 1)
+    return Data(x, data.y, data.classes, f"{data.name}:rgb32")
+
+
 def class_subset(data: Data, classes, relabel: bool = False) -> Data:
     """The samples whose label is in `classes` (names from SUBSETS or label numbers).
 

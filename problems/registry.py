@@ -37,13 +37,14 @@ PROBLEMS = {"linear-gaussian": linear_gaussian}
 
 def mlp(dataset: str = "digits", data_dir: str = "", classes: str = "", val_fraction: float = 0.2, limit: int = 0,
         hidden: int = 128, latent: int = 8, classifier_hidden: int = 12, hvp_batch: int = 512, grad_batch: int = 0,
-        samples: int = 2, decoder_std: float = 1.0, split_seed: int = 0, float64: bool = False):
+        samples: int = 2, decoder_std: float = 1.0, split_seed: int = 0, float64: bool = False, device: str = "cpu"):
     """The paper's MLP encoder/decoder/classifier on a data set (digits, fashion-mnist, mnist).
 
     dataset "digits" (sklearn, 8x8) needs no folder; "fashion-mnist" reads the Debian package's
     folder unless data_dir is given; "mnist" needs data_dir (torchvision layout). classes: a
     subset name ("0-4", "5-9") or empty for all; limit caps the training set (0: no cap);
     grad_batch 0 means the whole training set. Noise and batches are re-drawn between points.
+    device: "cpu" or a torch device name ("cuda"); the data and parameters live there.
     """
     from .data import FASHION_MNIST_DIR, class_subset, load_digits, load_fashion_mnist, load_mnist, train_val_split
     from .models import paper_mlp
@@ -62,10 +63,55 @@ def mlp(dataset: str = "digits", data_dir: str = "", classes: str = "", val_frac
     problem = NeuralProblem(*paper_mlp(input_dim=train.x.shape[1], hidden=hidden, latent=latent,
                                        classifier_hidden=classifier_hidden, classes=n_classes),
                             train, val, decoder_std=decoder_std, grad_batch=grad_batch or None, hvp_batch=hvp_batch,
-                            samples=samples, dtype=torch.float64 if float64 else torch.float32)
+                            samples=samples, dtype=torch.float64 if float64 else torch.float32,
+                            device=_device(device))
     problem.name = f"mlp:{dataset}" + (f"[{classes}]" if classes else "")
     problem.resample_between_points = True
     return problem
+
+
+def resnet(dataset: str = "fashion-mnist", data_dir: str = "", classes: str = "", val_fraction: float = 0.2,
+           limit: int = 0, latent: int = 64, width: int = 256, hvp_batch: int = 128, grad_batch: int = 0,
+           samples: int = 1, decoder_std: float = 1.0, split_seed: int = 0, device: str = "cpu"):
+    """The paper's CIFAR-10 model (ResNet-18 encoder, FC + 4 deconvolutions, linear classifier).
+
+    dataset "cifar10" needs data_dir (torchvision layout); "fashion-mnist" (the Debian folder,
+    or data_dir) and "digits" are padded to 32x32 and repeated to 3 channels, a stand-in that
+    installs here. classes: "vehicles", "animals", ... or empty for all.
+    """
+    from .data import (FASHION_MNIST_DIR, as_rgb32, class_subset, load_cifar10, load_digits, load_fashion_mnist,
+                       train_val_split)
+    from .models import cifar_resnet
+    from .neural_problem import NeuralProblem
+
+    loaders = {"cifar10": lambda: load_cifar10(data_dir) if data_dir else _needs_folder("cifar10"),
+               "fashion-mnist": lambda: as_rgb32(load_fashion_mnist(data_dir or FASHION_MNIST_DIR)),
+               "digits": lambda: as_rgb32(load_digits())}
+    if dataset not in loaders:
+        raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(loaders)}")
+    data = loaders[dataset]()
+    if classes:
+        data = class_subset(data, classes, relabel=True)
+    train, val = train_val_split(data, val_fraction, seed=split_seed, limit=limit or None)
+    problem = NeuralProblem(*cifar_resnet(latent=latent, classes=len(data.classes), width=width), train, val,
+                            decoder_std=decoder_std, grad_batch=grad_batch or None, hvp_batch=hvp_batch,
+                            samples=samples, device=_device(device))
+    problem.name = f"resnet:{dataset}" + (f"[{classes}]" if classes else "")
+    problem.resample_between_points = True
+    return problem
+
+
+PROBLEMS["resnet"] = resnet
+
+
+def _device(name: str):
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"bad device {name!r}: {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device here")
+    return device
 
 
 def _needs_folder(name):

@@ -203,6 +203,7 @@ def test_cli_run_plot_and_start_from_saved_point(tmp_path, capsys):
     (("initial = 0.25", "initial = \"big\""), "[steps] initial must be a number"),
     (("initial = 0.25", "initial = -1.0"), "[steps] bad value: steps must satisfy"),
     (("lambda = 1.0\n", "lambda = 0.0\n"), "[start] lambda must be > 0"),
+    (("lambda = 1.0\n", "lambda = 1.0\nsettle = 0\n"), "[start] settle must be an integer >= 1"),
     (("[stop]", "[stopp]"), "unknown section [stopp]"),
     (("method = \"rk4\"", "method = \"rk5\""), "unknown ODE method 'rk5'"),
 ])
@@ -305,3 +306,61 @@ def test_resume_refuses_another_configuration(tmp_path, competition):
     with pytest.raises(ContinuationError, match="another configuration"):
         continue_path(*args, start=(1.0, 1.0), out=out, config={"a": 2}, resume=True, progress=False, hvp_mode="rev-rev")
     assert math.isfinite(float(load_path(out)["F"][-1]))
+
+
+@pytest.mark.parametrize("maxiter", [1, 200])
+def test_secant_projection_holds_c_even_when_the_tangents_are_wrong(competition, maxiter):
+    """project = "secant": C back to C0 at every point by a secant on the corrector's response.
+    With one MINRES iteration the tangents (hence the law and the secant's first guess) are crude;
+    the secant lands on the closed-form iso-C curve all the same."""
+    solver = MINRES(rtol=1e-12, maxiter=maxiter)
+    ds = continue_path(competition.problem, iso_classification(project="secant", clock="lambda", tol=1e-11),
+                       NoPredictor(), NewtonCorrector(gtol=1e-12), StepControl(initial=0.2, max_step=0.2, max_drift=None,
+                                                                             krylov_must_converge=False),
+                       StopRule(max_steps=60, target={"lambda": 1.8}), start=(1.0, 1.0), progress=False, solver=solver)
+    assert ds.attrs["status"] == "finished"
+    assert np.allclose(np.diff(ds["lambda"].values), 0.2)  # s is lambda - lambda0; gamma alone is projected
+    assert np.abs(ds["C_drift"].values).max() <= 1e-10
+    assert gamma_errors(competition.closed, ds).max() <= 1e-9
+    newton_runs = ds["corrector_iters"].values[1:]
+    assert newton_runs.max() <= 60  # a handful of Newton solves per point
+
+
+def test_plain_law_drifts_at_first_order_in_the_step(competition):
+    """Without projection the none predictor is Euler in mu: halving ds halves the C drift."""
+    drifts = []
+    for h in (0.2, 0.1, 0.05):
+        ds = continue_path(competition.problem, iso_classification(project=False, clock="lambda"), NoPredictor(),
+                           NewtonCorrector(gtol=1e-11), StepControl(initial=h, max_step=h, max_drift=None),
+                           StopRule(max_steps=60, target={"lambda": 1.8}), start=(1.0, 1.0), progress=False)
+        drifts.append(np.abs(ds["C_drift"].values).max())
+    ratios = np.array(drifts[:-1]) / np.array(drifts[1:])
+    assert np.all((ratios > 1.8) & (ratios < 2.2)), drifts
+
+
+def test_lambda_clock_rescales_the_law_without_turning_it(competition):
+    x, mu = competition.equilibrate(1.3, 1.2).x, make_mu(1.3, 1.2)
+    ctx = PointContext(competition.system, x, mu, MINRES(rtol=1e-12))
+    v = iso_classification(project=False).velocity(ctx)
+    w = iso_classification(project=False, clock="lambda").velocity(ctx)
+    assert float(w[0]) == 1.0 and float(w[1]) == pytest.approx(float(v[1] / v[0]), rel=1e-12)
+    with pytest.raises(ValueError, match="clock must be one of"):
+        iso_classification(clock="gamma")
+    with pytest.raises(ValueError, match="project must be one of"):
+        iso_classification(project="bisect")
+
+
+def test_settle_runs_the_start_corrector_that_many_times(competition):
+    calls = []
+
+    class Counting(NewtonCorrector):
+        def correct(self, system, x, mu):
+            calls.append(float(mu[0]))
+            return super().correct(system, x, mu)
+
+    continue_path(competition.problem, iso_classification(), NoPredictor(), Counting(gtol=1e-11), StepControl(),
+                  StopRule(max_steps=0), start=(1.0, 1.0), progress=False, settle=3)
+    assert calls == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="settle must be >= 1"):
+        continue_path(competition.problem, iso_classification(), NoPredictor(), Counting(), StepControl(),
+                      StopRule(max_steps=0), start=(1.0, 1.0), progress=False, settle=0)

@@ -253,7 +253,9 @@ max_steps = 2
 
 
 @pytest.mark.slow
-def test_default_run_finishes_and_keeps_validation_accuracy(tmp_path):
+def test_default_run_passes_the_iso_classification_checks(tmp_path):
+    """The issue's checks on the main job's dataset: lambda x4, training C within 2% of its
+    start, validation accuracy within 1 point, R up and D down."""
     from continuation.cli import main
     from continuation.path import load_path
 
@@ -261,8 +263,11 @@ def test_default_run_finishes_and_keeps_validation_accuracy(tmp_path):
     assert main(["run", "--out", str(out), "--quiet"]) == 0
     ds = load_path(out)
     assert float(ds["lambda"][-1]) == 1.0 and float(ds["lambda"][0]) == 0.25
+    c = ds["train_C"].values
+    assert np.abs(c / c[0] - 1).max() <= 0.02
     acc = ds["val_acc"].values
-    assert acc.min() > 0.9 and acc.max() - acc.min() <= 0.02
+    assert acc.min() > 0.9 and acc.max() - acc.min() <= 0.01
+    assert ds["train_R"].values[-1] > ds["train_R"].values[0] and ds["train_D"].values[-1] < ds["train_D"].values[0]
     assert (tmp_path / "default.png").exists()
 
 
@@ -281,3 +286,70 @@ def test_iso_classification_can_hold_c_on_the_fixed_noise_measure(competition):
         iso_classification(measure="evaluation").constraint(lg)
     with pytest.raises(ValueError, match="measure must be 'batch' or 'evaluation'"):
         iso_classification(measure="mean").constraint(ctx)
+
+
+def test_rgb32_stand_in_and_resnet_problem_by_name():
+    from problems.data import as_rgb32
+    from problems.registry import PROBLEMS
+
+    d = load_digits()
+    rgb = as_rgb32(d)
+    assert rgb.x.shape == (len(d), 3, 32, 32)
+    # the 8x8 image sits in the middle, the same in every channel, zeros around it
+    np.testing.assert_array_equal(rgb.x[:, 0, 12:20, 12:20].reshape(len(d), 64).numpy(), d.x.numpy())
+    assert torch.equal(rgb.x[:, 0], rgb.x[:, 2]) and float(rgb.x[:, :, :12].abs().sum()) == 0.0
+    with pytest.raises(ValueError, match="as_rgb32 needs images of at most 32x32"):
+        as_rgb32(Data(torch.zeros(2, 1, 40, 40), torch.zeros(2, dtype=torch.long), ("a",), "big"))
+    problem = PROBLEMS["resnet"](dataset="digits", limit=20, latent=4, width=16, hvp_batch=8)
+    assert problem.name == "resnet:digits" and problem.train.x.shape == (20, 3, 32, 32)
+    with pytest.raises(FileNotFoundError, match="cifar10 needs data_dir"):
+        PROBLEMS["resnet"](dataset="cifar10")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="torch sees no CUDA device"):
+            PROBLEMS["mlp"](device="cuda:0")
+
+
+def test_adam_monitor_sees_the_start_every_kth_update_and_the_end():
+    problem = small_problem(hvp_batch=16)
+    system = EquilibriumSystem(problem, problem.init_params(0))
+    x, mu = system.flatten(problem.init_params(0)), make_mu(0.5, 2.0)
+    seen = []
+    corr = AdamCorrector(steps=25, gtol=float("inf"), monitor=lambda k, y, m: seen.append((k, y.clone())),
+                         monitor_every=10)
+    res = corr.correct(system, x, mu)
+    assert [k for k, _ in seen] == [0, 10, 20, 25]
+    assert torch.equal(seen[0][1], x) and torch.equal(seen[-1][1], res.x)
+    with pytest.raises(ValueError, match="monitor must be a function"):
+        AdamCorrector(steps=2, monitor="log", monitor_every=1).correct(system, x, mu)
+
+
+def test_adam_corrector_repeats_itself_exactly_the_secant_relies_on_it():
+    """The secant projection re-runs the corrector from one prediction at several gamma: each
+    run must draw the same batches and noise, so that C(gamma) is one function, not a noise."""
+    problem = small_problem(dtype=torch.float64, hvp_batch=16, grad_batch=20)
+    system = EquilibriumSystem(problem, problem.init_params(0))
+    x = system.flatten(problem.init_params(0))
+    corr = AdamCorrector(steps=30, eta_max=1e-2, gtol=float("inf"), resample_every=1)
+    problem.resample(7)
+    a = corr.correct(system, x, make_mu(0.5, 2.0)).x
+    b = corr.correct(system, x, make_mu(0.5, 2.0)).x
+    c = corr.correct(system, x, make_mu(0.5, 2.0 + 1e-6)).x
+    assert torch.equal(a, b) and problem.seed == 7  # the step's own draw is back afterwards
+    assert 0 < float((c - a).norm()) < 1e-3 * float((a - x).norm())  # and a small change of gamma moves it a little
+    problem.resample(8)
+    d = corr.correct(system, x, make_mu(0.5, 2.0)).x
+    assert not torch.equal(a, d)  # another step, other draws
+
+
+def test_float32_path_lands_on_its_target_without_a_sliver_step():
+    """0.25 + 10 x 0.075 is 0.99999988 in float32: the step before must land on 1.0 exactly."""
+    problem = small_problem(dtype=torch.float32, hvp_batch=16)
+    ds = continue_path(problem, iso_classification(project=False, clock="lambda"), NoPredictor(),
+                       AdamCorrector(steps=2, gtol=float("inf")),
+                       StepControl(initial=0.075, max_step=0.075, max_drift=float("inf"), max_angle_deg=180.0,
+                                   krylov_must_converge=False),
+                       StopRule(max_steps=40, target={"lambda": 1.0}), start=(0.25, 2.0), equilibrate=False,
+                       progress=False, solver=MINRES(rtol=1e-3, maxiter=3))
+    assert ds.attrs["stop_reason"] == "target lambda = 1.0 reached"
+    assert ds.sizes["step"] == 11 and float(ds["lambda"][-1]) == 1.0
+    assert np.diff(ds["lambda"].values).min() > 0.07
