@@ -145,8 +145,9 @@ def class_subset(data: Data, classes, relabel: bool = False) -> Data:
     return Data(data.x[keep], y, names, f"{data.name}[{','.join(map(str, classes))}]")
 
 
-def train_val_split(data: Data, val_fraction: float = 0.2, seed: int = 0, limit: int | None = None):
-    """A seeded random split into (train, validation); `limit` caps the training set's size."""
+def train_val_split(data: Data, val_fraction: float = 0.2, seed: int = 0, limit: int | None = None,
+                    val_limit: int | None = None):
+    """A seeded random split into (train, validation); `limit` and `val_limit` cap their sizes."""
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
@@ -154,5 +155,7 @@ def train_val_split(data: Data, val_fraction: float = 0.2, seed: int = 0, limit:
     val, train = perm[:n_val], perm[n_val:]
     if limit is not None:
         train = train[:limit]
+    if val_limit is not None:
+        val = val[:val_limit]
     pick = lambda idx, tag: Data(data.x[idx], data.y[idx], data.classes, f"{data.name}:{tag}")  # noqa: E731
     return pick(train, "train"), pick(val, "val")

@@ -100,6 +100,8 @@ def test_digits_and_splits():
     assert len(tr) + len(va) == 1797 and len(va) == 359
     tr2, _ = train_val_split(d, 0.2, seed=3)
     assert torch.equal(tr.y, tr2.y)
+    tr3, va3 = train_val_split(d, 0.2, seed=3, limit=100, val_limit=50)  # caps take the first of the same split
+    assert torch.equal(tr3.x, tr.x[:100]) and torch.equal(va3.x, va.x[:50])
     high = class_subset(d, "5-9", relabel=True)
     assert set(high.y.tolist()) == {0, 1, 2, 3, 4} and high.classes == ("5", "6", "7", "8", "9")
     with pytest.raises(ValueError, match="unknown class subset 'odd'"):
