@@ -172,7 +172,8 @@ def print_table(results: dict, exempt=()) -> bool:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("out/fig2"))
-    parser.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"])
+    parser.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist", "digits"],
+                        help="digits: sklearn's bundled 8x8 set, a quick check of the pipeline")
     parser.add_argument("--data-dir", default="", help="folder of the data set (needed for mnist)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--full", action="store_true", help="the paper's sizes (for one GPU)")

@@ -57,7 +57,7 @@ def base_config(dataset: str, data_dir: str, device: str, full: bool) -> dict:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("out/fig3"))
-    parser.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "cifar10"])
+    parser.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "cifar10", "digits"])
     parser.add_argument("--data-dir", default="")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--full", action="store_true")

@@ -42,7 +42,8 @@ import fig2_iso_c  # noqa: E402
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("out/fig4"))
-    parser.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"])
+    parser.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist", "digits"],
+                        help="digits: sklearn's bundled 8x8 set, a quick check of the pipeline")
     parser.add_argument("--data-dir", default="")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--full", action="store_true")
