@@ -86,7 +86,7 @@ def main(argv=None):
     print(f"    F(0.5, 1) = {F0:.4f}; J at (0.51, 1.04) right after the change = {trace[0][1]:.4f}; "
           f"after equilibration F(0.51, 1.04) = {F1:.4f}")
     print(f"    F0 + D dlambda + C dgamma = {first_order:.4f} (J is linear in mu: equal to J right after the "
-          f"change); the drop in equilibration, {first_order - F1:.4f}, is {(first_order - F1) / abs(F1 - F0):.3f} "
+          f"change); the drop in equilibration, {first_order - F1:.4f}, is {(first_order - F1) / abs(F1 - F0):.2e} "
           f"of |F1 - F0|")
 
     path = args.path or args.out / "iso_c_gamma4.nc"
