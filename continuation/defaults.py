@@ -3,13 +3,13 @@ bundled 8x8 digits with the paper's MLP (64-128-8 / 8-12-10), a few minutes on 2
 
 Start: 8,000 Adam updates from scratch at (lambda, gamma) = (0.25, 4), new noise every update,
 then three runs of the corrector there (C0 is taken after the last; with 3,000 updates and noise
-re-drawn every 50 the start was not settled and R fell by 0.11 along the path). Then the exact iso-C law (tangents by MINRES on a 512-image
-subsampled Hessian, shifted by 0.1 because a stochastic equilibrium is neither exact nor
-convex), the paper's own "none" predictor and Adam equilibration schedule with the batch noise
-re-drawn every 5 updates, lambda in steps of 0.075 until lambda = 1 (a factor of 4). Training C
-(one fixed noise draw over the training set) is held to 0.5% by a secant on gamma: a finite
-Adam run responds to (lambda, gamma) less than the equilibrium tangents predict, so the law
-alone lets C drift by several percent.
+re-drawn every 50 the start was not settled and R fell by 0.11 along the path). Then the exact
+iso-C law (tangents by MINRES on a 512-image subsampled Hessian, shifted by 0.1 because a
+stochastic equilibrium is neither exact nor convex), the paper's own "none" predictor and Adam
+equilibration schedule with the batch noise re-drawn every 5 updates, lambda in steps of 0.075
+until lambda = 1 (a factor of 4). Training C (one fixed noise draw over the training set) is held
+to 0.5% by a secant on gamma: a finite Adam run responds to (lambda, gamma) less than the
+equilibrium tangents predict, so the law alone lets C drift by several percent.
 """
 
 DEFAULT_CONFIG = {

@@ -254,17 +254,16 @@ def _attempt(system, process, predictor, corrector, make_context, current, ds, l
     mu_new = pred.mu.clone()
     if landing is not None:
         mu_new[mu_index(landing[0])] = landing[1]
-    x_pred = pred.x
     named = _named(mu_new)
     if not (named["lambda"] > 0 and named["gamma"] > 0):
         raise FloatingPointError(f"prediction left the domain lambda, gamma > 0: {named}")
-    res = corrector.correct(system, x_pred, mu_new)
+    res = corrector.correct(system, pred.x, mu_new)
     corr_iters += res.iters
     x_new, grad_norm = res.x, res.grad_norm
     ctx_new = None
     if res.converged and process.project == "secant":
         x_new, mu_new, ctx_new, extra_c, grad_norm = _project_secant(system, process, corrector, make_context,
-                                                                     current, x_pred, mu_new, res, G0, landing)
+                                                                     current, pred.x, mu_new, res, G0, landing)
         corr_iters += extra_c
     elif res.converged and process.project:
         x_new, mu_new, ctx_new, extra_k, extra_c, grad_norm = _project(system, process, corrector, make_context,
@@ -343,11 +342,12 @@ def _project_secant(system, process, corrector, make_context, current, x_pred, m
     _, grad = process.constraint(current.ctx)
     d = _newton_shift(-1.0, grad, getattr(process, "project_along", FREE), landing, mu_pred)
     ctx = make_context(res.x, mu_pred)
-    best = (abs(process.value(ctx) - G0), res.x, mu_pred, ctx, res.grad_norm)
+    r0 = process.value(ctx) - G0
+    best = (abs(r0), res.x, mu_pred, ctx, res.grad_norm)
     tol = process.tol * max(abs(G0), 1e-300)
     if best[0] <= tol or not bool(d.any()):
         return best[1], best[2], best[3], 0, best[4]
-    taus, rs = [0.0], [process.value(ctx) - G0]
+    taus, rs = [0.0], [r0]
     tau, iters = -rs[0], 0
     for _ in range(max_iter):
         mu = mu_pred + tau * d

@@ -44,17 +44,21 @@ class Process:
 CLOCKS = ("alpha", "lambda")
 
 
+def _checked_clock(clock: str) -> str:
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
+    return clock
+
+
 def _iso_law(ctx, g_lambda: float, g_gamma: float, alpha: float, clock: str) -> torch.Tensor:
     """(lambda', gamma') = alpha (-G_gamma, G_lambda); with clock = "lambda" rescaled so that
     lambda' = 1 (s is then lambda - lambda0, whatever the size of the rates; the ratio
     gamma'/lambda' = -G_lambda / G_gamma, which is what holds G, is the same)."""
     lam, gam = -alpha * g_gamma, alpha * g_lambda
-    if clock == "lambda":
+    if _checked_clock(clock) == "lambda":
         if lam == 0.0:
             raise FloatingPointError("clock = 'lambda' needs lambda' != 0, but G_gamma = 0 at this point")
         lam, gam = 1.0, gam / lam  # lambda increases with s, whichever way the law points
-    elif clock != "alpha":
-        raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
     return _mu_vector(ctx, {"lambda": lam, "gamma": gam})
 
 
@@ -154,8 +158,7 @@ def iso_classification(alpha: float = 1.0, project: bool | str = True, tol: floa
     measure: "batch" or "evaluation" (C on the fixed-noise training set). clock: "alpha" or
     "lambda" (s = lambda - lambda0; projections then move gamma only).
     """
-    if clock not in CLOCKS:
-        raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
+    _checked_clock(clock)
     if project not in PROJECTIONS:
         raise ValueError(f"project must be one of {PROJECTIONS}, got {project!r}")
     p = IsoFunctional(functional=lambda R, D, C: C, label="C", alpha=alpha, project=project, tol=tol, measure=measure,
@@ -190,6 +193,9 @@ class IsoClassificationFD(Process):
     clock: str = "alpha"  # or "lambda": mu' scaled so that lambda' = 1
     name = "iso-classification-fd"
     holds = "C"
+
+    def __post_init__(self):
+        _checked_clock(self.clock)
 
     def fd_rates(self, ctx):
         if ctx.corrector is None:

@@ -32,4 +32,5 @@ def run_config(config: dict, out=None, *, resume: bool = False, start_from=None,
         start=(start["lambda"], start["gamma"], start["t"]), theta0=theta0,
         equilibrate=start["equilibrate"] if start_from is None else False, out=out, resume=resume,
         config=config, solver=r["krylov"], progress=show, checkpoint_every=r["output"]["checkpoint_every"],
-        start_from=start_from, hvp_mode=r["hvp_mode"], settle=start["settle"], resample=getattr(problem, "resample_between_points", False))
+        start_from=start_from, hvp_mode=r["hvp_mode"], settle=start["settle"],
+        resample=getattr(problem, "resample_between_points", False))

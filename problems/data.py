@@ -116,7 +116,8 @@ def as_rgb32(data: Data) -> Data:
         side = int(round(x.shape[1] ** 0.5))
         x = x.reshape(-1, 1, side, side)
     if x.dim() != 4 or x.shape[1] not in (1, 3) or x.shape[2] > 32 or x.shape[3] > 32:
-        raise ValueError(f"as_rgb32 needs images of at most 32x32 with 1 or 3 channels, got shape {tuple(data.x.shape)}")
+        raise ValueError(f"as_rgb32 needs images of at most 32x32 with 1 or 3 channels, "
+                         f"got shape {tuple(data.x.shape)}")
     top, left = (32 - x.shape[2]) // 2, (32 - x.shape[3]) // 2
     x = torch.nn.functional.pad(x, (left, 32 - x.shape[3] - left, top, 32 - x.shape[2] - top))
     if x.shape[1] == 1:

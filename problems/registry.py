@@ -36,9 +36,9 @@ PROBLEMS = {"linear-gaussian": linear_gaussian}
 
 
 def mlp(dataset: str = "digits", data_dir: str = "", classes: str = "", val_fraction: float = 0.2, limit: int = 0,
-        val_limit: int = 0,
-        hidden: int = 128, latent: int = 8, classifier_hidden: int = 12, hvp_batch: int = 512, grad_batch: int = 0,
-        samples: int = 2, decoder_std: float = 1.0, split_seed: int = 0, float64: bool = False, device: str = "cpu"):
+        val_limit: int = 0, hidden: int = 128, latent: int = 8, classifier_hidden: int = 12, hvp_batch: int = 512,
+        grad_batch: int = 0, samples: int = 2, decoder_std: float = 1.0, split_seed: int = 0, float64: bool = False,
+        device: str = "cpu"):
     """The paper's MLP encoder/decoder/classifier on a data set (digits, fashion-mnist, mnist).
 
     dataset "digits" (sklearn, 8x8) needs no folder; "fashion-mnist" reads the Debian package's
@@ -48,34 +48,26 @@ def mlp(dataset: str = "digits", data_dir: str = "", classes: str = "", val_frac
     grad_batch 0 means the whole training set. Noise and batches are re-drawn between points.
     device: "cpu" or a torch device name ("cuda"); the data and parameters live there.
     """
-    from .data import FASHION_MNIST_DIR, class_subset, load_digits, load_fashion_mnist, load_mnist, train_val_split
+    from .data import FASHION_MNIST_DIR, load_digits, load_fashion_mnist, load_mnist
     from .models import paper_mlp
     from .neural_problem import NeuralProblem
 
     loaders = {"digits": lambda: load_digits(),
                "fashion-mnist": lambda: load_fashion_mnist(data_dir or FASHION_MNIST_DIR),
                "mnist": lambda: load_mnist(data_dir) if data_dir else _needs_folder("mnist")}
-    if dataset not in loaders:
-        raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(loaders)}")
-    data = loaders[dataset]()
-    if classes:
-        data = class_subset(data, classes, relabel=True)
-    train, val = train_val_split(data.flat(), val_fraction, seed=split_seed, limit=limit or None,
-                                 val_limit=val_limit or None)
-    n_classes = len(data.classes)
+    data, train, val = _split(loaders, dataset, classes, val_fraction, split_seed, limit, val_limit)
+    train, val = train.flat(), val.flat()
     problem = NeuralProblem(*paper_mlp(input_dim=train.x.shape[1], hidden=hidden, latent=latent,
-                                       classifier_hidden=classifier_hidden, classes=n_classes),
+                                       classifier_hidden=classifier_hidden, classes=len(data.classes)),
                             train, val, decoder_std=decoder_std, grad_batch=grad_batch or None, hvp_batch=hvp_batch,
                             samples=samples, dtype=torch.float64 if float64 else torch.float32,
                             device=_device(device))
-    problem.name = f"mlp:{dataset}" + (f"[{classes}]" if classes else "")
-    problem.resample_between_points = True
-    return problem
+    return _stochastic(problem, "mlp", dataset, classes)
 
 
 def resnet(dataset: str = "fashion-mnist", data_dir: str = "", classes: str = "", val_fraction: float = 0.2,
-           limit: int = 0, val_limit: int = 0, latent: int = 64, width: int = 256, hvp_batch: int = 128, grad_batch: int = 0,
-           samples: int = 1, decoder_std: float = 1.0, split_seed: int = 0, device: str = "cpu"):
+           limit: int = 0, val_limit: int = 0, latent: int = 64, width: int = 256, hvp_batch: int = 128,
+           grad_batch: int = 0, samples: int = 1, decoder_std: float = 1.0, split_seed: int = 0, device: str = "cpu"):
     """The paper's CIFAR-10 model (ResNet-18 encoder, FC + 4 deconvolutions, linear classifier).
 
     dataset "cifar10" needs data_dir (torchvision layout); "fashion-mnist" (the Debian folder,
@@ -84,30 +76,41 @@ def resnet(dataset: str = "fashion-mnist", data_dir: str = "", classes: str = ""
     on the training and validation sets (0: none; on a CPU the validation pass of ResNet-18 over
     12,000 images alone takes minutes).
     """
-    from .data import (FASHION_MNIST_DIR, as_rgb32, class_subset, load_cifar10, load_digits, load_fashion_mnist,
-                       train_val_split)
+    from .data import FASHION_MNIST_DIR, as_rgb32, load_cifar10, load_digits, load_fashion_mnist
     from .models import cifar_resnet
     from .neural_problem import NeuralProblem
 
     loaders = {"cifar10": lambda: load_cifar10(data_dir) if data_dir else _needs_folder("cifar10"),
                "fashion-mnist": lambda: as_rgb32(load_fashion_mnist(data_dir or FASHION_MNIST_DIR)),
                "digits": lambda: as_rgb32(load_digits())}
+    data, train, val = _split(loaders, dataset, classes, val_fraction, split_seed, limit, val_limit)
+    problem = NeuralProblem(*cifar_resnet(latent=latent, classes=len(data.classes), width=width), train, val,
+                            decoder_std=decoder_std, grad_batch=grad_batch or None, hvp_batch=hvp_batch,
+                            samples=samples, device=_device(device))
+    return _stochastic(problem, "resnet", dataset, classes)
+
+
+PROBLEMS["resnet"] = resnet
+
+
+def _split(loaders: dict, dataset, classes, val_fraction, split_seed, limit, val_limit):
+    """The named data set (a class subset of it if asked), and its seeded train/validation split."""
+    from .data import class_subset, train_val_split
+
     if dataset not in loaders:
         raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(loaders)}")
     data = loaders[dataset]()
     if classes:
         data = class_subset(data, classes, relabel=True)
-    train, val = train_val_split(data, val_fraction, seed=split_seed, limit=limit or None,
-                                 val_limit=val_limit or None)
-    problem = NeuralProblem(*cifar_resnet(latent=latent, classes=len(data.classes), width=width), train, val,
-                            decoder_std=decoder_std, grad_batch=grad_batch or None, hvp_batch=hvp_batch,
-                            samples=samples, device=_device(device))
-    problem.name = f"resnet:{dataset}" + (f"[{classes}]" if classes else "")
+    train, val = train_val_split(data, val_fraction, seed=split_seed, limit=limit or None, val_limit=val_limit or None)
+    return data, train, val
+
+
+def _stochastic(problem, kind: str, dataset: str, classes: str):
+    """Name a neural problem and mark it for new batches and noise between path points."""
+    problem.name = f"{kind}:{dataset}" + (f"[{classes}]" if classes else "")
     problem.resample_between_points = True
     return problem
-
-
-PROBLEMS["resnet"] = resnet
 
 
 def _device(name: str):

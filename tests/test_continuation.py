@@ -346,6 +346,8 @@ def test_lambda_clock_rescales_the_law_without_turning_it(competition):
     assert float(w[0]) == 1.0 and float(w[1]) == pytest.approx(float(v[1] / v[0]), rel=1e-12)
     with pytest.raises(ValueError, match="clock must be one of"):
         iso_classification(clock="gamma")
+    with pytest.raises(ValueError, match="clock must be one of"):
+        IsoClassificationFD(clock="gamma")
     with pytest.raises(ValueError, match="project must be one of"):
         iso_classification(project="bisect")
 
