@@ -415,7 +415,7 @@ def _row(problem, system, point, ds, grad_norm, krylov, corr_iters, seconds, rej
     evaluation = getattr(problem, "evaluation_metrics", None)
     if evaluation is not None:
         if point.ctx.evaluation is None:
-            point.ctx.evaluation = evaluation(system.unflatten(point.x))
+            point.ctx.evaluation = evaluation(system.unflatten(point.x), point.mu)
         row.update(point.ctx.evaluation)
     return row
 

@@ -11,6 +11,9 @@ project back onto the constraint after each step.
 | iso-classification-fd       | the same law with C_lambda, C_gamma by finite differences of  | eq. 22, 31  |
 |                             | re-equilibrated models (the paper's procedure; the baseline)|             |
 | iso-functional              | keep G(R, D, C) constant: (lambda', gamma') = alpha (-G_gamma, G_lambda) | Remark 8 |
+| iso-classification-transfer | t' = 1, C_lambda lambda' + C_gamma gamma' + C_t = 0, and     | eq. 26, 35, |
+|                             | lambda' = k (eq. 38) or the geodesic D' = k R' (eq. 30)     | 30, 38      |
+| quasi-static-transfer       | t' = 1 at fixed (lambda, gamma)                             | eq. 24-25   |
 """
 
 from __future__ import annotations
@@ -120,7 +123,7 @@ class IsoFunctional(Process):
         if metrics is None:
             raise ValueError("measure = 'evaluation' needs a problem with evaluation_metrics (a stochastic one)")
         if ctx.evaluation is None:  # one full-training-set pass per point, however often asked
-            ctx.evaluation = metrics(ctx.system.unflatten(ctx.x))
+            ctx.evaluation = metrics(ctx.system.unflatten(ctx.x), ctx.mu)
         return {n: ctx.evaluation[f"train_{n}"] for n in "RDC"}
 
     def _gradient(self, ctx):
@@ -228,6 +231,80 @@ class IsoClassificationFD(Process):
         return ctx.functionals()["C"], self.fd_rates(ctx)
 
 
+TRANSFER = ("lambda", "gamma", "t")
+CONDITIONS = ("lambda", "geodesic")
+
+
+@dataclass
+class IsoClassificationTransfer(IsoFunctional):
+    """Iso-classification while the task moves (t' = 1, s = t): C_lambda lambda' + C_gamma gamma'
+    + C_t = 0 (eq. 26, 35; the task term carries t' = 1, not gamma' as eq. 28 prints it), and
+
+      condition = "lambda":   lambda' = k (appendix G, eq. 38), gamma' from the constraint;
+      condition = "geodesic": D' = k R' (section 4.3, eq. 30): the 2 x 2 system
+          D_lambda lambda' + D_gamma gamma' = k F_t / (1 + k lambda) - D_t,
+          C_lambda lambda' + C_gamma gamma' = -C_t,
+        where F_t = R_t + lambda D_t + gamma C_t is what eq. 30 writes dR/dt: the t-derivative of
+        R at fixed D and C (with C' = 0, R' = -lambda D' + F_t).
+
+    All rates are total derivatives along the surface (three Krylov solves per point: theta_lambda,
+    theta_gamma, theta_t = A^{-1} b_t). Projections (the driver's) move gamma only.
+    """
+
+    functional: Callable = lambda R, D, C: C  # noqa: E731
+    label: str = "C"
+    condition: str = "lambda"
+    k: float = 0.0
+    project: bool = False
+    name = "iso-classification-transfer"
+    holds = "C"
+
+    def __post_init__(self):
+        if self.condition not in CONDITIONS:
+            raise ValueError(f"condition must be one of {CONDITIONS}, got {self.condition!r}")
+        if self.project not in PROJECTIONS:
+            raise ValueError(f"project must be one of {PROJECTIONS}, got {self.project!r}")
+
+    @property
+    def project_along(self) -> tuple:
+        return ("gamma",)
+
+    def velocity(self, ctx):
+        r = ctx.rates(TRANSFER)
+        C, D, R = r["C"], r["D"], r["R"]
+        lam, gam = float(ctx.mu[0]), float(ctx.mu[1])
+        if self.condition == "lambda":
+            if C["gamma"] == 0.0:
+                raise FloatingPointError("iso-classification transfer: C_gamma = 0, the constraint cannot fix gamma'")
+            lam_dot = self.k
+            gam_dot = -(C["lambda"] * lam_dot + C["t"]) / C["gamma"]
+        else:
+            denom = 1.0 + self.k * lam
+            if denom == 0.0:
+                raise FloatingPointError(f"geodesic transfer: 1 + k lambda = 0 (k = {self.k}, lambda = {lam})")
+            f_t = R["t"] + lam * D["t"] + gam * C["t"]
+            det = D["lambda"] * C["gamma"] - D["gamma"] * C["lambda"]
+            if det == 0.0:
+                raise FloatingPointError("geodesic transfer: det Hess F = 0, eq. 30 has no unique solution")
+            r1, r2 = self.k * f_t / denom - D["t"], -C["t"]
+            lam_dot = (r1 * C["gamma"] - D["gamma"] * r2) / det
+            gam_dot = (D["lambda"] * r2 - C["lambda"] * r1) / det
+        return _mu_vector(ctx, {"lambda": lam_dot, "gamma": gam_dot, "t": 1.0})
+
+
+def iso_classification_transfer(condition: str = "lambda", k: float = 0.0, project: bool | str = False,
+                                tol: float = 1e-12, measure: str = "batch") -> IsoClassificationTransfer:
+    """Iso-classification transfer, t 0 -> 1 (eq. 26, 35): lambda' = k (eq. 38) or geodesic slope k (eq. 30)."""
+    return IsoClassificationTransfer(condition=condition, k=k, project=project, tol=tol, measure=measure)
+
+
+def quasi_static_transfer(lambda_rate: float = 0.0, gamma_rate: float = 0.0):
+    """The task moves at fixed (lambda, gamma): t' = 1 (eq. 24-25, theta' = theta_t); the comparison for iso-C transfer."""
+    p = QuasiStatic(lambda_rate, gamma_rate, 1.0)
+    p.name = "quasi-static-transfer"
+    return p
+
+
 def _quasi_static(lambda_rate=1.0, gamma_rate=0.0, t_rate=0.0):
     """Prescribed constant mu' = (lambda_rate, gamma_rate, t_rate) (eq. 16-17); one Krylov solve per RHS."""
     return QuasiStatic(lambda_rate, gamma_rate, t_rate)
@@ -238,4 +315,6 @@ PROCESSES = {
     "iso-classification": iso_classification,
     "iso-classification-fd": IsoClassificationFD,
     "iso-c-plus-r-over-beta": iso_c_plus_r_over_beta,
+    "iso-classification-transfer": iso_classification_transfer,
+    "quasi-static-transfer": quasi_static_transfer,
 }

@@ -162,6 +162,14 @@ class LinearGaussianGibbsProblem(Problem):
         return (mu[0] * 0.5 * h.n * math.log(2 * math.pi * h.sigma_d**2)
                 + mu[1] * 0.5 * h.m * math.log(2 * math.pi * h.sigma_c**2))
 
+    def data_moment(self, mu):
+        """E[u u^T] of the data at mu, and the soft-label term (None: hard labels). A task path
+        (LinearGaussianTransferProblem) makes both functions of t = mu[2]."""
+        return self.second_moment, None
+
+    def _label_term(self, spread):
+        return 0.0 if spread is None else spread / (2 * self.hamiltonian.sigma_c**2)
+
     def _posterior(self, theta, mu):
         s = self._scales(mu)
         theta_uv = torch.cat([theta["W"], theta["V"]], dim=0)
@@ -173,10 +181,12 @@ class LinearGaussianGibbsProblem(Problem):
 
     def objective(self, theta, mu):
         s, M, P, L = self._posterior(theta, mu)
-        S = s[:, None] * self.second_moment * s[None, :]
+        Su, spread = self.data_moment(mu)
+        S = s[:, None] * Su * s[None, :]
         X = torch.cholesky_solve(M.T @ S @ M, L)  # P^{-1} M^T S M
         logdet = 2 * torch.log(torch.diagonal(L)).sum()
-        return 0.5 * (torch.trace(S) - torch.trace(X)) + 0.5 * logdet + self._constants(mu)
+        return (0.5 * (torch.trace(S) - torch.trace(X)) + 0.5 * logdet + self._constants(mu)
+                + mu[1] * self._label_term(spread))
 
     def functionals(self, theta, mu):
         h = self.hamiltonian
@@ -186,13 +196,32 @@ class LinearGaussianGibbsProblem(Problem):
         # (tests/test_linear_gaussian.py::test_functionals_forward_mode_matches_finite_differences).
         P_inv = torch.cholesky_solve(torch.eye(k, dtype=M.dtype, device=M.device), L)
         G = P_inv @ M.T * s[None, :]  # posterior mean = G u
-        Su = self.second_moment
+        Su, spread = self.data_moment(mu)
         eye_u = torch.eye(h.n + h.m, dtype=M.dtype, device=M.device)
         theta_uv = torch.cat([theta["W"], theta["V"]], dim=0)
         K = eye_u - theta_uv @ G  # u - [W; V] E[z|u] = K u
         err = torch.diagonal(K @ Su @ K.T) + torch.diagonal(theta_uv @ P_inv @ theta_uv.T)
         D = err[: h.n].sum() / (2 * h.sigma_d**2) + 0.5 * h.n * math.log(2 * math.pi * h.sigma_d**2)
-        C = err[h.n:].sum() / (2 * h.sigma_c**2) + 0.5 * h.m * math.log(2 * math.pi * h.sigma_c**2)
+        C = (err[h.n:].sum() / (2 * h.sigma_c**2) + 0.5 * h.m * math.log(2 * math.pi * h.sigma_c**2)
+             + self._label_term(spread))
         logdet = 2 * torch.log(torch.diagonal(L)).sum()
         R = 0.5 * (torch.trace(P_inv) + torch.trace(G @ Su @ G.T) - k + logdet)
         return {"R": R, "D": D, "C": C}
+
+
+class LinearGaussianTransferProblem(LinearGaussianGibbsProblem):
+    """The linear-Gaussian Gibbs problem on a task path: the data moment is S(t) of a
+    `problems.task_path.TaskMoments` (mixture or coupling), t = mu[2]; soft labels add
+    gamma kappa(t) to J and kappa(t) to C, kappa = label_spread / (2 sigma_c^2) (docs/transfer.md)."""
+
+    name = "linear-gaussian-transfer"
+
+    def __init__(self, hamiltonian: LinearGaussianHamiltonian, moments, dtype=torch.float64):
+        if (moments.n, moments.m) != (hamiltonian.n, hamiltonian.m):
+            raise ValueError(f"task path for x in R^{moments.n}, y in R^{moments.m}; the Hamiltonian has "
+                             f"n = {hamiltonian.n}, m = {hamiltonian.m}")
+        super().__init__(hamiltonian, moments.second_moment(torch.tensor(0.0, dtype=dtype)).numpy(), dtype)
+        self.moments = moments
+
+    def data_moment(self, mu):
+        return self.moments.second_moment(mu[2]), self.moments.label_spread(mu[2])

@@ -174,3 +174,65 @@ class ScalarGaussianClosedForm:
         if c * self.q >= 1:
             return None
         return self.sigma_d**2 * (1 - c * self.q) / (self.s2 * (1 - c * self.tau2))
+
+
+class TransferClosedForm:
+    """Closed forms along a task path (docs/transfer.md), in numpy, from the path's own blocks:
+
+    mixture:   S(t) = (1-t) S_s + t S_t,  kappa = 0;
+    coupling:  S(t) = (1-t)^2 S_ss + t (1-t) (S_st + S_ts) + t^2 S_tt  (blocks of the joint moment
+               of (u_s, u_t)),  kappa(t) = t (1-t) E|y_s - y_t|^2 / (2 sigma_c^2).
+
+    At each t the equilibrium is LinearGaussianClosedForm's at S(t), with C + kappa and F + gamma
+    kappa (R unchanged). The iso-C multiplier paths solve C(lambda, gamma, t) = C0 directly
+    (brentq in gamma for lambda' = k; for the geodesic, also D - k R = D0 - k R0, the integral of
+    D' = k R', by a 2-D root finder), never through tangents.
+    """
+
+    def __init__(self, moment, spread, n, m, latent_dim, sigma_d=1.0, sigma_c=1.0):
+        self.moment, self.spread = moment, spread
+        self.n, self.m, self.k, self.sigma_d, self.sigma_c = n, m, latent_dim, sigma_d, sigma_c
+
+    @classmethod
+    def mixture(cls, S_s, S_t, n, m, latent_dim, sigma_d=1.0, sigma_c=1.0):
+        S_s, S_t = np.asarray(S_s, float), np.asarray(S_t, float)
+        return cls(lambda t: (1 - t) * S_s + t * S_t, lambda t: 0.0, n, m, latent_dim, sigma_d, sigma_c)
+
+    @classmethod
+    def coupled(cls, joint, n, m, latent_dim, sigma_d=1.0, sigma_c=1.0):
+        joint = np.asarray(joint, float)
+        d = n + m
+        ss, st, tt = joint[:d, :d], joint[:d, d:], joint[d:, d:]
+        ys, yt = slice(n, d), slice(d + n, 2 * d)
+        gap = np.trace(joint[ys, ys]) + np.trace(joint[yt, yt]) - 2 * np.trace(joint[ys, yt])
+        return cls(lambda t: (1 - t) ** 2 * ss + t * (1 - t) * (st + st.T) + t * t * tt,
+                   lambda t: t * (1 - t) * gap, n, m, latent_dim, sigma_d, sigma_c)
+
+    def at(self, t) -> LinearGaussianClosedForm:
+        return LinearGaussianClosedForm(self.moment(t), self.n, self.m, self.k, self.sigma_d, self.sigma_c)
+
+    def functionals(self, lam, gam, t) -> dict:
+        f = self.at(t).functionals(lam, gam)
+        kappa = self.spread(t) / (2 * self.sigma_c**2)
+        return {"R": f["R"], "D": f["D"], "C": f["C"] + kappa, "F": f["F"] + gam * kappa}
+
+    def gram(self, lam, gam, t) -> np.ndarray:
+        return self.at(t).gram(lam, gam)
+
+    def iso_c_gamma(self, lam, t, C0, lo=1e-6, hi=1e6) -> float:
+        """gamma with C(lambda, gamma, t) = C0 (C falls with gamma: dC/dgamma = Hess F < 0)."""
+        g = lambda log_gam: self.functionals(lam, math.exp(log_gam), t)["C"] - C0  # noqa: E731
+        return math.exp(brentq(g, math.log(lo), math.log(hi), xtol=1e-14, rtol=4 * np.finfo(float).eps))
+
+    def geodesic_multipliers(self, t, k, C0, invariant, guess) -> tuple:
+        """(lambda, gamma) with C = C0 and D - k R = invariant at t (eq. 30 integrated)."""
+        from scipy.optimize import root
+
+        def eqs(v):
+            f = self.functionals(math.exp(v[0]), math.exp(v[1]), t)
+            return [f["C"] - C0, f["D"] - k * f["R"] - invariant]
+
+        sol = root(eqs, np.log(np.asarray(guess, float)), method="hybr", tol=1e-13)
+        if max(abs(r) for r in eqs(sol.x)) > 1e-11:  # (hybr may warn that it cannot reach tol)
+            raise RuntimeError(f"geodesic closed form at t = {t}: {sol.message}")
+        return math.exp(sol.x[0]), math.exp(sol.x[1])

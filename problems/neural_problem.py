@@ -77,18 +77,28 @@ class NeuralProblem(Problem):
         self.hvp = self._make_batch(sub.to(self.device), g)
 
     # -- the functionals ----------------------------------------------------------------------
-    def _functionals(self, theta, b: _Batch):
-        mean, log_std = functional_call(self.encoder, theta["encoder"], (b.x,), {"mask": b.mask})
+    def _terms(self, theta, x, eps, mask):
+        """Per-sample R (B,), D (B,) (averaged over the noise samples) and the logits (S, B, K)."""
+        mean, log_std = functional_call(self.encoder, theta["encoder"], (x,), {"mask": mask})
         std = torch.exp(log_std)
-        z = mean + std * b.eps  # (S, B, k)
-        x_flat = b.x.reshape(b.x.shape[0], -1)
+        z = mean + std * eps  # (S, B, k)
+        x_flat = x.reshape(x.shape[0], -1)
         recon = functional_call(self.decoder, theta["decoder"], (z,))
         s2 = self.decoder_std**2
-        D = (0.5 * ((x_flat - recon) ** 2).sum(-1) / s2).mean() + 0.5 * x_flat.shape[1] * math.log(2 * math.pi * s2)
+        D = (0.5 * ((x_flat - recon) ** 2).sum(-1) / s2).mean(0) + 0.5 * x_flat.shape[1] * math.log(2 * math.pi * s2)
         logits = functional_call(self.classifier, theta["classifier"], (z,))
-        C = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), b.y.repeat(self.samples))
-        R = 0.5 * (mean**2 + std**2 - 1.0 - 2.0 * log_std).sum(-1).mean()
-        return {"R": R, "D": D, "C": C}
+        R = 0.5 * (mean**2 + std**2 - 1.0 - 2.0 * log_std).sum(-1)
+        return R, D, logits
+
+    @staticmethod
+    def _cross_entropy(logits, y):
+        """Per-sample -log softmax(logits)_y (B,), averaged over the noise samples."""
+        S, B, K = logits.shape
+        return F.cross_entropy(logits.reshape(-1, K), y.repeat(S), reduction="none").reshape(S, B).mean(0)
+
+    def _functionals(self, theta, b: _Batch):
+        R, D, logits = self._terms(theta, b.x, b.eps, b.mask)
+        return {"R": R.mean(), "D": D.mean(), "C": self._cross_entropy(logits, b.y).mean()}
 
     def functionals(self, theta, mu):
         return self._functionals(theta, self.batch)
@@ -99,9 +109,10 @@ class NeuralProblem(Problem):
         return f["R"] + mu[0] * f["D"] + mu[1] * f["C"]
 
     @torch.no_grad()
-    def evaluation_metrics(self, theta, samples: int = 4, seed: int = 12345) -> dict:
+    def evaluation_metrics(self, theta, mu=None, samples: int = 4, seed: int = 12345) -> dict:
         """train_R, train_D, train_C on the whole training set with one fixed noise draw (the same
-        at every call), so that values along a path differ only because theta does."""
+        at every call), so that values along a path differ only because theta does (mu: unused
+        here; a task path evaluates at its t)."""
         g = torch.Generator().manual_seed(seed)
         n = len(self.train)
         saved = self.samples
@@ -117,12 +128,15 @@ class NeuralProblem(Problem):
         """val_loss: cross-entropy of the classifier at the encoder mean; val_acc in [0, 1]."""
         if self.val is None:
             return {}
+        return self._classify(theta, self.val, batch_size)
+
+    def _classify(self, theta, data, batch_size: int = 2048, prefix: str = "val") -> dict:
         loss, correct = 0.0, 0
-        n = len(self.val)
+        n = len(data)
         for i in range(0, n, batch_size):
-            x, y = self.val.x[i: i + batch_size], self.val.y[i: i + batch_size]
+            x, y = data.x[i: i + batch_size], data.y[i: i + batch_size]
             mean, _ = functional_call(self.encoder, theta["encoder"], (x,))
             logits = functional_call(self.classifier, theta["classifier"], (mean,))
             loss += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(-1) == y).sum())
-        return {"val_loss": loss / n, "val_acc": correct / n}
+        return {f"{prefix}_loss": loss / n, f"{prefix}_acc": correct / n}

@@ -93,6 +93,48 @@ def resnet(dataset: str = "fashion-mnist", data_dir: str = "", classes: str = ""
 PROBLEMS["resnet"] = resnet
 
 
+def transfer_mlp(dataset: str = "digits", data_dir: str = "", source: str = "0-4", target: str = "5-9",
+                 path: str = "mixture", ot_method: str = "emd", ot_reg: float = 0.05, model: str = "paper",
+                 val_fraction: float = 0.2, limit: int = 0, val_limit: int = 0, hidden: int = 128, latent: int = 8,
+                 classifier_hidden: int = 12, dropout: float = 0.1, hvp_batch: int = 512, grad_batch: int = 0,
+                 samples: int = 2, decoder_std: float = 1.0, split_seed: int = 0, float64: bool = False,
+                 device: str = "cpu"):
+    """An MLP on a task path from class subset `source` to `target` (t = 0 -> 1; paper section 4).
+
+    path "mixture" (eq. 23) or "ot" (eq. 37: coupling by POT, ot_method "emd" or "sinkhorn"
+    with ot_reg relative to the mean squared distance; soft labels). dataset: digits,
+    fashion-mnist, mnist (data_dir). model "paper": 784-hidden-latent encoder with a
+    classifier_hidden head (as `mlp`); "transfer": the paper's 784-400-64 encoder with dropout.
+    limit and val_limit cap each task's training and validation sets (0: none).
+    """
+    from .data import FASHION_MNIST_DIR, load_digits, load_fashion_mnist, load_mnist
+    from .models import paper_mlp, transfer_mlp as transfer_model
+    from .transfer_problem import TransferProblem
+
+    if model not in ("paper", "transfer"):
+        raise ValueError(f"model must be 'paper' or 'transfer', got {model!r}")
+    loaders = {"digits": lambda: load_digits(),
+               "fashion-mnist": lambda: load_fashion_mnist(data_dir or FASHION_MNIST_DIR),
+               "mnist": lambda: load_mnist(data_dir) if data_dir else _needs_folder("mnist")}
+    data_s, train_s, val_s = _split(loaders, dataset, source, val_fraction, split_seed, limit, val_limit)
+    data_t, train_t, val_t = _split(loaders, dataset, target, val_fraction, split_seed, limit, val_limit)
+    train_s, val_s, train_t, val_t = (d.flat() for d in (train_s, val_s, train_t, val_t))
+    dim, classes = train_s.x.shape[1], len(data_s.classes)
+    modules = (paper_mlp(input_dim=dim, hidden=hidden, latent=latent, classifier_hidden=classifier_hidden,
+                         classes=classes) if model == "paper"
+               else transfer_model(input_dim=dim, hidden=hidden, latent=latent, dropout=dropout, classes=classes))
+    problem = TransferProblem(*modules, train_s, train_t, val_s, val_t, path=path, ot_method=ot_method, ot_reg=ot_reg,
+                              decoder_std=decoder_std, grad_batch=grad_batch or None, hvp_batch=hvp_batch,
+                              samples=samples, dtype=torch.float64 if float64 else torch.float32,
+                              device=_device(device))
+    problem.name = f"transfer-mlp:{dataset}[{source}->{target}, {path}]"
+    problem.resample_between_points = True
+    return problem
+
+
+PROBLEMS["transfer-mlp"] = transfer_mlp
+
+
 def _split(loaders: dict, dataset, classes, val_fraction, split_seed, limit, val_limit):
     """The named data set (a class subset of it if asked), and its seeded train/validation split."""
     from .data import class_subset, train_val_split

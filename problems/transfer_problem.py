@@ -1,0 +1,145 @@
+"""The paper's models on a task path from a source data set (t = 0) to a target (t = 1),
+paper section 4 and appendix F (problems/task_path.py for the two paths).
+
+    mixture:  J(theta; mu) = (1 - t) J(source batch) + t J(target batch)           (eq. 23)
+    ot:       pairs (i, j) ~ Gamma, x = (1 - t) x_i^s + t x_j^t, and
+              C = (1 - t) CE(y_i^s) + t CE(y_j^t)  (the soft label of Remark 11)   (eq. 37)
+
+Both are smooth in t = mu[2], so b_t = -d/dt grad J is one forward-mode JVP (DESIGN.md section
+1). Source and target must share the input shape and the number of classes (class subsets
+relabelled 0..K-1, e.g. digits 0-4 -> 5-9: one classifier head of 5 outputs, as the paper's
+four-way head for CIFAR-10 vehicles -> animals). Validation metrics are on the target
+(val_loss, val_acc) and the source (source_val_loss, source_val_acc).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .data import Data
+from .neural_problem import NeuralProblem, _Batch
+from .task_path import OT_METHODS, PATHS, CouplingSampler, coupling, interpolate
+
+
+class _PairBatch:
+    """One minibatch of a task path: source and target halves (mixture) or coupled pairs (ot)."""
+
+    def __init__(self, source: _Batch, target: _Batch, weights=None):
+        self.source, self.target, self.weights = source, target, weights
+
+
+class TransferProblem(NeuralProblem):
+    name = "transfer"
+
+    def __init__(self, encoder, decoder, classifier, source: Data, target: Data, source_val: Data | None = None,
+                 target_val: Data | None = None, *, path: str = "mixture", ot_method: str = "emd",
+                 ot_reg: float = 0.05, **kw):
+        if path not in PATHS:
+            raise ValueError(f"unknown task path {path!r}; valid: {', '.join(PATHS)}")
+        if ot_method not in OT_METHODS:
+            raise ValueError(f"unknown OT method {ot_method!r}; valid: {', '.join(OT_METHODS)}")
+        if source.x.shape[1:] != target.x.shape[1:]:
+            raise ValueError(f"source inputs {tuple(source.x.shape[1:])} and target inputs "
+                             f"{tuple(target.x.shape[1:])} differ in shape")
+        if len(source.classes) != len(target.classes):
+            raise ValueError(f"source has {len(source.classes)} classes, target {len(target.classes)}: "
+                             "one classifier head needs the same number (relabel both subsets)")
+        if len(target) == 0:
+            raise ValueError("the target training set is empty")
+        self.path, self.ot_method, self.ot_reg = path, ot_method, ot_reg
+        dtype, device = kw.get("dtype", torch.float32), kw.get("device", "cpu")
+        self.target = target.to(dtype=dtype, device=device)
+        self.source_val = source_val.to(dtype=dtype, device=device) if source_val is not None else None
+        self.sampler = None
+        if path == "ot":
+            self.coupling = coupling(source.x.cpu().numpy(), target.x.cpu().numpy(), ot_method, ot_reg)
+            self.sampler = CouplingSampler(self.coupling)
+        super().__init__(encoder, decoder, classifier, source, target_val, **kw)
+
+    # -- batches ------------------------------------------------------------------------------
+    def _batch_of(self, data: Data, idx, g) -> _Batch:
+        saved = self.train
+        self.train = data
+        try:
+            return self._make_batch(idx, g)
+        finally:
+            self.train = saved
+
+    def _draw(self, count: int, g) -> _PairBatch:
+        ns, nt = len(self.train), len(self.target)
+        if self.path == "mixture":
+            pick = lambda n: torch.arange(n) if count >= n else torch.randperm(n, generator=g)[:count]  # noqa: E731
+            i, j = pick(ns), pick(nt)
+        else:
+            i, j = self.sampler.sample(count, g)
+        return _PairBatch(self._batch_of(self.train, i.to(self.device), g),
+                          self._batch_of(self.target, j.to(self.device), g))
+
+    def resample(self, seed: int) -> None:
+        """New source/target batches (or coupled pairs), noise and masks (between path points)."""
+        self.seed = int(seed)
+        g = torch.Generator().manual_seed(self.seed)
+        self.batch = self._draw(self.grad_batch, g)
+        self.hvp = self._draw(self.hvp_batch, g)
+
+    # -- the functionals on the path ----------------------------------------------------------
+    def _path_functionals(self, theta, b: _PairBatch, t, weights=None):
+        mean = (lambda v: v.mean()) if weights is None else (lambda v: (v * weights).sum())  # noqa: E731
+        if self.path == "mixture":
+            out = {}
+            for part, w in ((b.source, 1 - t), (b.target, t)):
+                R, D, logits = self._terms(theta, part.x, part.eps, part.mask)
+                C = self._cross_entropy(logits, part.y)
+                for name, v in (("R", R), ("D", D), ("C", C)):
+                    out[name] = out.get(name, 0.0) + w * v.mean()
+            return out
+        x = interpolate(b.source.x, b.target.x, t)
+        R, D, logits = self._terms(theta, x, b.source.eps, b.source.mask)
+        C = (1 - t) * self._cross_entropy(logits, b.source.y) + t * self._cross_entropy(logits, b.target.y)
+        return {"R": mean(R), "D": mean(D), "C": mean(C)}
+
+    def functionals(self, theta, mu):
+        return self._path_functionals(theta, self.batch, mu[2])
+
+    def hessian_objective(self, theta, mu):
+        f = self._path_functionals(theta, self.hvp, mu[2])
+        return f["R"] + mu[0] * f["D"] + mu[1] * f["C"]
+
+    @torch.no_grad()
+    def evaluation_metrics(self, theta, mu=None, samples: int = 4, seed: int = 12345) -> dict:
+        """train_R, train_D, train_C of the training distribution at t = mu[2] with one fixed
+        noise draw: the whole source and target sets (mixture), or every pair of the coupling's
+        support with its weight (ot)."""
+        t = 0.0 if mu is None else float(mu[2])
+        g = torch.Generator().manual_seed(seed)
+        saved = self.samples
+        self.samples = samples
+        try:
+            if self.path == "mixture":
+                b = _PairBatch(self._batch_of(self.train, torch.arange(len(self.train), device=self.device), g),
+                               self._batch_of(self.target, torch.arange(len(self.target), device=self.device), g))
+                f = self._path_functionals(theta, b, t)
+            else:
+                i, j, w = self.sampler.all_pairs()
+                n = len(self.train) + len(self.target)
+                if len(i) > 4 * n:
+                    i, j = self.sampler.sample(n, g)
+                    w = torch.full((n,), 1.0 / n, dtype=torch.float64)
+                f = {"R": 0.0, "D": 0.0, "C": 0.0}
+                chunk = 8192
+                for a in range(0, len(i), chunk):
+                    sl = slice(a, a + chunk)
+                    b = _PairBatch(self._batch_of(self.train, i[sl].to(self.device), g),
+                                   self._batch_of(self.target, j[sl].to(self.device), g))
+                    part = self._path_functionals(theta, b, t, w[sl].to(device=self.device, dtype=self.dtype))
+                    f = {k: f[k] + part[k] for k in f}
+        finally:
+            self.samples = saved
+        return {f"train_{k}": float(v) for k, v in f.items()}
+
+    @torch.no_grad()
+    def validation_metrics(self, theta, batch_size: int = 2048) -> dict:
+        out = super().validation_metrics(theta, batch_size)
+        if self.source_val is not None:
+            out.update(self._classify(theta, self.source_val, batch_size, prefix="source_val"))
+        return out

@@ -1,0 +1,238 @@
+"""Transfer on linear-Gaussian tasks against closed forms (docs/transfer.md): a source and a
+target with different input covariances, moved by the mixture (eq. 23) and by the W2-optimal
+coupling of the Gaussians (eq. 37, soft labels of Remark 11); and OT couplings by hand."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torchdiffeq import odeint
+
+from continuation import EquilibriumSystem, continue_path
+from continuation.correctors import NewtonCorrector
+from continuation.step_control import StepControl, StopRule
+from continuation.predictors import ODEPredictor
+from continuation.processes import iso_classification_transfer, quasi_static_transfer
+from continuation.tangents import solve_tangents
+from problems import LinearGaussianData, LinearGaussianHamiltonian, make_mu
+from problems.linear_gaussian import LinearGaussianTransferProblem
+from problems.linear_gaussian_closed_form import TransferClosedForm
+from problems.task_path import (CoupledMoments, CouplingSampler, MixtureMoments, coupled_sample_joint, coupling,
+                                gaussian_ot_joint, gaussian_ot_map, interpolate)
+from solvers import MINRES, NewtonCG
+
+LAM, GAM = 1.0, 1.0
+
+
+class TransferCase:
+    """x in R^3, a scalar label, a 1-D latent that stays on for all t near (LAM, GAM). The target
+    has another input covariance and the same labelling rule y = B x + noise; along the iso-C
+    paths below gamma first falls, then rises (0.58 -> 1.30 for the mixture)."""
+
+    def __init__(self, path):
+        self.source = LinearGaussianData.random(3, 1, seed=0, spectrum=[3.0, 1.2, 0.5])
+        other = LinearGaussianData.random(3, 1, seed=1, spectrum=[2.0, 1.5, 0.4])
+        self.target = LinearGaussianData(other.Sigma, self.source.B, self.source.noise)
+        h = LinearGaussianHamiltonian(3, 1, latent_dim=1)
+        if path == "mixture":
+            moments = MixtureMoments(self.source.second_moment(), self.target.second_moment(), 3, 1)
+            self.closed = TransferClosedForm.mixture(self.source.second_moment(), self.target.second_moment(), 3, 1, 1)
+        else:
+            joint = gaussian_ot_joint(self.source, self.target)
+            moments = CoupledMoments(joint, 3, 1)
+            self.closed = TransferClosedForm.coupled(joint, 3, 1, 1)
+        self.problem = LinearGaussianTransferProblem(h, moments)
+        self.system = EquilibriumSystem(self.problem, self.problem.init_params(0))
+
+    def gram(self, x):
+        th = self.system.unflatten(x)
+        m = torch.cat([th["W"], th["V"]]).numpy()
+        return m @ m.T
+
+    def run(self, process, predictor, step=0.1, **kw):
+        return continue_path(self.problem, process, predictor, NewtonCorrector(gtol=1e-12),
+                             StepControl(initial=step, max_step=step, grow=1.0, max_drift=None, max_angle_deg=180),
+                             StopRule(max_steps=100, target={"t": 1.0}), start=(LAM, GAM, 0.0), progress=False, **kw)
+
+
+@pytest.fixture(scope="module", params=["mixture", "ot"])
+def case(request):
+    return TransferCase(request.param)
+
+
+def test_functionals_along_the_task_path_match_the_closed_form(case):
+    for t in (0.0, 0.3, 0.7, 1.0):
+        assert case.closed.at(t).active(LAM, GAM)[0], "the latent must stay on for this test"
+        mu = make_mu(LAM, GAM, t)
+        res = NewtonCG(gtol=1e-12).solve(case.system.objective, case.system.flatten(case.problem.init_params(0)), mu)
+        assert res.converged
+        f = case.problem.functionals(case.system.unflatten(res.x), mu)
+        ref = case.closed.functionals(LAM, GAM, t)
+        for name in "RDC":
+            assert float(f[name]) == pytest.approx(ref[name], abs=1e-9, rel=1e-9)
+        assert float(case.system.objective(res.x, mu)) == pytest.approx(ref["F"], rel=1e-10)
+        np.testing.assert_allclose(case.gram(res.x), case.closed.gram(LAM, GAM, t), atol=1e-9)
+
+
+def test_theta_t_integrated_alone_transports_the_equilibrium(case):
+    """theta' = theta_t = A^{-1} b_t (eq. 25) integrated by dopri5 from the source equilibrium,
+    no corrector: lands on the target's closed-form equilibrium."""
+    x0 = NewtonCG(gtol=1e-13).solve(case.system.objective, case.system.flatten(case.problem.init_params(0)),
+                                    make_mu(LAM, GAM, 0.0)).x
+
+    def rhs(t, x):
+        tan = solve_tangents(case.system, x, make_mu(LAM, GAM, float(t)), wrt=("t",), solver=MINRES(rtol=1e-13))
+        return tan.theta_mu[:, 0]
+
+    xs = odeint(rhs, x0, torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64), method="dopri5", rtol=1e-10, atol=1e-12)
+    for t, x in zip((0.5, 1.0), xs[1:]):
+        np.testing.assert_allclose(case.gram(x), case.closed.gram(LAM, GAM, t), atol=1e-7)
+
+
+def test_quasi_static_transfer_path_and_its_rates(case):
+    ds = case.run(quasi_static_transfer(), ODEPredictor("rk4"))
+    assert ds["t"].values[-1] == 1.0 and np.all(ds["lambda"].values == LAM) and np.all(ds["gamma"].values == GAM)
+    for i in range(ds.sizes["step"]):
+        ref = case.closed.functionals(LAM, GAM, float(ds["t"][i]))
+        for name in "RDC":
+            assert float(ds[name][i]) == pytest.approx(ref[name], abs=1e-9)
+    # C_t along the surface against a central difference of the closed form
+    from continuation.context import PointContext
+
+    t = 0.4
+    x = NewtonCG(gtol=1e-13).solve(case.system.objective, case.system.flatten(case.problem.init_params(0)),
+                                   make_mu(LAM, GAM, t)).x
+    ctx = PointContext(case.system, x, make_mu(LAM, GAM, t), MINRES(rtol=1e-13))
+    rates = ctx.rates(("lambda", "gamma", "t"))
+    h = 1e-5
+    for name in "RDC":
+        fd = (case.closed.functionals(LAM, GAM, t + h)[name] - case.closed.functionals(LAM, GAM, t - h)[name]) / (2 * h)
+        assert rates[name]["t"] == pytest.approx(fd, rel=1e-6, abs=1e-8)
+
+
+def test_iso_c_transfer_with_constant_lambda_rate_matches_closed_form(case):
+    """eq. 38: lambda' = k, gamma from C_lambda k + C_gamma gamma' + C_t = 0; the law alone
+    (no projection), integrated by dopri5: gamma(t) against brentq on the closed form."""
+    k = 0.5
+    ds = case.run(iso_classification_transfer("lambda", k=k), ODEPredictor("dopri5", rtol=1e-9, atol=1e-10), step=0.25)
+    C0 = case.closed.functionals(LAM, GAM, 0.0)["C"]
+    assert float(ds["t"][-1]) == 1.0 and ds.attrs["status"] == "finished"
+    moved = 0.0
+    for i in range(1, ds.sizes["step"]):
+        t = float(ds["t"][i])
+        assert float(ds["lambda"][i]) == pytest.approx(LAM + k * t, abs=1e-12)
+        gam = case.closed.iso_c_gamma(LAM + k * t, t, C0)
+        assert float(ds["gamma"][i]) == pytest.approx(gam, abs=1e-6)
+        assert float(ds["C"][i]) == pytest.approx(C0, abs=1e-7)
+        moved = max(moved, abs(gam - GAM))
+    assert moved > 0.05  # the task change moves gamma: the check is not vacuous
+
+
+def test_geodesic_transfer_matches_closed_form(case):
+    """eq. 30 (slope k = dD/dR): (lambda, gamma)(t) against the closed-form solution of
+    C = C0, D - k R = D0 - k R0 (which has a solution for all t in [0, 1] for k = 0.5 here; for
+    k = -0.5 on the mixture it stops existing near t = 0.15)."""
+    k = 0.5
+    ds = case.run(iso_classification_transfer("geodesic", k=k), ODEPredictor("dopri5", rtol=1e-9, atol=1e-10),
+                  step=0.25)
+    f0 = case.closed.functionals(LAM, GAM, 0.0)
+    invariant = f0["D"] - k * f0["R"]
+    guess = (LAM, GAM)
+    for i in range(1, ds.sizes["step"]):
+        t = float(ds["t"][i])
+        lam, gam = case.closed.geodesic_multipliers(t, k, f0["C"], invariant, guess)
+        assert float(ds["lambda"][i]) == pytest.approx(lam, abs=1e-6)
+        assert float(ds["gamma"][i]) == pytest.approx(gam, abs=1e-6)
+        guess = (lam, gam)
+        D, R = float(ds["D"][i]), float(ds["R"][i])
+        assert D - k * R == pytest.approx(invariant, abs=1e-7)
+    assert abs(float(ds["lambda"][-1]) - LAM) > 0.01
+
+
+def test_projection_holds_c_along_gamma(case):
+    """A coarse euler law with the Newton projection: C back to C0 to 1e-10, lambda untouched."""
+    ds = case.run(iso_classification_transfer("lambda", k=0.3, project=True), ODEPredictor("euler"), step=0.25)
+    C0 = float(ds["C"][0])
+    assert np.max(np.abs(ds["C"].values - C0)) < 1e-10
+    np.testing.assert_allclose(ds["lambda"].values, LAM + 0.3 * ds["t"].values, atol=1e-12)
+
+
+# -- optimal transport ---------------------------------------------------------------------------
+def test_emd_coupling_matches_a_hand_computed_assignment():
+    """3 source and 3 target points on a line: x_s = (0, 1, 3), x_t = (2, 0.5, 4). Among the six
+    permutations the sorted (monotone) matching 0->0.5, 1->2, 3->4 has cost 0.25 + 1 + 1 = 2.25,
+    the least; so Gamma = P / 3 with P that permutation."""
+    xs, xt = np.array([[0.0], [1.0], [3.0]]), np.array([[2.0], [0.5], [4.0]])
+    G = coupling(xs, xt, "emd")
+    expected = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 1]]) / 3.0
+    np.testing.assert_allclose(G, expected, atol=1e-15)
+    # the interpolated points at t = 0.5, from pairs sampled from Gamma
+    sampler = CouplingSampler(G)
+    i, j = sampler.sample(100, torch.Generator().manual_seed(0))
+    assert set(zip(i.tolist(), j.tolist())) == {(0, 1), (1, 0), (2, 2)}
+    mid = interpolate(torch.tensor(xs)[i], torch.tensor(xt)[j], 0.5)
+    assert set(np.round(mid.numpy().ravel(), 12)) == {0.25, 1.5, 3.5}
+
+
+def test_emd_with_unequal_weights_splits_mass_as_by_hand():
+    """Source weights (1/2, 1/4, 1/4) at 0, 1, 2; target (1/4, 1/4, 1/2) at 0, 1, 2 (2-D points on
+    the x axis). The monotone plan on the line: 0 sends 1/4 to 0 and 1/4 to 1; 1 sends 1/4 to 2;
+    2 sends 1/4 to 2: cost 1/4*1 + 1/4*1 = 1/2."""
+    pts = np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]])
+    G = coupling(pts, pts, "emd", a=[0.5, 0.25, 0.25], b=[0.25, 0.25, 0.5])
+    np.testing.assert_allclose(G, [[0.25, 0.25, 0], [0, 0, 0.25], [0, 0, 0.25]], atol=1e-15)
+
+
+def test_sinkhorn_approaches_emd_and_keeps_marginals():
+    rng = np.random.default_rng(0)
+    xs, xt = rng.normal(size=(6, 2)), rng.normal(size=(6, 2)) + 1.0
+    exact = coupling(xs, xt, "emd")
+    prev = math.inf
+    for reg in (0.5, 0.1, 0.02):
+        G = coupling(xs, xt, "sinkhorn", reg=reg)
+        np.testing.assert_allclose(G.sum(1), 1 / 6, atol=1e-8)
+        np.testing.assert_allclose(G.sum(0), 1 / 6, atol=1e-8)
+        err = np.abs(G - exact).sum()
+        assert err < prev
+        prev = err
+    assert prev < 0.25  # of a total variation 2: at reg = 0.02 the plan is the emd one, blurred
+    np.testing.assert_array_equal(G.argmax(1), exact.argmax(1))
+    with pytest.raises(RuntimeError, match="sinkhorn did not converge in 5 iterations at reg = 0.02"):
+        coupling(xs, xt, "sinkhorn", reg=0.02, num_itermax=5)
+    with pytest.raises(ValueError, match="unknown OT method"):
+        coupling(xs, xt, "exact")
+
+
+def test_gaussian_ot_map_pushes_source_to_target_and_matches_large_sample_emd():
+    src = LinearGaussianData.random(2, 1, seed=0, spectrum=[3.0, 0.5])
+    tgt = LinearGaussianData.random(2, 1, seed=1, spectrum=[1.0, 2.0])
+    T = gaussian_ot_map(src.Sigma, tgt.Sigma)
+    np.testing.assert_allclose(T, T.T, atol=1e-14)
+    assert np.linalg.eigvalsh(T).min() > 0
+    np.testing.assert_allclose(T @ src.Sigma @ T, tgt.Sigma, atol=1e-12)
+    # the empirical emd coupling of samples, turned into a joint moment, approaches the Gaussian one
+    xs, ys = src.sample(600, seed=3)
+    xt, yt = tgt.sample(600, seed=4)
+    joint = coupled_sample_joint(xs, ys, xt, yt, coupling(xs.numpy(), xt.numpy(), "emd"))
+    exact = gaussian_ot_joint(src, tgt)
+    cross = slice(3, 5), slice(0, 2)  # E[x_t x_s^T] = T Sigma_s
+    np.testing.assert_allclose(joint[cross], exact[cross], atol=0.25)
+
+
+def test_coupled_moments_match_the_interpolated_samples():
+    """S(t) and the soft-label spread of CoupledMoments against direct sums over coupled pairs."""
+    rng = np.random.default_rng(1)
+    xs, ys, xt, yt = rng.normal(size=(4, 2)), rng.normal(size=(4, 1)), rng.normal(size=(5, 2)), rng.normal(size=(5, 1))
+    G = coupling(xs, xt, "sinkhorn", reg=0.2)
+    mom = CoupledMoments(coupled_sample_joint(xs, ys, xt, yt, G), 2, 1)
+    t = 0.3
+    S = np.zeros((3, 3))
+    spread = 0.0
+    for i in range(4):
+        for j in range(5):
+            u = np.concatenate([(1 - t) * xs[i] + t * xt[j], (1 - t) * ys[i] + t * yt[j]])
+            S += G[i, j] * np.outer(u, u)
+            spread += G[i, j] * ((1 - t) * ys[i] @ ys[i] + t * yt[j] @ yt[j] - u[2:] @ u[2:])
+    np.testing.assert_allclose(mom.second_moment(torch.tensor(t, dtype=torch.float64)).numpy(), S, atol=1e-12)
+    assert float(mom.label_spread(torch.tensor(t, dtype=torch.float64))) == pytest.approx(spread, abs=1e-12)
