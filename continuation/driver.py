@@ -335,7 +335,7 @@ def _project_secant(system, process, corrector, make_context, current, x_pred, m
                     max_iter=6):
     """Restore G = G0 by a secant iteration on tau, mu(tau) = mu_pred + tau d, where d is the
     Newton direction of the tangents at the last point (so tau = -(G - G0) if the tangents were
-    the corrector's true response). Every iterate is the corrector run from the same prediction
+    the corrector's true response); no iterate moves a multiplier by more than a factor of 2. Every iterate is the corrector run from the same prediction
     x_pred; a stochastic corrector draws the same batches and noise each time, so G(tau) is one
     smooth function and the secant converges although the corrector is far from equilibrium.
     Returns the iterate with the smallest |G - G0|, its context, the corrector work, |grad|."""
@@ -348,7 +348,7 @@ def _project_secant(system, process, corrector, make_context, current, x_pred, m
     if best[0] <= tol or not bool(d.any()):
         return best[1], best[2], best[3], 0, best[4]
     taus, rs = [0.0], [r0]
-    tau, iters = -rs[0], 0
+    tau, iters = _bounded(-rs[0], 0.0, d, mu_pred), 0
     for _ in range(max_iter):
         mu = mu_pred + tau * d
         if not (float(mu[0]) > 0 and float(mu[1]) > 0):
@@ -365,8 +365,25 @@ def _project_secant(system, process, corrector, make_context, current, x_pred, m
             break
         taus.append(tau)
         rs.append(g)
-        tau = taus[-1] - rs[-1] * (taus[-1] - taus[-2]) / (rs[-1] - rs[-2])
+        tau = _bounded(taus[-1] - rs[-1] * (taus[-1] - taus[-2]) / (rs[-1] - rs[-2]), taus[-1], d, mu_pred)
     return best[1], best[2], best[3], iters, best[4]
+
+
+def _bounded(tau, tau_from, d, mu_pred, factor=2.0):
+    """tau clipped so that, from the iterate at tau_from, no multiplier changes by more than
+    `factor` (up or down) in one secant iterate. A first guess from tangents that are far off
+    (C_gamma near zero) or a secant through two noisy values can otherwise throw gamma by
+    orders of magnitude: on 120 digits the unclipped secant sent gamma from 4 to 3e6."""
+    lo, hi = -math.inf, math.inf
+    for name in FREE:
+        i = mu_index(name)
+        di = float(d[i])
+        if di == 0.0:
+            continue
+        base = float(mu_pred[i]) + tau_from * di
+        a, b = (base / factor - base) / di, (base * factor - base) / di
+        lo, hi = max(lo, min(a, b)), min(hi, max(a, b))
+    return tau_from + min(max(tau - tau_from, lo), hi)
 
 
 def _project(system, process, corrector, make_context, x, mu, G0, landing, grad_norm, max_iter=8):

@@ -48,13 +48,10 @@ def mlp(dataset: str = "digits", data_dir: str = "", classes: str = "", val_frac
     grad_batch 0 means the whole training set. Noise and batches are re-drawn between points.
     device: "cpu" or a torch device name ("cuda"); the data and parameters live there.
     """
-    from .data import FASHION_MNIST_DIR, load_digits, load_fashion_mnist, load_mnist
     from .models import paper_mlp
     from .neural_problem import NeuralProblem
 
-    loaders = {"digits": lambda: load_digits(),
-               "fashion-mnist": lambda: load_fashion_mnist(data_dir or FASHION_MNIST_DIR),
-               "mnist": lambda: load_mnist(data_dir) if data_dir else _needs_folder("mnist")}
+    loaders = _flat_loaders(data_dir)
     data, train, val = _split(loaders, dataset, classes, val_fraction, split_seed, limit, val_limit)
     train, val = train.flat(), val.flat()
     problem = NeuralProblem(*paper_mlp(input_dim=train.x.shape[1], hidden=hidden, latent=latent,
@@ -76,13 +73,10 @@ def resnet(dataset: str = "fashion-mnist", data_dir: str = "", classes: str = ""
     on the training and validation sets (0: none; on a CPU the validation pass of ResNet-18 over
     12,000 images alone takes minutes).
     """
-    from .data import FASHION_MNIST_DIR, as_rgb32, load_cifar10, load_digits, load_fashion_mnist
     from .models import cifar_resnet
     from .neural_problem import NeuralProblem
 
-    loaders = {"cifar10": lambda: load_cifar10(data_dir) if data_dir else _needs_folder("cifar10"),
-               "fashion-mnist": lambda: as_rgb32(load_fashion_mnist(data_dir or FASHION_MNIST_DIR)),
-               "digits": lambda: as_rgb32(load_digits())}
+    loaders = _rgb32_loaders(data_dir)
     data, train, val = _split(loaders, dataset, classes, val_fraction, split_seed, limit, val_limit)
     problem = NeuralProblem(*cifar_resnet(latent=latent, classes=len(data.classes), width=width), train, val,
                             decoder_std=decoder_std, grad_batch=grad_batch or None, hvp_batch=hvp_batch,
@@ -107,15 +101,12 @@ def transfer_mlp(dataset: str = "digits", data_dir: str = "", source: str = "0-4
     classifier_hidden head (as `mlp`); "transfer": the paper's 784-400-64 encoder with dropout.
     limit and val_limit cap each task's training and validation sets (0: none).
     """
-    from .data import FASHION_MNIST_DIR, load_digits, load_fashion_mnist, load_mnist
     from .models import paper_mlp, transfer_mlp as transfer_model
     from .transfer_problem import TransferProblem
 
     if model not in ("paper", "transfer"):
         raise ValueError(f"model must be 'paper' or 'transfer', got {model!r}")
-    loaders = {"digits": lambda: load_digits(),
-               "fashion-mnist": lambda: load_fashion_mnist(data_dir or FASHION_MNIST_DIR),
-               "mnist": lambda: load_mnist(data_dir) if data_dir else _needs_folder("mnist")}
+    loaders = _flat_loaders(data_dir)
     data_s, train_s, val_s = _split(loaders, dataset, source, val_fraction, split_seed, limit, val_limit)
     data_t, train_t, val_t = _split(loaders, dataset, target, val_fraction, split_seed, limit, val_limit)
     train_s, val_s, train_t, val_t = (d.flat() for d in (train_s, val_s, train_t, val_t))
@@ -133,6 +124,51 @@ def transfer_mlp(dataset: str = "digits", data_dir: str = "", source: str = "0-4
 
 
 PROBLEMS["transfer-mlp"] = transfer_mlp
+
+
+def transfer_resnet(dataset: str = "fashion-mnist", data_dir: str = "", source: str = "vehicles",
+                    target: str = "animals", path: str = "mixture", ot_method: str = "emd", ot_reg: float = 0.05,
+                    val_fraction: float = 0.2, limit: int = 0, val_limit: int = 0, latent: int = 64, width: int = 256,
+                    hvp_batch: int = 128, grad_batch: int = 0, samples: int = 1, decoder_std: float = 1.0,
+                    split_seed: int = 0, device: str = "cpu"):
+    """The CIFAR-10 model (ResNet-18 encoder) on a task path, e.g. vehicles -> animals (appendix G).
+
+    dataset "cifar10" needs data_dir; "fashion-mnist" and "digits" padded to 32x32 RGB are the
+    stand-ins that install here (use source "0-4", target "5-9" with them)."""
+    from .models import cifar_resnet
+    from .transfer_problem import TransferProblem
+
+    loaders = _rgb32_loaders(data_dir)
+    data_s, train_s, val_s = _split(loaders, dataset, source, val_fraction, split_seed, limit, val_limit)
+    data_t, train_t, val_t = _split(loaders, dataset, target, val_fraction, split_seed, limit, val_limit)
+    problem = TransferProblem(*cifar_resnet(latent=latent, classes=len(data_s.classes), width=width), train_s,
+                              train_t, val_s, val_t, path=path, ot_method=ot_method, ot_reg=ot_reg,
+                              decoder_std=decoder_std, grad_batch=grad_batch or None, hvp_batch=hvp_batch,
+                              samples=samples, device=_device(device))
+    problem.name = f"transfer-resnet:{dataset}[{source}->{target}, {path}]"
+    problem.resample_between_points = True
+    return problem
+
+
+PROBLEMS["transfer-resnet"] = transfer_resnet
+
+
+def _flat_loaders(data_dir: str) -> dict:
+    """The data sets of the MLPs by name; loading happens only for the one asked for."""
+    from .data import FASHION_MNIST_DIR, load_digits, load_fashion_mnist, load_mnist
+
+    return {"digits": lambda: load_digits(),
+            "fashion-mnist": lambda: load_fashion_mnist(data_dir or FASHION_MNIST_DIR),
+            "mnist": lambda: load_mnist(data_dir) if data_dir else _needs_folder("mnist")}
+
+
+def _rgb32_loaders(data_dir: str) -> dict:
+    """The data sets of the CIFAR-shape model: CIFAR-10, or stand-ins padded to 32x32 RGB."""
+    from .data import FASHION_MNIST_DIR, as_rgb32, load_cifar10, load_digits, load_fashion_mnist
+
+    return {"cifar10": lambda: load_cifar10(data_dir) if data_dir else _needs_folder("cifar10"),
+            "fashion-mnist": lambda: as_rgb32(load_fashion_mnist(data_dir or FASHION_MNIST_DIR)),
+            "digits": lambda: as_rgb32(load_digits())}
 
 
 def _split(loaders: dict, dataset, classes, val_fraction, split_seed, limit, val_limit):

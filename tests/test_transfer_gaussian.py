@@ -3,6 +3,8 @@ target with different input covariances, moved by the mixture (eq. 23) and by th
 coupling of the Gaussians (eq. 37, soft labels of Remark 11); and OT couplings by hand."""
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,34 +17,28 @@ from continuation.step_control import StepControl, StopRule
 from continuation.predictors import ODEPredictor
 from continuation.processes import iso_classification_transfer, quasi_static_transfer
 from continuation.tangents import solve_tangents
-from problems import LinearGaussianData, LinearGaussianHamiltonian, make_mu
-from problems.linear_gaussian import LinearGaussianTransferProblem
-from problems.linear_gaussian_closed_form import TransferClosedForm
-from problems.task_path import (CoupledMoments, CouplingSampler, MixtureMoments, coupled_sample_joint, coupling,
-                                gaussian_ot_joint, gaussian_ot_map, interpolate)
+from problems import LinearGaussianData, make_mu
+from problems.task_path import (CoupledMoments, CouplingSampler, coupled_sample_joint, coupling, gaussian_ot_joint,
+                                gaussian_ot_map, interpolate)
 from solvers import MINRES, NewtonCG
 
-LAM, GAM = 1.0, 1.0
+ROOT = Path(__file__).parents[1]
+sys.path.insert(0, str(ROOT / "validation"))
+
+import gaussian_transfer  # noqa: E402
+
+LAM, GAM = gaussian_transfer.LAM, gaussian_transfer.GAM
 
 
 class TransferCase:
-    """x in R^3, a scalar label, a 1-D latent that stays on for all t near (LAM, GAM). The target
-    has another input covariance and the same labelling rule y = B x + noise; along the iso-C
-    paths below gamma first falls, then rises (0.58 -> 1.30 for the mixture)."""
+    """x in R^3, a scalar label, a 1-D latent that stays on for all t near (LAM, GAM)
+    (validation/gaussian_transfer.py): the target has another input covariance and the same
+    labelling rule y = B x + noise; along the iso-C paths below gamma first rises, then falls
+    (1.30 at t = 0.1, 0.58 at t = 0.7 for the mixture)."""
 
     def __init__(self, path):
-        self.source = LinearGaussianData.random(3, 1, seed=0, spectrum=[3.0, 1.2, 0.5])
-        other = LinearGaussianData.random(3, 1, seed=1, spectrum=[2.0, 1.5, 0.4])
-        self.target = LinearGaussianData(other.Sigma, self.source.B, self.source.noise)
-        h = LinearGaussianHamiltonian(3, 1, latent_dim=1)
-        if path == "mixture":
-            moments = MixtureMoments(self.source.second_moment(), self.target.second_moment(), 3, 1)
-            self.closed = TransferClosedForm.mixture(self.source.second_moment(), self.target.second_moment(), 3, 1, 1)
-        else:
-            joint = gaussian_ot_joint(self.source, self.target)
-            moments = CoupledMoments(joint, 3, 1)
-            self.closed = TransferClosedForm.coupled(joint, 3, 1, 1)
-        self.problem = LinearGaussianTransferProblem(h, moments)
+        self.source, self.target = gaussian_transfer.tasks()
+        self.problem, self.closed = gaussian_transfer.build(path)
         self.system = EquilibriumSystem(self.problem, self.problem.init_params(0))
 
     def gram(self, x):

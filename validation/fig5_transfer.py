@@ -1,0 +1,217 @@
+"""Paper Fig. 5 (and 6): iso-classification transfer from classes 0-4 to 5-9, against
+fine-tuning the source model and training on the target from scratch.
+
+    python validation/fig5_transfer.py --out out/fig5                      # CPU mode, Fashion-MNIST
+    python validation/fig5_transfer.py --dataset digits --out out/fig5d    # a quick check (~3 min)
+    python validation/fig5_transfer.py --dataset mnist --data-dir DIR --full --device cuda
+    python validation/fig5_transfer.py --dataset cifar10 --data-dir DIR --full --device cuda  # vehicles -> animals
+
+Runs, all with the same model and corrector:
+1. iso-C transfer: Adam from scratch on the source at (lambda0, gamma0, t = 0), `settle` corrector
+   runs, then t 0 -> 1 in steps of 0.1 by the law of eq. 38 (lambda' = k, default 0: gamma alone
+   moves) or eq. 30 (--condition geodesic, slope k), training C held by the secant projection
+   on gamma (measured on one fixed noise draw over the whole training distribution at t);
+2. quasi-static transfer: the same steps at fixed (lambda0, gamma0) (C left free);
+3. fine-tuning: the source model (point 0 of run 1) trained by Adam on the target at
+   (lambda0, gamma0); its first row is the source model's accuracy on the target;
+4. from scratch on the target at the transfer's final (lambda1, gamma1), and at (lambda0, gamma0).
+
+Task path: --path mixture (eq. 23, default) or ot (eq. 37, POT coupling, soft labels).
+Prints the table of the issue (max |C - C0| / C0 over t, target validation accuracy at t = 1
+against from-scratch, fine-tuning's start), writes one netCDF per run and fig5.png. Exit status
+1 when transfer misses 3% on C or 2 points of accuracy against from-scratch at (lambda1, gamma1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from continuation.baselines import fine_tune, from_scratch  # noqa: E402
+from continuation.config import build  # noqa: E402
+from continuation.path import load_path, load_point  # noqa: E402
+from continuation.run import run_config  # noqa: E402
+
+SIZES = {  # CPU mode: training images per task, training updates, corrector T, fine-tune updates
+    "digits": {"limit": 0, "train_steps": 3000, "T": 200, "fine_tune": 600, "hidden": 128, "latent": 8,
+               "batch": 200},
+    "fashion-mnist": {"limit": 10_000, "train_steps": 12_000, "T": 600, "fine_tune": 3000, "hidden": 256,
+                      "latent": 16, "batch": 500},
+}
+
+
+def base_config(args) -> dict:
+    size = SIZES.get(args.dataset, SIZES["fashion-mnist"])
+    cifar = args.dataset == "cifar10"
+    problem = {"name": "transfer-resnet" if cifar else "transfer-mlp", "dataset": args.dataset, "path": args.path,
+               "ot_method": args.ot_method, "grad_batch": size["batch"], "hvp_batch": size["batch"], "samples": 1,
+               "device": args.device}
+    if cifar:
+        problem.update(source="vehicles", target="animals")
+    else:
+        problem.update(hidden=size["hidden"], latent=size["latent"])
+    if args.data_dir:
+        problem["data_dir"] = args.data_dir
+    if size["limit"] and not args.full:
+        problem["limit"] = size["limit"]
+    n_train = 24_000 if args.full else (size["limit"] or 720)
+    train_steps = 120 * n_train // size["batch"] if args.full else size["train_steps"]
+    T = 5 * n_train // size["batch"] if args.full else size["T"]
+    return {
+        "problem": problem,
+        "start": {"lambda": args.lambda0, "gamma": args.gamma0, "t": 0.0, "train_steps": train_steps,
+                  "train_lr": 2e-3, "train_resample_every": 1, "settle": 3, "seed": 0},
+        "process": {"name": "iso-classification-transfer", "condition": args.condition, "k": args.k,
+                    "project": "secant", "tol": 5e-3, "measure": "evaluation"},
+        "predictor": {"name": "none"},
+        "corrector": {"name": "adam", "steps": T, "eta_max": 1.5e-3, "gtol": float("inf"), "resample_every": 1},
+        "krylov": {"name": "minres", "rtol": 1e-2, "maxiter": 30, "shift": -0.1},
+        "steps": {"initial": 0.1, "max_step": 0.1, "grow": 1.0, "max_drift": float("inf"), "max_angle_deg": 180.0,
+                  "krylov_must_converge": False},
+        "stop": {"max_steps": 100, "target": {"t": 1.0}},
+        "output": {"progress": False},
+        "_sizes": {"train_steps": train_steps, "fine_tune": 20 * n_train // size["batch"] if args.full
+                   else size["fine_tune"]},
+    }
+
+
+def quasi_static(cfg: dict) -> dict:
+    cfg = copy.deepcopy(cfg)
+    cfg["process"] = {"name": "quasi-static-transfer"}
+    return cfg
+
+
+def path_config(cfg: dict) -> dict:
+    return {k: v for k, v in cfg.items() if not k.startswith("_")}
+
+
+def summary(transfer, qs, tune, scratch1, scratch0) -> dict:
+    c = transfer["train_C"].values
+    return {"C0": float(c[0]), "max_C_change": float(np.max(np.abs(c - c[0])) / c[0]),
+            "qs_C_change": float((qs["train_C"].values[-1] - qs["train_C"].values[0]) / qs["train_C"].values[0]),
+            "lam": (float(transfer["lambda"][0]), float(transfer["lambda"][-1])),
+            "gam": (float(transfer["gamma"][0]), float(transfer["gamma"][-1])),
+            "acc_t0": float(transfer["val_acc"][0]), "acc_t1": float(transfer["val_acc"][-1]),
+            "source_acc_t0": float(transfer["source_val_acc"][0]),
+            "source_acc_t1": float(transfer["source_val_acc"][-1]),
+            "qs_acc_t1": float(qs["val_acc"][-1]), "tune_start": float(tune["val_acc"][0]),
+            "tune_end": float(tune["val_acc"][-1]), "scratch1": float(scratch1["val_acc"][-1]),
+            "scratch0": float(scratch0["val_acc"][-1]),
+            "scratch1_C": float(scratch1["train_C"][-1]), "points": transfer.sizes["step"]}
+
+
+def meets(s: dict) -> bool:
+    return s["max_C_change"] <= 0.03 and abs(s["acc_t1"] - s["scratch1"]) <= 0.02
+
+
+def print_table(s: dict, minutes: float):
+    print(f"\niso-C transfer: {s['points']} points, t 0 -> 1; lambda {s['lam'][0]:.3f} -> {s['lam'][1]:.3f}, "
+          f"gamma {s['gam'][0]:.3f} -> {s['gam'][1]:.3f}; {minutes:.1f} min in all")
+    print(f"  training C: C0 = {s['C0']:.4f}, max |C - C0| / C0 over t = {100 * s['max_C_change']:.2f}% "
+          f"(quasi-static transfer at fixed multipliers: {100 * s['qs_C_change']:+.1f}% at t = 1)")
+    print(f"  {'model':<44} {'target val acc %':>16}")
+    rows = [("iso-C transfer, t = 0 (source model)", s["acc_t0"]), ("iso-C transfer, t = 1", s["acc_t1"]),
+            ("quasi-static transfer, t = 1", s["qs_acc_t1"]), ("fine-tuning, start (source model)", s["tune_start"]),
+            ("fine-tuning, end", s["tune_end"]),
+            (f"from scratch at (lambda1, gamma1) = ({s['lam'][1]:.3g}, {s['gam'][1]:.3g})", s["scratch1"]),
+            (f"from scratch at (lambda0, gamma0) = ({s['lam'][0]:.3g}, {s['gam'][0]:.3g})", s["scratch0"])]
+    for name, acc in rows:
+        print(f"  {name:<44} {100 * acc:>16.2f}")
+    print(f"  source val acc along the transfer: {100 * s['source_acc_t0']:.2f}% -> {100 * s['source_acc_t1']:.2f}%")
+    print(f"  |transfer - from scratch (lambda1, gamma1)| = {100 * abs(s['acc_t1'] - s['scratch1']):.2f} points; "
+          f"targets (C within 3%, accuracy within 2 points): {'met' if meets(s) else 'MISSED'}")
+
+
+def plot(transfer, qs, tune, scratch1, scratch0, out: Path) -> Path:
+    fig, ax = plt.subplots(1, 4, figsize=(18, 4))
+    ax[0].plot(transfer["train_D"], transfer["train_R"], "o-", ms=3, label="iso-C transfer")
+    ax[0].plot(qs["train_D"], qs["train_R"], "s--", ms=3, label="quasi-static transfer")
+    ax[0].set(xlabel="training distortion D", ylabel="training rate R", title="(a) rate-distortion during transfer")
+    ax[1].plot(transfer["t"], 100 * transfer["val_acc"], "o-", ms=3, label="iso-C transfer (x: t)")
+    ax[1].plot(qs["t"], 100 * qs["val_acc"], "s--", ms=3, label="quasi-static transfer (x: t)")
+    ax[1].plot(tune["s"], 100 * tune["val_acc"], "^-", ms=3, label="fine-tuning (x: fraction of updates)")
+    ax[1].plot([1.0], [100 * float(scratch1["val_acc"][-1])], "*", ms=12, label="from scratch (lambda1, gamma1)")
+    ax[1].plot([1.0], [100 * float(scratch0["val_acc"][-1])], "P", ms=9, label="from scratch (lambda0, gamma0)")
+    ax[1].set(xlabel="t / progress", ylabel="target validation accuracy %", title="(b) validation accuracy")
+    c = transfer["train_C"].values
+    ax[2].plot(transfer["t"], 100 * (c / c[0] - 1), "o-", ms=3, label="iso-C transfer")
+    ax[2].plot(qs["t"], 100 * (qs["train_C"].values / qs["train_C"].values[0] - 1), "s--", ms=3,
+               label="quasi-static transfer")
+    ax[2].axhspan(-3, 3, color="0.9", zorder=0)
+    ax[2].set(xlabel="t", ylabel="% change of training C", title="training C at t (band: +-3%)")
+    ax[3].plot(transfer["t"], transfer["gamma"], "o-", ms=3, label="gamma")
+    ax[3].plot(transfer["t"], transfer["lambda"], "s-", ms=3, label="lambda")
+    ax[3].set(xlabel="t", ylabel="multiplier", title="multipliers along the transfer")
+    for a in ax:
+        a.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("out/fig5"))
+    parser.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "digits", "mnist", "cifar10"])
+    parser.add_argument("--data-dir", default="", help="folder of the data set (mnist, cifar10)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--full", action="store_true", help="the paper's sizes (for one GPU)")
+    parser.add_argument("--path", default="mixture", choices=["mixture", "ot"])
+    parser.add_argument("--ot-method", default="emd", choices=["emd", "sinkhorn"])
+    parser.add_argument("--condition", default="lambda", choices=["lambda", "geodesic"])
+    parser.add_argument("--k", type=float, default=0.0, help="lambda' (condition lambda) or dD/dR (geodesic)")
+    parser.add_argument("--lambda0", type=float, default=0.25)
+    parser.add_argument("--gamma0", type=float, default=8.0)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    cfg = base_config(args)
+    sizes = cfg["_sizes"]
+    files = {name: args.out / f"{name}.nc" for name in ("transfer", "quasi_static", "fine_tune", "scratch1",
+                                                         "scratch0")}
+    for f in files.values():
+        if f.exists():
+            f.unlink()
+    print(f"iso-C transfer -> {files['transfer']}", flush=True)
+    transfer = run_config(path_config(cfg), files["transfer"])
+    if transfer.attrs["status"] != "finished":
+        print(f"  transfer {transfer.attrs['status']}: {transfer.attrs['stop_reason']}")
+    print(f"quasi-static transfer -> {files['quasi_static']}", flush=True)
+    qs = run_config(path_config(quasi_static(cfg)), files["quasi_static"], start_from=(files["transfer"], 0))
+
+    problem = build("problem", cfg["problem"])  # the same data and model, for the baselines
+    source = load_point(files["transfer"], 0)
+    theta_source = problem.init_params(0)
+    from continuation.system import EquilibriumSystem
+
+    theta_source = EquilibriumSystem(problem, theta_source).unflatten(source["x"])
+    lam0, gam0 = args.lambda0, args.gamma0
+    lam1, gam1 = float(transfer["lambda"][-1]), float(transfer["gamma"][-1])
+    common = {"lr": 1e-3, "resample_every": 1, "progress": False}
+    print(f"fine-tuning ({sizes['fine_tune']} updates) -> {files['fine_tune']}", flush=True)
+    tune, _ = fine_tune(problem, theta_source, lam0, gam0, steps=sizes["fine_tune"], out=files["fine_tune"], **common)
+    print(f"from scratch ({sizes['train_steps']} updates, twice) -> {files['scratch1']}, {files['scratch0']}",
+          flush=True)
+    scratch_lr = dict(common, lr=2e-3)
+    scratch1, _ = from_scratch(problem, lam1, gam1, steps=sizes["train_steps"], out=files["scratch1"], **scratch_lr)
+    scratch0, _ = from_scratch(problem, lam0, gam0, steps=sizes["train_steps"], out=files["scratch0"], **scratch_lr)
+
+    s = summary(transfer, qs, tune, scratch1, scratch0)
+    print_table(s, (time.perf_counter() - t_start) / 60)
+    fig = plot(transfer, qs, tune, scratch1, scratch0, args.out / "fig5.png")
+    print(f"wrote {fig}")
+    return 0 if meets(s) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
