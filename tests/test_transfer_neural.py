@@ -133,3 +133,21 @@ def test_fig5_script_at_smoke_size(tmp_path, monkeypatch):
     transfer, tune = load_path(tmp_path / "transfer.nc"), load_path(tmp_path / "fine_tune.nc")
     assert float(tune["val_acc"][0]) == float(transfer["val_acc"][0])  # both: the source model on the target
     assert float(transfer["t"][-1]) == 1.0
+
+
+def test_cifar_shape_model_on_a_task_path():
+    """transfer-resnet (vehicles -> animals with CIFAR-10; here the digits padded to 32x32 RGB):
+    finite functionals on the path and b_t from the mixture's gradient difference."""
+    p = build("problem", {"name": "transfer-resnet", "dataset": "digits", "source": "0-4", "target": "5-9",
+                          "limit": 8, "val_limit": 8, "grad_batch": 8, "hvp_batch": 4, "width": 16, "latent": 4})
+    assert p.train.x.shape[1:] == (3, 32, 32) and p.name.startswith("transfer-resnet:digits")
+    theta = p.init_params(0)
+    system = EquilibriumSystem(p, theta)
+    x = system.flatten(theta)
+    f = p.functionals(theta, make_mu(0.5, 2.0, 0.5, dtype=torch.float32))
+    assert all(np.isfinite(float(v)) for v in f.values())
+    b = system.mixed_partials(x, make_mu(0.5, 2.0, 0.5, dtype=torch.float32),
+                              torch.eye(3)[[2]])[:, 0]
+    diff = system.gradient(x, make_mu(0.5, 2.0, 1.0, dtype=torch.float32)) - \
+        system.gradient(x, make_mu(0.5, 2.0, 0.0, dtype=torch.float32))
+    torch.testing.assert_close(b, -diff, rtol=1e-4, atol=1e-5)

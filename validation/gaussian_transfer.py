@@ -93,7 +93,7 @@ def main(argv=None):
                  "geodesic": lambda: iso_classification_transfer("geodesic", k=K_GEODESIC)}
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     worst = 0.0
-    print(f"{'path':<8} {'process':<13} {'pts':>3} {'|RDC - closed|':>13} {'|mu - closed|':>14} {'gamma range':>15} "
+    print(f"{'path':<8} {'process':<13} {'pts':>3} {'|RDC - closed|':>13} {'|mu - closed|':>14} {'gamma at points':>15} "
           f"{'s':>5}")
     for path in ("mixture", "ot"):
         problem, closed = build(path)
