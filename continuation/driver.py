@@ -335,8 +335,9 @@ def _project_secant(system, process, corrector, make_context, current, x_pred, m
                     max_iter=6):
     """Restore G = G0 by a secant iteration on tau, mu(tau) = mu_pred + tau d, where d is the
     Newton direction of the tangents at the last point (so tau = -(G - G0) if the tangents were
-    the corrector's true response); no iterate moves a multiplier by more than a factor of 2. Every iterate is the corrector run from the same prediction
-    x_pred; a stochastic corrector draws the same batches and noise each time, so G(tau) is one
+    the corrector's true response); no iterate moves a multiplier by more than a factor of 2.
+    Every iterate is the corrector run from the same prediction x_pred; a stochastic corrector
+    draws the same batches and noise each time, so G(tau) is one
     smooth function and the secant converges although the corrector is far from equilibrium.
     Returns the iterate with the smallest |G - G0|, its context, the corrector work, |grad|."""
     _, grad = process.constraint(current.ctx)

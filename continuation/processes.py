@@ -299,7 +299,7 @@ def iso_classification_transfer(condition: str = "lambda", k: float = 0.0, proje
 
 
 def quasi_static_transfer(lambda_rate: float = 0.0, gamma_rate: float = 0.0):
-    """The task moves at fixed (lambda, gamma): t' = 1 (eq. 24-25, theta' = theta_t); the comparison for iso-C transfer."""
+    """The task moves at fixed (lambda, gamma): t' = 1 (eq. 24-25, theta' = theta_t); iso-C transfer's comparison."""
     p = QuasiStatic(lambda_rate, gamma_rate, 1.0)
     p.name = "quasi-static-transfer"
     return p

@@ -366,3 +366,16 @@ def test_settle_runs_the_start_corrector_that_many_times(competition):
     with pytest.raises(ValueError, match="settle must be >= 1"):
         continue_path(competition.problem, iso_classification(), NoPredictor(), Counting(), StepControl(),
                       StopRule(max_steps=0), start=(1.0, 1.0), progress=False, settle=0)
+
+
+def test_secant_iterates_move_a_multiplier_by_at_most_a_factor_of_two():
+    from continuation.driver import _bounded
+
+    mu = torch.tensor([0.5, 4.0, 0.3], dtype=torch.float64)
+    d = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)  # along gamma
+    assert _bounded(1e6, 0.0, d, mu) == pytest.approx(4.0)  # gamma 4 -> 8 at most
+    assert _bounded(-1e6, 0.0, d, mu) == pytest.approx(-2.0)  # gamma 4 -> 2 at least
+    assert _bounded(1e6, 4.0, d, mu) == pytest.approx(12.0)  # from gamma 8: up to 16
+    assert _bounded(0.5, 0.0, d, mu) == 0.5  # small moves pass unchanged
+    both = torch.tensor([-0.1, 1.0, 0.0], dtype=torch.float64)  # lambda falls: 0.5 -> 0.25 binds first
+    assert _bounded(1e6, 0.0, both, mu) == pytest.approx(2.5)
