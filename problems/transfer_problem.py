@@ -24,8 +24,8 @@ from .task_path import OT_METHODS, PATHS, CouplingSampler, coupling, interpolate
 class _PairBatch:
     """One minibatch of a task path: source and target halves (mixture) or coupled pairs (ot)."""
 
-    def __init__(self, source: _Batch, target: _Batch, weights=None):
-        self.source, self.target, self.weights = source, target, weights
+    def __init__(self, source: _Batch, target: _Batch):
+        self.source, self.target = source, target
 
 
 class TransferProblem(NeuralProblem):
