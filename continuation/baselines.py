@@ -15,37 +15,27 @@ import json
 import time
 
 import torch
-from tqdm import tqdm
 
-from solvers import check_finite
-
-from .equilibrate import learning_rate
+from .equilibrate import equilibrate
 from .path import rows_to_dataset
 from .system import EquilibriumSystem
-
-BASELINES = ("fine-tune", "from-scratch")
-
 
 def train_and_record(problem, theta0: dict, mu, *, steps: int, lr: float = 1e-3, schedule: str = "cosine",
                      resample_every: int = 1, record_every: int = 0, seed: int = 0, label: str = "fine-tune",
                      progress: bool = False, out=None):
-    """Adam on J(theta; mu) from theta0 for `steps` updates; returns (dataset, final theta).
+    """Adam on J(theta; mu) from theta0 for `steps` updates (`equilibrate`); returns (dataset, final theta).
 
     record_every: updates between rows (default steps / 10); the start (update 0) is the first
     row, so a fine-tuning curve starts at the source model's accuracy on the target."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    learning_rate(0, steps, lr, schedule)  # validates the schedule name
-    record_every = record_every or max(1, steps // 10)
     system = EquilibriumSystem(problem, theta0)
-    x = system.flatten(theta0).detach().clone()
-    mu = torch.as_tensor(mu, dtype=x.dtype, device=x.device).reshape(3)
-    can_resample = resample_every > 0 and hasattr(problem, "resample")
-    own_seed = getattr(problem, "seed", 0)
+    x0 = system.flatten(theta0).detach()
+    mu = torch.as_tensor(mu, dtype=x0.dtype, device=x0.device).reshape(3)
     rows, start = [], time.perf_counter()
 
-    def record(k):
-        theta = system.unflatten(x.detach())
+    def record(k, x):
+        theta = system.unflatten(x)
         row = {"s": k / steps, "updates": k, "lambda": float(mu[0]), "gamma": float(mu[1]), "t": float(mu[2])}
         evaluation = getattr(problem, "evaluation_metrics", None)
         if evaluation is not None:
@@ -56,29 +46,20 @@ def train_and_record(problem, theta0: dict, mu, *, steps: int, lr: float = 1e-3,
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
 
-    record(0)
-    x.requires_grad_(True)
-    opt = torch.optim.Adam([x], lr=lr)
-    for k in tqdm(range(steps), disable=not progress, desc=label, unit="step", leave=False):
-        if can_resample and k % resample_every == 0:
-            problem.resample(7_919 * (seed + 1) + k)
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(k, steps, lr, schedule)
-        opt.zero_grad()
-        J = check_finite(system.objective(x, mu), f"objective at {label} update {k}")
-        J.backward()
-        opt.step()
-        if (k + 1) % record_every == 0 or k + 1 == steps:
-            record(k + 1)
-    if can_resample:
-        problem.resample(own_seed)
+    own_seed = getattr(problem, "seed", None)
+    record(0, x0)
+    result = equilibrate(system, x0, mu, steps=steps, lr=lr, schedule=schedule, resample_every=resample_every,
+                         seed=7_919 * (seed + 1), progress=progress, callback=record,
+                         callback_every=record_every or max(1, steps // 10), desc=label)
+    if own_seed is not None and hasattr(problem, "resample"):
+        problem.resample(own_seed)  # the problem's own batch and noise, as before training
     attrs = {"baseline": label, "problem": getattr(problem, "name", type(problem).__name__),
              "config": json.dumps({"steps": steps, "lr": lr, "schedule": schedule, "resample_every": resample_every,
                                    "mu": [float(v) for v in mu], "seed": seed}), "status": "finished"}
     ds = rows_to_dataset(rows, attrs)
     if out is not None:
         ds.to_netcdf(out)
-    return ds, system.unflatten(x.detach())
+    return ds, system.unflatten(result.x)
 
 
 def fine_tune(problem, theta_source: dict, lam: float, gam: float, **kw):

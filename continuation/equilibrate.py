@@ -41,8 +41,12 @@ def learning_rate(k: int, steps: int, lr: float, schedule: str) -> float:
 
 def equilibrate(system, x0: torch.Tensor, mu: torch.Tensor, *, steps: int = 2000, lr: float = 3e-3,
                 schedule: str = "cosine", resample_every: int | None = 50, seed: int = 0, log_every: int = 100,
-                progress: bool = False) -> EquilibrationResult:
-    """`steps` Adam updates on J(theta; mu); returns the parameters and a log of J and |grad J|."""
+                progress: bool = False, callback=None, callback_every: int = 0,
+                desc: str = "equilibrate") -> EquilibrationResult:
+    """`steps` Adam updates on J(theta; mu); returns the parameters and a log of J and |grad J|.
+
+    callback(k, x): called after every `callback_every`-th update and after the last, with the
+    number of updates done and the parameters (detached), e.g. to record validation metrics."""
     learning_rate(0, steps, lr, schedule)  # validates the schedule name
     problem = system.problem
     can_resample = resample_every and hasattr(problem, "resample")
@@ -50,17 +54,19 @@ def equilibrate(system, x0: torch.Tensor, mu: torch.Tensor, *, steps: int = 2000
     opt = torch.optim.Adam([x], lr=lr)
     history = []
     start = time.perf_counter()
-    for k in tqdm(range(steps), disable=not progress, desc="equilibrate", unit="step", leave=False):
+    for k in tqdm(range(steps), disable=not progress, desc=desc, unit="step", leave=False):
         if can_resample and k % resample_every == 0:
             problem.resample(seed + k)
         for group in opt.param_groups:
             group["lr"] = learning_rate(k, steps, lr, schedule)
         opt.zero_grad()
-        J = check_finite(system.objective(x, mu), f"objective at equilibration step {k}")
+        J = check_finite(system.objective(x, mu), f"objective at {desc} update {k}")
         J.backward()
         if k % log_every == 0 or k == steps - 1:
             history.append((k, float(J.detach()), float(x.grad.norm())))
         opt.step()
+        if callback is not None and ((callback_every and (k + 1) % callback_every == 0) or k + 1 == steps):
+            callback(k + 1, x.detach())
     if can_resample:
         problem.resample(seed)
     x = x.detach()

@@ -50,11 +50,16 @@ def plot_paths(paths, out, labels=None):
         ax[1, 1].set(xlabel="s", title="validation")
     else:
         ax[1, 1].set(xlabel="s", ylabel="|C - C0| / |C0|", title="C drift (floored at 1e-17)")
-    for a in ax.flat:
-        a.legend(fontsize=7)
     first = datasets[0].attrs
     fig.suptitle(f"{first.get('process', '')} on {first.get('problem', '')}: "
                  f"{first.get('predictor', '')} predictor, {first.get('corrector', '')} corrector")
+    return save_figure(fig, ax.flat, out)
+
+
+def save_figure(fig, axes, out) -> Path:
+    """Legends on `axes`, a tight layout, the PNG written to `out` (its folder made), the figure closed."""
+    for a in axes:
+        a.legend(fontsize=7)
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ path points, so that within a step J is one deterministic function of theta.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -56,7 +57,9 @@ class NeuralProblem(Problem):
         return {name: {k: v.to(self.device) for k, v in init_module_params(m, g, self.dtype).items()}
                 for name, m in (("encoder", self.encoder), ("decoder", self.decoder), ("classifier", self.classifier))}
 
-    def _make_batch(self, idx, g):
+    def _make_batch(self, idx, g, data: Data | None = None):
+        """Samples idx of `data` (default: the training set) with their own noise and masks from g."""
+        data = self.train if data is None else data
         n = idx.numel()
         eps = torch.randn(self.samples, n, self.latent_dim, generator=g, dtype=self.dtype).to(self.device)
         shape = getattr(self.encoder, "mask_shape", None)
@@ -64,7 +67,7 @@ class NeuralProblem(Problem):
         if shape is not None:
             keep = 1.0 - self.encoder.dropout.p
             mask = torch.bernoulli(torch.full((n, *shape), keep, dtype=self.dtype), generator=g).to(self.device)
-        return _Batch(self.train.x[idx], self.train.y[idx], eps, mask)
+        return _Batch(data.x[idx], data.y[idx], eps, mask)
 
     def resample(self, seed: int) -> None:
         """New gradient batch, HVP batch, noise and masks (between path points only)."""
@@ -108,19 +111,23 @@ class NeuralProblem(Problem):
         f = self._functionals(theta, self.hvp)
         return f["R"] + mu[0] * f["D"] + mu[1] * f["C"]
 
+    @contextlib.contextmanager
+    def _noise_samples(self, samples: int):
+        """Batches made inside draw `samples` noise samples per image (the evaluation's count)."""
+        saved, self.samples = self.samples, samples
+        try:
+            yield
+        finally:
+            self.samples = saved
+
     @torch.no_grad()
     def evaluation_metrics(self, theta, mu=None, samples: int = 4, seed: int = 12345) -> dict:
         """train_R, train_D, train_C on the whole training set with one fixed noise draw (the same
         at every call), so that values along a path differ only because theta does (mu: unused
         here; a task path evaluates at its t)."""
         g = torch.Generator().manual_seed(seed)
-        n = len(self.train)
-        saved = self.samples
-        self.samples = samples
-        try:
-            f = self._functionals(theta, self._make_batch(torch.arange(n, device=self.device), g))
-        finally:
-            self.samples = saved
+        with self._noise_samples(samples):
+            f = self._functionals(theta, self._make_batch(torch.arange(len(self.train), device=self.device), g))
         return {f"train_{k}": float(v) for k, v in f.items()}
 
     @torch.no_grad()

@@ -57,14 +57,6 @@ class TransferProblem(NeuralProblem):
         super().__init__(encoder, decoder, classifier, source, target_val, **kw)
 
     # -- batches ------------------------------------------------------------------------------
-    def _batch_of(self, data: Data, idx, g) -> _Batch:
-        saved = self.train
-        self.train = data
-        try:
-            return self._make_batch(idx, g)
-        finally:
-            self.train = saved
-
     def _draw(self, count: int, g) -> _PairBatch:
         ns, nt = len(self.train), len(self.target)
         if self.path == "mixture":
@@ -72,8 +64,8 @@ class TransferProblem(NeuralProblem):
             i, j = pick(ns), pick(nt)
         else:
             i, j = self.sampler.sample(count, g)
-        return _PairBatch(self._batch_of(self.train, i.to(self.device), g),
-                          self._batch_of(self.target, j.to(self.device), g))
+        return _PairBatch(self._make_batch(i.to(self.device), g),
+                          self._make_batch(j.to(self.device), g, self.target))
 
     def resample(self, seed: int) -> None:
         """New source/target batches (or coupled pairs), noise and masks (between path points)."""
@@ -112,12 +104,10 @@ class TransferProblem(NeuralProblem):
         support with its weight (ot)."""
         t = 0.0 if mu is None else float(mu[2])
         g = torch.Generator().manual_seed(seed)
-        saved = self.samples
-        self.samples = samples
-        try:
+        with self._noise_samples(samples):
             if self.path == "mixture":
-                b = _PairBatch(self._batch_of(self.train, torch.arange(len(self.train), device=self.device), g),
-                               self._batch_of(self.target, torch.arange(len(self.target), device=self.device), g))
+                b = _PairBatch(self._make_batch(torch.arange(len(self.train), device=self.device), g),
+                               self._make_batch(torch.arange(len(self.target), device=self.device), g, self.target))
                 f = self._path_functionals(theta, b, t)
             else:
                 i, j, w = self.sampler.all_pairs()
@@ -129,12 +119,10 @@ class TransferProblem(NeuralProblem):
                 chunk = 8192
                 for a in range(0, len(i), chunk):
                     sl = slice(a, a + chunk)
-                    b = _PairBatch(self._batch_of(self.train, i[sl].to(self.device), g),
-                                   self._batch_of(self.target, j[sl].to(self.device), g))
+                    b = _PairBatch(self._make_batch(i[sl].to(self.device), g),
+                                   self._make_batch(j[sl].to(self.device), g, self.target))
                     part = self._path_functionals(theta, b, t, w[sl].to(device=self.device, dtype=self.dtype))
                     f = {k: f[k] + part[k] for k in f}
-        finally:
-            self.samples = saved
         return {f"train_{k}": float(v) for k, v in f.items()}
 
     @torch.no_grad()

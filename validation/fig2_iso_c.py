@@ -43,6 +43,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from continuation.path import load_path  # noqa: E402
+from continuation.plot import save_figure  # noqa: E402
 from continuation.run import run_config  # noqa: E402
 
 LAMBDA0 = 0.25
@@ -130,12 +131,7 @@ def plot(paths: dict, out: Path) -> Path:
     ax[2].set(xlabel="lambda", ylabel="% change", title="training C (band: +-2%)")
     ax[3].set(xlabel="lambda", ylabel="validation loss (solid)", title="(c) validation loss and accuracy")
     acc_ax.set(ylabel="validation accuracy % (dotted)")
-    for a in ax:
-        a.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, ax, out)
 
 
 def run_all(runs: dict, resume: bool = False) -> dict:

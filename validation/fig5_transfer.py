@@ -38,8 +38,10 @@ import numpy as np  # noqa: E402
 
 from continuation.baselines import fine_tune, from_scratch  # noqa: E402
 from continuation.config import build  # noqa: E402
-from continuation.path import load_path, load_point  # noqa: E402
+from continuation.path import load_point  # noqa: E402
+from continuation.plot import save_figure  # noqa: E402
 from continuation.run import run_config  # noqa: E402
+from continuation.system import EquilibriumSystem  # noqa: E402
 
 SIZES = {  # CPU mode: training images per task, training updates, corrector T, fine-tune updates
     "digits": {"limit": 0, "train_steps": 3000, "T": 200, "fine_tune": 600, "hidden": 128, "latent": 8,
@@ -49,7 +51,8 @@ SIZES = {  # CPU mode: training images per task, training updates, corrector T, 
 }
 
 
-def base_config(args) -> dict:
+def base_config(args) -> tuple[dict, dict]:
+    """The transfer run's configuration, and the baselines' update counts."""
     size = SIZES.get(args.dataset, SIZES["fashion-mnist"])
     cifar = args.dataset == "cifar10"
     problem = {"name": "transfer-resnet" if cifar else "transfer-mlp", "dataset": args.dataset, "path": args.path,
@@ -79,19 +82,13 @@ def base_config(args) -> dict:
                   "krylov_must_converge": False},
         "stop": {"max_steps": 100, "target": {"t": 1.0}},
         "output": {"progress": False},
-        "_sizes": {"train_steps": train_steps, "fine_tune": 20 * n_train // size["batch"] if args.full
-                   else size["fine_tune"]},
-    }
+    }, {"train_steps": train_steps, "fine_tune": 20 * n_train // size["batch"] if args.full else size["fine_tune"]}
 
 
 def quasi_static(cfg: dict) -> dict:
     cfg = copy.deepcopy(cfg)
     cfg["process"] = {"name": "quasi-static-transfer"}
     return cfg
-
-
-def path_config(cfg: dict) -> dict:
-    return {k: v for k, v in cfg.items() if not k.startswith("_")}
 
 
 def summary(transfer, qs, tune, scratch1, scratch0) -> dict:
@@ -151,12 +148,7 @@ def plot(transfer, qs, tune, scratch1, scratch0, out: Path) -> Path:
     ax[3].plot(transfer["t"], transfer["gamma"], "o-", ms=3, label="gamma")
     ax[3].plot(transfer["t"], transfer["lambda"], "s-", ms=3, label="lambda")
     ax[3].set(xlabel="t", ylabel="multiplier", title="multipliers along the transfer")
-    for a in ax:
-        a.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, ax, out)
 
 
 def main(argv=None):
@@ -175,26 +167,21 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    cfg = base_config(args)
-    sizes = cfg["_sizes"]
+    cfg, sizes = base_config(args)
     files = {name: args.out / f"{name}.nc" for name in ("transfer", "quasi_static", "fine_tune", "scratch1",
                                                          "scratch0")}
     for f in files.values():
         if f.exists():
             f.unlink()
     print(f"iso-C transfer -> {files['transfer']}", flush=True)
-    transfer = run_config(path_config(cfg), files["transfer"])
+    transfer = run_config(cfg, files["transfer"])
     if transfer.attrs["status"] != "finished":
         print(f"  transfer {transfer.attrs['status']}: {transfer.attrs['stop_reason']}")
     print(f"quasi-static transfer -> {files['quasi_static']}", flush=True)
-    qs = run_config(path_config(quasi_static(cfg)), files["quasi_static"], start_from=(files["transfer"], 0))
+    qs = run_config(quasi_static(cfg), files["quasi_static"], start_from=(files["transfer"], 0))
 
     problem = build("problem", cfg["problem"])  # the same data and model, for the baselines
-    source = load_point(files["transfer"], 0)
-    theta_source = problem.init_params(0)
-    from continuation.system import EquilibriumSystem
-
-    theta_source = EquilibriumSystem(problem, theta_source).unflatten(source["x"])
+    theta_source = EquilibriumSystem(problem, problem.init_params(0)).unflatten(load_point(files["transfer"], 0)["x"])
     lam0, gam0 = args.lambda0, args.gamma0
     lam1, gam1 = float(transfer["lambda"][-1]), float(transfer["gamma"][-1])
     common = {"lr": 1e-3, "resample_every": 1, "progress": False}

@@ -31,6 +31,7 @@ from continuation import continue_path  # noqa: E402
 from continuation.correctors import NewtonCorrector  # noqa: E402
 from continuation.predictors import ODEPredictor  # noqa: E402
 from continuation.processes import iso_classification_transfer, quasi_static_transfer  # noqa: E402
+from continuation.plot import save_figure  # noqa: E402
 from continuation.step_control import StepControl, StopRule  # noqa: E402
 from problems import LinearGaussianData, LinearGaussianHamiltonian  # noqa: E402
 from problems.linear_gaussian import LinearGaussianTransferProblem  # noqa: E402
@@ -124,10 +125,7 @@ def main(argv=None):
                     ax[1].plot(ts, [lam for lam, _ in curve], "-", color=c)
     ax[0].set(xlabel="t", ylabel="gamma", title="iso-C transfer: gamma(t) (lines: closed form)")
     ax[1].set(xlabel="t", ylabel="lambda", title="lambda(t)")
-    for a in ax:
-        a.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(args.out / "gaussian_transfer.png", dpi=110)
+    save_figure(fig, ax, args.out / "gaussian_transfer.png")
     print(f"largest error {worst:.2e} (target 1e-6); wrote {args.out / 'gaussian_transfer.png'}")
     return 0 if worst <= 1e-6 else 1
 
