@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, describe_registry, load_config
-from .driver import ContinuationError
+from .stepper import ContinuationError
 
 
 def _parser():

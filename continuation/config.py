@@ -6,9 +6,11 @@
                  train_resample_every (Adam from scratch first, for neural models)
     [process]    name = "iso-classification" | "iso-classification-fd" | "quasi-static" | ...
     [predictor]  name = "ode" (method = "euler" | "rk4" | "dopri5") | "secant" | "none"
-    [corrector]  name = "newton" | "adam" | "lbfgs"
+    [corrector]  name = "newton" | "adam" | "sgd" | "lbfgs"
+    [projection] name = "none" | "newton" | "secant" (onto the process's held functional)
     [krylov]     name = "minres" | "cg", rtol, maxiter; hvp_mode = "fwd-rev" | "rev-rev" (for the tangents)
-    [steps]      initial, min_step, max_step, grow, shrink, max_angle_deg, max_drift, ...
+    [steps]      name = "adaptive" (initial, min_step, max_step, grow, shrink, max_angle_deg,
+                 max_drift, ...) | "fixed" (size)
     [stop]       max_steps, max_s, target = {lambda = 4.0}, milestones = {lambda = [2, 3]}, bounds = {...}
     [output]     checkpoint_every, progress
 
@@ -29,7 +31,8 @@ from solvers.krylov import KRYLOV_SOLVERS
 from .correctors import CORRECTORS
 from .predictors import PREDICTORS
 from .processes import PROCESSES
-from .step_control import StepControl, StopRule
+from .projections import PROJECTIONS
+from .step_control import STEP_CONTROLS, StopRule
 
 
 class ConfigError(ValueError):
@@ -37,17 +40,17 @@ class ConfigError(ValueError):
 
 
 REGISTRY = {"problem": PROBLEMS, "process": PROCESSES, "predictor": PREDICTORS, "corrector": CORRECTORS,
-            "krylov": KRYLOV_SOLVERS}
+            "projection": PROJECTIONS, "krylov": KRYLOV_SOLVERS, "steps": STEP_CONTROLS}
 DEFAULT_NAMES = {"problem": "linear-gaussian", "process": "iso-classification", "predictor": "ode",
-                 "corrector": "newton", "krylov": "minres"}
-SECTIONS = ("problem", "start", "process", "predictor", "corrector", "krylov", "steps", "stop", "output")
+                 "corrector": "newton", "projection": "none", "krylov": "minres", "steps": "adaptive"}
+SECTIONS = ("problem", "start", "process", "predictor", "corrector", "projection", "krylov", "steps", "stop",
+            "output")
 START_KEYS = {"lambda": 1.0, "gamma": 1.0, "t": 0.0, "equilibrate": True, "settle": 1, "seed": 0,
               # Adam from scratch before the corrector (neural models): steps (0: none), peak lr, schedule
               "train_steps": 0, "train_lr": 3e-3, "train_schedule": "cosine",
               # a new batch and noise every this many training updates (1: plain minibatch SGD)
               "train_resample_every": 1}
 OUTPUT_KEYS = {"checkpoint_every": 1, "progress": True}
-BOOL_OR_NAME = {"project"}  # true / false, or the name of a method (the factory checks which)
 
 
 def _parameters(factory) -> dict:
@@ -55,7 +58,7 @@ def _parameters(factory) -> dict:
     if dataclasses.is_dataclass(factory):
         out = {}
         for f in dataclasses.fields(factory):
-            if f.name.startswith("_") or not f.init:
+            if f.name.startswith("_") or not f.init or f.name in ("monitor", "monitor_every"):
                 continue
             if f.default is not dataclasses.MISSING:
                 out[f.name] = f.default
@@ -73,7 +76,7 @@ def _check_value(section, key, value, default):
     if default is inspect.Parameter.empty or default is None:
         return value
     if isinstance(default, bool):
-        if not isinstance(value, bool) and not (key in BOOL_OR_NAME and isinstance(value, str)):
+        if not isinstance(value, bool):
             raise ConfigError(f"[{section}] {key} must be true or false, got {value!r}")
     elif isinstance(default, (int, float)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -142,14 +145,14 @@ def build_run(config: dict) -> dict:
     hvp_mode = _check_value("krylov", "hvp_mode", krylov.pop("hvp_mode", "rev-rev"), "rev-rev")
     if hvp_mode not in ("fwd-rev", "rev-rev"):
         raise ConfigError(f"[krylov] hvp_mode must be 'fwd-rev' or 'rev-rev', got {hvp_mode!r}")
-    run = {name: build(name, config.get(name)) for name in ("problem", "process", "predictor", "corrector")}
+    run = {name: build(name, config.get(name)) for name in ("problem", "process", "predictor", "corrector",
+                                                            "projection", "steps")}
     run["krylov"], run["hvp_mode"] = build("krylov", krylov), hvp_mode
-    for name, cls in (("steps", StepControl), ("stop", StopRule)):
-        options = _checked_options(name, config.get(name, {}), _parameters(cls), f"[{name}]")
-        try:
-            run[name] = cls(**options)
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"[{name}] bad value: {str(e).splitlines()[0]}") from None
+    options = _checked_options("stop", config.get("stop", {}), _parameters(StopRule), "[stop]")
+    try:
+        run["stop"] = StopRule(**options)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"[stop] bad value: {str(e).splitlines()[0]}") from None
     for key in ("target", "milestones", "bounds"):
         for param in getattr(run["stop"], key):
             if param not in ("lambda", "gamma", "t", "R", "D", "C"):
@@ -162,7 +165,7 @@ def describe_registry() -> str:
     """The text of `python -m continuation list`."""
     lines = []
     plural = {"problem": "problems", "process": "processes", "predictor": "predictors", "corrector": "correctors",
-              "krylov": "krylov solvers"}
+              "projection": "projections", "krylov": "krylov solvers", "steps": "step controls"}
     for role, registry in REGISTRY.items():
         lines.append(f"{plural[role]} ([{role}] name = ...):")
         for name, factory in registry.items():

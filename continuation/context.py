@@ -13,20 +13,27 @@ from problems.base import FUNCTIONAL_NAMES, MU_NAMES, mu_index
 
 from .system import EquilibriumSystem
 from .tangents import Tangents, solve_tangents, total_derivatives
+from .work import Work
 
 
 class PointContext:
     def __init__(self, system: EquilibriumSystem, x: torch.Tensor, mu: torch.Tensor, solver, corrector=None):
         self.system, self.x, self.mu, self.solver, self.corrector = system, x, mu, solver, corrector
-        self.krylov_iters = 0
-        self.corrector_iters = 0  # re-equilibrations a law asked for here (the finite-difference law)
+        self.work = Work()  # Krylov matvecs here, and re-equilibrations a law asked for (the FD law)
         self.solves = []  # every KrylovResult spent here, for failure reports
         self._functionals = None
         self._tangents: Tangents | None = None
         self._rates = None
         self._objective = None
         self._velocity = {}
-        self.evaluation = None  # the problem's evaluation_metrics here, once computed
+        self._evaluation = None
+
+    def evaluation_metrics(self) -> dict:
+        """The problem's fixed-noise training metrics here (train_R, train_D, train_C; {} for a
+        deterministic problem), computed once: one pass over the training set."""
+        if self._evaluation is None:
+            self._evaluation = self.system.problem.evaluation_metrics(self.system.unflatten(self.x), self.mu)
+        return self._evaluation
 
     def velocity(self, process) -> torch.Tensor:
         """mu' of `process` at this point (cached: a law may cost Krylov solves or re-equilibrations)."""
@@ -56,7 +63,7 @@ class PointContext:
             want = tuple(n for n in MU_NAMES if n in set(names) | set(self._tangents.names if self._tangents else ()))
             self._tangents = solve_tangents(self.system, self.x, self.mu, wrt=want, solver=self.solver)
             self._rates = None
-            self.krylov_iters += self._tangents.krylov_iters
+            self.work.add_krylov(self._tangents.krylov_iters)
             self.solves += self._tangents.solves
         return self._tangents
 
@@ -78,7 +85,7 @@ class PointContext:
             return self._tangents.theta_mu @ coeffs
         b = self.system.mixed_partials(self.x, self.mu, mu_dot[None, :])[:, 0]
         result = self.solver.solve(self.system.hessian(self.x, self.mu), b)
-        self.krylov_iters += result.iters
+        self.work.add_krylov(result.iters)
         self.solves.append(result)
         return result.x
 

@@ -49,6 +49,7 @@ class NewtonCorrector(Corrector):
     maxiter: int = 20
     hvp_mode: str = "rev-rev"
     name = "newton"
+    counts = "newton_iters"
 
     def correct(self, system, x, mu):
         res = NewtonCG(gtol=self.gtol, maxiter=self.maxiter, hvp_mode=self.hvp_mode).solve(system.objective, x, mu)
@@ -79,6 +80,7 @@ class AdamCorrector(Corrector):
     monitor: object = None  # monitor(k, y, mu) every `monitor_every` updates (k = 0: the start), e.g. to log F
     monitor_every: int = 0
     name = "adam"
+    counts = "adam_updates"
     easy_iters = 10**9  # a fixed budget: never a reason to shrink or grow
     max_iters = 10**9
 
@@ -123,6 +125,7 @@ class LBFGSCorrector(Corrector):
     maxiter: int = 200
     history: int = 20
     name = "lbfgs"
+    counts = "lbfgs_iters"
     easy_iters = 15
     max_iters = 150
 

@@ -5,13 +5,17 @@ Schema (one value per accepted point):
 
 | variable          | meaning                                                             |
 |-------------------|---------------------------------------------------------------------|
-| s                 | path parameter                                                      |
+| s                 | the process clock (mu' = d mu/ds as the process's law gives it)     |
 | lambda, gamma, t  | continuation parameters                                             |
 | R, D, C, F        | functionals and free energy J(theta; mu) after correction           |
 | grad_norm         | ||grad_theta J|| after correction                                    |
-| krylov_iters      | Krylov matvecs spent on this step (predictor, projection, tangent)  |
-| corrector_iters   | corrector iterations (Newton steps, Adam updates, L-BFGS iterations)|
-| seconds           | wall time of this step, rejected attempts included                 |
+| krylov_iters      | Krylov matvecs (HVPs) of this step's tangent and projection solves  |
+| hvps              | every HVP of the step: krylov_iters and the corrector's (Newton-CG) |
+| gradients         | gradient evaluations of J by the step's corrector runs              |
+| corrector_runs    | corrector calls (the step's, projection iterates, FD re-equilibrations) |
+| newton_iters, ... | the corrector's iterations, under its own name (attribute           |
+|                   | corrector_counts): newton_iters, adam_updates, sgd_updates, lbfgs_iters |
+| seconds           | wall time of this step, rejected attempts included (work counters too) |
 | step_size         | ds of the accepted step; next_step: the ds proposed for the next    |
 | rejected          | attempts rejected before this one was accepted                      |
 | C_drift           | (C - C0) / |C0|; constraint_drift: the same for the held functional |
@@ -20,8 +24,10 @@ Schema (one value per accepted point):
 | checkpoint        | the step number of the checkpoint holding theta, or -1               |
 | val_loss, val_acc | validation metrics, where the problem has validation data           |
 
-Attributes: problem, process, predictor, corrector, config (JSON of the whole configuration),
-status ("running", "finished", "stopped"), stop_reason, C0, G0, checkpoint_dir.
+Attributes: problem, process, predictor, corrector, projection, step_control, corrector_counts,
+held (the functional the process holds, or "none"), settings (JSON: every strategy's options, the
+problem's, the start), config (JSON of the configuration given, or the settings), status
+("running", "finished", "stopped"), stop_reason, C0, G0, checkpoint_dir.
 Writes are atomic (temporary file, then rename), checkpoints first: a killed run leaves a
 readable file whose every point has its checkpoint.
 """
@@ -35,7 +41,11 @@ import numpy as np
 import torch
 import xarray as xr
 
-INT_VARIABLES = ("krylov_iters", "corrector_iters", "rejected", "checkpoint")
+INT_VARIABLES = ("krylov_iters", "hvps", "gradients", "corrector_runs", "rejected", "checkpoint")
+
+
+def _is_int(name: str) -> bool:
+    return name in INT_VARIABLES or name.endswith("_iters") or name.endswith("_updates")
 
 
 def checkpoint_dir(path) -> Path:
@@ -51,7 +61,7 @@ def rows_to_dataset(rows: list[dict], attrs: dict) -> xr.Dataset:
     data = {}
     for name in names:
         values = [r.get(name, np.nan) for r in rows]
-        dtype = np.int64 if name in INT_VARIABLES else np.float64
+        dtype = np.int64 if _is_int(name) else np.float64
         data[name] = ("step", np.asarray(values, dtype=dtype))
     return xr.Dataset(data, coords={"step": np.arange(len(rows))}, attrs=attrs)
 

@@ -7,16 +7,25 @@
   step, with one point only, is an Euler tangent step.
 - `NoPredictor`: the paper's own procedure: mu moves by ds mu' (the law at the current point),
   theta stays; the corrector does all the work.
+
+A predictor declares `uses_theta_tangent`: whether the tangent it follows includes theta'
+(then the step control's turning angle is measured on (theta', mu'), else on mu' alone).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from abc import abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar, final
 
 import torch
 from torchdiffeq import odeint
 
 from .context import PointContext
+from .strategy import Strategy
+from .work import Work
+
+ODE_METHODS = ("euler", "rk4", "dopri5")
 
 
 @dataclass
@@ -24,17 +33,28 @@ class Prediction:
     x: torch.Tensor
     mu: torch.Tensor
     rhs_evals: int
-    krylov_iters: int
     solves_ok: bool
     report: str
-    corrector_iters: int = 0  # re-equilibrations the law asked for at the stages (finite-difference law)
+    work: Work = field(default_factory=Work)  # spent at the stage points (not at the start point)
 
 
-class Predictor:
-    name = "predictor"
+@dataclass(frozen=True)
+class Previous:
+    """The accepted point before the current one: (x, mu) at s_prev; the current one is at s_now."""
 
-    def predict(self, make_context, start: PointContext, ds: float, previous=None) -> Prediction:
-        raise NotImplementedError
+    x: torch.Tensor
+    mu: torch.Tensor
+    s_prev: float
+    s_now: float
+
+
+class Predictor(Strategy):
+    uses_theta_tangent: ClassVar[bool] = True
+
+    @abstractmethod
+    def predict(self, make_context, start: PointContext, ds: float, previous: Previous | None,
+                process) -> Prediction:
+        """The guess (x, mu) at s + ds from the point `start` (its context caches the law there)."""
 
 
 def _velocity(process, ctx):
@@ -42,20 +62,23 @@ def _velocity(process, ctx):
     return ctx.theta_dot(mu_dot), mu_dot
 
 
+@final
 @dataclass
 class ODEPredictor(Predictor):
-    """Integrate d(theta, mu)/ds = (theta_mu . mu', mu') over ds with torchdiffeq (euler, rk4, dopri5)."""
+    """Integrate d(theta, mu)/ds = (theta_mu . mu', mu') over ds with torchdiffeq (euler, rk4, dopri5).
+
+    Cost: per RHS evaluation the law's Krylov solves (two for iso-C, one for quasi-static)."""
 
     method: str = "rk4"
     rtol: float = 1e-8  # dopri5 only
     atol: float = 1e-10  # dopri5 only
-    name = "ode"
+    name: ClassVar[str] = "ode"
 
     def __post_init__(self):
-        if self.method not in ("euler", "rk4", "dopri5"):
-            raise ValueError(f"unknown ODE method {self.method!r}; valid: euler, rk4, dopri5")
+        if self.method not in ODE_METHODS:
+            raise ValueError(f"unknown ODE method {self.method!r}; valid: {', '.join(ODE_METHODS)}")
 
-    def predict(self, make_context, start, ds, previous=None, process=None):
+    def predict(self, make_context, start, ds, previous, process):
         n = start.x.numel()
         y0 = torch.cat([start.x, start.mu])
         contexts = []
@@ -72,37 +95,43 @@ class ODEPredictor(Predictor):
         else:
             y = odeint(rhs, y0, span, method=self.method, options={"step_size": ds})[-1]
         unique = {id(c): c for c in contexts}.values()
-        krylov = sum(c.krylov_iters for c in unique if c is not start)
-        corrector_iters = sum(c.corrector_iters for c in unique if c is not start)
+        work = Work()
+        for c in unique:
+            if c is not start:
+                work.add(c.work)
         ok = all(c.solves_converged for c in unique)
         report = next((c.solve_report() for c in unique if not c.solves_converged), "")
-        return Prediction(y[:n], y[n:], len(contexts), krylov, ok, report, corrector_iters)
+        return Prediction(y[:n], y[n:], len(contexts), ok, report, work)
 
 
+@final
 @dataclass
 class SecantPredictor(Predictor):
     """Extrapolate through the last two points (no solves); the first step is an Euler tangent step."""
 
-    name = "secant"
+    name: ClassVar[str] = "secant"
 
-    def predict(self, make_context, start, ds, previous=None, process=None):
+    def predict(self, make_context, start, ds, previous, process):
         if previous is None:
             dx, dmu = _velocity(process, start)
-            return Prediction(start.x + ds * dx, start.mu + ds * dmu, 1, 0, start.solves_converged, start.solve_report())
-        x_prev, mu_prev, s_prev, s_now = previous
-        scale = ds / (s_now - s_prev)
-        return Prediction(start.x + scale * (start.x - x_prev), start.mu + scale * (start.mu - mu_prev), 0, 0, True, "")
+            return Prediction(start.x + ds * dx, start.mu + ds * dmu, 1, start.solves_converged, start.solve_report())
+        scale = ds / (previous.s_now - previous.s_prev)
+        return Prediction(start.x + scale * (start.x - previous.x), start.mu + scale * (start.mu - previous.mu), 0,
+                          True, "")
 
 
+@final
 @dataclass
 class NoPredictor(Predictor):
-    """The paper's procedure: mu += ds mu', theta unchanged; the corrector does the rest."""
+    """The paper's procedure: mu += ds mu', theta unchanged; the corrector does the rest (no solves
+    beyond the law at the start point)."""
 
-    name = "none"
+    name: ClassVar[str] = "none"
+    uses_theta_tangent: ClassVar[bool] = False
 
-    def predict(self, make_context, start, ds, previous=None, process=None):
+    def predict(self, make_context, start, ds, previous, process):
         mu_dot = start.velocity(process)
-        return Prediction(start.x.clone(), start.mu + ds * mu_dot, 1, 0, start.solves_converged, start.solve_report())
+        return Prediction(start.x.clone(), start.mu + ds * mu_dot, 1, start.solves_converged, start.solve_report())
 
 
-PREDICTORS = {"ode": ODEPredictor, "secant": SecantPredictor, "none": NoPredictor}
+PREDICTORS = {cls.name: cls for cls in (ODEPredictor, SecantPredictor, NoPredictor)}

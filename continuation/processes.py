@@ -1,8 +1,10 @@
-"""Processes: the law that moves mu = (lambda, gamma, t) along the path parameter s.
+"""Processes: the law that moves mu = (lambda, gamma, t) along the process clock s.
 
-Each process returns mu' at a point (its `velocity`), and, when it holds a functional constant,
-that functional's value and its total mu-gradient (its `constraint`), which the driver uses to
-project back onto the constraint after each step.
+A process gives mu' at a point (`velocity`) and, when it holds a functional G constant, G at the
+point (`value`) and G with its total mu-gradient along the surface (`constraint`). What it holds
+(`holds`), the relative tolerance to hold it to (`tol`) and the multipliers a projection may move
+(`project_along`) are fields of the process; the projection itself is a separate strategy
+(continuation/projections.py).
 
 | process                     | law                                                         | paper       |
 |-----------------------------|-------------------------------------------------------------|-------------|
@@ -10,47 +12,58 @@ project back onto the constraint after each step.
 | iso-classification          | lambda' = -alpha C_gamma, gamma' = alpha C_lambda (tangents)  | eq. 20, 22  |
 | iso-classification-fd       | the same law with C_lambda, C_gamma by finite differences of  | eq. 22, 31  |
 |                             | re-equilibrated models (the paper's procedure; the baseline)|             |
-| iso-functional              | keep G(R, D, C) constant: (lambda', gamma') = alpha (-G_gamma, G_lambda) | Remark 8 |
+| iso-c-plus-r-over-beta      | keep G = C + R/beta: (lambda', gamma') = alpha (-G_gamma, G_lambda) | Remark 8 |
 | iso-classification-transfer | t' = 1, C_lambda lambda' + C_gamma gamma' + C_t = 0, and     | eq. 26, 35, |
 |                             | lambda' = k (eq. 38) or the geodesic D' = k R' (eq. 30)     | 30, 38      |
 | quasi-static-transfer       | t' = 1 at fixed (lambda, gamma)                             | eq. 24-25   |
+
+s is the process clock: mu' = d mu / ds as the law gives it (alpha scales it; with clock =
+"lambda", s = lambda - lambda0; on a transfer path s = t).
 """
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Callable
+from typing import ClassVar, final
 
 import torch
 
 from problems.base import mu_index
 
 from .context import PointContext
+from .strategy import Strategy
 
 FREE = ("lambda", "gamma")
+CLOCKS = ("alpha", "lambda")
+MEASURES = ("batch", "evaluation")
 
 
-class Process:
-    """Base: `velocity(ctx)` gives mu' at a point; `constraint(ctx)` gives (G, dG/dmu) or None."""
+class Process(Strategy):
+    """Base: `velocity(ctx)` gives mu' at a point. A process that holds a functional sets `holds`
+    (its label) and implements `value(ctx)` and `constraint(ctx)` -> (G, {m: dG/dm})."""
 
-    name = "process"
-    holds: str | None = None  # the name of the conserved functional, if any
-    project: bool = False
+    holds: ClassVar[str | None] = None
+    tol: float = 0.0
+    project_along: ClassVar[tuple] = FREE
 
+    @abstractmethod
     def velocity(self, ctx: PointContext) -> torch.Tensor:
-        raise NotImplementedError
+        """mu' at the point (shape (3,), the dtype and device of mu)."""
+
+    def value(self, ctx: PointContext) -> float:
+        """The held functional G at the point (no tangents needed)."""
+        raise TypeError(f"process {self.name!r} holds no functional")
 
     def constraint(self, ctx: PointContext):
-        return None
+        """(G, {"lambda": G_lambda, "gamma": G_gamma}): G and its total derivatives along the surface."""
+        raise TypeError(f"process {self.name!r} holds no functional")
 
 
-CLOCKS = ("alpha", "lambda")
-
-
-def _checked_clock(clock: str) -> str:
-    if clock not in CLOCKS:
-        raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
-    return clock
+def _checked(option: str, value, valid: tuple):
+    if value not in valid:
+        raise ValueError(f"{option} must be one of {valid}, got {value!r}")
+    return value
 
 
 def _iso_law(ctx, g_lambda: float, g_gamma: float, alpha: float, clock: str) -> torch.Tensor:
@@ -58,7 +71,7 @@ def _iso_law(ctx, g_lambda: float, g_gamma: float, alpha: float, clock: str) -> 
     lambda' = 1 (s is then lambda - lambda0, whatever the size of the rates; the ratio
     gamma'/lambda' = -G_lambda / G_gamma, which is what holds G, is the same)."""
     lam, gam = -alpha * g_gamma, alpha * g_lambda
-    if _checked_clock(clock) == "lambda":
+    if _checked("clock", clock, CLOCKS) == "lambda":
         if lam == 0.0:
             raise FloatingPointError("clock = 'lambda' needs lambda' != 0, but G_gamma = 0 at this point")
         lam, gam = 1.0, gam / lam  # lambda increases with s, whichever way the law points
@@ -72,6 +85,7 @@ def _mu_vector(ctx, values: dict) -> torch.Tensor:
     return v
 
 
+@final
 @dataclass
 class QuasiStatic(Process):
     """Prescribed constant mu' = (lambda_rate, gamma_rate, t_rate) (eq. 16-17); one Krylov solve per RHS."""
@@ -79,60 +93,74 @@ class QuasiStatic(Process):
     lambda_rate: float = 1.0
     gamma_rate: float = 0.0
     t_rate: float = 0.0
-    name = "quasi-static"
+    name: ClassVar[str] = "quasi-static"
 
     def velocity(self, ctx):
         return _mu_vector(ctx, {"lambda": self.lambda_rate, "gamma": self.gamma_rate, "t": self.t_rate})
 
 
+@final
 @dataclass
+class QuasiStaticTransfer(Process):
+    """The task moves at fixed (lambda, gamma): t' = 1 (eq. 24-25, theta' = theta_t); iso-C transfer's comparison."""
+
+    lambda_rate: float = 0.0
+    gamma_rate: float = 0.0
+    name: ClassVar[str] = "quasi-static-transfer"
+
+    def velocity(self, ctx):
+        return _mu_vector(ctx, {"lambda": self.lambda_rate, "gamma": self.gamma_rate, "t": 1.0})
+
+
 class IsoFunctional(Process):
     """Hold G(R, D, C) constant: (lambda', gamma') = alpha (-G_gamma, G_lambda), which makes
     G' = G_lambda lambda' + G_gamma gamma' = 0 exactly, with G_mu = sum_F dG/dF F_mu the total
-    derivatives along the surface (two Krylov solves per point). With `project`, the driver
-    restores G = G0 after each step by a scalar Newton iteration in mu.
+    derivatives along the surface (two Krylov solves per point). Concrete processes give G
+    (`functional`) and their fields alpha, tol, measure, clock.
+
+    measure "batch": G on the step's batch; "evaluation" (stochastic problems): G on the
+    problem's fixed-noise training metrics (`evaluation_metrics`), the same draw at every point.
     """
 
-    functional: Callable = None  # G(R, D, C) on torch scalars
-    label: str = "G"
-    alpha: float = 1.0
-    project: bool = True
-    tol: float = 1e-12  # relative, for the projection
-    measure: str = "batch"  # or "evaluation": G held on the problem's fixed-noise training metrics
-    clock: str = "alpha"  # or "lambda": mu' scaled so that lambda' = 1
-    name = "iso-functional"
+    alpha: float
+    measure: str
+    clock: str
+
+    @abstractmethod
+    def functional(self, R, D, C):
+        """G(R, D, C) on torch scalars."""
 
     @property
     def project_along(self) -> tuple:
         """The multipliers a projection may move: gamma alone when s is lambda's clock."""
         return ("gamma",) if self.clock == "lambda" else FREE
 
+    def _check(self):
+        _checked("clock", self.clock, CLOCKS)
+        _checked("measure", self.measure, MEASURES)
+        if not self.tol >= 0:
+            raise ValueError(f"tol must be >= 0, got {self.tol}")
+
     def value(self, ctx) -> float:
-        """G at the point, on the process's measure (no tangents needed)."""
         f = self._values(ctx)
         return float(self.functional(*(torch.tensor(f[n], dtype=torch.float64) for n in "RDC")))
 
     def _values(self, ctx):
-        """R, D, C where G is measured: the step's batch, or (stochastic problems) one fixed noise
-        draw over the whole training set, which does not change between points."""
+        """R, D, C where G is measured: the step's batch, or one fixed noise draw over the training set."""
         if self.measure == "batch":
             return ctx.functionals()
-        if self.measure != "evaluation":
-            raise ValueError(f"measure must be 'batch' or 'evaluation', got {self.measure!r}")
-        metrics = getattr(ctx.system.problem, "evaluation_metrics", None)
-        if metrics is None:
+        ev = ctx.evaluation_metrics()
+        if not ev:
             raise ValueError("measure = 'evaluation' needs a problem with evaluation_metrics (a stochastic one)")
-        if ctx.evaluation is None:  # one full-training-set pass per point, however often asked
-            ctx.evaluation = metrics(ctx.system.unflatten(ctx.x), ctx.mu)
-        return {n: ctx.evaluation[f"train_{n}"] for n in "RDC"}
+        return {n: ev[f"train_{n}"] for n in "RDC"}
 
-    def _gradient(self, ctx):
+    def _gradient(self, ctx, names=FREE):
         f = self._values(ctx)
         args = [torch.tensor(f[n], dtype=torch.float64, requires_grad=True) for n in "RDC"]
         G = self.functional(*args)
         dG = torch.autograd.grad(G, args, allow_unused=True)
         dG = [0.0 if d is None else float(d) for d in dG]
-        rates = ctx.rates(FREE)
+        rates = ctx.rates(names)
         grad_mu = {m: sum(dG[i] * rates[n][m] for i, n in enumerate("RDC")) for m in FREE}
         return float(G.detach()), grad_mu
 
@@ -144,42 +172,57 @@ class IsoFunctional(Process):
         return self._gradient(ctx)
 
 
-PROJECTIONS = (False, True, "newton", "secant")
-
-
-def iso_classification(alpha: float = 1.0, project: bool | str = True, tol: float = 1e-12,
-                       measure: str = "batch", clock: str = "alpha") -> IsoFunctional:
+@final
+@dataclass
+class IsoClassification(IsoFunctional):
     """Remark 7 / eq. 22 with exact rates: lambda' = -alpha C_gamma, gamma' = alpha C_lambda.
 
-    project: after each step, bring C back to C0 (to `tol`, relative) by moving mu:
-      True / "newton": Newton steps along the tangents' dC/dmu, re-equilibrating from the last
-        point (exact problems: converges quadratically);
-      "secant": a secant iteration on the corrector's own response, every iterate re-equilibrated
-        from the same prediction with the same random numbers (stochastic problems, where a
-        finite Adam run responds to mu far less than the equilibrium tangents say);
-      False: the law alone.
+    Holds C; a projection (continuation/projections.py) restores C = C0 to `tol` (relative).
     measure: "batch" or "evaluation" (C on the fixed-noise training set). clock: "alpha" or
-    "lambda" (s = lambda - lambda0; projections then move gamma only).
+    "lambda" (s = lambda - lambda0; projections then move gamma only). Cost: two Krylov solves
+    per law evaluation (theta_lambda, theta_gamma) and one JVP each.
     """
-    _checked_clock(clock)
-    if project not in PROJECTIONS:
-        raise ValueError(f"project must be one of {PROJECTIONS}, got {project!r}")
-    p = IsoFunctional(functional=lambda R, D, C: C, label="C", alpha=alpha, project=project, tol=tol, measure=measure,
-                      clock=clock)
-    p.name, p.holds = "iso-classification", "C"
-    return p
+
+    alpha: float = 1.0
+    tol: float = 1e-12
+    measure: str = "batch"
+    clock: str = "alpha"
+    name: ClassVar[str] = "iso-classification"
+    holds: ClassVar[str] = "C"
+
+    def __post_init__(self):
+        self._check()
+
+    def functional(self, R, D, C):
+        return C
 
 
-def iso_c_plus_r_over_beta(beta: float = 10.0, alpha: float = 1.0, project: bool = True, tol: float = 1e-12):
+@final
+@dataclass
+class IsoCPlusROverBeta(IsoFunctional):
     """Remark 8: keep C + R / beta constant (the right-hand side of a PAC-Bayes bound)."""
-    if not beta > 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
-    p = IsoFunctional(functional=lambda R, D, C: C + R / beta, label=f"C + R/{beta:g}", alpha=alpha, project=project,
-                      tol=tol)
-    p.name, p.holds, p.beta = "iso-c-plus-r-over-beta", p.label, beta
-    return p
+
+    beta: float = 10.0
+    alpha: float = 1.0
+    tol: float = 1e-12
+    measure: str = "batch"
+    clock: str = "alpha"
+    name: ClassVar[str] = "iso-c-plus-r-over-beta"
+
+    def __post_init__(self):
+        if not self.beta > 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
+        self._check()
+
+    @property
+    def holds(self) -> str:
+        return f"C + R/{self.beta:g}"
+
+    def functional(self, R, D, C):
+        return C + R / self.beta
 
 
+@final
 @dataclass
 class IsoClassificationFD(Process):
     """Iso-classification with C_lambda, C_gamma by finite differences of re-equilibrated models (eq. 31).
@@ -191,14 +234,19 @@ class IsoClassificationFD(Process):
 
     alpha: float = 1.0
     h: float = 1e-3  # relative step in lambda and gamma
-    project: bool = False
     tol: float = 1e-12
     clock: str = "alpha"  # or "lambda": mu' scaled so that lambda' = 1
-    name = "iso-classification-fd"
-    holds = "C"
+    name: ClassVar[str] = "iso-classification-fd"
+    holds: ClassVar[str] = "C"
 
     def __post_init__(self):
-        _checked_clock(self.clock)
+        _checked("clock", self.clock, CLOCKS)
+        if not self.h > 0:
+            raise ValueError(f"h must be > 0, got {self.h}")
+
+    @property
+    def project_along(self) -> tuple:
+        return ("gamma",) if self.clock == "lambda" else FREE
 
     def fd_rates(self, ctx):
         if ctx.corrector is None:
@@ -212,7 +260,7 @@ class IsoClassificationFD(Process):
                 mu = ctx.mu.clone()
                 mu[i] += sign * step
                 res = ctx.corrector.correct(ctx.system, ctx.x, mu)
-                ctx.corrector_iters += res.iters
+                ctx.work.add_corrector(res)
                 if not res.converged:
                     raise RuntimeError(f"iso-classification-fd: re-equilibration at {name} {'+-'[sign < 0]} h "
                                        f"did not converge ({res.status}, |grad| {res.grad_norm:.2e})")
@@ -235,6 +283,7 @@ TRANSFER = ("lambda", "gamma", "t")
 CONDITIONS = ("lambda", "geodesic")
 
 
+@final
 @dataclass
 class IsoClassificationTransfer(IsoFunctional):
     """Iso-classification while the task moves (t' = 1, s = t): C_lambda lambda' + C_gamma gamma'
@@ -248,26 +297,28 @@ class IsoClassificationTransfer(IsoFunctional):
         R at fixed D and C (with C' = 0, R' = -lambda D' + F_t).
 
     All rates are total derivatives along the surface (three Krylov solves per point: theta_lambda,
-    theta_gamma, theta_t = A^{-1} b_t). Projections (the driver's) move gamma only.
+    theta_gamma, theta_t = A^{-1} b_t). Projections move gamma only.
     """
 
-    functional: Callable = lambda R, D, C: C  # noqa: E731
-    label: str = "C"
     condition: str = "lambda"
     k: float = 0.0
-    project: bool = False
-    name = "iso-classification-transfer"
-    holds = "C"
+    tol: float = 1e-12
+    measure: str = "batch"
+    name: ClassVar[str] = "iso-classification-transfer"
+    holds: ClassVar[str] = "C"
+    alpha: ClassVar[float] = 1.0
+    clock: ClassVar[str] = "alpha"
 
     def __post_init__(self):
-        if self.condition not in CONDITIONS:
-            raise ValueError(f"condition must be one of {CONDITIONS}, got {self.condition!r}")
-        if self.project not in PROJECTIONS:
-            raise ValueError(f"project must be one of {PROJECTIONS}, got {self.project!r}")
+        _checked("condition", self.condition, CONDITIONS)
+        self._check()
 
     @property
     def project_along(self) -> tuple:
         return ("gamma",)
+
+    def functional(self, R, D, C):
+        return C
 
     def velocity(self, ctx):
         r = ctx.rates(TRANSFER)
@@ -292,29 +343,11 @@ class IsoClassificationTransfer(IsoFunctional):
         return _mu_vector(ctx, {"lambda": lam_dot, "gamma": gam_dot, "t": 1.0})
 
 
-def iso_classification_transfer(condition: str = "lambda", k: float = 0.0, project: bool | str = False,
-                                tol: float = 1e-12, measure: str = "batch") -> IsoClassificationTransfer:
-    """Iso-classification transfer, t 0 -> 1 (eq. 26, 35): lambda' = k (eq. 38) or geodesic slope k (eq. 30)."""
-    return IsoClassificationTransfer(condition=condition, k=k, project=project, tol=tol, measure=measure)
+PROCESSES = {cls.name: cls for cls in (QuasiStatic, IsoClassification, IsoClassificationFD, IsoCPlusROverBeta,
+                                       IsoClassificationTransfer, QuasiStaticTransfer)}
 
-
-def quasi_static_transfer(lambda_rate: float = 0.0, gamma_rate: float = 0.0):
-    """The task moves at fixed (lambda, gamma): t' = 1 (eq. 24-25, theta' = theta_t); iso-C transfer's comparison."""
-    p = QuasiStatic(lambda_rate, gamma_rate, 1.0)
-    p.name = "quasi-static-transfer"
-    return p
-
-
-def _quasi_static(lambda_rate=1.0, gamma_rate=0.0, t_rate=0.0):
-    """Prescribed constant mu' = (lambda_rate, gamma_rate, t_rate) (eq. 16-17); one Krylov solve per RHS."""
-    return QuasiStatic(lambda_rate, gamma_rate, t_rate)
-
-
-PROCESSES = {
-    "quasi-static": _quasi_static,
-    "iso-classification": iso_classification,
-    "iso-classification-fd": IsoClassificationFD,
-    "iso-c-plus-r-over-beta": iso_c_plus_r_over_beta,
-    "iso-classification-transfer": iso_classification_transfer,
-    "quasi-static-transfer": quasi_static_transfer,
-}
+# lower-case constructors kept for scripts (the names the paper's processes had before)
+iso_classification = IsoClassification
+iso_c_plus_r_over_beta = IsoCPlusROverBeta
+iso_classification_transfer = IsoClassificationTransfer
+quasi_static_transfer = QuasiStaticTransfer

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from .config import build_run
@@ -12,8 +14,6 @@ from .system import EquilibriumSystem
 
 def run_config(config: dict, out=None, *, resume: bool = False, start_from=None, progress=None):
     """Build every object from `config` (a parsed TOML dict) and run the path; returns the dataset."""
-    from pathlib import Path
-
     r = build_run(config)
     problem, start = r["problem"], r["start"]
     show = r["output"]["progress"] if progress is None else progress
@@ -28,9 +28,8 @@ def run_config(config: dict, out=None, *, resume: bool = False, start_from=None,
                               seed=start["seed"], progress=show)
         theta0 = system.unflatten(trained.x)
     return continue_path(
-        problem, r["process"], r["predictor"], r["corrector"], r["steps"], r["stop"],
+        problem, r["process"], r["predictor"], r["corrector"], r["steps"], r["stop"], projection=r["projection"],
         start=(start["lambda"], start["gamma"], start["t"]), theta0=theta0,
         equilibrate=start["equilibrate"] if start_from is None else False, out=out, resume=resume,
         config=config, solver=r["krylov"], progress=show, checkpoint_every=r["output"]["checkpoint_every"],
-        start_from=start_from, hvp_mode=r["hvp_mode"], settle=start["settle"],
-        resample=getattr(problem, "resample_between_points", False))
+        start_from=start_from, hvp_mode=r["hvp_mode"], settle=start["settle"])

@@ -1,34 +1,84 @@
 """Step control and stopping: accept or reject a step, choose the next step size, know when to stop.
 
-Accept/reject (as continuation software does): a step is rejected when the corrector did not
-converge or needed more than its `max_iters`, when a Krylov solve in the predictor failed, when
-the held functional's relative drift changed by more than `max_drift` in this step (a local
-error control; the accumulated drift is recorded in the path, and a projecting process removes
-it), or when the tangent turned by more than `max_angle_deg`
+`AdaptiveSteps` ("adaptive", as continuation software does): a step is rejected when the
+corrector did not converge or needed more than its `max_iters`, when a Krylov solve in the
+predictor failed (`krylov_must_converge`), when the held functional's relative drift changed by
+more than `max_drift` in this step (a local error control; the accumulated drift is recorded in
+the path, and a projection removes it), or when the tangent turned by more than `max_angle_deg`
 degrees since the last point. A rejected step is retried with ds * shrink, down to `min_step`;
 below that the run stops with the reason recorded. An easy step (corrector iterations <=
 `easy_iters`, tangent turned by less than half the limit) grows the next ds by `grow`, up to
 `max_step`.
+
+`FixedSteps` ("fixed"): every step is `size` (shortened only to land on a milestone or target),
+accepted whenever the corrector returned (a stochastic corrector on a fixed budget, whose
+iteration count and drift say nothing of the step). A step whose corrector did not converge or
+whose prediction left the domain stops the run with the reason.
 """
 
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from dataclasses import dataclass, field
+from typing import ClassVar, final
+
+import torch
+
+from problems.base import MU_NAMES, mu_index
+
+from .strategy import Strategy, settings_of
 
 
+class StepsExhausted(Exception):
+    """No step size is left to try; the message says why (the run stops with it)."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    accepted: bool
+    easy: bool
+    reason: str
+
+
+class StepControl(Strategy):
+    """Base: the first ds, the verdict on an attempted step, and the ds after a rejection or acceptance."""
+
+    @property
+    @abstractmethod
+    def initial_step(self) -> float: ...
+
+    @property
+    @abstractmethod
+    def largest_step(self) -> float: ...
+
+    @abstractmethod
+    def assess(self, corrector, result, prediction_ok: bool, drift: float | None, angle: float | None) -> Verdict:
+        """Accept or reject one attempt; `drift` is this step's change of the held functional's relative drift."""
+
+    @abstractmethod
+    def after_rejection(self, ds: float) -> float:
+        """The ds to retry with; raises `StepsExhausted` (its message: why) to give up."""
+
+    @abstractmethod
+    def after_acceptance(self, ds: float, easy: bool) -> float:
+        """The ds to propose for the next step."""
+
+
+@final
 @dataclass
-class StepControl:
+class AdaptiveSteps(StepControl):
     initial: float = 0.05
     min_step: float = 1e-6
     max_step: float = 1.0
     grow: float = 1.5
     shrink: float = 0.5
     max_angle_deg: float = 30.0
-    max_drift: float | None = 1e-7  # per step: |change of the held functional's relative drift|
+    max_drift: float | None = 1e-7  # per step: |change of the held functional's relative drift|; None: no limit
     easy_iters: int | None = None  # default: the corrector's own
     max_iters: int | None = None  # default: the corrector's own
     krylov_must_converge: bool = True  # False: truncated solves are accepted (stochastic networks)
+    name: ClassVar[str] = "adaptive"
 
     def __post_init__(self):
         if not 0 < self.min_step <= self.initial <= self.max_step:
@@ -37,24 +87,74 @@ class StepControl:
         if not (0 < self.shrink < 1 and self.grow >= 1):
             raise ValueError(f"need 0 < shrink < 1 and grow >= 1, got shrink {self.shrink}, grow {self.grow}")
 
-    def assess(self, corrector, result, prediction_ok: bool, drift: float | None, angle: float | None):
-        """(accepted, easy, reason) for one attempted step; `drift` is this step's change of drift."""
+    @property
+    def initial_step(self):
+        return self.initial
+
+    @property
+    def largest_step(self):
+        return self.max_step
+
+    def assess(self, corrector, result, prediction_ok, drift, angle):
         max_iters = self.max_iters if self.max_iters is not None else corrector.max_iters
         easy_iters = self.easy_iters if self.easy_iters is not None else corrector.easy_iters
         if not prediction_ok and self.krylov_must_converge:
-            return False, False, "a Krylov solve in the predictor failed"
+            return Verdict(False, False, "a Krylov solve in the predictor failed")
         if not result.converged:
-            return False, False, f"corrector {result.status} (|grad| {result.grad_norm:.2e})"
-        if result.iters > max_iters:
-            return False, False, f"corrector needed {result.iters} > {max_iters} iterations"
+            return Verdict(False, False, f"corrector {result.status} (|grad| {result.grad_norm:.2e})")
+        if max_iters is not None and result.iters > max_iters:
+            return Verdict(False, False, f"corrector needed {result.iters} > {max_iters} iterations")
         if self.max_drift is not None and drift is not None and abs(drift) > self.max_drift:
-            return False, False, f"constraint drift changed by {drift:.2e} > {self.max_drift:.2e} in one step"
+            return Verdict(False, False, f"constraint drift changed by {drift:.2e} > {self.max_drift:.2e} in one step")
         if angle is not None and angle > self.max_angle_deg:
-            return False, False, f"tangent turned {angle:.1f} > {self.max_angle_deg} degrees"
-        easy = result.iters <= easy_iters and (angle is None or angle < self.max_angle_deg / 2)
-        return True, easy, "accepted"
+            return Verdict(False, False, f"tangent turned {angle:.1f} > {self.max_angle_deg} degrees")
+        easy = (easy_iters is None or result.iters <= easy_iters) and (angle is None or angle < self.max_angle_deg / 2)
+        return Verdict(True, easy, "accepted")
+
+    def after_rejection(self, ds):
+        ds = ds * self.shrink
+        if ds < self.min_step:
+            raise StepsExhausted(f"step size {ds:.3g} below min_step {self.min_step}")
+        return ds
+
+    def after_acceptance(self, ds, easy):
+        return min(ds * self.grow, self.max_step) if easy else ds
 
 
+@final
+@dataclass
+class FixedSteps(StepControl):
+    size: float = 0.05
+    name: ClassVar[str] = "fixed"
+
+    def __post_init__(self):
+        if not self.size > 0:
+            raise ValueError(f"size must be > 0, got {self.size}")
+
+    @property
+    def initial_step(self):
+        return self.size
+
+    @property
+    def largest_step(self):
+        return self.size
+
+    def assess(self, corrector, result, prediction_ok, drift, angle):
+        if not result.converged:
+            return Verdict(False, False, f"corrector {result.status} (|grad| {result.grad_norm:.2e})")
+        return Verdict(True, False, "accepted")
+
+    def after_rejection(self, ds):
+        raise StepsExhausted(f"a fixed step of {ds:.3g} was rejected")
+
+    def after_acceptance(self, ds, easy):
+        return self.size
+
+
+STEP_CONTROLS = {cls.name: cls for cls in (AdaptiveSteps, FixedSteps)}
+
+
+@final
 @dataclass
 class StopRule:
     """When a run ends. `target` lands exactly on a parameter value and stops there; milestones
@@ -65,6 +165,10 @@ class StopRule:
     target: dict = field(default_factory=dict)  # e.g. {"lambda": 4.0}
     milestones: dict = field(default_factory=dict)  # e.g. {"lambda": [1, 2, 4]}
     bounds: dict = field(default_factory=dict)  # e.g. {"R": [0, 10], "gamma": [0.01, 100]}
+    name: ClassVar[str] = "stop"
+
+    def settings(self) -> dict:
+        return settings_of(self)
 
     def landing_values(self, name: str) -> list:
         values = list(self.milestones.get(name, []))
@@ -86,3 +190,38 @@ class StopRule:
             if not lo <= v <= hi:
                 return f"{name} = {v:.6g} left its bounds [{lo}, {hi}]"
         return None
+
+    def landing(self, mu: torch.Tensor, mu_dot: torch.Tensor, ds: float):
+        """(ds, None), or ds shortened so that a parameter lands exactly on its next milestone or
+        target, with (name, value) of that landing."""
+        best = (ds, None)
+        # rounding of mu in its own dtype: a float32 path that adds 0.075 ten times to 0.25 is at
+        # 0.99999988, which must land on 1.0 now, not after one more step of 1e-7
+        eps = 64 * torch.finfo(mu.dtype).eps
+        for name in MU_NAMES:
+            rate = float(mu_dot[mu_index(name)])
+            if rate == 0.0:
+                continue
+            value = float(mu[mu_index(name)])
+            ahead = [v for v in self.landing_values(name) if (v - value) * rate > eps * max(1.0, abs(v))]
+            if not ahead:
+                continue
+            nxt = min(ahead, key=lambda v: abs(v - value))
+            need = (nxt - value) / rate
+            if need <= best[0] * (1 + eps):
+                best = (need, (name, nxt))
+        return best
+
+    def progress(self, step: int, s: float, mu_named: dict, start: dict) -> float:
+        """Fraction in [0, 1] of the way to the end: toward the target (the farthest-along one),
+        else toward max_s, else steps over max_steps."""
+        fractions = []
+        for name, value in self.target.items():
+            span = float(value) - start[name]
+            if span != 0.0:
+                fractions.append((mu_named[name] - start[name]) / span)
+        if not fractions and math.isfinite(self.max_s) and self.max_s > 0:
+            fractions.append(s / self.max_s)
+        if not fractions:
+            fractions.append(step / self.max_steps if self.max_steps > 0 else 1.0)
+        return min(1.0, max(0.0, max(fractions)))

@@ -38,8 +38,7 @@ class EquilibriumSystem:
         return hessian_operator(self.hessian_objective, x, mu, self.hvp_mode)
 
     def hessian_objective(self, x, mu):
-        f = getattr(self.problem, "hessian_objective", None)
-        return f(self.view.unflatten(x), mu) if f is not None else self.objective(x, mu)
+        return self.problem.hessian_objective(self.view.unflatten(x), mu)
 
     def mixed_partials(self, x, mu, directions=None):
         """b = -d/dmu grad_theta J, one column per direction (rows of `directions`)."""

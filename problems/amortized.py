@@ -19,11 +19,11 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from .base import Hamiltonian, Problem
+from .base import Hamiltonian, Problem, StochasticProblem
 from .neural import init_module_params
 
 
-class AmortizedProblem(Problem):
+class AmortizedProblem(StochasticProblem):
     name = "amortized"
 
     def __init__(self, hamiltonian: Hamiltonian, encoder: nn.Module, x: torch.Tensor, y: torch.Tensor, *,

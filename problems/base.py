@@ -51,6 +51,26 @@ class Problem(ABC):
         f = self.functionals(theta, mu)
         return f["R"] + mu[0] * f["D"] + mu[1] * f["C"]
 
+    def hessian_objective(self, theta: dict, mu: torch.Tensor) -> torch.Tensor:
+        return self.objective(theta, mu)
+
+    def validation_metrics(self, theta: dict) -> dict:
+        return {}
+
+    def evaluation_metrics(self, theta: dict, mu: torch.Tensor) -> dict:
+        return {}
+
+    def settings(self) -> dict:
+        return {"name": self.name}
+
+
+class StochasticProblem(Problem):
+    resample_between_points = True
+    seed: int = 0
+
+    @abstractmethod
+    def resample(self, seed: int) -> None: ...
+
 
 class Hamiltonian(ABC):
     """H(z; x, y, theta, lambda, gamma) = -log m(z) - lambda log d(x|z) - gamma log c(y|z).

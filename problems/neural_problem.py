@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .base import Problem
+from .base import Problem, StochasticProblem
 from .data import Data
 from .neural import init_module_params
 
@@ -31,7 +31,7 @@ class _Batch:
         self.x, self.y, self.eps, self.mask = x, y, eps, mask
 
 
-class NeuralProblem(Problem):
+class NeuralProblem(StochasticProblem):
     name = "neural"
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, classifier: nn.Module, train: Data,

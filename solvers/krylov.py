@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 
@@ -65,6 +65,7 @@ class CG:
     rtol: float = 1e-10
     maxiter: int | None = None  # default: 2 N
     damping: float = 0.0
+    name: ClassVar[str] = "cg"
 
     def solve(self, matvec: Callable, b: torch.Tensor, x0: torch.Tensor | None = None) -> KrylovResult:
         op = matvec if self.damping == 0 else (lambda v: matvec(v) + self.damping * v)
@@ -106,6 +107,7 @@ class MINRES:
     rtol: float = 1e-10
     maxiter: int | None = None  # default: 5 N
     shift: float = 0.0
+    name: ClassVar[str] = "minres"
 
     def solve(self, matvec: Callable, b: torch.Tensor, x0: torch.Tensor | None = None) -> KrylovResult:
         op = matvec if self.shift == 0 else (lambda v: matvec(v) - self.shift * v)

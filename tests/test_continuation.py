@@ -2,6 +2,7 @@
 paths for every predictor x corrector pair, the first law, the finite-difference law, milestones,
 quasi-static paths, resumption after a kill, and one-line errors."""
 
+import json
 import math
 import os
 import signal
@@ -20,10 +21,11 @@ from continuation.cli import main
 from continuation.context import PointContext
 from continuation.correctors import AdamCorrector, LBFGSCorrector, NewtonCorrector
 from continuation.driver import ContinuationError, continue_path
+from continuation.projections import NewtonProjection, SecantProjection, bounded
 from continuation.path import load_path, load_point
 from continuation.predictors import NoPredictor, ODEPredictor, SecantPredictor
 from continuation.processes import IsoClassificationFD, QuasiStatic, iso_c_plus_r_over_beta, iso_classification
-from continuation.step_control import StepControl, StopRule
+from continuation.step_control import AdaptiveSteps as StepControl, FixedSteps, StopRule
 from problems import Problem, make_mu
 from solvers import MINRES
 
@@ -52,7 +54,7 @@ CORRECTORS = {"newton": lambda: NewtonCorrector(gtol=1e-11, hvp_mode="rev-rev"),
 def test_iso_classification_path_matches_closed_form_curve(competition, predictor, corrector):
     ds = continue_path(competition.problem, iso_classification(), PREDICTORS[predictor](), CORRECTORS[corrector](),
                        StepControl(initial=0.25, max_step=1.0), StopRule(max_steps=60, target={"lambda": 2.0}),
-                       start=(1.0, 1.0), progress=False, hvp_mode="rev-rev")
+                       projection=NewtonProjection(), start=(1.0, 1.0), progress=False, hvp_mode="rev-rev")
     assert ds.attrs["status"] == "finished" and ds.attrs["stop_reason"] == "target lambda = 2.0 reached"
     assert float(ds["lambda"][-1]) == 2.0 and ds.sizes["step"] >= 5
     assert gamma_errors(competition.closed, ds).max() <= 1e-6
@@ -67,7 +69,7 @@ def test_iso_classification_path_matches_closed_form_curve(competition, predicto
 def test_ode_predictor_alone_tracks_the_curve(competition, method):
     """No projection: the drift is the integrator's own, held per step by max_drift."""
     pred = ODEPredictor(method, rtol=1e-9, atol=1e-11)
-    ds = continue_path(competition.problem, iso_classification(project=False), pred, NewtonCorrector(gtol=1e-11, hvp_mode="rev-rev"),
+    ds = continue_path(competition.problem, iso_classification(), pred, NewtonCorrector(gtol=1e-11, hvp_mode="rev-rev"),
                        StepControl(initial=0.25, max_step=1.0, max_drift=1e-8), StopRule(target={"lambda": 2.0}),
                        start=(1.0, 1.0), progress=False, hvp_mode="rev-rev")
     assert ds.attrs["status"] == "finished"
@@ -78,12 +80,13 @@ def test_ode_predictor_alone_tracks_the_curve(competition, method):
 def test_adam_corrector_follows_the_curve_to_its_own_accuracy(competition):
     corr = AdamCorrector(steps=300, eta_max=0.05, gtol=1e-3)
     ds = continue_path(competition.problem, iso_classification(), ODEPredictor("rk4"), corr,
-                       StepControl(initial=0.5, max_step=1.0), StopRule(target={"lambda": 2.0}), start=(1.0, 1.0),
+                       StepControl(initial=0.5, max_step=1.0), StopRule(target={"lambda": 2.0}), projection=NewtonProjection(), start=(1.0, 1.0),
                        progress=False, hvp_mode="rev-rev")
     # Adam stops at |grad| ~ 1e-4, so C(theta) is C at a point near, not on, the surface
     assert ds["grad_norm"].values.max() <= 1e-3
     assert gamma_errors(competition.closed, ds).max() <= 1e-3
-    assert int(ds["corrector_iters"][1]) >= 300
+    assert ds.attrs["corrector_counts"] == "adam_updates" and int(ds["adam_updates"][1]) >= 300
+    assert int(ds["gradients"][1]) >= int(ds["adam_updates"][1])
 
 
 def test_first_law_and_remark_10_along_iso_c_path(competition):
@@ -91,7 +94,7 @@ def test_first_law_and_remark_10_along_iso_c_path(competition):
     ds = continue_path(competition.problem, iso_classification(), SecantPredictor(),
                        NewtonCorrector(gtol=1e-11, hvp_mode="rev-rev"),
                        StepControl(initial=0.03, max_step=0.03), StopRule(max_steps=200, target={"lambda": 1.5}),
-                       start=(1.0, 1.0), progress=False, hvp_mode="rev-rev")
+                       projection=NewtonProjection(), start=(1.0, 1.0), progress=False, hvp_mode="rev-rev")
     R, D, C, lam, gam = (ds[k].values for k in ("R", "D", "C", "lambda", "gamma"))
     dR, dD, dC = np.diff(R), np.diff(D), np.diff(C)
     trapezoid = np.sum(dR + 0.5 * (lam[1:] + lam[:-1]) * dD + 0.5 * (gam[1:] + gam[:-1]) * dC)
@@ -100,7 +103,7 @@ def test_first_law_and_remark_10_along_iso_c_path(competition):
 
 
 def test_finite_difference_law_agrees_with_exact_law_to_its_error(competition):
-    exact = iso_classification(project=False)
+    exact = iso_classification()
     x = competition.equilibrate(1.3, 1.2).x
     mu = make_mu(1.3, 1.2)
     ctx = PointContext(competition.system, x, mu, MINRES(rtol=1e-12), NewtonCorrector(gtol=1e-12, hvp_mode="rev-rev"))
@@ -116,7 +119,7 @@ def test_finite_difference_law_agrees_with_exact_law_to_its_error(competition):
                   start=(1.0, 1.0), progress=False, hvp_mode="rev-rev")
     fd = continue_path(competition.problem, IsoClassificationFD(h=1e-3), NoPredictor(), NewtonCorrector(gtol=1e-11, hvp_mode="rev-rev"),
                        **common)
-    ex = continue_path(competition.problem, iso_classification(project=False), NoPredictor(),
+    ex = continue_path(competition.problem, iso_classification(), NoPredictor(),
                        NewtonCorrector(gtol=1e-11, hvp_mode="rev-rev"), **common)
     assert float(fd["lambda"][-1]) == float(ex["lambda"][-1]) == 2.0
     assert fd.sizes["step"] == ex.sizes["step"]
@@ -126,7 +129,7 @@ def test_finite_difference_law_agrees_with_exact_law_to_its_error(competition):
 def test_milestones_are_landed_exactly(competition):
     ds = continue_path(competition.problem, iso_classification(), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-11, hvp_mode="rev-rev"),
                        StepControl(initial=0.4, max_step=1.0),
-                       StopRule(target={"lambda": 2.5}, milestones={"lambda": [1.5, 2.0, 2.2]}), start=(1.0, 1.0),
+                       StopRule(target={"lambda": 2.5}, milestones={"lambda": [1.5, 2.0, 2.2]}), projection=NewtonProjection(), start=(1.0, 1.0),
                        progress=False, hvp_mode="rev-rev")
     lams = list(ds["lambda"].values)
     for m in (1.5, 2.0, 2.2, 2.5):
@@ -149,14 +152,14 @@ def test_quasi_static_path_matches_closed_form(competition):
 def test_iso_c_plus_r_over_beta_holds_its_functional(competition):
     ds = continue_path(competition.problem, iso_c_plus_r_over_beta(beta=2.0), ODEPredictor("rk4"),
                        NewtonCorrector(gtol=1e-11, hvp_mode="rev-rev"), StepControl(initial=0.25, max_step=1.0),
-                       StopRule(target={"lambda": 2.0}), start=(1.0, 1.0), progress=False, hvp_mode="rev-rev")
+                       StopRule(target={"lambda": 2.0}), projection=NewtonProjection(), start=(1.0, 1.0), progress=False, hvp_mode="rev-rev")
     G = ds["C"].values + ds["R"].values / 2.0
     assert np.abs(G - G[0]).max() <= 1e-9 * abs(G[0])
     assert np.abs(ds["C_drift"].values).max() > 1e-4  # C itself moves: a different process
 
 
 def test_step_failure_stops_with_the_reason(competition):
-    ds = continue_path(competition.problem, iso_classification(project=False), NoPredictor(),
+    ds = continue_path(competition.problem, iso_classification(), NoPredictor(),
                        NewtonCorrector(gtol=1e-11, hvp_mode="rev-rev"), StepControl(initial=0.5, min_step=1e-2, max_drift=1e-12),
                        StopRule(target={"lambda": 2.0}), start=(1.0, 1.0), progress=False, hvp_mode="rev-rev")
     assert ds.attrs["status"] == "stopped"
@@ -177,8 +180,8 @@ def test_cli_run_plot_and_start_from_saved_point(tmp_path, capsys):
     assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
     assert "target lambda = 2.0 reached" in capsys.readouterr().out
     ds = load_path(out)
-    for name in ("s", "lambda", "gamma", "t", "R", "D", "C", "F", "grad_norm", "krylov_iters", "corrector_iters",
-                 "seconds"):
+    for name in ("s", "lambda", "gamma", "t", "R", "D", "C", "F", "grad_norm", "krylov_iters", "hvps", "gradients",
+                 "corrector_runs", "newton_iters", "seconds"):
         assert name in ds, name
     assert ds.attrs["process"] == "iso-classification" and '"predictor"' in ds.attrs["config"]
     assert main(["plot", str(out), "--out", str(tmp_path / "p.png")]) == 0
@@ -201,7 +204,7 @@ def test_cli_run_plot_and_start_from_saved_point(tmp_path, capsys):
     (("[corrector]\nname = \"newton\"", "[corrector]\nname = \"newton\"\ngtoll = 1"), "[corrector] unknown key 'gtoll'"),
     (("name = \"newton\"", "name = \"newtn\""), "[corrector] unknown name 'newtn'; valid: newton, adam, lbfgs"),
     (("initial = 0.25", "initial = \"big\""), "[steps] initial must be a number"),
-    (("initial = 0.25", "initial = -1.0"), "[steps] bad value: steps must satisfy"),
+    (("initial = 0.25", "initial = -1.0"), "[steps] bad value for steps 'adaptive': steps must satisfy"),
     (("lambda = 1.0\n", "lambda = 0.0\n"), "[start] lambda must be > 0"),
     (("lambda = 1.0\n", "lambda = 1.0\nsettle = 0\n"), "[start] settle must be an integer >= 1"),
     (("[stop]", "[stopp]"), "unknown section [stopp]"),
@@ -245,7 +248,7 @@ class NaNAbove(Problem):
 def test_nan_objective_is_one_line(competition, capsys, monkeypatch, tmp_path):
     with pytest.raises(ContinuationError, match=r"^start point .*objective at the starting point is not finite"):
         continue_path(NaNAbove(competition.problem, 0.5), iso_classification(), ODEPredictor("rk4"),
-                      NewtonCorrector(), StepControl(), StopRule(), start=(1.0, 1.0), progress=False, hvp_mode="rev-rev")
+                      NewtonCorrector(), StepControl(), StopRule(), projection=NewtonProjection(), start=(1.0, 1.0), progress=False, hvp_mode="rev-rev")
     ds = continue_path(NaNAbove(competition.problem, 1.5), QuasiStatic(), ODEPredictor("rk4"), NewtonCorrector(),
                        StepControl(initial=0.2, min_step=1e-3), StopRule(target={"lambda": 3.0}), start=(1.0, 1.0),
                        progress=False, hvp_mode="rev-rev")
@@ -308,21 +311,48 @@ def test_resume_refuses_another_configuration(tmp_path, competition):
     assert math.isfinite(float(load_path(out)["F"][-1]))
 
 
+def test_a_run_built_in_python_records_its_settings_and_resume_refuses_a_changed_one(tmp_path, competition):
+    """No TOML: the file holds every strategy's options, and --resume with one changed is one line."""
+    out = tmp_path / "p.nc"
+
+    def run(gtol, max_steps=2, **kw):
+        return continue_path(competition.problem, iso_classification(), ODEPredictor("rk4"),
+                             NewtonCorrector(gtol=gtol), StepControl(initial=0.25),
+                             StopRule(max_steps=max_steps), projection=SecantProjection(max_iter=4), start=(1.0, 1.0),
+                             out=out, progress=False, **kw)
+
+    ds = run(1e-11)
+    settings = json.loads(ds.attrs["settings"])
+    assert json.loads(ds.attrs["config"]) == settings
+    assert settings["corrector"] == {"name": "newton", "gtol": 1e-11, "maxiter": 20, "hvp_mode": "rev-rev"}
+    assert settings["projection"] == {"name": "secant", "max_iter": 4, "factor": 2.0}
+    assert settings["steps"]["name"] == "adaptive" and settings["steps"]["initial"] == 0.25
+    assert settings["process"]["name"] == "iso-classification" and settings["run"]["start"] == [1.0, 1.0]
+    with pytest.raises(ContinuationError) as err:
+        run(1e-10, resume=True)
+    msg = str(err.value)
+    assert "\n" not in msg and "another configuration (corrector.gtol: 1e-11 in the file, 1e-10 now)" in msg, msg
+    load_path(out).close()
+    # the same settings resume (and this run has already finished: the file comes back as it was)
+    assert run(1e-11, resume=True).sizes["step"] == 3
+
+
 @pytest.mark.parametrize("maxiter", [1, 200])
 def test_secant_projection_holds_c_even_when_the_tangents_are_wrong(competition, maxiter):
     """project = "secant": C back to C0 at every point by a secant on the corrector's response.
     With one MINRES iteration the tangents (hence the law and the secant's first guess) are crude;
     the secant lands on the closed-form iso-C curve all the same."""
     solver = MINRES(rtol=1e-12, maxiter=maxiter)
-    ds = continue_path(competition.problem, iso_classification(project="secant", clock="lambda", tol=1e-11),
-                       NoPredictor(), NewtonCorrector(gtol=1e-12), StepControl(initial=0.2, max_step=0.2, max_drift=None,
-                                                                             krylov_must_converge=False),
-                       StopRule(max_steps=60, target={"lambda": 1.8}), start=(1.0, 1.0), progress=False, solver=solver)
+    ds = continue_path(competition.problem, iso_classification(clock="lambda", tol=1e-11),
+                       NoPredictor(), NewtonCorrector(gtol=1e-12), FixedSteps(size=0.2),
+                       StopRule(max_steps=60, target={"lambda": 1.8}), projection=SecantProjection(), start=(1.0, 1.0),
+                       progress=False, solver=solver)
     assert ds.attrs["status"] == "finished"
     assert np.allclose(np.diff(ds["lambda"].values), 0.2)  # s is lambda - lambda0; gamma alone is projected
     assert np.abs(ds["C_drift"].values).max() <= 1e-10
     assert gamma_errors(competition.closed, ds).max() <= 1e-9
-    newton_runs = ds["corrector_iters"].values[1:]
+    assert ds.attrs["corrector_counts"] == "newton_iters"
+    newton_runs = ds["newton_iters"].values[1:]
     assert newton_runs.max() <= 60  # a handful of Newton solves per point
 
 
@@ -330,7 +360,7 @@ def test_plain_law_drifts_at_first_order_in_the_step(competition):
     """Without projection the none predictor is Euler in mu: halving ds halves the C drift."""
     drifts = []
     for h in (0.2, 0.1, 0.05):
-        ds = continue_path(competition.problem, iso_classification(project=False, clock="lambda"), NoPredictor(),
+        ds = continue_path(competition.problem, iso_classification(clock="lambda"), NoPredictor(),
                            NewtonCorrector(gtol=1e-11), StepControl(initial=h, max_step=h, max_drift=None),
                            StopRule(max_steps=60, target={"lambda": 1.8}), start=(1.0, 1.0), progress=False)
         drifts.append(np.abs(ds["C_drift"].values).max())
@@ -341,15 +371,15 @@ def test_plain_law_drifts_at_first_order_in_the_step(competition):
 def test_lambda_clock_rescales_the_law_without_turning_it(competition):
     x, mu = competition.equilibrate(1.3, 1.2).x, make_mu(1.3, 1.2)
     ctx = PointContext(competition.system, x, mu, MINRES(rtol=1e-12))
-    v = iso_classification(project=False).velocity(ctx)
-    w = iso_classification(project=False, clock="lambda").velocity(ctx)
+    v = iso_classification().velocity(ctx)
+    w = iso_classification(clock="lambda").velocity(ctx)
     assert float(w[0]) == 1.0 and float(w[1]) == pytest.approx(float(v[1] / v[0]), rel=1e-12)
     with pytest.raises(ValueError, match="clock must be one of"):
         iso_classification(clock="gamma")
     with pytest.raises(ValueError, match="clock must be one of"):
         IsoClassificationFD(clock="gamma")
-    with pytest.raises(ValueError, match="project must be one of"):
-        iso_classification(project="bisect")
+    with pytest.raises(TypeError, match="project"):
+        iso_classification(project="bisect")  # a projection is its own strategy now
 
 
 def test_settle_runs_the_start_corrector_that_many_times(competition):
@@ -361,16 +391,15 @@ def test_settle_runs_the_start_corrector_that_many_times(competition):
             return super().correct(system, x, mu)
 
     continue_path(competition.problem, iso_classification(), NoPredictor(), Counting(gtol=1e-11), StepControl(),
-                  StopRule(max_steps=0), start=(1.0, 1.0), progress=False, settle=3)
+                  StopRule(max_steps=0), projection=NewtonProjection(), start=(1.0, 1.0), progress=False, settle=3)
     assert calls == [1.0, 1.0, 1.0]
     with pytest.raises(ValueError, match="settle must be >= 1"):
         continue_path(competition.problem, iso_classification(), NoPredictor(), Counting(), StepControl(),
-                      StopRule(max_steps=0), start=(1.0, 1.0), progress=False, settle=0)
+                      StopRule(max_steps=0), projection=NewtonProjection(), start=(1.0, 1.0), progress=False, settle=0)
 
 
 def test_secant_iterates_move_a_multiplier_by_at_most_a_factor_of_two():
-    from continuation.driver import _bounded
-
+    _bounded = bounded
     mu = torch.tensor([0.5, 4.0, 0.3], dtype=torch.float64)
     d = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)  # along gamma
     assert _bounded(1e6, 0.0, d, mu) == pytest.approx(4.0)  # gamma 4 -> 8 at most

@@ -1,0 +1,254 @@
+"""The continuation loop body, written once: predict, correct, project, assess, record.
+
+    stepper = Stepper(problem, Strategies(...), solver=..., hvp_mode=...)
+    state, row = stepper.init(x, mu, ...)         # or continuation/start.py for a resumed file
+    while not stepper.done(state):
+        state, row = stepper.step(state)
+
+`State` is the point (theta, mu, s, its cached context, the tangent), the previous point (for a
+secant), the proposed next step size, the held values C0 and G0, and why the run ended once it
+has. Every strategy is passed in (STYLE.md 1, 3); nothing here knows a strategy by name.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from problems.base import MU_NAMES, StochasticProblem, mu_index
+
+from .context import PointContext
+from .correctors import Corrector
+from .predictors import Predictor, Previous
+from .processes import Process
+from .projections import NoProjection, Projection, ProjectionTask
+from .step_control import StepControl, StepsExhausted, StopRule
+from .strategy import settings_of
+from .system import EquilibriumSystem
+from .work import Work
+
+
+class ContinuationError(RuntimeError):
+    """A run that cannot go on; the message is one line naming the step and the cause."""
+
+
+@dataclass
+class Strategies:
+    """The roles of a run, each a strategy object (continuation/*.py registries map names to them)."""
+
+    process: Process
+    predictor: Predictor
+    corrector: Corrector
+    control: StepControl
+    stop: StopRule
+    projection: Projection = field(default_factory=NoProjection)
+
+    def settings(self) -> dict:
+        roles = {"process": self.process, "predictor": self.predictor, "corrector": self.corrector,
+                 "projection": self.projection, "steps": self.control, "stop": self.stop}  # config's sections
+        return {section: settings_of(strategy) for section, strategy in roles.items()}
+
+
+@dataclass
+class Point:
+    x: torch.Tensor
+    mu: torch.Tensor
+    s: float
+    ctx: PointContext
+    tangent: torch.Tensor | None = None
+    drift: float = 0.0  # relative drift of the held functional (0 where none is held)
+
+
+@dataclass
+class State:
+    current: Point
+    previous: Previous | None
+    ds_next: float
+    step: int  # the index of the current point along the path
+    C0: float
+    G0: float | None
+    reason: str | None = None  # why the run ends, once it does
+    status: str = "running"  # "finished", or "stopped" when no step could be taken
+
+
+def named(mu) -> dict:
+    return {n: float(mu[i]) for i, n in enumerate(MU_NAMES)}
+
+
+def _angle(a, b) -> float | None:
+    if a is None or b is None:
+        return None
+    na, nb = float(a.norm()), float(b.norm())
+    if na == 0 or nb == 0:
+        return 0.0
+    c = max(-1.0, min(1.0, float(a @ b) / (na * nb)))
+    return math.degrees(math.acos(c))
+
+
+def _relative(value, ref) -> float:
+    return (value - ref) / max(abs(ref), 1e-300)
+
+
+class Stepper:
+    """init / step / done over the equilibrium surface grad_theta J(theta; mu) = 0.
+
+    resample: for stochastic problems, the problem re-draws its batch and noise (problem.resample
+    with the point's index) before each step, fixed within the step; the point's context is then
+    recomputed on the new draw. Default: the problem's `resample_between_points`.
+    """
+
+    def __init__(self, problem, strategies: Strategies, *, solver, template, hvp_mode: str = "rev-rev",
+                 resample: bool | None = None):
+        self.problem, self.s = problem, strategies
+        self.system = EquilibriumSystem(problem, template, hvp_mode=hvp_mode)
+        self.solver = solver
+        stochastic = isinstance(problem, StochasticProblem)
+        self.resample = (stochastic and problem.resample_between_points) if resample is None else resample
+        if self.resample and not stochastic:
+            raise ValueError(f"resample=True needs a stochastic problem; {problem.name!r} draws nothing")
+
+    # -- point quantities ----------------------------------------------------------------------
+    def context(self, x, mu) -> PointContext:
+        return PointContext(self.system, x, mu, self.solver, self.s.corrector)
+
+    def tangent_at(self, ctx) -> torch.Tensor:
+        mu_dot = ctx.velocity(self.s.process)
+        return torch.cat([ctx.theta_dot(mu_dot), mu_dot]) if self.s.predictor.uses_theta_tangent else mu_dot.clone()
+
+    def held(self, ctx) -> float | None:
+        return None if self.s.process.holds is None else self.s.process.value(ctx)
+
+    def point(self, x, mu, s, drift=0.0) -> Point:
+        ctx = self.context(x, mu)
+        return Point(x, mu, s, ctx, self.tangent_at(ctx), drift)
+
+    def row(self, state: State, point: Point, *, step_size, grad_norm, work: Work, seconds, rejected, next_step,
+            angle) -> dict:
+        f = point.ctx.functionals()
+        G = self.held(point.ctx)
+        row = {"s": point.s, **named(point.mu), "R": f["R"], "D": f["D"], "C": f["C"], "F": point.ctx.objective(),
+               "grad_norm": grad_norm, **work.row(self.s.corrector.counts), "seconds": seconds,
+               "step_size": step_size, "next_step": next_step, "rejected": int(rejected),
+               "C_drift": _relative(f["C"], state.C0),
+               "constraint_drift": math.nan if G is None or state.G0 is None else _relative(G, state.G0),
+               "tangent_angle": math.nan if angle is None else angle,
+               "krylov_residual": max((r.rel_residual for r in point.ctx.solves), default=math.nan)}
+        row.update(self.problem.validation_metrics(self.system.unflatten(point.x)))
+        row.update(point.ctx.evaluation_metrics())
+        return row
+
+    # -- init / step / done ---------------------------------------------------------------------
+    def init(self, x, mu, *, s: float = 0.0, work: Work | None = None, grad_norm: float | None = None,
+             seconds: float = 0.0) -> tuple[State, dict]:
+        """The first state at (x, mu), which must be on the surface, and its row."""
+        current = self.point(x, mu, s)
+        f = current.ctx.functionals()
+        if not all(math.isfinite(v) for v in f.values()):
+            raise ContinuationError(f"start point {named(mu)}: R, D, C not finite: {f}")
+        C0, G0 = f["C"], self.held(current.ctx)
+        state = State(current, None, self.s.control.initial_step, 0, C0, G0)
+        work = work or Work()
+        work.add(current.ctx.work)
+        if grad_norm is None:
+            grad_norm = float(self.system.gradient(x, mu).norm())
+        row = self.row(state, current, step_size=0.0, grad_norm=grad_norm, work=work, seconds=seconds, rejected=0,
+                       next_step=state.ds_next, angle=None)
+        return replace(state, reason=self.reached(state)), row
+
+    def resumed(self, x, mu, s, *, previous: Previous | None, ds_next: float, step: int, C0: float,
+                G0: float | None, drift: float) -> State:
+        """The state of a run at a saved point (its tangent recomputed there)."""
+        state = State(self.point(x, mu, s, drift), previous, ds_next, step, C0, G0)
+        return replace(state, reason=self.reached(state))
+
+    def reached(self, state: State) -> str | None:
+        p = state.current
+        return self.s.stop.reached(state.step, p.s, named(p.mu), p.ctx.functionals())
+
+    def done(self, state: State) -> bool:
+        return state.reason is not None
+
+    def step(self, state: State) -> tuple[State, dict | None]:
+        """One accepted point (and its row), or the state stopped with the reason (row None)."""
+        t0 = time.perf_counter()
+        control, current = self.s.control, state.current
+        ds = min(state.ds_next, control.largest_step)
+        if self.resample:
+            self.problem.resample(state.step + 1)
+            current = replace(current, ctx=self.context(current.x, current.mu))
+        work, rejected = Work(), 0
+        while True:
+            ds_try, landing = self.s.stop.landing(current.mu, current.ctx.velocity(self.s.process), ds)
+            try:
+                attempt = self._attempt(state, current, ds_try, landing, work)
+                verdict = control.assess(self.s.corrector, attempt["result"], attempt["prediction_ok"],
+                                         None if attempt["drift"] is None else attempt["drift"] - current.drift,
+                                         _angle(current.tangent, attempt["tangent"])
+                                         if attempt["result"].converged else None)
+                why = verdict.reason
+            except (FloatingPointError, torch.linalg.LinAlgError) as e:
+                # a stage or a corrector iterate left the domain where J is defined
+                verdict, why = None, f"{type(e).__name__}: {str(e).splitlines()[0]}"
+            if verdict is not None and verdict.accepted:
+                break
+            rejected += 1
+            try:
+                ds = control.after_rejection(ds)
+            except StepsExhausted as e:
+                reason = f"{e} at step {state.step + 1} (last rejection: {why})"
+                return replace(state, current=current, reason=reason, status="stopped"), None
+        ds_try = attempt["ds"]
+        new = Point(attempt["x"], attempt["mu"], current.s + ds_try, attempt["ctx"], attempt["tangent"],
+                    attempt["drift"] or 0.0)
+        if not (landing is not None and ds_try < ds):  # a shortened landing step says nothing of ds
+            ds = control.after_acceptance(ds, verdict.easy)
+        angle = _angle(current.tangent, new.tangent)
+        nxt = replace(state, current=new, previous=Previous(current.x, current.mu, current.s, new.s), ds_next=ds,
+                      step=state.step + 1)
+        row = self.row(nxt, new, step_size=ds_try, grad_norm=attempt["grad_norm"], work=work,
+                       seconds=time.perf_counter() - t0, rejected=rejected, next_step=ds, angle=angle)
+        reason = self.reached(nxt)
+        return replace(nxt, reason=reason, status="finished" if reason is not None else "running"), row
+
+    def _attempt(self, state: State, current: Point, ds: float, landing, work: Work) -> dict:
+        """Predict, correct, project: the candidate point; its work is added to `work`."""
+        s, system = self.s, self.system
+        pred = s.predictor.predict(self.context, current.ctx, ds, state.previous, s.process)
+        work.add(pred.work)
+        if landing is not None:
+            # ds came from the rate at the start; a higher-order predictor bends away from that
+            # line, so adjust ds by secant steps until the parameter lands (0 extra for euler/none)
+            i, target = mu_index(landing[0]), landing[1]
+            start_value = float(current.mu[i])
+            for _ in range(6):
+                got = float(pred.mu[i])
+                if abs(got - target) <= 64 * torch.finfo(pred.mu.dtype).eps * max(1.0, abs(target)) \
+                        or got == start_value:
+                    break
+                ds = ds * (target - start_value) / (got - start_value)
+                pred = s.predictor.predict(self.context, current.ctx, ds, state.previous, s.process)
+                work.add(pred.work)
+        mu_new = pred.mu.clone()
+        if landing is not None:
+            mu_new[mu_index(landing[0])] = landing[1]
+        if not (float(mu_new[0]) > 0 and float(mu_new[1]) > 0):
+            raise FloatingPointError(f"prediction left the domain lambda, gamma > 0: {named(mu_new)}")
+        res = s.corrector.correct(system, pred.x, mu_new)
+        work.add_corrector(res)
+        x_new, grad_norm, ctx_new = res.x, res.grad_norm, None
+        if res.converged:
+            p = s.projection.project(ProjectionTask(system, s.process, s.corrector, self.context, current, pred.x,
+                                                    mu_new, res, state.G0, landing))
+            work.add(p.work)
+            x_new, mu_new, ctx_new, grad_norm = p.x, p.mu, p.ctx, p.grad_norm
+        ctx_new = ctx_new or self.context(x_new, mu_new)
+        tangent = self.tangent_at(ctx_new) if res.converged else None
+        drift = None
+        if res.converged and state.G0 is not None:
+            drift = _relative(self.held(ctx_new), state.G0)
+        work.add(ctx_new.work)
+        return {"prediction_ok": pred.solves_ok, "result": res, "x": x_new, "mu": mu_new, "ctx": ctx_new,
+                "tangent": tangent, "drift": drift, "ds": ds, "grad_norm": grad_norm}
