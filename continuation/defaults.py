@@ -16,13 +16,12 @@ DEFAULT_CONFIG = {
     "problem": {"name": "mlp", "dataset": "digits", "hidden": 128, "latent": 8, "hvp_batch": 512, "samples": 2},
     "start": {"lambda": 0.25, "gamma": 4.0, "train_steps": 8000, "train_lr": 3e-3, "train_resample_every": 1,
               "settle": 3, "seed": 0},
-    "process": {"name": "iso-classification", "alpha": 1.0, "project": "secant", "tol": 5e-3,
-                "measure": "evaluation", "clock": "lambda"},
+    "process": {"name": "iso-classification", "alpha": 1.0, "tol": 5e-3, "measure": "evaluation", "clock": "lambda"},
+    "projection": {"name": "secant"},
     "predictor": {"name": "none"},
     "corrector": {"name": "adam", "steps": 600, "eta_max": 1e-3, "gtol": float("inf"), "resample_every": 5},
     "krylov": {"name": "minres", "rtol": 1e-2, "maxiter": 30, "shift": -0.1},
-    "steps": {"initial": 0.075, "max_step": 0.075, "grow": 1.0, "max_drift": float("inf"), "max_angle_deg": 180.0,
-              "krylov_must_converge": False},
+    "steps": {"name": "fixed", "size": 0.075},
     "stop": {"max_steps": 40, "target": {"lambda": 1.0}},
 }
 DEFAULT_OUT = "out/default/path.nc"

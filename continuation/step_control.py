@@ -11,9 +11,10 @@ below that the run stops with the reason recorded. An easy step (corrector itera
 `max_step`.
 
 `FixedSteps` ("fixed"): every step is `size` (shortened only to land on a milestone or target),
-accepted whenever the corrector returned (a stochastic corrector on a fixed budget, whose
+accepted whenever the corrector converged (a stochastic corrector on a fixed budget, whose
 iteration count and drift say nothing of the step). A step whose corrector did not converge or
-whose prediction left the domain stops the run with the reason.
+whose prediction left the domain is retried at ds * shrink down to `min_step` (unset: no
+retries); below that the run stops with the reason. The step after a retried one is `size` again.
 """
 
 from __future__ import annotations
@@ -125,11 +126,17 @@ class AdaptiveSteps(StepControl):
 @dataclass
 class FixedSteps(StepControl):
     size: float = 0.05
+    min_step: float | None = None  # retries of a failed step at ds * shrink down to this; None: none
+    shrink: float = 0.5
     name: ClassVar[str] = "fixed"
 
     def __post_init__(self):
         if not self.size > 0:
             raise ValueError(f"size must be > 0, got {self.size}")
+        if self.min_step is not None and not 0 < self.min_step <= self.size:
+            raise ValueError(f"min_step must be in (0, size = {self.size}], got {self.min_step}")
+        if not 0 < self.shrink < 1:
+            raise ValueError(f"shrink must be in (0, 1), got {self.shrink}")
 
     @property
     def initial_step(self):
@@ -145,7 +152,11 @@ class FixedSteps(StepControl):
         return Verdict(True, False, "accepted")
 
     def after_rejection(self, ds):
-        raise StepsExhausted(f"a fixed step of {ds:.3g} was rejected")
+        smaller = ds * self.shrink
+        if self.min_step is None or smaller < self.min_step:
+            floor = "no retries (min_step unset)" if self.min_step is None else f"min_step {self.min_step}"
+            raise StepsExhausted(f"a step of {ds:.3g} was rejected and the fixed-step control allows {floor}")
+        return smaller
 
     def after_acceptance(self, ds, easy):
         return self.size
@@ -208,7 +219,11 @@ class StopRule:
                 continue
             nxt = min(ahead, key=lambda v: abs(v - value))
             need = (nxt - value) / rate
-            if need <= best[0] * (1 + eps):
+            # land if the step would end within the "already there" band short of the value: a
+            # float32 t at 0.975 + 0.025 = 0.99999917 would otherwise be counted as past 1.0 by
+            # `ahead` but never equal to it, and the run went on past its target (to t = 1.55)
+            short = (need - best[0]) * abs(rate)
+            if need <= best[0] * (1 + eps) or short <= eps * max(1.0, abs(nxt)):
                 best = (need, (name, nxt))
         return best
 

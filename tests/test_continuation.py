@@ -408,3 +408,18 @@ def test_secant_iterates_move_a_multiplier_by_at_most_a_factor_of_two():
     assert _bounded(0.5, 0.0, d, mu) == 0.5  # small moves pass unchanged
     both = torch.tensor([-0.1, 1.0, 0.0], dtype=torch.float64)  # lambda falls: 0.5 -> 0.25 binds first
     assert _bounded(1e6, 0.0, both, mu) == pytest.approx(2.5)
+
+
+def test_a_float32_step_that_ends_within_rounding_of_the_target_lands_on_it():
+    """t = 0.2 + 31 x 0.025 in float32 is 0.97499919; the next step of 0.025 ends 8e-7 short of
+    t = 1, inside the band where 1.0 no longer counts as ahead: it must land on 1.0 exactly, or
+    the run passes its target and never stops (it went on to t = 1.55)."""
+    t = torch.tensor(0.2, dtype=torch.float32)
+    for _ in range(31):
+        t = t + torch.tensor(0.025, dtype=torch.float32)
+    mu = torch.tensor([0.25, 1.0, float(t)], dtype=torch.float32)
+    rate = torch.tensor([0.0, -3.0, 1.0], dtype=torch.float32)
+    ds, landing = StopRule(target={"t": 1.0}).landing(mu, rate, 0.025)
+    assert landing == ("t", 1.0) and ds == pytest.approx(1.0 - float(t), rel=1e-12)
+    # a value well beyond the step is not landed on
+    assert StopRule(target={"t": 1.0}).landing(mu, rate, 0.01) == (0.01, None)

@@ -14,7 +14,7 @@ from continuation.correctors import AdamCorrector
 from continuation.driver import continue_path
 from continuation.predictors import NoPredictor
 from continuation.processes import iso_classification
-from continuation.step_control import StepControl, StopRule
+from continuation.step_control import FixedSteps, StopRule
 from problems import make_mu
 from problems.data import (FASHION_MNIST_DIR, Data, class_subset, load_cifar10, load_digits, load_fashion_mnist,
                            load_mnist, train_val_split)
@@ -84,9 +84,8 @@ def test_cifar_shape_model_takes_one_iso_classification_step():
     data = Data(torch.rand(6, 3, 32, 32, generator=g), torch.randint(0, 10, (6,), generator=g),
                 tuple(range(10)), "random 32x32")
     problem = NeuralProblem(*cifar_resnet(latent=4, width=16), data, hvp_batch=4)
-    ds = continue_path(problem, iso_classification(project=False), NoPredictor(),
-                       AdamCorrector(steps=2, eta_max=1e-3, gtol=float("inf")),
-                       StepControl(initial=0.1, max_drift=float("inf"), max_angle_deg=180.0, krylov_must_converge=False),
+    ds = continue_path(problem, iso_classification(), NoPredictor(),
+                       AdamCorrector(steps=2, eta_max=1e-3, gtol=float("inf")), FixedSteps(size=0.1),
                        StopRule(max_steps=1), start=(0.5, 5.0), equilibrate=False, progress=False,
                        solver=MINRES(rtol=1e-3, maxiter=2))
     assert ds.sizes["step"] == 2 and ds.attrs["status"] == "finished"
@@ -189,9 +188,8 @@ def test_stochastic_path_resamples_between_points_and_records_fixed_noise_metric
     seeds = []
     original = problem.resample
     problem.resample = lambda seed: (seeds.append(seed), original(seed))[1]
-    ds = continue_path(problem, iso_classification(project=False), NoPredictor(),
-                       AdamCorrector(steps=5, gtol=float("inf")),
-                       StepControl(initial=0.1, max_drift=float("inf"), max_angle_deg=180.0, krylov_must_converge=False),
+    ds = continue_path(problem, iso_classification(), NoPredictor(),
+                       AdamCorrector(steps=5, gtol=float("inf")), FixedSteps(size=0.1),
                        StopRule(max_steps=2), start=(0.5, 2.0), equilibrate=False, progress=False,
                        solver=MINRES(rtol=1e-3, maxiter=5), resample=True)
     assert seeds == [1, 2]  # one new draw before each step, seeded by the step number
@@ -220,7 +218,6 @@ gamma = 4.0
 train_steps = 100
 [process]
 name = "iso-classification"
-project = false
 [predictor]
 name = "none"
 [corrector]
@@ -234,10 +231,8 @@ rtol = 1e-2
 maxiter = 5
 shift = -0.1
 [steps]
-initial = 0.5
-max_drift = inf
-max_angle_deg = 180.0
-krylov_must_converge = false
+name = "fixed"
+size = 0.5
 [stop]
 max_steps = 2
 """)
@@ -287,8 +282,8 @@ def test_iso_classification_can_hold_c_on_the_fixed_noise_measure(competition):
     lg = PointContext(competition.system, competition.theta_star(1.0, 1.0), make_mu(1.0, 1.0), MINRES())
     with pytest.raises(ValueError, match="needs a problem with evaluation_metrics"):
         iso_classification(measure="evaluation").constraint(lg)
-    with pytest.raises(ValueError, match="measure must be 'batch' or 'evaluation'"):
-        iso_classification(measure="mean").constraint(ctx)
+    with pytest.raises(ValueError, match=r"measure must be one of \('batch', 'evaluation'\), got 'mean'"):
+        iso_classification(measure="mean")  # refused when built, before any work
 
 
 def test_rgb32_stand_in_and_resnet_problem_by_name():
@@ -347,10 +342,8 @@ def test_adam_corrector_repeats_itself_exactly_the_secant_relies_on_it():
 def test_float32_path_lands_on_its_target_without_a_sliver_step():
     """0.25 + 10 x 0.075 is 0.99999988 in float32: the step before must land on 1.0 exactly."""
     problem = small_problem(dtype=torch.float32, hvp_batch=16)
-    ds = continue_path(problem, iso_classification(project=False, clock="lambda"), NoPredictor(),
-                       AdamCorrector(steps=2, gtol=float("inf")),
-                       StepControl(initial=0.075, max_step=0.075, max_drift=float("inf"), max_angle_deg=180.0,
-                                   krylov_must_converge=False),
+    ds = continue_path(problem, iso_classification(clock="lambda"), NoPredictor(),
+                       AdamCorrector(steps=2, gtol=float("inf")), FixedSteps(size=0.075),
                        StopRule(max_steps=40, target={"lambda": 1.0}), start=(0.25, 2.0), equilibrate=False,
                        progress=False, solver=MINRES(rtol=1e-3, maxiter=3))
     assert ds.attrs["stop_reason"] == "target lambda = 1.0 reached"

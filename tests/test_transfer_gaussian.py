@@ -13,9 +13,10 @@ from torchdiffeq import odeint
 
 from continuation import EquilibriumSystem, continue_path
 from continuation.correctors import NewtonCorrector
-from continuation.step_control import StepControl, StopRule
+from continuation.step_control import AdaptiveSteps, FixedSteps, StopRule
 from continuation.predictors import ODEPredictor
 from continuation.processes import iso_classification_transfer, quasi_static_transfer
+from continuation.projections import NewtonProjection
 from continuation.tangents import solve_tangents
 from problems import LinearGaussianData, make_mu
 from problems.task_path import (CoupledMoments, CouplingSampler, coupled_sample_joint, coupling, gaussian_ot_joint,
@@ -48,7 +49,7 @@ class TransferCase:
 
     def run(self, process, predictor, step=0.1, **kw):
         return continue_path(self.problem, process, predictor, NewtonCorrector(gtol=1e-12),
-                             StepControl(initial=step, max_step=step, grow=1.0, max_drift=None, max_angle_deg=180),
+                             AdaptiveSteps(initial=step, max_step=step, grow=1.0, max_drift=None, max_angle_deg=180),
                              StopRule(max_steps=100, target={"t": 1.0}), start=(LAM, GAM, 0.0), progress=False, **kw)
 
 
@@ -148,7 +149,8 @@ def test_geodesic_transfer_matches_closed_form(case):
 
 def test_projection_holds_c_along_gamma(case):
     """A coarse euler law with the Newton projection: C back to C0 to 1e-10, lambda untouched."""
-    ds = case.run(iso_classification_transfer("lambda", k=0.3, project=True), ODEPredictor("euler"), step=0.25)
+    ds = case.run(iso_classification_transfer("lambda", k=0.3), ODEPredictor("euler"), step=0.25,
+                  projection=NewtonProjection())
     C0 = float(ds["C"][0])
     assert np.max(np.abs(ds["C"].values - C0)) < 1e-10
     np.testing.assert_allclose(ds["lambda"].values, LAM + 0.3 * ds["t"].values, atol=1e-12)

@@ -11,7 +11,7 @@ by the law, theta is re-equilibrated by Adam on the paper's schedule (T updates,
 s is lambda - lambda0 (clock = "lambda"). Training R, D, C are measured on the whole training
 set with one fixed noise draw, so that they change only when theta does.
 
-Training C is held to 0.5% by project = "secant": T Adam updates move C about 5 times less
+Training C is held to 0.5% by the secant projection: T Adam updates move C about 5 times less
 than the equilibrium tangents predict (on Fashion-MNIST at (0.55, 3.3): dC/dgamma -0.027 from
 re-equilibrated runs against -0.12 to -0.18 from the tangents), so the law alone lets C drift
 (--compare-fd shows by how much, for the exact law and the paper's finite-difference law);
@@ -63,15 +63,14 @@ def base_config(dataset: str, data_dir: str, device: str, full: bool) -> dict:
         "problem": problem,
         "start": {"lambda": LAMBDA0, "gamma": 4.0, "train_steps": epochs * n_train // 500, "train_lr": 2e-3,
                   "train_resample_every": 1, "settle": 3, "seed": 0},
-        "process": {"name": "iso-classification", "project": "secant", "tol": 5e-3, "measure": "evaluation",
+        "projection": {"name": "secant"},
+        "process": {"name": "iso-classification", "tol": 5e-3, "measure": "evaluation",
                     "clock": "lambda"},
         "predictor": {"name": "none"},
         "corrector": {"name": "adam", "steps": 5 * n_train // 500 if full else 600, "eta_max": 1.5e-3,
                       "gtol": float("inf"), "resample_every": 1},
         "krylov": {"name": "minres", "rtol": 1e-2, "maxiter": 30, "shift": -0.1},
-        "steps": {"initial": 0.25 if full else 0.075, "max_step": 0.25 if full else 0.075, "grow": 1.0,
-                  "max_drift": float("inf"),
-                  "max_angle_deg": 180.0, "krylov_must_converge": False},
+        "steps": {"name": "fixed", "size": 0.25 if full else 0.075},
         "stop": {"max_steps": 200, "target": {"lambda": 3.5 if full else 1.0}},
         "output": {"progress": False},
     }
@@ -80,7 +79,7 @@ def base_config(dataset: str, data_dir: str, device: str, full: bool) -> dict:
 def plain_law(cfg: dict) -> dict:
     """The exact law alone: no restoring shift, drift accumulates as the law's errors do."""
     cfg = copy.deepcopy(cfg)
-    cfg["process"]["project"] = False
+    cfg["projection"] = {"name": "none"}
     return cfg
 
 
@@ -96,8 +95,8 @@ def summary(ds) -> dict:
     acc = ds["val_acc"].values
     R, D = ds["train_R"].values, ds["train_D"].values
     points = max(1, ds.sizes["step"] - 1)
-    grads = ds["corrector_iters"].values[1:].sum() / points  # Adam updates, FD re-equilibrations included
-    hvps = ds["krylov_iters"].values[1:].sum() / points
+    grads = ds["gradients"].values[1:].sum() / points  # Adam's, FD re-equilibrations included
+    hvps = ds["hvps"].values[1:].sum() / points
     return {"points": ds.sizes["step"], "lambda_ratio": float(ds["lambda"][-1] / ds["lambda"][0]),
             "gamma": (float(ds["gamma"][0]), float(ds["gamma"][-1])), "C0": float(c[0]),
             "max_C_change": float(np.max(np.abs(c - c[0])) / c[0]),

@@ -76,16 +76,16 @@ def main(argv=None):
             ("exact law, rk4, lbfgs", variant(base, corrector={"name": "lbfgs"}, stop=short)),
             ("exact law, rk4, adam", variant(base, corrector={"name": "adam", "steps": 300, "eta_max": 0.05,
                                                               "gtol": 1e-3}, stop=short)),
-            ("exact law, rk4, newton, no projection", variant(base, process={"name": "iso-classification",
-                                                                             "project": False}, stop=short)),
+            ("exact law, rk4, newton, no projection", variant(base, projection={"name": "none"}, stop=short)),
             ("FD law h=1e-2, none, newton (paper)", variant(base, process={"name": "iso-classification-fd", "h": 1e-2},
+                                                           projection={"name": "none"},
                                                            predictor={"name": "none"}, stop=short,
                                                            steps=fixed)),
             ("FD law h=1e-3, none, newton (paper)", variant(base, process={"name": "iso-classification-fd", "h": 1e-3},
+                                                           projection={"name": "none"},
                                                            predictor={"name": "none"}, stop=short,
                                                            steps=fixed)),
-            ("exact law, none, newton, same steps", variant(base, process={"name": "iso-classification",
-                                                                           "project": False},
+            ("exact law, none, newton, same steps", variant(base, projection={"name": "none"},
                                                            predictor={"name": "none"}, stop=short,
                                                            steps=fixed)),
         ]
@@ -104,7 +104,7 @@ def main(argv=None):
         n = ds.sizes["step"]
         err = closed_form_errors(closed, ds)
         row = (label, n, float(ds["lambda"][-1]), err.max(), np.abs(ds["C_drift"].values).max(), first_law(ds),
-               ds["krylov_iters"].values[1:].mean(), ds["corrector_iters"].values[1:].mean(), seconds / n)
+               ds["krylov_iters"].values[1:].mean(), ds[ds.attrs["corrector_counts"]].values[1:].mean(), seconds / n)
         results.append(row)
         print(f"{row[0]:<40} {row[1]:>6d} {row[2]:>10.4g} {row[3]:>13.2e} {row[4]:>13.2e} {row[5]:>9.1e} "
               f"{row[6]:>9.1f} {row[7]:>10.1f} {row[8]:>6.3f}")

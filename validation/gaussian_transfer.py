@@ -32,7 +32,7 @@ from continuation.correctors import NewtonCorrector  # noqa: E402
 from continuation.predictors import ODEPredictor  # noqa: E402
 from continuation.processes import iso_classification_transfer, quasi_static_transfer  # noqa: E402
 from continuation.plot import save_figure  # noqa: E402
-from continuation.step_control import StepControl, StopRule  # noqa: E402
+from continuation.step_control import AdaptiveSteps, FixedSteps, StopRule  # noqa: E402
 from problems import LinearGaussianData, LinearGaussianHamiltonian  # noqa: E402
 from problems.linear_gaussian import LinearGaussianTransferProblem  # noqa: E402
 from problems.linear_gaussian_closed_form import TransferClosedForm  # noqa: E402
@@ -60,7 +60,7 @@ def build(path: str):
 
 def run(problem, process):
     return continue_path(problem, process, ODEPredictor("dopri5", rtol=1e-9, atol=1e-10), NewtonCorrector(gtol=1e-12),
-                         StepControl(initial=0.25, max_step=0.25, grow=1.0, max_drift=None, max_angle_deg=180),
+                         AdaptiveSteps(initial=0.25, max_step=0.25, grow=1.0, max_drift=None, max_angle_deg=180),
                          StopRule(max_steps=50, target={"t": 1.0}), start=(LAM, GAM, 0.0), progress=False)
 
 
