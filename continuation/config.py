@@ -14,7 +14,7 @@
     [stop]       max_steps, max_s, target = {lambda = 4.0}, milestones = {lambda = [2, 3]}, bounds = {...}
     [output]     checkpoint_every, progress
 
-Names map to classes in one table per role (`REGISTRY`); `python -m continuation list` prints them.
+Names map to classes in one table per role (continuation/registry.py); `python -m continuation list` prints them.
 """
 
 from __future__ import annotations
@@ -25,22 +25,14 @@ import math
 import tomllib
 from pathlib import Path
 
-from problems.registry import PROBLEMS
-from solvers.krylov import KRYLOV_SOLVERS
-
-from .correctors import CORRECTORS
-from .predictors import PREDICTORS
-from .processes import PROCESSES
-from .projections import PROJECTIONS
-from .step_control import STEP_CONTROLS, StopRule
+from .registry import REGISTRY
+from .step_control import StopRule
 
 
 class ConfigError(ValueError):
     """A configuration mistake; the message is one line naming the section and key."""
 
 
-REGISTRY = {"problem": PROBLEMS, "process": PROCESSES, "predictor": PREDICTORS, "corrector": CORRECTORS,
-            "projection": PROJECTIONS, "krylov": KRYLOV_SOLVERS, "steps": STEP_CONTROLS}
 DEFAULT_NAMES = {"problem": "linear-gaussian", "process": "iso-classification", "predictor": "ode",
                  "corrector": "newton", "projection": "none", "krylov": "minres", "steps": "adaptive"}
 SECTIONS = ("problem", "start", "process", "predictor", "corrector", "projection", "krylov", "steps", "stop",

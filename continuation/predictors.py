@@ -123,8 +123,9 @@ class SecantPredictor(Predictor):
 @final
 @dataclass
 class NoPredictor(Predictor):
-    """The paper's procedure: mu += ds mu', theta unchanged; the corrector does the rest (no solves
-    beyond the law at the start point)."""
+    """The paper's procedure: mu += ds mu', theta unchanged; the corrector does the rest.
+
+    No solves beyond the law at the start point."""
 
     name: ClassVar[str] = "none"
     uses_theta_tangent: ClassVar[bool] = False
@@ -133,5 +134,3 @@ class NoPredictor(Predictor):
         mu_dot = start.velocity(process)
         return Prediction(start.x.clone(), start.mu + ds * mu_dot, 1, start.solves_converged, start.solve_report())
 
-
-PREDICTORS = {cls.name: cls for cls in (ODEPredictor, SecantPredictor, NoPredictor)}

@@ -94,8 +94,10 @@ def newton_shift(r: float, grad: dict, along, landing, mu) -> torch.Tensor:
 @final
 @dataclass
 class NewtonProjection(Projection):
-    """Restore G = G0 (to process.tol * max(|G0|, 1)) by scalar Newton steps in mu along dG/dmu.
-    Stops when |G - G0| stops halving or after max_iter iterates."""
+    """Restore G = G0 by scalar Newton steps in mu along the tangents' dG/dmu.
+
+    To |G - G0| <= process.tol * max(|G0|, 1); stops when |G - G0| stops halving or after
+    max_iter iterates."""
 
     max_iter: int = 8
     name: ClassVar[str] = "newton"
@@ -153,10 +155,11 @@ def bounded(tau, tau_from, d, mu_pred, factor=2.0):
 @final
 @dataclass
 class SecantProjection(Projection):
-    """Restore G = G0 (to process.tol * |G0|) by a secant iteration on tau along the Newton
-    direction of the last point's tangents (tau = -(G - G0) if they were the corrector's true
-    response); no iterate moves a multiplier by more than `factor`. Returns the iterate with
-    the smallest |G - G0|."""
+    """Restore G = G0 by a secant on the corrector's response, re-run from one prediction.
+
+    tau moves mu along the Newton direction of the last point's tangents (tau = -(G - G0) if they
+    were the corrector's true response), to |G - G0| <= process.tol * |G0|; no iterate moves a
+    multiplier by more than `factor`. Returns the iterate with the smallest |G - G0|."""
 
     max_iter: int = 6
     factor: float = 2.0
@@ -203,5 +206,3 @@ class SecantProjection(Projection):
                           self.factor)
         return Projected(best[1], best[2], best[3], best[4], work)
 
-
-PROJECTIONS = {cls.name: cls for cls in (NoProjection, NewtonProjection, SecantProjection)}

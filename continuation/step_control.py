@@ -69,6 +69,8 @@ class StepControl(Strategy):
 @final
 @dataclass
 class AdaptiveSteps(StepControl):
+    """Accept or reject by corrector work, drift and turning angle; shrink on rejection, grow when easy."""
+
     initial: float = 0.05
     min_step: float = 1e-6
     max_step: float = 1.0
@@ -125,6 +127,8 @@ class AdaptiveSteps(StepControl):
 @final
 @dataclass
 class FixedSteps(StepControl):
+    """Every step `size`, accepted when the corrector converged (stochastic runs on a fixed budget)."""
+
     size: float = 0.05
     min_step: float | None = None  # retries of a failed step at ds * shrink down to this; None: none
     shrink: float = 0.5
@@ -161,8 +165,6 @@ class FixedSteps(StepControl):
     def after_acceptance(self, ds, easy):
         return self.size
 
-
-STEP_CONTROLS = {cls.name: cls for cls in (AdaptiveSteps, FixedSteps)}
 
 
 @final

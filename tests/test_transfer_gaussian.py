@@ -15,7 +15,7 @@ from continuation import EquilibriumSystem, continue_path
 from continuation.correctors import NewtonCorrector
 from continuation.step_control import AdaptiveSteps, FixedSteps, StopRule
 from continuation.predictors import ODEPredictor
-from continuation.processes import iso_classification_transfer, quasi_static_transfer
+from continuation.transfer_processes import iso_classification_transfer, quasi_static_transfer
 from continuation.projections import NewtonProjection
 from continuation.tangents import solve_tangents
 from problems import LinearGaussianData, make_mu

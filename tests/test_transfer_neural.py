@@ -15,7 +15,7 @@ from continuation.config import ConfigError, build, build_run
 from continuation.correctors import AdamCorrector
 from continuation.driver import continue_path
 from continuation.predictors import NoPredictor
-from continuation.processes import iso_classification_transfer, quasi_static_transfer
+from continuation.transfer_processes import iso_classification_transfer, quasi_static_transfer
 from continuation.projections import SecantProjection
 from continuation.step_control import FixedSteps, StopRule
 from problems import make_mu

@@ -30,7 +30,7 @@ import torch  # noqa: E402
 from continuation import continue_path  # noqa: E402
 from continuation.correctors import NewtonCorrector  # noqa: E402
 from continuation.predictors import ODEPredictor  # noqa: E402
-from continuation.processes import iso_classification_transfer, quasi_static_transfer  # noqa: E402
+from continuation.transfer_processes import iso_classification_transfer, quasi_static_transfer  # noqa: E402
 from continuation.plot import save_figure  # noqa: E402
 from continuation.step_control import AdaptiveSteps, FixedSteps, StopRule  # noqa: E402
 from problems import LinearGaussianData, LinearGaussianHamiltonian  # noqa: E402
