@@ -1,23 +1,24 @@
 """Figures of paths: the rate-distortion curve, the multipliers, C and its drift, and
-validation metrics (or F) along s. Several paths overlay, one colour each."""
+validation metrics (or F) along s. Several paths overlay, one colour each.
+
+Figures are made with matplotlib's object API (`Figure`), so importing this module does not
+choose a backend for the process (a notebook keeps its own)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .path import load_path  # noqa: E402
+from .path import load_path
 
 
 def plot_paths(paths, out, labels=None):
     datasets = [load_path(p) for p in paths]
     labels = labels or [Path(p).stem for p in paths]
-    fig, ax = plt.subplots(2, 2, figsize=(10, 7.5))
+    fig = Figure(figsize=(10, 7.5))  # no pyplot: the caller's backend (a notebook's) is left alone
+    ax = fig.subplots(2, 2)
     for ds, label in zip(datasets, labels):
         s = ds["s"].values
         r, d = ("train_R", "train_D") if "train_R" in ds else ("R", "D")  # fixed-noise values when stochastic
@@ -64,5 +65,8 @@ def save_figure(fig, axes, out) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
-    plt.close(fig)
+    if fig.canvas.manager is not None:  # a pyplot figure (the validation scripts'): release it
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
     return out

@@ -423,3 +423,22 @@ def test_a_float32_step_that_ends_within_rounding_of_the_target_lands_on_it():
     assert landing == ("t", 1.0) and ds == pytest.approx(1.0 - float(t), rel=1e-12)
     # a value well beyond the step is not landed on
     assert StopRule(target={"t": 1.0}).landing(mu, rate, 0.01) == (0.01, None)
+
+
+def test_importing_the_plot_module_leaves_the_matplotlib_backend_alone():
+    code = "import continuation.plot, matplotlib; print(matplotlib.get_backend())"
+    env = dict(os.environ, MPLBACKEND="template", PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "template"
+
+
+def test_progress_runs_from_0_to_1_toward_the_target_and_stays_on_screen(competition, capsys):
+    stop = StopRule(max_steps=1000, target={"lambda": 2.0})
+    start = {"lambda": 1.0, "gamma": 1.0, "t": 0.0}
+    assert stop.progress(3, 0.7, {"lambda": 1.25, "gamma": 3.0, "t": 0.0}, start) == 0.25
+    assert StopRule(max_steps=40).progress(10, 0.0, start, start) == 0.25  # no target: steps over max_steps
+    assert StopRule(max_s=2.0).progress(10, 0.5, start, start) == 0.25
+    continue_path(competition.problem, QuasiStatic(), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-11),
+                  StepControl(initial=0.5, max_step=0.5), stop, start=(1.0, 1.0), progress=True)
+    err = capsys.readouterr().err
+    assert "100%" in err and "lam=2" in err and err.rstrip().endswith("]")  # the last state is left on screen
