@@ -87,6 +87,7 @@ def fd_variant(cfg: dict, h: float) -> dict:
     """The paper's law: C_lambda, C_gamma by central differences of re-equilibrated models."""
     cfg = copy.deepcopy(cfg)
     cfg["process"] = {"name": "iso-classification-fd", "h": h, "clock": "lambda"}
+    cfg["projection"] = {"name": "none"}  # the paper's procedure: the law alone
     return cfg
 
 
