@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from problems.base import mu_index
+from problems.base import StochasticProblem, mu_index
 
 from .context import PointContext
 
@@ -119,8 +119,8 @@ class IsoFunctional(Process):
             return ctx.functionals()
         if self.measure != "evaluation":
             raise ValueError(f"measure must be 'batch' or 'evaluation', got {self.measure!r}")
-        metrics = getattr(ctx.system.problem, "evaluation_metrics", None)
-        if metrics is None:
+        metrics = ctx.system.problem.evaluation_metrics
+        if not isinstance(ctx.system.problem, StochasticProblem):
             raise ValueError("measure = 'evaluation' needs a problem with evaluation_metrics (a stochastic one)")
         if ctx.evaluation is None:  # one full-training-set pass per point, however often asked
             ctx.evaluation = metrics(ctx.system.unflatten(ctx.x), ctx.mu)
