@@ -45,13 +45,14 @@ class StepControl:
             return False, False, "a Krylov solve in the predictor failed"
         if not result.converged:
             return False, False, f"corrector {result.status} (|grad| {result.grad_norm:.2e})"
-        if result.iters > max_iters:
+        if max_iters is not None and result.iters > max_iters:  # None: a fixed budget, no limit
             return False, False, f"corrector needed {result.iters} > {max_iters} iterations"
         if self.max_drift is not None and drift is not None and abs(drift) > self.max_drift:
             return False, False, f"constraint drift changed by {drift:.2e} > {self.max_drift:.2e} in one step"
         if angle is not None and angle > self.max_angle_deg:
             return False, False, f"tangent turned {angle:.1f} > {self.max_angle_deg} degrees"
-        easy = result.iters <= easy_iters and (angle is None or angle < self.max_angle_deg / 2)
+        few = easy_iters is None or result.iters <= easy_iters  # None: no limit, as the old 10**9
+        easy = few and (angle is None or angle < self.max_angle_deg / 2)
         return True, easy, "accepted"
 
 
