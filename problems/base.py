@@ -70,6 +70,11 @@ class Problem(ABC):
         """Held-out metrics (val_loss, val_acc, ...); none for a problem without held-out data."""
         return {}
 
+    def gauge_directions(self, theta: dict) -> list[dict]:
+        """Tangents at theta of a continuous symmetry orbit along which J is constant (exact zero
+        modes of A, e.g. latent rotations); none by default."""
+        return []
+
     def settings(self) -> dict:
         """A JSON-able description of the problem, recorded with a run: at least its name."""
         return {"name": self.name, "class": type(self).__name__}
