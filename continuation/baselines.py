@@ -16,6 +16,8 @@ import time
 
 import torch
 
+from problems.base import StochasticProblem
+
 from .equilibrate import equilibrate
 from .path import rows_to_dataset
 from .system import EquilibriumSystem
@@ -37,23 +39,20 @@ def train_and_record(problem, theta0: dict, mu, *, steps: int, lr: float = 1e-3,
     def record(k, x):
         theta = system.unflatten(x)
         row = {"s": k / steps, "updates": k, "lambda": float(mu[0]), "gamma": float(mu[1]), "t": float(mu[2])}
-        evaluation = getattr(problem, "evaluation_metrics", None)
-        if evaluation is not None:
-            row.update(evaluation(theta, mu))
-        validation = getattr(problem, "validation_metrics", None)
-        if validation is not None:
-            row.update(validation(theta))
+        row.update(problem.evaluation_metrics(theta, mu))
+        row.update(problem.validation_metrics(theta))
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
 
-    own_seed = getattr(problem, "seed", None)
+    stochastic = isinstance(problem, StochasticProblem)
+    own_seed = problem.seed if stochastic else None
     record(0, x0)
     result = equilibrate(system, x0, mu, steps=steps, lr=lr, schedule=schedule, resample_every=resample_every,
                          seed=7_919 * (seed + 1), progress=progress, callback=record,
                          callback_every=record_every or max(1, steps // 10), desc=label)
-    if own_seed is not None and hasattr(problem, "resample"):
+    if stochastic:
         problem.resample(own_seed)  # the problem's own batch and noise, as before training
-    attrs = {"baseline": label, "problem": getattr(problem, "name", type(problem).__name__),
+    attrs = {"baseline": label, "problem": problem.name,
              "config": json.dumps({"steps": steps, "lr": lr, "schedule": schedule, "resample_every": resample_every,
                                    "mu": [float(v) for v in mu], "seed": seed}), "status": "finished"}
     ds = rows_to_dataset(rows, attrs)

@@ -16,8 +16,7 @@ from .system import EquilibriumSystem
 
 def gauge_basis(system: EquilibriumSystem, x: torch.Tensor, tol: float = 1e-10) -> torch.Tensor:
     """Orthonormal basis (N, g) of the gauge-orbit tangent at x (empty if the problem has none)."""
-    directions = getattr(system.problem, "gauge_directions", None)
-    dirs = [system.flatten(d) for d in directions(system.unflatten(x))] if directions else []
+    dirs = [system.flatten(d) for d in system.problem.gauge_directions(system.unflatten(x))]
     if not dirs:
         return torch.zeros(x.numel(), 0, dtype=x.dtype, device=x.device)
     Q, r = torch.linalg.qr(torch.stack(dirs, dim=1))

@@ -34,10 +34,11 @@ class EquilibriumSystem:
 
     def hessian(self, x, mu):
         """v -> A v with A = Hess_theta J(theta; mu); on the problem's HVP batch if it has one
-        (`hessian_objective`: a subsampled Hessian beside a full gradient)."""
+        (`Problem.hessian_objective`: a subsampled Hessian beside a full gradient)."""
         return hessian_operator(self.hessian_objective, x, mu, self.hvp_mode)
 
     def hessian_objective(self, x, mu):
+        """The problem's `hessian_objective` (J itself unless it has a separate HVP batch)."""
         return self.problem.hessian_objective(self.view.unflatten(x), mu)
 
     def mixed_partials(self, x, mu, directions=None):

@@ -1,7 +1,8 @@
 """Problems declared by their Hamiltonian, and the data they are evaluated on."""
 
 from .amortized import AmortizedProblem
-from .base import FUNCTIONAL_NAMES, MU_NAMES, FunctionalHamiltonian, Hamiltonian, Problem, make_mu, mu_index
+from .base import (FUNCTIONAL_NAMES, MU_NAMES, FunctionalHamiltonian, Hamiltonian, Problem, StochasticProblem, make_mu,
+                   mu_index)
 from .gibbs_quadrature import GibbsQuadratureProblem, standard_normal_log_prior, trapezoid_grid
 from .linear_gaussian import LinearGaussianData, LinearGaussianGibbsProblem, LinearGaussianHamiltonian
 from .linear_gaussian_closed_form import LinearGaussianClosedForm, ScalarGaussianClosedForm
@@ -11,5 +12,6 @@ __all__ = [
     "AmortizedProblem", "FUNCTIONAL_NAMES", "FunctionalHamiltonian", "GaussianEncoder", "GibbsQuadratureProblem",
     "Hamiltonian", "LinearGaussianClosedForm", "LinearGaussianData", "LinearGaussianGibbsProblem",
     "LinearGaussianHamiltonian", "MU_NAMES", "NeuralHamiltonian", "Problem", "ScalarGaussianClosedForm",
+    "StochasticProblem",
     "init_module_params", "make_mu", "mlp", "mu_index", "standard_normal_log_prior", "trapezoid_grid",
 ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, final
 
 import torch
 
@@ -34,7 +34,12 @@ def mu_index(name: str) -> int:
 
 
 class Problem(ABC):
-    """J(theta; mu) = R + lambda D + gamma C on a fixed data set; theta is a dict of tensors."""
+    """J(theta; mu) = R + lambda D + gamma C on a fixed data set; theta is a dict of tensors.
+
+    A deterministic problem (closed form, quadrature) is a plain `Problem`; one whose J is a
+    random draw (minibatches, reparameterisation noise) is a `StochasticProblem`. `name` is a
+    plain attribute: the class's default, or the one a registry factory passes in.
+    """
 
     name: str = "problem"
 
@@ -52,24 +57,48 @@ class Problem(ABC):
         return f["R"] + mu[0] * f["D"] + mu[1] * f["C"]
 
     def hessian_objective(self, theta: dict, mu: torch.Tensor) -> torch.Tensor:
+        """The J that Hessian-vector products differentiate: J itself here; a stochastic problem
+        may evaluate it on a smaller batch (a subsampled Hessian beside a full gradient)."""
         return self.objective(theta, mu)
 
-    def validation_metrics(self, theta: dict) -> dict:
+    def evaluation_metrics(self, theta: dict, mu: torch.Tensor | None = None) -> dict:
+        """Functionals measured apart from the step's own draw (train_R, ...); none here: a
+        deterministic problem's R, D, C are already exact."""
         return {}
 
-    def evaluation_metrics(self, theta: dict, mu: torch.Tensor) -> dict:
+    def validation_metrics(self, theta: dict) -> dict:
+        """Held-out metrics (val_loss, val_acc, ...); none for a problem without held-out data."""
         return {}
+
+    def gauge_directions(self, theta: dict) -> list[dict]:
+        """Tangents at theta of a continuous symmetry orbit along which J is constant (exact zero
+        modes of A, e.g. latent rotations); none by default."""
+        return []
 
     def settings(self) -> dict:
-        return {"name": self.name}
+        """A JSON-able description of the problem, recorded with a run: at least its name."""
+        return {"name": self.name, "class": type(self).__name__}
 
 
 class StochasticProblem(Problem):
-    resample_between_points = True
-    seed: int = 0
+    """A problem whose J is one random draw (batches, noise), fixed between `resample` calls.
+
+    Within a path step J is one deterministic function of theta (common random numbers); the
+    engine calls `resample(seed)` between path points (`resample_between_points`), and
+    optimisers that train re-draw every few updates and restore `seed` afterwards.
+    """
+
+    seed: int  # the seed of the current draw
+    resample_between_points = True  # a new draw at every path point
 
     @abstractmethod
-    def resample(self, seed: int) -> None: ...
+    def resample(self, seed: int) -> None:
+        """Draw new batches and noise from `seed` and set `self.seed = seed`."""
+
+    @abstractmethod
+    def evaluation_metrics(self, theta: dict, mu: torch.Tensor | None = None) -> dict:
+        """train_R, train_D, train_C on one fixed draw over the whole training set (the same at
+        every call), so that values along a path differ only because theta and mu do."""
 
 
 class Hamiltonian(ABC):
@@ -100,6 +129,7 @@ class Hamiltonian(ABC):
                 - mu[1] * self.log_classifier(theta, y, z))
 
 
+@final
 @dataclass
 class FunctionalHamiltonian(Hamiltonian):
     """A Hamiltonian from three plain functions, for declaring a problem in a short script.

@@ -11,6 +11,7 @@ width >~ 0.2 centred within the box. Any Hamiltonian works; nothing is assumed G
 from __future__ import annotations
 
 import math
+from typing import final
 
 import torch
 
@@ -30,22 +31,30 @@ def trapezoid_grid(latent_dim: int, half_width: float = 8.0, points: int = 201, 
     return zz, (w[:, None] * w[None, :]).reshape(-1).log()
 
 
+@final
 class GibbsQuadratureProblem(Problem):
     """J = -mean_i log Z_{x_i}, with R, D, C the expectations under the Gibbs encoder."""
 
     name = "gibbs-quadrature"
 
     def __init__(self, hamiltonian: Hamiltonian, x: torch.Tensor, y: torch.Tensor, *,
-                 half_width: float = 8.0, points: int = 201):
+                 half_width: float = 8.0, points: int = 201, name: str | None = None):
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"x and y hold different numbers of samples: {x.shape[0]} and {y.shape[0]}")
+        if name is not None:
+            self.name = name
         self.hamiltonian = hamiltonian
+        self.half_width, self.points = half_width, points
         self.x, self.y = x, y
         self.dtype = x.dtype
         self.z, self.log_w = trapezoid_grid(hamiltonian.latent_dim, half_width, points, x.dtype)
 
     def init_params(self, seed: int = 0) -> dict:
         return self.hamiltonian.init_params(torch.Generator().manual_seed(seed), self.dtype)
+
+    def settings(self) -> dict:
+        return {**super().settings(), "latent_dim": self.hamiltonian.latent_dim, "size": int(self.x.shape[0]),
+                "half_width": self.half_width, "points": self.points}
 
     def _terms(self, theta, mu):
         """log m, log d, log c on the (sample, node) grid, shape (B, G) each."""

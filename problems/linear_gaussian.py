@@ -18,7 +18,9 @@ the negative log-likelihood of probabilistic PCA with unit noise on the scaled d
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from dataclasses import dataclass
+from typing import final
 
 import numpy as np
 import torch
@@ -76,6 +78,7 @@ class LinearGaussianData:
         return cls(Q @ np.diag(spectrum) @ Q.T, B, noise**2 * np.eye(m))
 
 
+@final
 @dataclass
 class LinearGaussianHamiltonian(Hamiltonian):
     """H = |z|^2/2 + lambda |x - W z|^2 / (2 sigma_d^2) + gamma |y - V z|^2 / (2 sigma_c^2) + consts."""
@@ -107,34 +110,33 @@ class LinearGaussianHamiltonian(Hamiltonian):
         return self._gaussian(y, z @ theta["V"].T, self.sigma_c)
 
 
-class LinearGaussianGibbsProblem(Problem):
-    """Exact Gibbs encoder for the linear-Gaussian Hamiltonian, in closed form.
-
-    The expectation over data uses the second moment E[u u^T]: the population one (exact
-    expectations over N(0, Sigma)) or an empirical one (`from_samples`).
+class LinearGaussianGibbs(Problem):
+    """Exact Gibbs encoder for the linear-Gaussian Hamiltonian, in closed form, for a data
+    second moment E[u u^T] that `data_moment(mu)` gives (fixed, or moving with t on a task path).
     """
 
-    name = "linear-gaussian"
-
-    def __init__(self, hamiltonian: LinearGaussianHamiltonian, second_moment, dtype=torch.float64):
+    def __init__(self, hamiltonian: LinearGaussianHamiltonian, second_moment, dtype=torch.float64, *,
+                 name: str | None = None, options: dict | None = None):
         h = hamiltonian
         second_moment = torch.as_tensor(np.asarray(second_moment), dtype=dtype)
         if second_moment.shape != (h.n + h.m, h.n + h.m):
             raise ValueError(f"second moment has shape {tuple(second_moment.shape)}, expected "
                              f"({h.n + h.m}, {h.n + h.m}) for x in R^{h.n}, y in R^{h.m}")
+        if name is not None:
+            self.name = name
+        self.options = dict(options or {})
         self.hamiltonian = h
         self.second_moment = second_moment
         self.dtype = dtype
 
-    @classmethod
-    def from_data(cls, data: LinearGaussianData, latent_dim: int, sigma_d=1.0, sigma_c=1.0, dtype=torch.float64):
-        h = LinearGaussianHamiltonian(data.n, data.m, latent_dim, sigma_d, sigma_c)
-        return cls(h, data.second_moment(), dtype)
+    def settings(self) -> dict:
+        h = self.hamiltonian
+        return {**super().settings(), "n": h.n, "m": h.m, "latent_dim": h.latent_dim, "sigma_d": h.sigma_d,
+                "sigma_c": h.sigma_c, "second_moment": self.second_moment.tolist(), "options": dict(self.options)}
 
-    @classmethod
-    def from_samples(cls, hamiltonian, x: torch.Tensor, y: torch.Tensor):
-        u = torch.cat([x, y], dim=1)
-        return cls(hamiltonian, (u.T @ u / u.shape[0]).numpy(), x.dtype)
+    @abstractmethod
+    def data_moment(self, mu):
+        """E[u u^T] of the data at mu, and the soft-label term (None: hard labels)."""
 
     def init_params(self, seed: int = 0) -> dict:
         return self.hamiltonian.init_params(torch.Generator().manual_seed(seed), self.dtype)
@@ -161,11 +163,6 @@ class LinearGaussianGibbsProblem(Problem):
         h = self.hamiltonian
         return (mu[0] * 0.5 * h.n * math.log(2 * math.pi * h.sigma_d**2)
                 + mu[1] * 0.5 * h.m * math.log(2 * math.pi * h.sigma_c**2))
-
-    def data_moment(self, mu):
-        """E[u u^T] of the data at mu, and the soft-label term (None: hard labels). A task path
-        (LinearGaussianTransferProblem) makes both functions of t = mu[2]."""
-        return self.second_moment, None
 
     def _label_term(self, spread):
         return 0.0 if spread is None else spread / (2 * self.hamiltonian.sigma_c**2)
@@ -209,18 +206,42 @@ class LinearGaussianGibbsProblem(Problem):
         return {"R": R, "D": D, "C": C}
 
 
-class LinearGaussianTransferProblem(LinearGaussianGibbsProblem):
+@final
+class LinearGaussianGibbsProblem(LinearGaussianGibbs):
+    """The linear-Gaussian Gibbs problem on one data distribution. The expectation over data
+    uses the second moment E[u u^T]: the population one (exact expectations over N(0, Sigma),
+    `from_data`) or an empirical one (`from_samples`)."""
+
+    name = "linear-gaussian"
+
+    @classmethod
+    def from_data(cls, data: LinearGaussianData, latent_dim: int, sigma_d=1.0, sigma_c=1.0, dtype=torch.float64,
+                  **kw):
+        h = LinearGaussianHamiltonian(data.n, data.m, latent_dim, sigma_d, sigma_c)
+        return cls(h, data.second_moment(), dtype, **kw)
+
+    @classmethod
+    def from_samples(cls, hamiltonian, x: torch.Tensor, y: torch.Tensor, **kw):
+        u = torch.cat([x, y], dim=1)
+        return cls(hamiltonian, (u.T @ u / u.shape[0]).numpy(), x.dtype, **kw)
+
+    def data_moment(self, mu):
+        return self.second_moment, None
+
+
+@final
+class LinearGaussianTransferProblem(LinearGaussianGibbs):
     """The linear-Gaussian Gibbs problem on a task path: the data moment is S(t) of a
     `problems.task_path.TaskMoments` (mixture or coupling), t = mu[2]; soft labels add
     gamma kappa(t) to J and kappa(t) to C, kappa = label_spread / (2 sigma_c^2) (docs/transfer.md)."""
 
     name = "linear-gaussian-transfer"
 
-    def __init__(self, hamiltonian: LinearGaussianHamiltonian, moments, dtype=torch.float64):
+    def __init__(self, hamiltonian: LinearGaussianHamiltonian, moments, dtype=torch.float64, **kw):
         if (moments.n, moments.m) != (hamiltonian.n, hamiltonian.m):
             raise ValueError(f"task path for x in R^{moments.n}, y in R^{moments.m}; the Hamiltonian has "
                              f"n = {hamiltonian.n}, m = {hamiltonian.m}")
-        super().__init__(hamiltonian, moments.second_moment(torch.tensor(0.0, dtype=dtype)).numpy(), dtype)
+        super().__init__(hamiltonian, moments.second_moment(torch.tensor(0.0, dtype=dtype)).numpy(), dtype, **kw)
         self.moments = moments
 
     def data_moment(self, mu):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import final
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +41,7 @@ def mlp(sizes, activation=nn.Tanh) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+@final
 class NeuralHamiltonian(Hamiltonian):
     """Prior N(0, I), decoder N(x; dec(z), decoder_std^2 I), classifier softmax(cls(z)) or Gaussian.
 

@@ -9,19 +9,26 @@ Stochastic estimates, as DESIGN.md section 3 recommends: gradients and mixed par
 "HVP batch" drawn from it (a subsampled Hessian with a full gradient). Reparameterisation noise
 and dropout masks are drawn once per batch and re-drawn only by `resample(seed)`, between
 path points, so that within a step J is one deterministic function of theta.
+
+`NetworkProblem` (abstract) holds what both network problems share: the modules, the batches,
+the per-sample terms (the encoder's sample and rate from problems/amortized.py) and the
+validation; `NeuralProblem` is one data set, `TransferProblem` a task path between two.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+from abc import abstractmethod
+from typing import final
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .base import Problem, StochasticProblem
+from .amortized import encode
+from .base import StochasticProblem
 from .data import Data
 from .neural import init_module_params
 
@@ -31,16 +38,23 @@ class _Batch:
         self.x, self.y, self.eps, self.mask = x, y, eps, mask
 
 
-class NeuralProblem(StochasticProblem):
-    name = "neural"
+class NetworkProblem(StochasticProblem):
+    """Encoder, decoder and classifier networks on data held as fixed batches between draws.
+
+    name: the problem's name (default: the class's); options: the registry factory's keyword
+    options, recorded by `settings()` so that a run's file says what it ran."""
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, classifier: nn.Module, train: Data,
                  val: Data | None = None, *, decoder_std: float = 1.0, grad_batch: int | None = None,
-                 hvp_batch: int | None = 256, samples: int = 1, seed: int = 0, dtype=torch.float32, device="cpu"):
+                 hvp_batch: int | None = 256, samples: int = 1, seed: int = 0, dtype=torch.float32, device="cpu",
+                 name: str | None = None, options: dict | None = None):
         if len(train) == 0:
             raise ValueError("the training set is empty")
         if not decoder_std > 0:
             raise ValueError(f"decoder_std must be > 0, got {decoder_std}")
+        if name is not None:
+            self.name = name
+        self.options = dict(options or {})
         self.encoder, self.decoder, self.classifier = encoder, decoder, classifier
         self.latent_dim = encoder.latent_dim
         self.train = train.to(dtype=dtype, device=device)
@@ -69,29 +83,16 @@ class NeuralProblem(StochasticProblem):
             mask = torch.bernoulli(torch.full((n, *shape), keep, dtype=self.dtype), generator=g).to(self.device)
         return _Batch(data.x[idx], data.y[idx], eps, mask)
 
-    def resample(self, seed: int) -> None:
-        """New gradient batch, HVP batch, noise and masks (between path points only)."""
-        self.seed = int(seed)
-        g = torch.Generator().manual_seed(self.seed)
-        n = len(self.train)
-        idx = torch.arange(n) if self.grad_batch == n else torch.randperm(n, generator=g)[: self.grad_batch]
-        self.batch = self._make_batch(idx.to(self.device), g)
-        sub = idx[torch.randperm(idx.numel(), generator=g)[: self.hvp_batch]] if self.hvp_batch < idx.numel() else idx
-        self.hvp = self._make_batch(sub.to(self.device), g)
-
     # -- the functionals ----------------------------------------------------------------------
     def _terms(self, theta, x, eps, mask):
         """Per-sample R (B,), D (B,) (averaged over the noise samples) and the logits (S, B, K)."""
-        mean, log_std = functional_call(self.encoder, theta["encoder"], (x,), {"mask": mask})
-        std = torch.exp(log_std)
-        z = mean + std * eps  # (S, B, k)
+        e = encode(self.encoder, theta["encoder"], x, eps, mask)  # z: (S, B, k)
         x_flat = x.reshape(x.shape[0], -1)
-        recon = functional_call(self.decoder, theta["decoder"], (z,))
+        recon = functional_call(self.decoder, theta["decoder"], (e.z,))
         s2 = self.decoder_std**2
         D = (0.5 * ((x_flat - recon) ** 2).sum(-1) / s2).mean(0) + 0.5 * x_flat.shape[1] * math.log(2 * math.pi * s2)
-        logits = functional_call(self.classifier, theta["classifier"], (z,))
-        R = 0.5 * (mean**2 + std**2 - 1.0 - 2.0 * log_std).sum(-1)
-        return R, D, logits
+        logits = functional_call(self.classifier, theta["classifier"], (e.z,))
+        return e.kl(), D, logits
 
     @staticmethod
     def _cross_entropy(logits, y):
@@ -99,16 +100,16 @@ class NeuralProblem(StochasticProblem):
         S, B, K = logits.shape
         return F.cross_entropy(logits.reshape(-1, K), y.repeat(S), reduction="none").reshape(S, B).mean(0)
 
-    def _functionals(self, theta, b: _Batch):
-        R, D, logits = self._terms(theta, b.x, b.eps, b.mask)
-        return {"R": R.mean(), "D": D.mean(), "C": self._cross_entropy(logits, b.y).mean()}
+    @abstractmethod
+    def _on(self, theta, batch, mu) -> dict:
+        """R, D, C on one batch of this problem's kind."""
 
     def functionals(self, theta, mu):
-        return self._functionals(theta, self.batch)
+        return self._on(theta, self.batch, mu)
 
     def hessian_objective(self, theta, mu):
         """J on the HVP batch: what Hessian-vector products differentiate."""
-        f = self._functionals(theta, self.hvp)
+        f = self._on(theta, self.hvp, mu)
         return f["R"] + mu[0] * f["D"] + mu[1] * f["C"]
 
     @contextlib.contextmanager
@@ -119,16 +120,6 @@ class NeuralProblem(StochasticProblem):
             yield
         finally:
             self.samples = saved
-
-    @torch.no_grad()
-    def evaluation_metrics(self, theta, mu=None, samples: int = 4, seed: int = 12345) -> dict:
-        """train_R, train_D, train_C on the whole training set with one fixed noise draw (the same
-        at every call), so that values along a path differ only because theta does (mu: unused
-        here; a task path evaluates at its t)."""
-        g = torch.Generator().manual_seed(seed)
-        with self._noise_samples(samples):
-            f = self._functionals(theta, self._make_batch(torch.arange(len(self.train), device=self.device), g))
-        return {f"train_{k}": float(v) for k, v in f.items()}
 
     @torch.no_grad()
     def validation_metrics(self, theta, batch_size: int = 2048) -> dict:
@@ -147,3 +138,38 @@ class NeuralProblem(StochasticProblem):
             loss += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(-1) == y).sum())
         return {f"{prefix}_loss": loss / n, f"{prefix}_acc": correct / n}
+
+    def settings(self) -> dict:
+        return {**super().settings(), "decoder_std": self.decoder_std, "grad_batch": self.grad_batch,
+                "hvp_batch": self.hvp_batch, "samples": self.samples, "dtype": str(self.dtype).removeprefix("torch."),
+                "device": str(self.device), "train_size": len(self.train),
+                "val_size": 0 if self.val is None else len(self.val), "options": dict(self.options)}
+
+
+@final
+class NeuralProblem(NetworkProblem):
+    name = "neural"
+
+    def resample(self, seed: int) -> None:
+        """New gradient batch, HVP batch, noise and masks (between path points only)."""
+        self.seed = int(seed)
+        g = torch.Generator().manual_seed(self.seed)
+        n = len(self.train)
+        idx = torch.arange(n) if self.grad_batch == n else torch.randperm(n, generator=g)[: self.grad_batch]
+        self.batch = self._make_batch(idx.to(self.device), g)
+        sub = idx[torch.randperm(idx.numel(), generator=g)[: self.hvp_batch]] if self.hvp_batch < idx.numel() else idx
+        self.hvp = self._make_batch(sub.to(self.device), g)
+
+    def _on(self, theta, b: _Batch, mu=None):
+        R, D, logits = self._terms(theta, b.x, b.eps, b.mask)
+        return {"R": R.mean(), "D": D.mean(), "C": self._cross_entropy(logits, b.y).mean()}
+
+    @torch.no_grad()
+    def evaluation_metrics(self, theta, mu=None, samples: int = 4, seed: int = 12345) -> dict:
+        """train_R, train_D, train_C on the whole training set with one fixed noise draw (the same
+        at every call), so that values along a path differ only because theta does (mu: unused
+        here; a task path evaluates at its t)."""
+        g = torch.Generator().manual_seed(seed)
+        with self._noise_samples(samples):
+            f = self._on(theta, self._make_batch(torch.arange(len(self.train), device=self.device), g))
+        return {f"train_{k}": float(v) for k, v in f.items()}

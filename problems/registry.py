@@ -1,7 +1,11 @@
 """Problems by name, for configuration files and the command line.
 
 Each entry builds a problem from keyword options; adding a problem is adding one function here
-(or registering one from a script: `PROBLEMS["mine"] = make_mine`).
+(or registering one from a script: `PROBLEMS["mine"] = make_mine`). A factory's signature is
+its configuration surface (continuation/config.py reads option names and defaults from it), so
+each one spells its options out; the factory passes the problem's name and its options
+(`locals()` at entry: exactly the keyword arguments) to the constructor, and the problem's
+`settings()` records them.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ def linear_gaussian(n: int = 3, m: int = 1, latent_dim: int = 1, seed: int = 0, 
     x ~ N(0, Sigma) in R^n, y = B x + N(0, noise^2 I_m). With sigma_diag and B given, Sigma =
     diag(sigma_diag); otherwise a random instance from `seed`.
     """
+    options = dict(locals())  # the keyword options exactly, before any other local name
     if not (sigma_d > 0 and sigma_c > 0 and noise > 0):
         raise ValueError(f"sigma_d, sigma_c and noise must be > 0, got {sigma_d}, {sigma_c}, {noise}")
     if sigma_diag is not None or B is not None:
@@ -29,7 +34,7 @@ def linear_gaussian(n: int = 3, m: int = 1, latent_dim: int = 1, seed: int = 0, 
         data = LinearGaussianData(np.diag(np.asarray(sigma_diag, dtype=float)), B, noise**2 * np.eye(B.shape[0]))
     else:
         data = LinearGaussianData.random(n, m, seed=seed, noise=noise)
-    return LinearGaussianGibbsProblem.from_data(data, latent_dim, sigma_d, sigma_c)
+    return LinearGaussianGibbsProblem.from_data(data, latent_dim, sigma_d, sigma_c, options=options)
 
 
 PROBLEMS = {"linear-gaussian": linear_gaussian}
@@ -48,18 +53,15 @@ def mlp(dataset: str = "digits", data_dir: str = "", classes: str = "", val_frac
     grad_batch 0 means the whole training set. Noise and batches are re-drawn between points.
     device: "cpu" or a torch device name ("cuda"); the data and parameters live there.
     """
+    options = dict(locals())  # the keyword options exactly, before any other local name
     from .models import paper_mlp
     from .neural_problem import NeuralProblem
 
-    loaders = _flat_loaders(data_dir)
-    data, train, val = _split(loaders, dataset, classes, val_fraction, split_seed, limit, val_limit)
+    data, train, val = _split(_flat_loaders(data_dir), dataset, classes, val_fraction, split_seed, limit, val_limit)
     train, val = train.flat(), val.flat()
-    problem = NeuralProblem(*paper_mlp(input_dim=train.x.shape[1], hidden=hidden, latent=latent,
-                                       classifier_hidden=classifier_hidden, classes=len(data.classes)),
-                            train, val, decoder_std=decoder_std, grad_batch=grad_batch or None, hvp_batch=hvp_batch,
-                            samples=samples, dtype=torch.float64 if float64 else torch.float32,
-                            device=_device(device))
-    return _stochastic(problem, "mlp", dataset, classes)
+    return NeuralProblem(*paper_mlp(input_dim=train.x.shape[1], hidden=hidden, latent=latent,
+                                    classifier_hidden=classifier_hidden, classes=len(data.classes)),
+                         train, val, **_network_options(options, _name("mlp", dataset, classes)))
 
 
 def resnet(dataset: str = "fashion-mnist", data_dir: str = "", classes: str = "", val_fraction: float = 0.2,
@@ -73,15 +75,13 @@ def resnet(dataset: str = "fashion-mnist", data_dir: str = "", classes: str = ""
     on the training and validation sets (0: none; on a CPU the validation pass of ResNet-18 over
     12,000 images alone takes minutes).
     """
+    options = dict(locals())  # the keyword options exactly, before any other local name
     from .models import cifar_resnet
     from .neural_problem import NeuralProblem
 
-    loaders = _rgb32_loaders(data_dir)
-    data, train, val = _split(loaders, dataset, classes, val_fraction, split_seed, limit, val_limit)
-    problem = NeuralProblem(*cifar_resnet(latent=latent, classes=len(data.classes), width=width), train, val,
-                            decoder_std=decoder_std, grad_batch=grad_batch or None, hvp_batch=hvp_batch,
-                            samples=samples, device=_device(device))
-    return _stochastic(problem, "resnet", dataset, classes)
+    data, train, val = _split(_rgb32_loaders(data_dir), dataset, classes, val_fraction, split_seed, limit, val_limit)
+    return NeuralProblem(*cifar_resnet(latent=latent, classes=len(data.classes), width=width), train, val,
+                         **_network_options(options, _name("resnet", dataset, classes)))
 
 
 PROBLEMS["resnet"] = resnet
@@ -101,6 +101,7 @@ def transfer_mlp(dataset: str = "digits", data_dir: str = "", source: str = "0-4
     classifier_hidden head (as `mlp`); "transfer": the paper's 784-400-64 encoder with dropout.
     limit and val_limit cap each task's training and validation sets (0: none).
     """
+    options = dict(locals())  # the keyword options exactly, before any other local name
     from .models import paper_mlp, transfer_mlp as transfer_model
     from .transfer_problem import TransferProblem
 
@@ -114,13 +115,8 @@ def transfer_mlp(dataset: str = "digits", data_dir: str = "", source: str = "0-4
     modules = (paper_mlp(input_dim=dim, hidden=hidden, latent=latent, classifier_hidden=classifier_hidden,
                          classes=classes) if model == "paper"
                else transfer_model(input_dim=dim, hidden=hidden, latent=latent, dropout=dropout, classes=classes))
-    problem = TransferProblem(*modules, train_s, train_t, val_s, val_t, path=path, ot_method=ot_method, ot_reg=ot_reg,
-                              decoder_std=decoder_std, grad_batch=grad_batch or None, hvp_batch=hvp_batch,
-                              samples=samples, dtype=torch.float64 if float64 else torch.float32,
-                              device=_device(device))
-    problem.name = f"transfer-mlp:{dataset}[{source}->{target}, {path}]"
-    problem.resample_between_points = True
-    return problem
+    return TransferProblem(*modules, train_s, train_t, val_s, val_t, path=path, ot_method=ot_method, ot_reg=ot_reg,
+                           **_network_options(options, f"transfer-mlp:{dataset}[{source}->{target}, {path}]"))
 
 
 PROBLEMS["transfer-mlp"] = transfer_mlp
@@ -135,19 +131,16 @@ def transfer_resnet(dataset: str = "fashion-mnist", data_dir: str = "", source: 
 
     dataset "cifar10" needs data_dir; "fashion-mnist" and "digits" padded to 32x32 RGB are the
     stand-ins that install here (use source "0-4", target "5-9" with them)."""
+    options = dict(locals())  # the keyword options exactly, before any other local name
     from .models import cifar_resnet
     from .transfer_problem import TransferProblem
 
     loaders = _rgb32_loaders(data_dir)
     data_s, train_s, val_s = _split(loaders, dataset, source, val_fraction, split_seed, limit, val_limit)
     data_t, train_t, val_t = _split(loaders, dataset, target, val_fraction, split_seed, limit, val_limit)
-    problem = TransferProblem(*cifar_resnet(latent=latent, classes=len(data_s.classes), width=width), train_s,
-                              train_t, val_s, val_t, path=path, ot_method=ot_method, ot_reg=ot_reg,
-                              decoder_std=decoder_std, grad_batch=grad_batch or None, hvp_batch=hvp_batch,
-                              samples=samples, device=_device(device))
-    problem.name = f"transfer-resnet:{dataset}[{source}->{target}, {path}]"
-    problem.resample_between_points = True
-    return problem
+    return TransferProblem(*cifar_resnet(latent=latent, classes=len(data_s.classes), width=width), train_s,
+                           train_t, val_s, val_t, path=path, ot_method=ot_method, ot_reg=ot_reg,
+                           **_network_options(options, f"transfer-resnet:{dataset}[{source}->{target}, {path}]"))
 
 
 PROBLEMS["transfer-resnet"] = transfer_resnet
@@ -184,11 +177,17 @@ def _split(loaders: dict, dataset, classes, val_fraction, split_seed, limit, val
     return data, train, val
 
 
-def _stochastic(problem, kind: str, dataset: str, classes: str):
-    """Name a neural problem and mark it for new batches and noise between path points."""
-    problem.name = f"{kind}:{dataset}" + (f"[{classes}]" if classes else "")
-    problem.resample_between_points = True
-    return problem
+def _name(kind: str, dataset: str, classes: str) -> str:
+    return f"{kind}:{dataset}" + (f"[{classes}]" if classes else "")
+
+
+def _network_options(options: dict, name: str) -> dict:
+    """The keyword arguments every network problem takes from its factory's options: the batch
+    and noise sizes, precision, device, its name, and the options themselves for `settings()`."""
+    return {"decoder_std": options["decoder_std"], "grad_batch": options["grad_batch"] or None,
+            "hvp_batch": options["hvp_batch"], "samples": options["samples"],
+            "dtype": torch.float64 if options.get("float64", False) else torch.float32,
+            "device": _device(options["device"]), "name": name, "options": options}
 
 
 def _device(name: str):

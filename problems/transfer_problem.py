@@ -14,10 +14,12 @@ four-way head for CIFAR-10 vehicles -> animals). Validation metrics are on the t
 
 from __future__ import annotations
 
+from typing import final
+
 import torch
 
 from .data import Data
-from .neural_problem import NeuralProblem, _Batch
+from .neural_problem import NetworkProblem, _Batch
 from .task_path import OT_METHODS, PATHS, CouplingSampler, coupling, interpolate
 
 
@@ -28,7 +30,8 @@ class _PairBatch:
         self.source, self.target = source, target
 
 
-class TransferProblem(NeuralProblem):
+@final
+class TransferProblem(NetworkProblem):
     name = "transfer"
 
     def __init__(self, encoder, decoder, classifier, source: Data, target: Data, source_val: Data | None = None,
@@ -90,12 +93,8 @@ class TransferProblem(NeuralProblem):
         C = (1 - t) * self._cross_entropy(logits, b.source.y) + t * self._cross_entropy(logits, b.target.y)
         return {"R": mean(R), "D": mean(D), "C": mean(C)}
 
-    def functionals(self, theta, mu):
-        return self._path_functionals(theta, self.batch, mu[2])
-
-    def hessian_objective(self, theta, mu):
-        f = self._path_functionals(theta, self.hvp, mu[2])
-        return f["R"] + mu[0] * f["D"] + mu[1] * f["C"]
+    def _on(self, theta, b: _PairBatch, mu):
+        return self._path_functionals(theta, b, mu[2])
 
     @torch.no_grad()
     def evaluation_metrics(self, theta, mu=None, samples: int = 4, seed: int = 12345) -> dict:
@@ -131,3 +130,8 @@ class TransferProblem(NeuralProblem):
         if self.source_val is not None:
             out.update(self._classify(theta, self.source_val, batch_size, prefix="source_val"))
         return out
+
+    def settings(self) -> dict:
+        return {**super().settings(), "path": self.path, "ot_method": self.ot_method, "ot_reg": self.ot_reg,
+                "target_size": len(self.target),
+                "source_val_size": 0 if self.source_val is None else len(self.source_val)}

@@ -202,7 +202,7 @@ def test_cli_run_plot_and_start_from_saved_point(tmp_path, capsys):
 
 @pytest.mark.parametrize("edit,message", [
     (("[corrector]\nname = \"newton\"", "[corrector]\nname = \"newton\"\ngtoll = 1"), "[corrector] unknown key 'gtoll'"),
-    (("name = \"newton\"", "name = \"newtn\""), "[corrector] unknown name 'newtn'; valid: newton, adam, lbfgs"),
+    (("name = \"newton\"", "name = \"newtn\""), "[corrector] unknown name 'newtn'; valid: newton, adam, sgd, lbfgs"),
     (("initial = 0.25", "initial = \"big\""), "[steps] initial must be a number"),
     (("initial = 0.25", "initial = -1.0"), "[steps] bad value for steps 'adaptive': steps must satisfy"),
     (("lambda = 1.0\n", "lambda = 0.0\n"), "[start] lambda must be > 0"),
