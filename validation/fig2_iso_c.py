@@ -68,7 +68,7 @@ def base_config(dataset: str, data_dir: str, device: str, full: bool) -> dict:
                     "clock": "lambda"},
         "predictor": {"name": "none"},
         "corrector": {"name": "adam", "steps": 5 * n_train // 500 if full else 600, "eta_max": 1.5e-3,
-                      "gtol": float("inf"), "resample_every": 1},
+                      "resample_every": 1},
         "krylov": {"name": "minres", "rtol": 1e-2, "maxiter": 30, "shift": -0.1},
         "steps": {"name": "fixed", "size": 0.25 if full else 0.075},
         "stop": {"max_steps": 200, "target": {"lambda": 3.5 if full else 1.0}},

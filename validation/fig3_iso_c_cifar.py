@@ -46,7 +46,7 @@ def base_config(dataset: str, data_dir: str, device: str, full: bool) -> dict:
                     "clock": "lambda"},
         "predictor": {"name": "none"},
         "corrector": {"name": "adam", "steps": n_train // batch if full else 16, "eta_max": 1.5e-3,
-                      "gtol": float("inf"), "resample_every": 1},
+                      "resample_every": 1},
         "krylov": {"name": "minres", "rtol": 1e-2, "maxiter": 20 if full else 5, "shift": -0.1},
         "steps": {"name": "fixed", "size": 0.25 if full else 0.75},
         "stop": {"max_steps": 200, "target": {"lambda": 4 * LAMBDA0}},

@@ -77,7 +77,7 @@ def base_config(args) -> tuple[dict, dict]:
                     "tol": 5e-3, "measure": "evaluation"},
         "projection": {"name": "secant"},
         "predictor": {"name": "none"},
-        "corrector": {"name": "adam", "steps": T, "eta_max": 1.5e-3, "gtol": float("inf"), "resample_every": 1},
+        "corrector": {"name": "adam", "steps": T, "eta_max": 1.5e-3, "resample_every": 1},
         "krylov": {"name": "minres", "rtol": 1e-2, "maxiter": 30, "shift": -0.1},
         "steps": {"name": "fixed", "size": 0.1},
         "stop": {"max_steps": 100, "target": {"t": 1.0}},
