@@ -84,7 +84,7 @@ class PointContext:
             coeffs = torch.stack([mu_dot[mu_index(n)] for n in self._tangents.names])
             return self._tangents.theta_mu @ coeffs
         b = self.system.mixed_partials(self.x, self.mu, mu_dot[None, :])[:, 0]
-        result = self.solver.solve(self.system.hessian(self.x, self.mu), b)
+        result = self.system.solve_hessian(self.solver, self.x, self.mu, b)
         self.work.add_krylov(result.iters)
         self.solves.append(result)
         return result.x

@@ -70,7 +70,8 @@ class NewtonCorrector(Corrector):
     max_iters = 10
 
     def correct(self, system, x, mu):
-        res = NewtonCG(gtol=self.gtol, maxiter=self.maxiter, hvp_mode=self.hvp_mode).solve(system.objective, x, mu)
+        res = NewtonCG(gtol=self.gtol, maxiter=self.maxiter, hvp_mode=self.hvp_mode).solve(system.objective, x, mu,
+                                                                                         deflation=system.deflation)
         return CorrectorResult(res.x, res.converged, res.status, res.iters, res.grad_norm, res.hvps, res.grads,
                                res.seconds)
 

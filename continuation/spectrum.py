@@ -14,13 +14,10 @@ from solvers import dense_hessian
 from .system import EquilibriumSystem
 
 
-def gauge_basis(system: EquilibriumSystem, x: torch.Tensor, tol: float = 1e-10) -> torch.Tensor:
+def gauge_basis(system: EquilibriumSystem, x: torch.Tensor) -> torch.Tensor:
     """Orthonormal basis (N, g) of the gauge-orbit tangent at x (empty if the problem has none)."""
-    dirs = [system.flatten(d) for d in system.problem.gauge_directions(system.unflatten(x))]
-    if not dirs:
-        return torch.zeros(x.numel(), 0, dtype=x.dtype, device=x.device)
-    Q, r = torch.linalg.qr(torch.stack(dirs, dim=1))
-    return Q[:, torch.diagonal(r).abs() > tol]
+    d = system.deflation(x)
+    return d.Q if d is not None else torch.zeros(x.numel(), 0, dtype=x.dtype, device=x.device)
 
 
 def non_gauge_eigenvalues(system: EquilibriumSystem, x: torch.Tensor, mu: torch.Tensor):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from problems.base import FUNCTIONAL_NAMES, Problem
-from solvers import FlatView, check_finite, gradient, hessian_operator, mixed_partials
+from solvers import Deflation, FlatView, check_finite, gradient, hessian_operator, mixed_partials, orthonormal_basis
 
 
 class EquilibriumSystem:
@@ -40,6 +40,24 @@ class EquilibriumSystem:
     def hessian_objective(self, x, mu):
         """The problem's `hessian_objective` (J itself unless it has a separate HVP batch)."""
         return self.problem.hessian_objective(self.view.unflatten(x), mu)
+
+    def deflation(self, x) -> Deflation | None:
+        """The complement of the gauge orbit at x (the problem's `gauge_directions`), or None.
+
+        Cost: the problem's gauge directions and one thin QR (N x g)."""
+        dirs = [self.view.flatten(d) for d in self.problem.gauge_directions(self.view.unflatten(x))]
+        if not dirs:
+            return None
+        Q = orthonormal_basis(dirs)
+        return Deflation(Q) if Q.shape[1] else None
+
+    def solve_hessian(self, solver, x, mu, b):
+        """A y = b by `solver` (a Krylov solver with `.solve(matvec, b)`), with the gauge zero modes
+        deflated (solvers/deflation.py): y is the minimum-norm solution off the gauge orbit.
+        Cost: the solver's matvecs (one HVP each)."""
+        A = self.hessian(x, mu)
+        d = self.deflation(x)
+        return solver.solve(A, b) if d is None else d.solve(solver, A, b)
 
     def mixed_partials(self, x, mu, directions=None):
         """b = -d/dmu grad_theta J, one column per direction (rows of `directions`)."""

@@ -63,13 +63,14 @@ def solve_tangents(system: EquilibriumSystem, x: torch.Tensor, mu: torch.Tensor,
     """theta_mu = A^{-1} b_mu for each continuation parameter named in `wrt`.
 
     `solver` is any Krylov solver with `.solve(matvec, b)` (default MINRES, which copes with
-    the zero modes and indefiniteness of network Hessians and reports what it could not do).
+    the indefiniteness of network Hessians and reports what it could not do); the problem's gauge
+    zero modes are deflated (`EquilibriumSystem.solve_hessian`), so theta_mu is orthogonal to the
+    gauge orbit.
     """
     solver = solver or MINRES(rtol=1e-12)
     names = tuple(wrt)
     b = system.mixed_partials(x, mu, _unit_directions(names, mu))
-    A = system.hessian(x, mu)
-    solves: list[KrylovResult] = [solver.solve(A, b[:, j]) for j in range(len(names))]
+    solves: list[KrylovResult] = [system.solve_hessian(solver, x, mu, b[:, j]) for j in range(len(names))]
     theta_mu = torch.stack([s.x for s in solves], dim=1)
     return Tangents(names, theta_mu, b, solves)
 

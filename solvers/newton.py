@@ -68,7 +68,10 @@ class NewtonCG:
             damping = max(2.0 * damping, 1.5 * (damping - inner.curvature), 1e-8 * max(gnorm, 1.0))
         return None, damping, hvps, met
 
-    def solve(self, f: Callable, x0: torch.Tensor, mu: torch.Tensor) -> NewtonResult:
+    def solve(self, f: Callable, x0: torch.Tensor, mu: torch.Tensor, deflation: Callable | None = None) -> NewtonResult:
+        """Newton-CG from x0 at mu. deflation: x -> a `Deflation` (or None) of known zero modes of
+        Hess f at x (a symmetry of f): each inner solve is then on (P A P) p = -P g, so the step
+        has no component along them (solvers/deflation.py)."""
         start = time.perf_counter()
         x = x0.detach().clone()
         hvps = grads = fevals = met_total = 0
@@ -89,7 +92,12 @@ class NewtonCG:
                 break
             if it == self.maxiter:
                 break
-            p, damping, used, met = self._direction(hessian_operator(f, x, mu, self.hvp_mode), g, gnorm, damping)
+            hvp = hessian_operator(f, x, mu, self.hvp_mode)
+            d = deflation(x) if deflation is not None else None
+            if d is None:
+                p, damping, used, met = self._direction(hvp, g, gnorm, damping)
+            else:
+                p, damping, used, met = self._direction(d.operator(hvp), d.project(g), gnorm, damping)
             hvps += used
             met_total += met
             if p is None:
