@@ -223,11 +223,12 @@ class StopRule:
         return None if end is None else end[1]
 
     def judge(self, step: int, s: float, mu_named: dict, functionals: dict, recent=(),
-              initial_step: float | None = None) -> tuple[str, str] | None:
+              initial_step: float | None = None, dtype=torch.float64) -> tuple[str, str] | None:
         """(status, reason) when the run ends at this point, else None. `recent`: the last accepted
-        points, oldest first, each (step size, mu named); `initial_step`: the step control's first ds."""
+        points, oldest first, each (step size, mu named); `initial_step`: the step control's first ds;
+        `dtype`: mu's, where a target is landed on (a float32 lambda lands on 0.9f, not 0.9)."""
         for name, value in self.target.items():
-            if mu_named[name] == float(value):
+            if mu_named[name] in (float(value), float(torch.tensor(float(value), dtype=dtype))):
                 return "finished", f"target {name} = {value} reached"
         values = {**functionals, **mu_named}
         for name, (lo, hi) in self.bounds.items():

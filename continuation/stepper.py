@@ -171,7 +171,7 @@ class Stepper:
         """The state with the stop rule's verdict at its point: (status, reason), or still running."""
         p = state.current
         end = self.s.stop.judge(state.step, p.s, named(p.mu), p.ctx.functionals(), state.recent,
-                                self.s.control.initial_step)
+                                self.s.control.initial_step, p.mu.dtype)
         return state if end is None else replace(state, status=end[0], reason=end[1])
 
     def reached(self, state: State) -> str | None:
