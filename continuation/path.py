@@ -55,7 +55,7 @@ import xarray as xr
 from .errors import CheckpointMissing, OutputLocked, OutputNotWritable, PathFileError
 
 INT_VARIABLES = ("krylov_iters", "hvps", "gradients", "corrector_runs", "rejected", "checkpoint")
-PATH_VARIABLES = ("s", "lambda", "gamma", "t", "checkpoint")  # every path file has these along `step`
+PATH_VARIABLES = ("s", "lambda", "gamma", "t")  # every path file has these along `step` (baselines too)
 
 
 def _is_int(name: str) -> bool:
@@ -332,6 +332,8 @@ def load_point(path, step: int = -1, size: int | None = None) -> dict:
     n = ds.sizes["step"]
     if n == 0:
         raise PathFileError(f"{path} holds no points")
+    if "checkpoint" not in ds.data_vars:
+        raise CheckpointMissing(f"{path} names no checkpoints (a path written without theta, e.g. a baseline)")
     k = step if step >= 0 else n + step
     if not 0 <= k < n:
         raise PathFileError(f"{path} has steps 0..{n - 1}; step {step} does not exist")

@@ -97,7 +97,9 @@ class Stepper:
 
     resample: for stochastic problems, the problem re-draws its batch and noise (problem.resample
     with the point's index) before each step, fixed within the step; the point's context is then
-    recomputed on the new draw. Default: the problem's `resample_between_points`.
+    recomputed on the new draw. Default: the problem's `resample_between_points`. A point's
+    tangent is computed on the draw of its own step (a resumed run redraws it: start.resume).
+    Statuses: `judged` asks the stop rule (StopRule.judge) for "finished" or "stopped" and why.
     """
 
     def __init__(self, problem, strategies: Strategies, *, solver, template, hvp_mode: str = "rev-rev",
