@@ -10,7 +10,10 @@ continuation/start.py, what a step does is the stepper's and the strategies'.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -20,12 +23,15 @@ from tqdm import tqdm
 from solvers import MINRES
 
 from . import start as starts
-from .path import PathWriter, rows_to_dataset
+from problems.base import StochasticProblem
+
+from .errors import ContinuationError, RunInterrupted
+from .path import OutputLock, PathWriter, load_path, rows_to_dataset
 from .projections import NoProjection
-from .stepper import ContinuationError, Stepper, Strategies, named
+from .stepper import Stepper, Strategies, named
 from .strategy import settings_of
 
-__all__ = ["ContinuationError", "continue_path"]
+__all__ = ["ContinuationError", "RunInterrupted", "continue_path"]
 
 
 def continue_path(problem, process, predictor, corrector, control, stop, *, projection=None, start=None,
@@ -54,7 +60,15 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, proj
 
     Raises ContinuationError (one line: the step and the cause) when the start does not
     equilibrate, R, D, C or J are not finite, or `out` exists without resume; ValueError for a
-    bad option. A run whose steps are exhausted returns with status "stopped" and the reason.
+    bad option. The returned status is "finished" when the stop rule's end was reached, else
+    "stopped" with the reason (steps exhausted, a budget spent before the target, no progress,
+    running away from the target: StopRule.judge).
+
+    Faults (continuation/errors.py): `out` is locked for the run (OUT.lock with this pid;
+    OutputLocked when another live run holds it); a write that fails (no space left, read-only)
+    raises OutputNotWritable and leaves no OUT.tmp; SIGINT / SIGTERM (from the main thread)
+    let the current write finish and raise RunInterrupted (exit_code 130 / 143): the file keeps
+    every point written, with status "running", and resumes with resume=True.
     """
     projection = projection if projection is not None else NoProjection()
     solver = solver or MINRES(rtol=1e-12)
@@ -74,50 +88,114 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, proj
              "config": json.dumps(config, default=str, sort_keys=True) if config is not None else settings_json,
              "settings": settings_json, "status": "running", "stop_reason": ""}
     out = Path(out) if out is not None else None
-    writer, rows = None, []
+    writer, rows, lock, guard = None, [], None, _Interrupts()
     try:
-        if out is not None and out.exists() and resume:
-            starts.same_setup(out, attrs)
-            old = starts.load_path(out)
-            if old.attrs.get("status") != "running":
-                return old
-            state, rows = starts.resume(stepper, out, template)
-            attrs.update(C0=state.C0, G0="none" if state.G0 is None else state.G0)
-            writer = PathWriter(out, attrs, checkpoint_every, rows=rows)
-        else:
-            if out is not None and out.exists():
-                raise ContinuationError(f"{out} exists; pass resume=True (--resume) to continue it, or another --out")
-            if start_from is not None:
-                x, mu = starts.from_point(*start_from, template)
-            elif start is not None:
-                vals = list(start) + [0.0] * (3 - len(start))
-                mu = torch.tensor(vals, **starts.placed(template))
-                x = stepper.system.flatten(template)
-            else:
-                raise ValueError("continue_path needs start=(lambda, gamma[, t]) or start_from=(path, step)")
-            state, row = starts.fresh(stepper, x, mu, equilibrate=equilibrate, settle=settle)
-            attrs.update(C0=state.C0, G0="none" if state.G0 is None else state.G0)
-            if out is not None:
-                writer = PathWriter(out, attrs, checkpoint_every)
-            _record(writer, rows, row, state.current)
-        origin = {n: float(rows[0][n]) for n in ("lambda", "gamma", "t")}
-        bar = tqdm(total=1.0, disable=not progress, unit="", leave=True,
-                   bar_format="{desc}{percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]")
+        with guard.installed():
+            try:
+                if out is not None:
+                    lock = OutputLock(out).acquire()
+                if out is not None and out.exists() and resume:
+                    starts.same_setup(out, attrs)
+                    old = starts.load_path(out)
+                    if old.attrs.get("status") != "running":
+                        return old
+                    state, rows = starts.resume(stepper, out, template)
+                    attrs.update({k: old.attrs[k] for k in ("C0", "G0", "start_draw") if k in old.attrs})
+                    writer = PathWriter(out, attrs, checkpoint_every, rows=rows, critical=guard.critical)
+                else:
+                    if out is not None and out.exists():
+                        raise ContinuationError(f"{out} exists; pass resume=True (--resume) to continue it, or another --out")
+                    if start_from is not None:
+                        x, mu = starts.from_point(*start_from, template)
+                    elif start is not None:
+                        vals = list(start) + [0.0] * (3 - len(start))
+                        mu = torch.tensor(vals, **starts.placed(template))
+                        x = stepper.system.flatten(template)
+                    else:
+                        raise ValueError("continue_path needs start=(lambda, gamma[, t]) or start_from=(path, step)")
+                    state, row = starts.fresh(stepper, x, mu, equilibrate=equilibrate, settle=settle)
+                    attrs.update(C0=state.C0, G0="none" if state.G0 is None else state.G0)
+                    if isinstance(problem, StochasticProblem):
+                        attrs["start_draw"] = int(problem.seed)  # the draw of point 0 (a resume there redraws it)
+                    if out is not None:
+                        writer = PathWriter(out, attrs, checkpoint_every, critical=guard.critical)
+                    _record(writer, rows, row, state.current)
+                origin = {n: float(rows[0][n]) for n in ("lambda", "gamma", "t")}
+                bar = tqdm(total=1.0, disable=not progress, unit="", leave=True,
+                           bar_format="{desc}{percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]")
+                try:
+                    while not stepper.done(state):
+                        state, row = stepper.step(state)
+                        if row is None:
+                            break
+                        _record(writer, rows, row, state.current)
+                        _show(bar, stop, state, row, rows[0], origin)
+                finally:
+                    bar.close()
+            except FloatingPointError as e:
+                raise ContinuationError(f"step {len(rows)}: {e}") from e
+            guard.finishing = True  # a signal from here on is too late to lose anything: the run ends normally
+            status = state.status if state.status != "running" else "stopped"
+            if writer is not None:
+                return writer.finish(status, state.reason)
+            return rows_to_dataset(rows, dict(attrs, status=status, stop_reason=state.reason))
+    except _Interrupted as e:
+        file, points = None, 0
+        if writer is not None:
+            file, points = out, len(writer.rows)
+        elif out is not None and resume and out.exists():
+            file = out
+            with contextlib.suppress(Exception):
+                points = load_path(out).sizes["step"]
+        raise RunInterrupted(e.name, 128 + e.signum, file, points) from None
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+class _Interrupted(BaseException):
+    """SIGINT / SIGTERM seen by the driver (a BaseException: no `except Exception` on the way swallows it)."""
+
+    def __init__(self, signum: int):
+        self.signum, self.name = signum, signal.Signals(signum).name
+        super().__init__(self.name)
+
+
+class _Interrupts:
+    """SIGINT and SIGTERM during a run: raised at once between writes, after the write inside one."""
+
+    def __init__(self):
+        self.depth, self.pending, self.finishing = 0, None, False
+
+    def _handle(self, signum, frame):
+        if self.depth > 0 or self.finishing:
+            self.pending = self.pending or signum
+            return
+        raise _Interrupted(signum)
+
+    @contextlib.contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be set from the main thread: the caller's handling stands
+            return
+        old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            while not stepper.done(state):
-                state, row = stepper.step(state)
-                if row is None:
-                    break
-                _record(writer, rows, row, state.current)
-                _show(bar, stop, state, row, rows[0], origin)
+            yield
         finally:
-            bar.close()
-    except FloatingPointError as e:
-        raise ContinuationError(f"step {len(rows)}: {e}") from e
-    status = "finished" if state.status == "running" else state.status
-    if writer is not None:
-        return writer.finish(status, state.reason)
-    return rows_to_dataset(rows, dict(attrs, status=status, stop_reason=state.reason))
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
+    @contextlib.contextmanager
+    def critical(self):
+        """A write: a signal that arrives inside is acted on when the write is done."""
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if self.depth == 0 and self.pending is not None and not self.finishing:
+            signum, self.pending = self.pending, None
+            raise _Interrupted(signum)
 
 
 def _record(writer, rows, row, point) -> None:

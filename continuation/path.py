@@ -29,19 +29,33 @@ held (the functional the process holds, or "none"), settings (JSON: every strate
 problem's, the start), config (JSON of the configuration given, or the settings), status
 ("running", "finished", "stopped"), stop_reason, C0, G0, checkpoint_dir.
 Writes are atomic (temporary file, then rename), checkpoints first: a killed run leaves a
-readable file whose every point has its checkpoint.
+readable file whose every point has its checkpoint. A checkpoint is deleted (pruned) only after
+a file that no longer names it has replaced the old one; the last two are always kept (the
+resumed point and the secant's previous one). One writer per output: `OutputLock` holds
+OUT.lock (the owner's pid) for the run. Test hook: the environment variable
+CONTINUATION_TEST_KILL_AT = "STAGE:STEP" SIGKILLs the writing process at STEP's STAGE:
+"checkpoint" (its theta saved, the file not yet written), "write" (OUT.tmp written, not yet
+renamed) or "prune" (renamed, the old checkpoint not yet deleted); tests/test_faults.py.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import shutil
+import signal
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 import xarray as xr
 
+from .errors import CheckpointMissing, OutputLocked, OutputNotWritable, PathFileError
+
 INT_VARIABLES = ("krylov_iters", "hvps", "gradients", "corrector_runs", "rejected", "checkpoint")
+PATH_VARIABLES = ("s", "lambda", "gamma", "t")  # every path file has these along `step` (baselines too)
 
 
 def _is_int(name: str) -> bool:
@@ -56,6 +70,15 @@ def checkpoint_file(path, step: int) -> Path:
     return checkpoint_dir(path) / f"step_{step:06d}.pt"
 
 
+def lock_file(path) -> Path:
+    return Path(str(path) + ".lock")
+
+
+def tmp_file(path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".tmp")
+
+
 def rows_to_dataset(rows: list[dict], attrs: dict) -> xr.Dataset:
     names = list(rows[0].keys()) if rows else []
     data = {}
@@ -66,67 +89,286 @@ def rows_to_dataset(rows: list[dict], attrs: dict) -> xr.Dataset:
     return xr.Dataset(data, coords={"step": np.arange(len(rows))}, attrs=attrs)
 
 
-class PathWriter:
-    """Appends points to a netCDF path and their theta to checkpoints, every point durable."""
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
-    def __init__(self, path, attrs: dict, checkpoint_every: int = 1, rows=None):
+
+def not_writable(target, e: BaseException) -> OutputNotWritable:
+    """The one-line error for a failed write of `target`: no space left, not writable, or the cause."""
+    code = getattr(e, "errno", None)
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        why = "no space left on the device"
+    elif code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        why = "not writable (read-only or forbidden folder)"
+    else:
+        try:
+            free = shutil.disk_usage(Path(target).parent).free
+        except OSError:
+            free = None
+        why = "no space left on the device" if free is not None and free < 1 << 20 else "could not be written"
+    return OutputNotWritable(f"{target}: {why} ({_first_line(e)})")
+
+
+def _test_kill(stage: str, step: int) -> None:
+    """The test hook (module docstring): SIGKILL this process at `stage` of point `step`."""
+    if os.environ.get("CONTINUATION_TEST_KILL_AT") == f"{stage}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+class OutputLock:
+    """OUT.lock, created atomically (O_EXCL) with the owner's pid: one writer per output.
+
+    A lock whose pid is not alive (a killed run) is taken over, with a note on stderr. Re-entrant
+    within a process (run_config holds it around pre-training and continue_path)."""
+
+    _held: dict = {}  # lock file -> depth, in this process
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.file = lock_file(self.path)
+
+    def acquire(self) -> "OutputLock":
+        key = str(self.file.resolve())
+        if key in OutputLock._held:
+            OutputLock._held[key] += 1
+            return self
+        for _ in range(3):
+            try:
+                fd = os.open(self.file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                pid = self._owner()
+                if pid is not None and pid != os.getpid() and not _pid_alive(pid):
+                    print(f"note: {self.file}: taking over the lock of pid {pid}, which is no longer running",
+                          file=sys.stderr)
+                    with contextlib.suppress(FileNotFoundError):
+                        self.file.unlink()
+                    continue
+                if pid is None:
+                    raise OutputLocked(f"{self.path} is locked by {self.file}, which names no pid; remove it if no "
+                                       "run writes this output") from None
+                raise OutputLocked(f"{self.path} is being written by another run (pid {pid}, lock {self.file}); "
+                                   "wait for it, or use another --out") from None
+            except FileNotFoundError as e:
+                raise OutputNotWritable(f"{self.path}: its folder {self.path.parent} does not exist") from e
+            except OSError as e:
+                raise not_writable(self.path, e) from e
+            try:
+                os.write(fd, f"{os.getpid()}\n".encode())
+            except OSError as e:
+                os.close(fd)
+                self.file.unlink(missing_ok=True)
+                raise not_writable(self.file, e) from e
+            os.close(fd)
+            OutputLock._held[key] = 1
+            with contextlib.suppress(OSError):
+                tmp_file(self.path).unlink(missing_ok=True)  # a killed writer's leftover: ours now
+            return self
+        raise OutputLocked(f"{self.path}: could not take {self.file} (other runs are taking it)")
+
+    def _owner(self) -> int | None:
+        try:
+            text = self.file.read_text().strip()
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            return None
+
+    def release(self) -> None:
+        key = str(self.file.resolve())
+        depth = OutputLock._held.get(key, 0)
+        if depth > 1:
+            OutputLock._held[key] = depth - 1
+            return
+        OutputLock._held.pop(key, None)
+        if depth == 1 and self._owner() == os.getpid():
+            with contextlib.suppress(OSError):
+                self.file.unlink()
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+class PathWriter:
+    """Appends points to a netCDF path and their theta to checkpoints, every point durable.
+
+    `critical`: a context manager factory that each write runs inside (the driver's: SIGINT and
+    SIGTERM wait until the write is done)."""
+
+    def __init__(self, path, attrs: dict, checkpoint_every: int = 1, rows=None, critical=None):
         self.path = Path(path)
         self.attrs = dict(attrs)
         self.attrs["checkpoint_dir"] = checkpoint_dir(self.path).name
         self.checkpoint_every = max(1, int(checkpoint_every))
         self.rows = list(rows or [])
-        checkpoint_dir(self.path).mkdir(parents=True, exist_ok=True)
+        self.critical = critical or contextlib.nullcontext
+        folder = checkpoint_dir(self.path)
+        try:
+            if folder.exists() and not folder.is_dir():
+                raise PathFileError(f"{folder} (the checkpoint folder of {self.path}) is not a folder")
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise not_writable(folder, e) from e
+        self._forget_unnamed()
+
+    def _forget_unnamed(self) -> None:
+        """Delete checkpoints the file does not name (a run killed between its write and its pruning,
+        or before its write): nothing on disk refers to them."""
+        named = {int(r["checkpoint"]) for r in self.rows if int(r.get("checkpoint", -1)) >= 0}
+        for f in checkpoint_dir(self.path).glob("step_*.pt"):
+            try:
+                k = int(f.stem[len("step_"):])
+            except ValueError:
+                continue
+            if k not in named:
+                with contextlib.suppress(OSError):
+                    f.unlink()
 
     def append(self, row: dict, x: torch.Tensor, mu: torch.Tensor) -> None:
         step = len(self.rows)
-        torch.save({"x": x.detach().cpu(), "mu": mu.detach().cpu(), "s": row["s"], "step": step},
-                   checkpoint_file(self.path, step))
-        row = dict(row, checkpoint=step)
-        self.rows.append(row)
-        self._prune(step)
-        self.write()
+        with self.critical():
+            file = checkpoint_file(self.path, step)
+            try:
+                torch.save({"x": x.detach().cpu(), "mu": mu.detach().cpu(), "s": row["s"], "step": step}, file)
+            except (OSError, RuntimeError) as e:
+                with contextlib.suppress(OSError):
+                    file.unlink(missing_ok=True)
+                raise not_writable(file, e) from e
+            _test_kill("checkpoint", step)
+            self.rows.append(dict(row, checkpoint=step))
+            pruned = self._prunable(step)
+            if pruned is not None:
+                self.rows[pruned]["checkpoint"] = -1
+            try:
+                self._write()
+            except BaseException:
+                # the file on disk is the previous one: it names neither this point nor drops the pruned one
+                self.rows.pop()
+                if pruned is not None:
+                    self.rows[pruned]["checkpoint"] = pruned
+                raise
+            _test_kill("prune", step)
+            if pruned is not None:  # the file on disk no longer names it
+                checkpoint_file(self.path, pruned).unlink(missing_ok=True)
 
-    def _prune(self, step: int) -> None:
+    def _prunable(self, step: int) -> int | None:
         """Keep every checkpoint_every-th checkpoint and always the last two (resume, secant)."""
         old = step - 2
-        if old >= 0 and old % self.checkpoint_every != 0:
-            checkpoint_file(self.path, old).unlink(missing_ok=True)
-            self.rows[old]["checkpoint"] = -1
+        if old >= 0 and old % self.checkpoint_every != 0 and self.rows[old]["checkpoint"] >= 0:
+            return old
+        return None
 
     def finish(self, status: str, reason: str) -> xr.Dataset:
         self.attrs.update(status=status, stop_reason=reason)
-        return self.write()
+        with self.critical():
+            return self._write()
 
     def write(self) -> xr.Dataset:
+        with self.critical():
+            return self._write()
+
+    def _write(self) -> xr.Dataset:
         ds = rows_to_dataset(self.rows, self.attrs)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        ds.to_netcdf(tmp, engine="netcdf4")
-        os.replace(tmp, self.path)
+        tmp = tmp_file(self.path)
+        try:
+            ds.to_netcdf(tmp, engine="netcdf4")
+            _test_kill("write", len(self.rows) - 1)
+            os.replace(tmp, self.path)
+        except (OSError, RuntimeError) as e:  # netCDF4 reports a full disk as RuntimeError "NetCDF: HDF error"
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise not_writable(self.path, e) from e
         return ds
 
 
 def load_path(path) -> xr.Dataset:
-    """Read a path dataset fully into memory (the file is closed on return)."""
+    """Read a path dataset fully into memory (the file is closed on return).
+
+    FileNotFoundError when there is no such file; PathFileError (one line naming the file) when
+    it is a folder, not a netCDF file, damaged or truncated, or not a continuation path."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"path file not found: {path}")
-    with xr.open_dataset(path, engine="netcdf4") as ds:
-        return ds.load()
+    if path.is_dir():
+        raise PathFileError(f"{path} is a folder, not a path file")
+    try:
+        with xr.open_dataset(path, engine="netcdf4") as ds:
+            ds = ds.load()
+    except (OSError, RuntimeError, ValueError, KeyError, IndexError, TypeError) as e:
+        raise PathFileError(f"{path} is not a readable netCDF path file (damaged, truncated or another format: "
+                            f"{_first_line(e)})") from e
+    if "step" not in ds.dims:
+        raise PathFileError(f"{path} is not a continuation path: it has no 'step' dimension")
+    missing = [v for v in PATH_VARIABLES if v not in ds.data_vars or ds[v].dims != ("step",)]
+    if missing:
+        raise PathFileError(f"{path} is not a continuation path: it lacks {', '.join(missing)} along 'step'")
+    return ds
 
 
-def load_point(path, step: int = -1) -> dict:
-    """theta (flat), mu and s of a saved point; step -1 means the last point."""
+def load_point(path, step: int = -1, size: int | None = None) -> dict:
+    """theta (flat), mu and s of a saved point; step -1 means the last point. `size`: the number
+    of parameters the caller's problem has (a checkpoint of another size is refused).
+
+    PathFileError (one line naming the file) for a damaged, foreign or wrong-size checkpoint;
+    CheckpointMissing when the point's checkpoint is not kept or not there."""
     ds = load_path(path)
     n = ds.sizes["step"]
     if n == 0:
-        raise ValueError(f"{path} holds no points")
+        raise PathFileError(f"{path} holds no points")
+    if "checkpoint" not in ds.data_vars:
+        raise CheckpointMissing(f"{path} names no checkpoints (a path written without theta, e.g. a baseline)")
     k = step if step >= 0 else n + step
     if not 0 <= k < n:
-        raise ValueError(f"{path} has steps 0..{n - 1}; step {step} does not exist")
-    file = checkpoint_file(path, k)
-    if int(ds["checkpoint"][k]) < 0 or not file.exists():
-        kept = [int(c) for c in ds["checkpoint"].values if c >= 0]
-        raise FileNotFoundError(f"no checkpoint for step {k} of {path} (checkpoints kept: {kept})")
-    point = torch.load(file, weights_only=True, map_location="cpu")
-    point["row"] = {name: ds[name].values[k].item() for name in ds.data_vars}
+        raise PathFileError(f"{path} has steps 0..{n - 1}; step {step} does not exist")
+    folder, file = checkpoint_dir(path), checkpoint_file(path, k)
+    kept = [int(c) for c in ds["checkpoint"].values if c >= 0]
+    if int(ds["checkpoint"][k]) < 0:
+        raise CheckpointMissing(f"no checkpoint for step {k} of {path} (checkpoints kept: {kept})")
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "is missing"
+        raise CheckpointMissing(f"no checkpoint for step {k} of {path}: its checkpoint folder {folder} {what} "
+                                f"(the file names checkpoints {kept})")
+    if not file.is_file():
+        there = sorted(int(f.stem[5:]) for f in folder.glob("step_*.pt") if f.stem[5:].isdigit())
+        raise CheckpointMissing(f"no checkpoint for step {k} of {path}: {file} is missing (the file names "
+                                f"checkpoints {kept}, the folder holds {there})")
+    try:
+        point = torch.load(file, weights_only=True, map_location="cpu")
+    except Exception as e:  # truncated zip, garbage bytes, a foreign pickle: all one kind here
+        raise PathFileError(f"checkpoint {file} is damaged or not a checkpoint ({_first_line(e)})") from e
+    row = {name: ds[name].values[k].item() for name in ds.data_vars}
+    _check_point(point, file, k, row, size)
+    point["row"] = row
     return point
+
+
+def _check_point(point, file, k: int, row: dict, size: int | None) -> None:
+    if not isinstance(point, dict) or not {"x", "mu", "s"} <= set(point):
+        raise PathFileError(f"checkpoint {file} is not a checkpoint (no x, mu, s)")
+    x, mu = point["x"], point["mu"]
+    if not (isinstance(x, torch.Tensor) and x.dim() == 1 and isinstance(mu, torch.Tensor) and mu.shape == (3,)):
+        raise PathFileError(f"checkpoint {file} is damaged: x must be a vector and mu hold 3 values, got shapes "
+                            f"{tuple(getattr(x, 'shape', ()))} and {tuple(getattr(mu, 'shape', ()))}")
+    if point.get("step", k) != k or [float(v) for v in mu] != [row["lambda"], row["gamma"], row["t"]]:
+        raise PathFileError(f"checkpoint {file} does not belong to step {k} of its path file (its mu "
+                            f"{[float(v) for v in mu]}, the file's {[row['lambda'], row['gamma'], row['t']]})")
+    if size is not None and x.numel() != size:
+        raise PathFileError(f"checkpoint {file} holds {x.numel()} parameters; this run's problem has {size} "
+                            "(a path written by a problem of another size)")

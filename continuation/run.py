@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
 
 from .config import build_run
 from .driver import continue_path
+from .errors import ContinuationError
 from .equilibrate import equilibrate
+from .path import OutputLock
 from .system import EquilibriumSystem
 
 
 def run_config(config: dict, out=None, *, resume: bool = False, start_from=None, progress=None):
-    """Build every object from `config` (a parsed TOML dict) and run the path; returns the dataset."""
+    """Build every object from `config` (a parsed TOML dict) and run the path; returns the dataset.
+    `out` is locked (OUT.lock) before any work: a second run on it, or a folder it cannot write
+    to, is refused before pre-training."""
     r = build_run(config)
+    with OutputLock(out) if out is not None else contextlib.nullcontext():
+        return _run(r, config, out, resume, start_from, progress)
+
+
+def _run(r, config, out, resume, start_from, progress):
     problem, start = r["problem"], r["start"]
     show = r["output"]["progress"] if progress is None else progress
     theta0 = problem.init_params(start["seed"])
+    if out is not None and Path(out).exists() and not resume:  # say so before pre-training (continue_path would after)
+        raise ContinuationError(f"{out} exists; pass resume=True (--resume) to continue it, or another --out")
     fresh = start_from is None and not (resume and out is not None and Path(out).exists())
     if start["train_steps"] > 0 and fresh:
         system = EquilibriumSystem(problem, theta0)

@@ -9,9 +9,12 @@ import time
 
 import torch
 
-from .path import checkpoint_file, load_path, load_point
+from problems.base import MU_NAMES
+
+from .errors import ContinuationError, PathFileError
+from .path import load_path, load_point
 from .predictors import Previous
-from .stepper import ContinuationError, State, Stepper, named
+from .stepper import State, Stepper, named
 from .work import Work
 
 
@@ -46,9 +49,14 @@ def fresh(stepper: Stepper, x, mu, *, equilibrate: bool, settle: int) -> tuple[S
     return stepper.init(x, mu, work=work, grad_norm=grad_norm, seconds=time.perf_counter() - t0)
 
 
+def _size(template) -> int:
+    return sum(leaf.numel() for leaf in torch.utils._pytree.tree_leaves(template))
+
+
 def from_point(path, step: int, template) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, mu) of point `step` of an earlier path, placed like the parameters."""
-    p = load_point(path, step)
+    """(x, mu) of point `step` of an earlier path, placed like the parameters; PathFileError (one
+    line naming both sizes) when the path was written by a problem of another size."""
+    p = load_point(path, step, size=_size(template))
     return p["x"].to(**placed(template)), p["mu"].to(**placed(template))
 
 
@@ -77,20 +85,33 @@ def _first_difference(a, b, where="") -> str:
 
 
 def resume(stepper: Stepper, out, template) -> tuple[State, list[dict]]:
-    """The state at the last saved point of `out`, and the rows so far."""
+    """The state at the last saved point of `out`, and the rows so far: the state the uninterrupted
+    run had there. Its tangent is recomputed on the problem's draw of that point (the step's
+    `resample(step)`, or the start's draw at point 0), the secant's previous point is the one
+    before (the writer always keeps the last two checkpoints), and the stop rule's recent points
+    come from the file."""
     old = load_path(out)
-    rows = [{k: old[k].values[i].item() for k in old.data_vars} for i in range(old.sizes["step"])]
-    last = load_point(out, -1)
+    n = old.sizes["step"]
+    rows = [{k: old[k].values[i].item() for k in old.data_vars} for i in range(n)]
+    size = _size(template)
+    last = load_point(out, -1, size=size)
     x, mu = last["x"].to(**placed(template)), last["mu"].to(**placed(template))
-    C0 = float(old.attrs["C0"])
-    G0 = old.attrs.get("G0")
-    G0 = None if G0 in (None, "none") else float(G0)
+    try:
+        C0 = float(old.attrs["C0"])
+        G0 = old.attrs.get("G0")
+        G0 = None if G0 in (None, "none") else float(G0)
+    except (KeyError, TypeError, ValueError) as e:
+        raise PathFileError(f"{out} lacks its held values C0, G0 (attributes): not a file a run wrote") from e
     drift = float(rows[-1]["constraint_drift"]) if G0 is not None else 0.0
     previous = None
-    if len(rows) >= 2 and checkpoint_file(out, len(rows) - 2).exists():
-        p = load_point(out, len(rows) - 2)
+    if n >= 2:
+        p = load_point(out, n - 2, size=size)
         previous = Previous(p["x"].to(**placed(template)), p["mu"].to(**placed(template)), float(p["s"]),
                             float(last["s"]))
+    problem = stepper.problem
+    if "start_draw" in old.attrs:  # a stochastic problem: the draw the point's tangent was computed on
+        problem.resample(n - 1 if stepper.resample and n > 1 else int(old.attrs["start_draw"]))
+    recent = [(float(r["step_size"]), {name: float(r[name]) for name in MU_NAMES}) for r in rows]
     state = stepper.resumed(x, mu, float(last["s"]), previous=previous, ds_next=float(rows[-1]["next_step"]),
-                            step=len(rows) - 1, C0=C0, G0=G0, drift=drift)
+                            step=n - 1, C0=C0, G0=G0, drift=drift, recent=recent)
     return state, rows

@@ -170,18 +170,46 @@ class FixedSteps(StepControl):
 @final
 @dataclass
 class StopRule:
-    """When a run ends. `target` lands exactly on a parameter value and stops there; milestones
-    are landed on exactly and passed; `bounds` stop a run whose functional leaves [lo, hi]."""
+    """When a run ends, and whether it ended well ("finished") or not ("stopped").
+
+    `target` lands exactly on a parameter value and stops there; milestones are landed on
+    exactly and passed; `bounds` stop a run whose functional (or parameter) leaves [lo, hi].
+    Finished: a target reached, a bound left, max_s reached, or max_steps reached by a run that
+    has no target. Stopped (a budget spent, or a run that goes nowhere):
+    - max_steps or max_s reached before a target: the reason names the target and where the run is;
+    - no progress: over the last `stall_points` accepted points every step was shorter than
+      `stall_fraction` x the initial step, or the multipliers (lambda, gamma, t) moved in all by
+      less than `stall_fraction` x the initial step. A step control that keeps shrinking ds (CG
+      stopped by negative curvature at a gauge direction settled near 4e-6 from 0.25, 1.6e-5 of
+      it) or a law whose rate vanishes makes points without moving; 10 points at 1/1000 of the
+      initial step is far below any step an adaptive control grows back from (it grows by 1.5 per
+      easy step: 17 easy steps take 1/1000 back to 1), and far above the noise of a landing step
+      (one short step to land on a milestone). A process whose rates are all below
+      stall_fraction (in mu per unit s) on purpose needs a smaller stall_fraction, or
+      stall_points = 0 (no check);
+    - running away: the distance of a targeted parameter from its target grew at each of the
+      last `away_points` accepted points (a law whose sign points away from the target). 10 and
+      not fewer: a projected (stochastic) multiplier may step back a few times by noise; 10 in a
+      row is 1 in 1024 for a fair coin. 0: no check.
+    """
 
     max_steps: int = 100
     max_s: float = math.inf
     target: dict = field(default_factory=dict)  # e.g. {"lambda": 4.0}
     milestones: dict = field(default_factory=dict)  # e.g. {"lambda": [1, 2, 4]}
     bounds: dict = field(default_factory=dict)  # e.g. {"R": [0, 10], "gamma": [0.01, 100]}
+    stall_points: int = 10
+    stall_fraction: float = 1e-3
+    away_points: int = 10
     name: ClassVar[str] = "stop"
 
     def settings(self) -> dict:
         return settings_of(self)
+
+    @property
+    def history_length(self) -> int:
+        """How many of the last accepted points `judge` needs (each as (step size, mu named))."""
+        return max(self.stall_points, self.away_points, 0) + 1
 
     def landing_values(self, name: str) -> list:
         values = list(self.milestones.get(name, []))
@@ -190,18 +218,62 @@ class StopRule:
         return sorted(set(float(v) for v in values))
 
     def reached(self, step: int, s: float, mu_named: dict, functionals: dict) -> str | None:
-        if step >= self.max_steps:
-            return f"max_steps {self.max_steps} reached"
-        if s >= self.max_s:
-            return f"max_s {self.max_s} reached"
+        """The reason the run ends at this point, or None (see `judge` for the status)."""
+        end = self.judge(step, s, mu_named, functionals)
+        return None if end is None else end[1]
+
+    def judge(self, step: int, s: float, mu_named: dict, functionals: dict, recent=(),
+              initial_step: float | None = None, dtype=torch.float64) -> tuple[str, str] | None:
+        """(status, reason) when the run ends at this point, else None. `recent`: the last accepted
+        points, oldest first, each (step size, mu named); `initial_step`: the step control's first ds;
+        `dtype`: mu's, where a target is landed on (a float32 lambda lands on 0.9f, not 0.9)."""
         for name, value in self.target.items():
-            if mu_named[name] == float(value):
-                return f"target {name} = {value} reached"
+            if mu_named[name] in (float(value), float(torch.tensor(float(value), dtype=dtype))):
+                return "finished", f"target {name} = {value} reached"
         values = {**functionals, **mu_named}
         for name, (lo, hi) in self.bounds.items():
             v = values[name]
             if not lo <= v <= hi:
-                return f"{name} = {v:.6g} left its bounds [{lo}, {hi}]"
+                return "finished", f"{name} = {v:.6g} left its bounds [{lo}, {hi}]"
+        budget = None
+        if step >= self.max_steps:
+            budget = f"max_steps {self.max_steps} reached"
+        elif s >= self.max_s:
+            budget = f"max_s {self.max_s} reached"
+        if budget is not None:
+            if not self.target:
+                return "finished", budget
+            where = ", ".join(f"{n} = {mu_named[n]:.6g}" for n in self.target)
+            aims = ", ".join(f"{n} = {v}" for n, v in self.target.items())
+            return "stopped", f"{budget} before the target {aims} ({where})"
+        return self._stalled(list(recent), initial_step) or self._away(list(recent))
+
+    def _stalled(self, recent: list, initial_step: float | None) -> tuple[str, str] | None:
+        k = self.stall_points
+        if k <= 0 or initial_step is None or len(recent) < k + 1:
+            return None
+        window = recent[-(k + 1):]
+        floor = self.stall_fraction * initial_step
+        steps = [ds for ds, _ in window[1:]]
+        if max(steps) < floor:
+            return "stopped", (f"no progress: the last {k} steps were all shorter than {self.stall_fraction:g} of the "
+                               f"initial step {initial_step:g} (largest {max(steps):.3g}) at {_where(window[-1][1])}")
+        moved = max(abs(window[-1][1][n] - window[0][1][n]) for n in MU_NAMES)
+        if moved < floor:
+            return "stopped", (f"no progress: the multipliers moved by {moved:.3g} over the last {k} points, less than "
+                               f"{self.stall_fraction:g} of the initial step {initial_step:g}, at {_where(window[-1][1])}")
+        return None
+
+    def _away(self, recent: list) -> tuple[str, str] | None:
+        k = self.away_points
+        if k <= 0 or len(recent) < k + 1:
+            return None
+        window = [mu for _, mu in recent[-(k + 1):]]
+        for name, value in self.target.items():
+            dist = [abs(mu[name] - float(value)) for mu in window]
+            if all(b > a for a, b in zip(dist, dist[1:])):
+                return "stopped", (f"running away from the target {name} = {value}: {name} moved away from it at each "
+                                   f"of the last {k} points ({window[0][name]:.6g} -> {window[-1][name]:.6g})")
         return None
 
     def landing(self, mu: torch.Tensor, mu_dot: torch.Tensor, ds: float):
@@ -242,3 +314,7 @@ class StopRule:
         if not fractions:
             fractions.append(step / self.max_steps if self.max_steps > 0 else 1.0)
         return min(1.0, max(0.0, max(fractions)))
+
+
+def _where(mu_named: dict) -> str:
+    return ", ".join(f"{n} = {v:.6g}" for n, v in mu_named.items())

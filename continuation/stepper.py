@@ -22,6 +22,7 @@ from problems.base import MU_NAMES, StochasticProblem, mu_index
 
 from .context import PointContext
 from .correctors import Corrector
+from .errors import ContinuationError
 from .predictors import Predictor, Previous
 from .processes import Process
 from .projections import NoProjection, Projection, ProjectionTask
@@ -31,8 +32,6 @@ from .system import EquilibriumSystem
 from .work import Work
 
 
-class ContinuationError(RuntimeError):
-    """A run that cannot go on; the message is one line naming the step and the cause."""
 
 
 @dataclass
@@ -71,7 +70,8 @@ class State:
     C0: float
     G0: float | None
     reason: str | None = None  # why the run ends, once it does
-    status: str = "running"  # "finished", or "stopped" when no step could be taken
+    status: str = "running"  # then "finished" (the stop rule's end reached) or "stopped" (StopRule.judge)
+    recent: tuple = ()  # the last accepted points, oldest first: (step size, mu named), for StopRule.judge
 
 
 def named(mu) -> dict:
@@ -97,7 +97,9 @@ class Stepper:
 
     resample: for stochastic problems, the problem re-draws its batch and noise (problem.resample
     with the point's index) before each step, fixed within the step; the point's context is then
-    recomputed on the new draw. Default: the problem's `resample_between_points`.
+    recomputed on the new draw. Default: the problem's `resample_between_points`. A point's
+    tangent is computed on the draw of its own step (a resumed run redraws it: start.resume).
+    Statuses: `judged` asks the stop rule (StopRule.judge) for "finished" or "stopped" and why.
     """
 
     def __init__(self, problem, strategies: Strategies, *, solver, template, hvp_mode: str = "rev-rev",
@@ -149,24 +151,33 @@ class Stepper:
         if not all(math.isfinite(v) for v in f.values()):
             raise ContinuationError(f"start point {named(mu)}: R, D, C not finite: {f}")
         C0, G0 = f["C"], self.held(current.ctx)
-        state = State(current, None, self.s.control.initial_step, 0, C0, G0)
+        state = State(current, None, self.s.control.initial_step, 0, C0, G0, recent=((0.0, named(mu)),))
         work = work or Work()
         work.add(current.ctx.work)
         if grad_norm is None:
             grad_norm = float(self.system.gradient(x, mu).norm())
         row = self.row(state, current, step_size=0.0, grad_norm=grad_norm, work=work, seconds=seconds, rejected=0,
                        next_step=state.ds_next, angle=None)
-        return replace(state, reason=self.reached(state)), row
+        return self.judged(state), row
 
     def resumed(self, x, mu, s, *, previous: Previous | None, ds_next: float, step: int, C0: float,
-                G0: float | None, drift: float) -> State:
-        """The state of a run at a saved point (its tangent recomputed there)."""
-        state = State(self.point(x, mu, s, drift), previous, ds_next, step, C0, G0)
-        return replace(state, reason=self.reached(state))
+                G0: float | None, drift: float, recent=()) -> State:
+        """The state of a run at a saved point (its tangent recomputed there, on the draw the
+        uninterrupted run had: the caller sets the problem's draw first). `recent`: the last
+        accepted points as the stop rule wants them (StopRule.history_length, from the file)."""
+        state = State(self.point(x, mu, s, drift), previous, ds_next, step, C0, G0,
+                      recent=tuple(recent)[-self.s.stop.history_length:])
+        return self.judged(state)
+
+    def judged(self, state: State) -> State:
+        """The state with the stop rule's verdict at its point: (status, reason), or still running."""
+        p = state.current
+        end = self.s.stop.judge(state.step, p.s, named(p.mu), p.ctx.functionals(), state.recent,
+                                self.s.control.initial_step, p.mu.dtype)
+        return state if end is None else replace(state, status=end[0], reason=end[1])
 
     def reached(self, state: State) -> str | None:
-        p = state.current
-        return self.s.stop.reached(state.step, p.s, named(p.mu), p.ctx.functionals())
+        return self.judged(state).reason
 
     def done(self, state: State) -> bool:
         return state.reason is not None
@@ -206,12 +217,12 @@ class Stepper:
         if not (landing is not None and ds_try < ds):  # a shortened landing step says nothing of ds
             ds = control.after_acceptance(ds, verdict.easy)
         angle = _angle(current.tangent, new.tangent)
+        recent = (state.recent + ((ds_try, named(new.mu)),))[-self.s.stop.history_length:]
         nxt = replace(state, current=new, previous=Previous(current.x, current.mu, current.s, new.s), ds_next=ds,
-                      step=state.step + 1)
+                      step=state.step + 1, recent=recent)
         row = self.row(nxt, new, step_size=ds_try, grad_norm=attempt["grad_norm"], work=work,
                        seconds=time.perf_counter() - t0, rejected=rejected, next_step=ds, angle=angle)
-        reason = self.reached(nxt)
-        return replace(nxt, reason=reason, status="finished" if reason is not None else "running"), row
+        return self.judged(nxt), row
 
     def _attempt(self, state: State, current: Point, ds: float, landing, work: Work) -> dict:
         """Predict, correct, project: the candidate point; its work is added to `work`."""
