@@ -9,23 +9,30 @@ import torch
 from .config import build_run
 from .driver import continue_path
 from .equilibrate import equilibrate
+from .stepper import ContinuationError
 from .system import EquilibriumSystem
 
 
 def run_config(config: dict, out=None, *, resume: bool = False, start_from=None, progress=None):
     """Build every object from `config` (a parsed TOML dict) and run the path; returns the dataset."""
-    r = build_run(config)
+    r = build_run(config, check_start=start_from is None)
     problem, start = r["problem"], r["start"]
     show = r["output"]["progress"] if progress is None else progress
+    if out is not None and Path(out).exists() and not resume:  # before any work (pre-training takes minutes)
+        raise ContinuationError(f"{out} exists; pass resume=True (--resume) to continue it, or another --out")
     theta0 = problem.init_params(start["seed"])
     fresh = start_from is None and not (resume and out is not None and Path(out).exists())
     if start["train_steps"] > 0 and fresh:
         system = EquilibriumSystem(problem, theta0)
         mu = torch.tensor([start["lambda"], start["gamma"], start["t"]], dtype=system.view.dtype,
                           device=system.flatten(theta0).device)
-        trained = equilibrate(system, system.flatten(theta0), mu, steps=start["train_steps"], lr=start["train_lr"],
-                              schedule=start["train_schedule"], resample_every=start["train_resample_every"],
-                              seed=start["seed"], progress=show)
+        try:
+            trained = equilibrate(system, system.flatten(theta0), mu, steps=start["train_steps"],
+                                  lr=start["train_lr"], schedule=start["train_schedule"],
+                                  resample_every=start["train_resample_every"], seed=start["seed"], progress=show)
+        except FloatingPointError as e:
+            raise ContinuationError(f"pre-training diverged: {str(e).splitlines()[0]} ([start] train_lr = "
+                                    f"{start['train_lr']:g}, train_steps = {start['train_steps']}; lower train_lr)") from e
         theta0 = system.unflatten(trained.x)
     return continue_path(
         problem, r["process"], r["predictor"], r["corrector"], r["steps"], r["stop"], projection=r["projection"],
