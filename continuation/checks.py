@@ -62,7 +62,7 @@ def in_range(option: str, value, lo: float, hi: float, *, closed: bool = True) -
     v = number(option, value)
     ok = lo <= v <= hi if closed else lo < v < hi
     if not ok:
-        raise ValueError(f"{option} must be in {'[' if closed else '('}{lo}, {hi}{']' if closed else ')'}, "
+        raise ValueError(f"{option} must be in {'[' if closed else '('}{lo:g}, {hi:g}{']' if closed else ')'}, "
                          f"got {value!r}")
     return v
 

@@ -80,7 +80,7 @@ def _kind(annotation: str) -> str | None:
     words = set(re.findall(r"[A-Za-z_]+", annotation)) - {"None", "Optional", "typing"}
     for kind, names in (("bool", {"bool"}), ("int", {"int"}), ("float", {"float"}), ("list", {"list", "List"}),
                         ("dict", {"dict", "Dict"}), ("str", {"str"})):
-        if words == names or (kind == "float" and words == {"int", "float"}):
+        if (words and words <= names) or (kind == "float" and words == {"int", "float"}):
             return kind
     return None
 
