@@ -122,9 +122,19 @@ def _check_value(section, key, value, default, annotation: str = ""):
         raise ConfigError(f"[{section}] {key} must be a string, got {value!r}")
     elif isinstance(default, dict) and not isinstance(value, dict):
         raise ConfigError(f"[{section}] {key} must be a table, e.g. {key} = {{lambda = 1.0}}, got {value!r}")
-    elif isinstance(default, list) and not isinstance(value, list):
-        raise ConfigError(f"[{section}] {key} must be a list, got {value!r}")
+    elif isinstance(default, list):
+        if not isinstance(value, list):
+            raise ConfigError(f"[{section}] {key} must be a list, got {value!r}")
+        _numbers_only(f"[{section}] {key}", value)  # every list option holds numbers (sigma_diag, B)
     return value
+
+
+def _numbers_only(where: str, value) -> None:
+    for i, v in enumerate(value):
+        if isinstance(v, list):
+            _numbers_only(f"{where}[{i}]", v)
+        elif isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(f"{where}[{i}] must be a number, got {v!r}")
 
 
 def _checked_options(section, options: dict, params: dict, what: str, annotations: dict | None = None) -> dict:

@@ -465,3 +465,18 @@ def test_build_run_reachability_is_skipped_for_from(tmp_path):
     with pytest.raises(ConfigError, match="unreachable"):
         build_run(config)
     build_run(config, check_start=False)  # --from: the start is the old path's point, checked there
+
+
+def test_bad_input_sweep_smoke(capsys):
+    """About 40 cases of validation/bad_input_sweep.py, spread over all its kinds: every one a
+    single `error:` line with the right exit code (the script exits 1 otherwise)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bad_input_sweep", ROOT / "validation" / "bad_input_sweep.py")
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    assert len(sweep.config_cases()) >= 100
+    code = sweep.main_sweep(["--limit", "40", "--cap", "30"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "40 bad inputs" in out and " 40\n" in out.split("one line, right exit code")[1].splitlines()[0] + "\n"
