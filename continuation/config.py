@@ -48,6 +48,7 @@ START_KEYS = {"lambda": 1.0, "gamma": 1.0, "t": 0.0, "equilibrate": True, "settl
               "train_resample_every": 1}
 OUTPUT_KEYS = {"checkpoint_every": 1, "progress": True}
 TRAIN_SCHEDULES = ("cosine", "step", "constant")
+INF_MEANINGFUL = {("stop", "bounds"), ("corrector", "gtol")}
 
 
 def _parameters(factory) -> dict:
@@ -98,8 +99,9 @@ def _finite_everywhere(where: str, value, allow_inf: bool = False) -> None:
 
 
 def _check_value(section, key, value, default, annotation: str = ""):
-    # inf only where it is a meaningful value: an option whose default is inf (max_s), one-sided bounds
-    allow_inf = (isinstance(default, float) and math.isinf(default)) or (section == "stop" and key == "bounds")
+    # inf only where it is a meaningful value: an option whose default is inf (max_s), one-sided
+    # bounds, a corrector's gtol (adam/sgd: every point converged; newton/lbfgs refuse it themselves)
+    allow_inf = ((isinstance(default, float) and math.isinf(default)) or (section, key) in INF_MEANINGFUL)
     _finite_everywhere(f"[{section}] {key}", value, allow_inf)
     if default is inspect.Parameter.empty or default is None:
         kind = _kind(annotation)

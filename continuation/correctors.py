@@ -116,7 +116,7 @@ class ScheduledCorrector(Corrector):
     def __post_init__(self):
         integer("steps", self.steps, minimum=1)
         positive("eta_max", self.eta_max)
-        if self.gtol is not None:
+        if self.gtol is not None and self.gtol != float("inf"):  # inf: any point is converged (a fixed budget)
             non_negative("gtol", self.gtol)
         integer("resample_every", self.resample_every, minimum=0)
         integer("monitor_every", self.monitor_every, minimum=0)
