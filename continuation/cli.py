@@ -7,75 +7,194 @@
 
 Mistakes (an unknown key or name, a bad value, a missing file, a non-finite objective) print
 one line, `error: ...`, and exit non-zero: 2 for configuration and files, 1 for a failed run.
-A run that stops early (step size below its minimum) exits 1 with the reason.
+A run that stops early (step size below its minimum) exits 1 with the reason. Every input is
+checked before any work (continuation/config.py, continuation/checks.py); an unexpected
+exception (a bug) is one line too, with `--debug` for its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from pathlib import Path
+
+from problems.data import DataFileError
 
 from .config import ConfigError, describe_registry, load_config
 from .stepper import ContinuationError
 
 
+class _UsageError(Exception):
+    """A command-line mistake (argparse's): one line, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse prints the usage and exits; here: one line, exit 2
+        raise _UsageError(f"{self.prog}: {message} (see --help)")
+
+
 def _parser():
-    p = argparse.ArgumentParser(prog="continuation", description="Continuation on the free-energy equilibrium surface.")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="continuation", description="Continuation on the free-energy equilibrium surface.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks (by default every failure is one line)")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     r = sub.add_parser("run", help="run a path from a TOML configuration")
     r.add_argument("config", type=Path, nargs="?", help="TOML configuration (default: the built-in digits run)")
     r.add_argument("--out", type=Path, help="netCDF path file (checkpoints go to OUT.ckpt/); default "
                                             "out/default/path.nc for the default run, out/CONFIG.nc otherwise")
     r.add_argument("--resume", action="store_true", help="continue the run in --out from its last point")
     r.add_argument("--from", dest="start_from", type=Path, help="start from a point of an earlier path")
-    r.add_argument("--from-step", type=int, default=-1, help="which point of --from (default: the last)")
+    r.add_argument("--from-step", type=int, default=None, help="which point of --from (default: the last)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     pl = sub.add_parser("plot", help="plot one or more paths")
     pl.add_argument("paths", type=Path, nargs="+")
     pl.add_argument("--out", type=Path, required=True)
+    pl.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     sub.add_parser("list", help="list problems, processes, predictors, correctors, Krylov solvers")
     return p
 
 
-def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+def _writable_target(out: Path, what: str) -> None:
+    """`out` can be written: not a directory, its folder creatable and writable (checked before
+    any work: a read-only folder was found only after pre-training)."""
+    if out.is_dir():
+        raise ConfigError(f"{what} {out} is a directory; give a file path")
     try:
-        if args.command == "list":
-            print(describe_registry())
-            return 0
-        if args.command == "plot":
-            from .plot import plot_paths
-
-            print(f"wrote {plot_paths(args.paths, args.out)}")
-            return 0
-        from .run import run_config
-
-        if args.config is None:
-            from .defaults import DEFAULT_CONFIG, DEFAULT_OUT
-
-            config, out = DEFAULT_CONFIG, args.out or Path(DEFAULT_OUT)
-            print(f"default run: iso-classification on the bundled digits (continuation/defaults.py) -> {out}")
-        else:
-            config, out = load_config(args.config), args.out or Path("out") / f"{args.config.stem}.nc"
         out.parent.mkdir(parents=True, exist_ok=True)
-        start_from = (args.start_from, args.from_step) if args.start_from else None
-        ds = run_config(config, out, resume=args.resume, start_from=start_from,
-                        progress=False if args.quiet else None)
-        n = ds.sizes["step"]
-        if args.config is None:
-            from .plot import plot_paths
+    except OSError as e:
+        raise ConfigError(f"{what} {out}: cannot create its folder {out.parent}: {e.strerror or e}") from None
+    try:  # a real write: os.access says yes to root on a read-only mount
+        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".probe", dir=out.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(f"{what} {out}: its folder {out.parent} is not writable ({e.strerror or e})") from None
+    if out.exists() and not os.access(out, os.W_OK):
+        raise ConfigError(f"{what} {out} exists and is not writable")
 
-            print(f"wrote {plot_paths([out], out.with_suffix('.png'))}")
-        print(f"wrote {out} ({n} points, s = {float(ds['s'][-1]):.4g}, lambda = {float(ds['lambda'][-1]):.6g}, "
-              f"gamma = {float(ds['gamma'][-1]):.6g}): {ds.attrs['status']}: {ds.attrs['stop_reason']}")
-        return 0 if ds.attrs["status"] == "finished" else 1
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+
+def _path_file(path: Path, what: str, step: int | None = None) -> None:
+    """`path` is a netCDF path file this program wrote (a 'step' dimension), and `step` one of
+    its points (negative: from the end): checked up front, one line naming the file."""
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a directory, not a path file")
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path}: path file not found")
+    try:
+        import netCDF4
+
+        with netCDF4.Dataset(path, "r") as nc:
+            n = len(nc.dimensions["step"]) if "step" in nc.dimensions else None
+    except OSError as e:
+        raise ConfigError(f"{what} {path}: not a readable netCDF file ({_first_line(e)}): truncated, damaged, or "
+                          f"not a path file") from None
+    if n is None:
+        raise ConfigError(f"{what} {path}: not a path file written by continuation (no 'step' dimension)")
+    if step is not None and not -n <= step < n:
+        raise ConfigError(f"--from-step {step} is out of range: {path} has {n} points (0 to {n - 1}, or -1 to "
+                          f"-{n} from the end)")
+
+
+def _figure_format(out: Path) -> None:
+    from matplotlib.figure import Figure
+
+    formats = Figure().canvas.get_supported_filetypes()
+    ext = out.suffix.lower().lstrip(".")
+    if ext not in formats:
+        raise ConfigError(f"plot --out {out}: unknown figure format {out.suffix or '(no extension)'!r}; "
+                          f"valid: {', '.join('.' + f for f in sorted(formats))}")
+
+
+def main(argv=None) -> int:
+    debug = "--debug" in (sys.argv[1:] if argv is None else list(argv))
+    try:
+        args = _parser().parse_args(argv)
+        return _main(args)
+    except (_UsageError, ConfigError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError,
+            DataFileError) as e:
+        if debug:
+            raise
+        _say(e)
         return 2
     except ContinuationError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if debug:
+            raise
+        _say(e)
         return 1
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:  # an unreadable or damaged file somewhere (netCDF, checkpoints): a file problem
+        if debug:
+            raise
+        name = f"{e.filename}: " if getattr(e, "filename", None) and str(e.filename) not in str(e) else ""
+        _say(f"{name}{e.strerror or e}" if e.strerror else f"{name}{e}")
+        return 2
+    except Exception as e:  # a bug: still one line, the traceback on request
+        if debug:
+            raise
+        _say(f"unexpected {type(e).__name__}: {_first_line(e)} (a bug; run with --debug for the traceback)")
+        return 1
+
+
+def _first_line(e) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _say(e) -> None:
+    print(f"error: {_first_line(e)}", file=sys.stderr)
+
+
+def _main(args) -> int:
+    if args.command == "list":
+        print(describe_registry())
+        return 0
+    if args.command == "plot":
+        from .plot import plot_paths
+
+        _figure_format(args.out)
+        for p in args.paths:
+            _path_file(p, "plot")
+        _writable_target(args.out, "plot --out")
+        print(f"wrote {plot_paths(args.paths, args.out)}")
+        return 0
+    from .run import run_config
+
+    if args.from_step is not None and args.start_from is None:
+        raise ConfigError("--from-step needs --from OLD.nc (the path whose point to start from)")
+    if args.start_from is not None and args.resume:
+        raise ConfigError("--from and --resume together are ambiguous: --resume continues --out from its last "
+                          "point, --from starts a new run from a point of another path; give one")
+    if args.start_from is not None:
+        _path_file(args.start_from, "--from", -1 if args.from_step is None else args.from_step)
+    if args.config is None:
+        from .defaults import DEFAULT_CONFIG, DEFAULT_OUT
+
+        config, out = DEFAULT_CONFIG, args.out or Path(DEFAULT_OUT)
+        print(f"default run: iso-classification on the bundled digits (continuation/defaults.py) -> {out}")
+    else:
+        config, out = load_config(args.config), args.out or Path("out") / f"{args.config.stem}.nc"
+    _writable_target(out, "--out")
+    if args.resume and out.exists():
+        _path_file(out, "--resume --out")
+    if args.config is None:
+        _writable_target(out.with_suffix(".png"), "--out")
+    start_from = (args.start_from, -1 if args.from_step is None else args.from_step) if args.start_from else None
+    ds = run_config(config, out, resume=args.resume, start_from=start_from,
+                    progress=False if args.quiet else None)
+    n = ds.sizes["step"]
+    if args.config is None:
+        from .plot import plot_paths
+
+        print(f"wrote {plot_paths([out], out.with_suffix('.png'))}")
+    print(f"wrote {out} ({n} points, s = {float(ds['s'][-1]):.4g}, lambda = {float(ds['lambda'][-1]):.6g}, "
+          f"gamma = {float(ds['gamma'][-1]):.6g}): {ds.attrs['status']}: {ds.attrs['stop_reason']}")
+    return 0 if ds.attrs["status"] == "finished" else 1
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import torch
 from problems.base import StochasticProblem
 from solvers import NewtonCG, check_finite
 
+from .checks import integer, non_negative, positive
 from .equilibrate import optimize
 from .strategy import Strategy
 
@@ -69,6 +70,13 @@ class NewtonCorrector(Corrector):
     easy_iters = 3
     max_iters = 10
 
+    def __post_init__(self):
+        # gtol <= 0 can never be met: the run would report that the start "did not equilibrate"
+        positive("gtol", self.gtol)
+        integer("maxiter", self.maxiter, minimum=1)
+        if self.hvp_mode not in ("rev-rev", "fwd-rev"):
+            raise ValueError(f"hvp_mode must be 'rev-rev' or 'fwd-rev', got {self.hvp_mode!r}")
+
     def correct(self, system, x, mu):
         res = NewtonCG(gtol=self.gtol, maxiter=self.maxiter, hvp_mode=self.hvp_mode).solve(system.objective, x, mu,
                                                                                          deflation=system.deflation)
@@ -107,12 +115,12 @@ class ScheduledCorrector(Corrector):
     max_iters = None
 
     def __post_init__(self):
-        if self.steps < 1:
-            raise ValueError(f"{self.name} corrector: steps must be >= 1, got {self.steps}")
-        if not self.eta_max > 0:
-            raise ValueError(f"{self.name} corrector: eta_max must be > 0, got {self.eta_max}")
-        if self.gtol is not None and not (isinstance(self.gtol, (int, float)) and self.gtol >= 0):
-            raise ValueError(f"{self.name} corrector: gtol must be >= 0 or None, got {self.gtol}")
+        integer("steps", self.steps, minimum=1)
+        positive("eta_max", self.eta_max)
+        if self.gtol is not None and self.gtol != float("inf"):  # inf: any point is converged (a fixed budget)
+            non_negative("gtol", self.gtol)
+        integer("resample_every", self.resample_every, minimum=0)
+        integer("monitor_every", self.monitor_every, minimum=0)
 
     @abstractmethod
     def optimizer(self, params: list) -> torch.optim.Optimizer:
@@ -202,6 +210,11 @@ class LBFGSCorrector(Corrector):
     counts = "lbfgs_iters"
     easy_iters = 15
     max_iters = 150
+
+    def __post_init__(self):
+        positive("gtol", self.gtol)
+        integer("maxiter", self.maxiter, minimum=1)
+        integer("history", self.history, minimum=1)
 
     def correct(self, system, x, mu):
         start = time.perf_counter()

@@ -14,6 +14,7 @@ A predictor declares `uses_theta_tangent`: whether the tangent it follows includ
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar, final
@@ -26,6 +27,11 @@ from .strategy import Strategy
 from .work import Work
 
 ODE_METHODS = ("euler", "rk4", "dopri5")
+RTOL_FLOOR, ATOL_FLOOR = 1e-13, 1e-14  # dopri5's tolerances (see ODEPredictor.__post_init__)
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass
@@ -77,6 +83,15 @@ class ODEPredictor(Predictor):
     def __post_init__(self):
         if self.method not in ODE_METHODS:
             raise ValueError(f"unknown ODE method {self.method!r}; valid: {', '.join(ODE_METHODS)}")
+        # dopri5's step-size control compares an error estimate that carries the rounding of
+        # float64 (eps 2.2e-16 times the solution and the Krylov residuals of each stage) with
+        # atol + rtol |y|: below ~1e-13 relative the estimate never passes, the step shrinks to
+        # nothing and one prediction takes minutes (rtol 1e-20: 197 s) or fails with a
+        # misleading reason downstream. Zero or negative tolerances are meaningless.
+        if not (_finite(self.rtol) and RTOL_FLOOR <= self.rtol < 1):
+            raise ValueError(f"rtol must be in [{RTOL_FLOOR:g}, 1) (float64 cannot meet less), got {self.rtol!r}")
+        if not (_finite(self.atol) and self.atol >= ATOL_FLOOR):
+            raise ValueError(f"atol must be >= {ATOL_FLOOR:g} and finite (float64 cannot meet less), got {self.atol!r}")
 
     def predict(self, make_context, start, ds, previous, process):
         n = start.x.numel()

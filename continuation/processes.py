@@ -31,6 +31,7 @@ import torch
 
 from problems.base import mu_index
 
+from .checks import in_range, non_negative, number, positive
 from .context import PointContext
 from .strategy import Strategy
 
@@ -66,6 +67,12 @@ def _checked(option: str, value, valid: tuple):
     return value
 
 
+def _alpha(alpha) -> None:
+    """alpha scales the clock: 0 writes the same point over and over, NaN fails later on a Cholesky."""
+    if number("alpha", alpha) == 0:
+        raise ValueError("alpha must be != 0 (it scales mu'; 0 would not move), got 0")
+
+
 def _iso_law(ctx, g_lambda: float, g_gamma: float, alpha: float, clock: str) -> torch.Tensor:
     """(lambda', gamma') = alpha (-G_gamma, G_lambda); with clock = "lambda" rescaled so that
     lambda' = 1 (s is then lambda - lambda0, whatever the size of the rates; the ratio
@@ -94,6 +101,11 @@ class QuasiStatic(Process):
     gamma_rate: float = 0.0
     t_rate: float = 0.0
     name: ClassVar[str] = "quasi-static"
+
+    def __post_init__(self):
+        rates = [number(f"{n}_rate", getattr(self, f"{n}_rate")) for n in ("lambda", "gamma", "t")]
+        if not any(rates):
+            raise ValueError("lambda_rate, gamma_rate and t_rate are all 0: the process would not move")
 
     def velocity(self, ctx):
         return _mu_vector(ctx, {"lambda": self.lambda_rate, "gamma": self.gamma_rate, "t": self.t_rate})
@@ -125,8 +137,8 @@ class IsoFunctional(Process):
     def _check(self):
         _checked("clock", self.clock, CLOCKS)
         _checked("measure", self.measure, MEASURES)
-        if not self.tol >= 0:
-            raise ValueError(f"tol must be >= 0, got {self.tol}")
+        _alpha(self.alpha)
+        non_negative("tol", self.tol)
 
     def value(self, ctx) -> float:
         f = self._values(ctx)
@@ -197,8 +209,7 @@ class IsoCPlusROverBeta(IsoFunctional):
     name: ClassVar[str] = "iso-c-plus-r-over-beta"
 
     def __post_init__(self):
-        if not self.beta > 0:
-            raise ValueError(f"beta must be > 0, got {self.beta}")
+        positive("beta", self.beta)
         self._check()
 
     @property
@@ -228,8 +239,10 @@ class IsoClassificationFD(Process):
 
     def __post_init__(self):
         _checked("clock", self.clock, CLOCKS)
-        if not self.h > 0:
-            raise ValueError(f"h must be > 0, got {self.h}")
+        _alpha(self.alpha)
+        # relative step: lambda (1 - h) must stay > 0
+        in_range("h", self.h, 0.0, 1.0, closed=False)
+        non_negative("tol", self.tol)
 
     @property
     def project_along(self) -> tuple:

@@ -25,6 +25,7 @@ import torch
 
 from problems.base import mu_index
 
+from .checks import integer, number
 from .processes import FREE
 from .strategy import Strategy
 from .work import Work
@@ -103,8 +104,7 @@ class NewtonProjection(Projection):
     name: ClassVar[str] = "newton"
 
     def __post_init__(self):
-        if self.max_iter < 1:
-            raise ValueError(f"max_iter must be >= 1, got {self.max_iter}")
+        integer("max_iter", self.max_iter, minimum=1)
 
     def project(self, task):
         process = task.process
@@ -166,9 +166,8 @@ class SecantProjection(Projection):
     name: ClassVar[str] = "secant"
 
     def __post_init__(self):
-        if self.max_iter < 1:
-            raise ValueError(f"max_iter must be >= 1, got {self.max_iter}")
-        if not self.factor > 1:
+        integer("max_iter", self.max_iter, minimum=1)
+        if not (number("factor", self.factor) > 1):
             raise ValueError(f"factor must be > 1, got {self.factor}")
 
     def project(self, task):

@@ -203,6 +203,13 @@ class StopRule:
     away_points: int = 10
     name: ClassVar[str] = "stop"
 
+    def __post_init__(self):
+        from .checks import integer, positive, stop_tables
+
+        integer("max_steps", self.max_steps, minimum=0)
+        positive("max_s", self.max_s, allow_inf=True)
+        stop_tables(self.target, self.milestones, self.bounds)
+
     def settings(self) -> dict:
         return settings_of(self)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, final
 
+from .checks import number
 from .processes import IsoFunctional, Process, _checked, _mu_vector
 
 
@@ -24,6 +25,10 @@ class QuasiStaticTransfer(Process):
     lambda_rate: float = 0.0
     gamma_rate: float = 0.0
     name: ClassVar[str] = "quasi-static-transfer"
+
+    def __post_init__(self):
+        number("lambda_rate", self.lambda_rate)
+        number("gamma_rate", self.gamma_rate)
 
     def velocity(self, ctx):
         return _mu_vector(ctx, {"lambda": self.lambda_rate, "gamma": self.gamma_rate, "t": 1.0})
@@ -63,6 +68,7 @@ class IsoClassificationTransfer(IsoFunctional):
 
     def __post_init__(self):
         _checked("condition", self.condition, CONDITIONS)
+        number("k", self.k)
         self._check()
 
     @property

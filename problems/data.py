@@ -52,14 +52,48 @@ def load_digits(dtype=torch.float32) -> Data:
     return Data(x, torch.tensor(d.target, dtype=torch.long), tuple(str(i) for i in range(10)), "digits")
 
 
+class DataFileError(ValueError):
+    """A data file that is there but cannot be read as what it should be (truncated, empty,
+    not IDX, labels that do not match the images); the message is one line naming the file."""
+
+
 def _read_idx(path: Path) -> np.ndarray:
-    """An MNIST-format (IDX) file, gzipped or not."""
+    """An MNIST-format (IDX) file of unsigned bytes, gzipped or not; a damaged one is a
+    DataFileError naming the file and what is wrong."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except EOFError:
+        raise DataFileError(f"{path}: truncated (the gzip stream ends early); download or copy it again") from None
+    except OSError as e:  # gzip.BadGzipFile, a directory, permissions, an I/O error
+        raise DataFileError(f"{path}: cannot be read: {e.strerror or e}") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08 or not 1 <= data[3] <= 4:
+        raise DataFileError(f"{path}: not an IDX file of unsigned bytes ({len(data)} bytes, header "
+                            f"{data[:4].hex() or 'empty'}; expected 000008xx)")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise DataFileError(f"{path}: truncated inside its header ({len(data)} bytes)")
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    need = 4 + 4 * ndim + int(np.prod(shape))
+    if len(data) != need:
+        raise DataFileError(f"{path}: {'truncated' if len(data) < need else 'too long'}: {len(data)} bytes, its "
+                            f"header (shape {shape}) needs {need}")
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _images_and_labels(image_file: Path, label_file: Path):
+    """Images (N, 28, 28) and labels (N,) from a pair of IDX files that must agree."""
+    images, labels = _read_idx(image_file), _read_idx(label_file)
+    if images.ndim != 3:
+        raise DataFileError(f"{image_file}: expected images (N, rows, cols), got shape {images.shape}")
+    if labels.ndim != 1:
+        raise DataFileError(f"{label_file}: expected labels (N,), got shape {labels.shape}")
+    if len(images) != len(labels):
+        raise DataFileError(f"{label_file} has {len(labels)} labels but {image_file} has {len(images)} images")
+    if len(images) == 0:
+        raise DataFileError(f"{image_file}: no images")
+    return images, labels
 
 
 def load_fashion_mnist(root=FASHION_MNIST_DIR, train: bool = True, dtype=torch.float32) -> Data:
@@ -73,8 +107,9 @@ def load_fashion_mnist(root=FASHION_MNIST_DIR, train: bool = True, dtype=torch.f
     if image_file is None or label_file is None:
         raise FileNotFoundError(f"Fashion-MNIST not found in {root}: expected {images[0].name} and {labels[0].name} "
                                 f"(apt-get install dataset-fashion-mnist, or pass the folder that holds them)")
-    x = torch.tensor(_read_idx(image_file), dtype=dtype)[:, None] / 255.0
-    y = torch.tensor(_read_idx(label_file).astype(np.int64))
+    images, labels = _images_and_labels(image_file, label_file)
+    x = torch.tensor(images, dtype=dtype)[:, None] / 255.0
+    y = torch.tensor(labels.astype(np.int64))
     classes = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                "Ankle boot")
     return Data(x, y, classes, "fashion-mnist")
@@ -85,18 +120,30 @@ def _torchvision(cls, name: str, expected: str, root, train: bool):
     root = Path(root)
     try:
         return cls(str(root), train=train, download=False)
-    except (RuntimeError, OSError) as e:
+    except (RuntimeError, OSError, EOFError, ValueError) as e:
+        if (root / expected).exists():
+            raise DataFileError(f"{name} in {root} is damaged or incomplete ({root / expected} is there, but reading "
+                                f"failed: {str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
         raise FileNotFoundError(f"{name} not found in {root}: expected torchvision's layout {root}/{expected} etc. "
                                 f"(it is never downloaded here)") from e
 
 
 def load_mnist(root, train: bool = True, dtype=torch.float32) -> Data:
-    """MNIST from `root` in torchvision's layout (root/MNIST/raw/...), never downloaded."""
-    from torchvision.datasets import MNIST
-
-    ds = _torchvision(MNIST, "MNIST", "MNIST/raw/train-images-idx3-ubyte", root, train)
-    x = ds.data.to(dtype)[:, None] / 255.0
-    return Data(x, ds.targets.long(), tuple(str(i) for i in range(10)), "mnist")
+    """MNIST from `root` in torchvision's layout (root/MNIST/raw/...-idx3-ubyte[.gz]), never
+    downloaded. The IDX files are read here (the same bytes torchvision reads), so a missing
+    file and a damaged one are told apart, each naming the file."""
+    raw = Path(root) / "MNIST" / "raw"
+    prefix = "train" if train else "t10k"
+    files = []
+    for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
+        found = next((p for p in (raw / f"{prefix}-{kind}", raw / f"{prefix}-{kind}.gz") if p.exists()), None)
+        if found is None:
+            raise FileNotFoundError(f"MNIST not found in {root}: expected torchvision's layout {raw}/{prefix}-{kind} "
+                                    f"(it is never downloaded here)")
+        files.append(found)
+    images, labels = _images_and_labels(*files)
+    x = torch.tensor(images, dtype=dtype)[:, None] / 255.0
+    return Data(x, torch.tensor(labels.astype(np.int64)), tuple(str(i) for i in range(10)), "mnist")
 
 
 def load_cifar10(root, train: bool = True, dtype=torch.float32) -> Data:

@@ -10,6 +10,8 @@ each one spells its options out; the factory passes the problem's name and its o
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -25,6 +27,10 @@ def linear_gaussian(n: int = 3, m: int = 1, latent_dim: int = 1, seed: int = 0, 
     diag(sigma_diag); otherwise a random instance from `seed`.
     """
     options = dict(locals())  # the keyword options exactly, before any other local name
+    for key in ("n", "m", "latent_dim"):
+        _at_least(key, options[key], 1)
+    for key in ("sigma_d", "sigma_c", "noise"):
+        _finite(key, options[key])
     if not (sigma_d > 0 and sigma_c > 0 and noise > 0):
         raise ValueError(f"sigma_d, sigma_c and noise must be > 0, got {sigma_d}, {sigma_c}, {noise}")
     if sigma_diag is not None or B is not None:
@@ -54,6 +60,7 @@ def mlp(dataset: str = "digits", data_dir: str = "", classes: str = "", val_frac
     device: "cpu" or a torch device name ("cuda"); the data and parameters live there.
     """
     options = dict(locals())  # the keyword options exactly, before any other local name
+    _check_network(options)
     from .models import paper_mlp
     from .neural_problem import NeuralProblem
 
@@ -76,6 +83,7 @@ def resnet(dataset: str = "fashion-mnist", data_dir: str = "", classes: str = ""
     12,000 images alone takes minutes).
     """
     options = dict(locals())  # the keyword options exactly, before any other local name
+    _check_network(options)
     from .models import cifar_resnet
     from .neural_problem import NeuralProblem
 
@@ -89,6 +97,7 @@ PROBLEMS["resnet"] = resnet
 
 def transfer_mlp(dataset: str = "digits", data_dir: str = "", source: str = "0-4", target: str = "5-9",
                  path: str = "mixture", ot_method: str = "emd", ot_reg: float = 0.05, model: str = "paper",
+                 ot_max_iter: int = 100_000,
                  val_fraction: float = 0.2, limit: int = 0, val_limit: int = 0, hidden: int = 128, latent: int = 8,
                  classifier_hidden: int = 12, dropout: float = 0.1, hvp_batch: int = 512, grad_batch: int = 0,
                  samples: int = 2, decoder_std: float = 1.0, split_seed: int = 0, float64: bool = False,
@@ -102,6 +111,7 @@ def transfer_mlp(dataset: str = "digits", data_dir: str = "", source: str = "0-4
     limit and val_limit cap each task's training and validation sets (0: none).
     """
     options = dict(locals())  # the keyword options exactly, before any other local name
+    _check_network(options)
     from .models import paper_mlp, transfer_mlp as transfer_model
     from .transfer_problem import TransferProblem
 
@@ -116,6 +126,7 @@ def transfer_mlp(dataset: str = "digits", data_dir: str = "", source: str = "0-4
                          classes=classes) if model == "paper"
                else transfer_model(input_dim=dim, hidden=hidden, latent=latent, dropout=dropout, classes=classes))
     return TransferProblem(*modules, train_s, train_t, val_s, val_t, path=path, ot_method=ot_method, ot_reg=ot_reg,
+                           ot_max_iter=ot_max_iter,
                            **_network_options(options, f"transfer-mlp:{dataset}[{source}->{target}, {path}]"))
 
 
@@ -126,12 +137,13 @@ def transfer_resnet(dataset: str = "fashion-mnist", data_dir: str = "", source: 
                     target: str = "animals", path: str = "mixture", ot_method: str = "emd", ot_reg: float = 0.05,
                     val_fraction: float = 0.2, limit: int = 0, val_limit: int = 0, latent: int = 64, width: int = 256,
                     hvp_batch: int = 128, grad_batch: int = 0, samples: int = 1, decoder_std: float = 1.0,
-                    split_seed: int = 0, device: str = "cpu"):
+                    split_seed: int = 0, device: str = "cpu", ot_max_iter: int = 100_000):
     """The CIFAR-10 model (ResNet-18 encoder) on a task path, e.g. vehicles -> animals (appendix G).
 
     dataset "cifar10" needs data_dir; "fashion-mnist" and "digits" padded to 32x32 RGB are the
     stand-ins that install here (use source "0-4", target "5-9" with them)."""
     options = dict(locals())  # the keyword options exactly, before any other local name
+    _check_network(options)
     from .models import cifar_resnet
     from .transfer_problem import TransferProblem
 
@@ -140,10 +152,58 @@ def transfer_resnet(dataset: str = "fashion-mnist", data_dir: str = "", source: 
     data_t, train_t, val_t = _split(loaders, dataset, target, val_fraction, split_seed, limit, val_limit)
     return TransferProblem(*cifar_resnet(latent=latent, classes=len(data_s.classes), width=width), train_s,
                            train_t, val_s, val_t, path=path, ot_method=ot_method, ot_reg=ot_reg,
+                           ot_max_iter=ot_max_iter,
                            **_network_options(options, f"transfer-resnet:{dataset}[{source}->{target}, {path}]"))
 
 
 PROBLEMS["transfer-resnet"] = transfer_resnet
+
+
+def _finite(option, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{option} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _at_least(option, value, least: int, zero_means: str = "") -> int:
+    """An integer >= least (or 0, when zero_means says what 0 stands for)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not (value >= least or (zero_means and value == 0)):
+        rule = f"0 ({zero_means}) or an integer >= {least}" if zero_means else f"an integer >= {least}"
+        raise ValueError(f"{option} must be {rule}, got {value!r}")
+    return value
+
+
+def _check_network(o: dict) -> None:
+    """The network problems' options, before any data is read. The models normalise with batch
+    norm on batch statistics, which needs at least 2 samples in every batch (one sample has no
+    variance: torch raises deep inside the forward pass), so the training set (limit), the
+    gradient batch and the HVP batch are each 0 (all) or >= 2; negative caps were read as
+    Python slices (limit = -5 dropped 5 samples)."""
+    _at_least("limit", o["limit"], 2, "no cap; batch norm needs >= 2 samples")
+    _at_least("val_limit", o["val_limit"], 1, "no cap")
+    _at_least("grad_batch", o["grad_batch"], 2, "the whole training set; batch norm needs >= 2")
+    _at_least("hvp_batch", o["hvp_batch"], 2, "the gradient batch; batch norm needs >= 2")
+    _at_least("samples", o["samples"], 1)  # 0 noise samples average nothing: NaN D and C
+    for key in ("hidden", "latent", "classifier_hidden", "width"):
+        if key in o:
+            _at_least(key, o[key], 1)
+    if not 0 < _finite("val_fraction", o["val_fraction"]) < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {o['val_fraction']!r}")
+    if not _finite("decoder_std", o["decoder_std"]) > 0:
+        raise ValueError(f"decoder_std must be > 0, got {o['decoder_std']!r}")
+    if "dropout" in o and not 0 <= _finite("dropout", o["dropout"]) < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {o['dropout']!r}")
+    if "ot_reg" in o:
+        if not _finite("ot_reg", o["ot_reg"]) > 0:
+            raise ValueError(f"ot_reg must be > 0, got {o['ot_reg']!r}")
+        _at_least("ot_max_iter", o["ot_max_iter"], 1)
+
+
+def _check_sizes(train, limit) -> None:
+    """After the split: batch norm needs >= 2 training samples."""
+    if len(train) < 2:
+        raise ValueError(f"the training set has {len(train)} sample(s) after the split (limit = {limit}); "
+                         "batch norm needs at least 2")
 
 
 def _flat_loaders(data_dir: str) -> dict:
@@ -174,6 +234,7 @@ def _split(loaders: dict, dataset, classes, val_fraction, split_seed, limit, val
     if classes:
         data = class_subset(data, classes, relabel=True)
     train, val = train_val_split(data, val_fraction, seed=split_seed, limit=limit or None, val_limit=val_limit or None)
+    _check_sizes(train, limit)
     return data, train, val
 
 

@@ -33,6 +33,13 @@ OT_METHODS = ("emd", "sinkhorn")
 
 
 # -- optimal transport between empirical distributions ---------------------------------------
+class OTNotConverged(RuntimeError, ValueError):
+    """An optimal-transport solver spent its iteration budget (`ot_max_iter`) before its plan was
+    optimal (emd) or converged (sinkhorn): an error, never a silently sub-optimal coupling. A
+    ValueError too: the fix is an option (ot_max_iter, ot_reg, limit), so configuration files
+    report it as one."""
+
+
 def squared_distances(x_s, x_t) -> np.ndarray:
     """kappa_ij = |x_i^s - x_j^t|^2 (the paper's cost), rows of (flattened) x_s against x_t."""
     import ot
@@ -59,8 +66,16 @@ def coupling(x_s, x_t, method: str = "emd", reg: float = 0.05, a=None, b=None, n
     b = np.full(n_t, 1.0 / n_t) if b is None else np.asarray(b, dtype=np.float64)
     if a.shape != (n_s,) or b.shape != (n_t,):
         raise ValueError(f"weights of shapes {a.shape}, {b.shape} do not fit {n_s} source and {n_t} target points")
+    if not (isinstance(num_itermax, int) and num_itermax >= 1):
+        raise ValueError(f"ot_max_iter must be an integer >= 1, got {num_itermax!r}")
     if method == "emd":
-        gamma = ot.emd(a, b, cost, numItermax=num_itermax)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # POT warns on an exhausted budget; its log says so, checked here
+            gamma, log = ot.emd(a, b, cost, numItermax=num_itermax, log=True)
+        if log.get("result_code") != 1:  # 1: optimal; 3: the budget ran out (a feasible plan, not optimal)
+            why = log.get("warning") or f"result code {log.get('result_code')}"
+            raise OTNotConverged(f"emd did not reach the optimal plan in {num_itermax} iterations ({why}); "
+                                 f"raise ot_max_iter (now {num_itermax}) or use fewer points (limit)")
     else:
         if not reg > 0:
             raise ValueError(f"sinkhorn needs reg > 0, got {reg}")
@@ -70,8 +85,8 @@ def coupling(x_s, x_t, method: str = "emd", reg: float = 0.05, a=None, b=None, n
             gamma = ot.sinkhorn(a, b, cost / scale, reg, method="sinkhorn_log", numItermax=num_itermax,
                                 stopThr=1e-9)
         if any("did not converge" in str(w.message) for w in caught):
-            raise RuntimeError(f"sinkhorn did not converge in {num_itermax} iterations at reg = {reg} "
-                               "(increase reg or num_itermax)")
+            raise OTNotConverged(f"sinkhorn did not converge in {num_itermax} iterations at reg = {reg} "
+                                 f"(raise ot_reg or ot_max_iter, now {num_itermax})")
     if not np.all(np.isfinite(gamma)):
         raise FloatingPointError(f"the {method} coupling is not finite (for sinkhorn, increase reg, now {reg})")
     return gamma

@@ -36,7 +36,7 @@ class TransferProblem(NetworkProblem):
 
     def __init__(self, encoder, decoder, classifier, source: Data, target: Data, source_val: Data | None = None,
                  target_val: Data | None = None, *, path: str = "mixture", ot_method: str = "emd",
-                 ot_reg: float = 0.05, **kw):
+                 ot_reg: float = 0.05, ot_max_iter: int = 100_000, **kw):
         if path not in PATHS:
             raise ValueError(f"unknown task path {path!r}; valid: {', '.join(PATHS)}")
         if ot_method not in OT_METHODS:
@@ -49,13 +49,14 @@ class TransferProblem(NetworkProblem):
                              "one classifier head needs the same number (relabel both subsets)")
         if len(target) == 0:
             raise ValueError("the target training set is empty")
-        self.path, self.ot_method, self.ot_reg = path, ot_method, ot_reg
+        self.path, self.ot_method, self.ot_reg, self.ot_max_iter = path, ot_method, ot_reg, ot_max_iter
         dtype, device = kw.get("dtype", torch.float32), kw.get("device", "cpu")
         self.target = target.to(dtype=dtype, device=device)
         self.source_val = source_val.to(dtype=dtype, device=device) if source_val is not None else None
         self.sampler = None
         if path == "ot":
-            self.coupling = coupling(source.x.cpu().numpy(), target.x.cpu().numpy(), ot_method, ot_reg)
+            self.coupling = coupling(source.x.cpu().numpy(), target.x.cpu().numpy(), ot_method, ot_reg,
+                                     num_itermax=ot_max_iter)
             self.sampler = CouplingSampler(self.coupling)
         super().__init__(encoder, decoder, classifier, source, target_val, **kw)
 
@@ -132,6 +133,6 @@ class TransferProblem(NetworkProblem):
         return out
 
     def settings(self) -> dict:
-        return {**super().settings(), "path": self.path, "ot_method": self.ot_method, "ot_reg": self.ot_reg,
+        return {**super().settings(), "path": self.path, "ot_method": self.ot_method, "ot_reg": self.ot_reg, "ot_max_iter": self.ot_max_iter,
                 "target_size": len(self.target),
                 "source_val_size": 0 if self.source_val is None else len(self.source_val)}

@@ -1,0 +1,245 @@
+"""Input checks before any work: one ValueError line naming the option and the value.
+
+Two layers use them:
+- the strategies' and StopRule's `__post_init__` (the small helpers `positive`, `finite`, ...),
+  so that a bad option is refused where the object is made, from Python or from a TOML file;
+- `check_inputs(problem, process, stop, start=..., theta0=...)`, which `continue_path` calls
+  first: the start multipliers, the initial parameters' dtype and shapes against the problem's,
+  and whether the stop rule's target lies ahead in the direction the process moves
+  (`check_reachable`, also called by continuation/config.py for configuration files).
+
+This module imports nothing heavy at import time (the strategy modules import it).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+MU_NAMES = ("lambda", "gamma", "t")
+
+
+# --- scalar options --------------------------------------------------------------------------
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def number(option: str, value, *, allow_inf: bool = False) -> float:
+    """A real number (not bool), not NaN, finite unless allow_inf."""
+    if not _is_number(value):
+        raise ValueError(f"{option} must be a number, got {value!r}")
+    v = float(value)
+    if math.isnan(v) or (math.isinf(v) and not allow_inf):
+        raise ValueError(f"{option} must be finite, got {value!r}")
+    return v
+
+
+def positive(option: str, value, *, allow_inf: bool = False) -> float:
+    v = number(option, value, allow_inf=allow_inf)
+    if not v > 0:
+        raise ValueError(f"{option} must be > 0, got {value!r}")
+    return v
+
+
+def non_negative(option: str, value) -> float:
+    v = number(option, value)
+    if not v >= 0:
+        raise ValueError(f"{option} must be >= 0, got {value!r}")
+    return v
+
+
+def integer(option: str, value, *, minimum: int | None = None) -> int:
+    """An int (a float with an integer value is refused too: 2.0 steps is a typo for 2 or 2.5)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{option} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{option} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def in_range(option: str, value, lo: float, hi: float, *, closed: bool = True) -> float:
+    v = number(option, value)
+    ok = lo <= v <= hi if closed else lo < v < hi
+    if not ok:
+        raise ValueError(f"{option} must be in {'[' if closed else '('}{lo:g}, {hi:g}{']' if closed else ')'}, "
+                         f"got {value!r}")
+    return v
+
+
+# --- the start and the stop rule ------------------------------------------------------------
+
+def check_mu_value(name: str, value, what: str) -> float:
+    """lambda, gamma > 0 and finite; t in [0, 1] (the task path's ends: outside, mixture weights go negative)."""
+    v = number(f"{what} {name}", value)
+    if name in ("lambda", "gamma") and not v > 0:
+        raise ValueError(f"{what} {name} must be > 0, got {value!r}")
+    if name == "t" and not 0.0 <= v <= 1.0:
+        raise ValueError(f"{what} t must be in [0, 1] (the task path from source to target), got {value!r}")
+    return v
+
+
+def check_start(start) -> tuple:
+    """(lambda, gamma) or (lambda, gamma, t): a 1-D sequence, array or tensor of 2 or 3 finite
+    numbers with lambda, gamma > 0 and t in [0, 1]; returns a tuple of floats."""
+    shape = getattr(start, "shape", None)
+    if shape is not None and len(shape) != 1:
+        raise ValueError(f"start must be 2 or 3 numbers (lambda, gamma[, t]), got an array of shape {tuple(shape)}")
+    if isinstance(start, (str, bytes, dict)) or not hasattr(start, "__len__"):
+        raise ValueError(f"start must be 2 or 3 numbers (lambda, gamma[, t]), got {start!r}")
+    if len(start) not in (2, 3):
+        raise ValueError(f"start must be 2 or 3 numbers (lambda, gamma[, t]), got {len(start)}: {_short(start)}")
+    values = []
+    for name, v in zip(MU_NAMES, start):
+        if hasattr(v, "item") and getattr(v, "ndim", 0) == 0:
+            v = v.item()
+        values.append(check_mu_value(name, v, "start"))
+    return tuple(values)
+
+
+def _short(value) -> str:
+    try:
+        return repr([float(v) for v in value])
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def stop_tables(target, milestones, bounds, functionals=("R", "D", "C")):
+    """The stop rule's tables checked at every depth: target {name: number}, milestones
+    {name: [numbers]}, bounds {name: [lo, hi]} with lo < hi (+-inf allowed: a one-sided bound)."""
+    for key, table in (("target", target), ("milestones", milestones), ("bounds", bounds)):
+        if not isinstance(table, dict):
+            raise ValueError(f"{key} must be a table such as {key} = {{lambda = ...}}, got {table!r}")
+        valid = MU_NAMES + (tuple(functionals) if key == "bounds" else ())
+        for name in table:
+            if name not in valid:
+                raise ValueError(f"{key} names {name!r}; valid: {', '.join(valid)}")
+    for name, value in target.items():
+        check_mu_value(name, value, "target")
+    for name, values in milestones.items():
+        if isinstance(values, (str, bytes, dict)) or not isinstance(values, (list, tuple)):
+            raise ValueError(f"milestones {name} must be a list of numbers, e.g. milestones = {{{name} = [2.0, 3.0]}}, "
+                             f"got {values!r}")
+        for v in values:
+            check_mu_value(name, v, "milestones")
+    for name, pair in bounds.items():
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ValueError(f"bounds {name} must be [lo, hi], got {pair!r}")
+        lo, hi = (number(f"bounds {name}", v, allow_inf=True) for v in pair)
+        if not lo < hi:
+            raise ValueError(f"bounds {name} must be [lo, hi] with lo < hi, got {pair!r}")
+
+
+def directions(process) -> dict:
+    """{name: +1 | -1 | 0} for the multipliers whose direction of travel is known before running
+    (0: the process does not move it); multipliers absent: unknown (set by the law at each point)."""
+    from .processes import IsoClassificationFD, IsoFunctional, QuasiStatic
+    from .transfer_processes import IsoClassificationTransfer, QuasiStaticTransfer
+
+    sign = lambda r: (r > 0) - (r < 0)  # noqa: E731
+    if isinstance(process, QuasiStatic):
+        return {"lambda": sign(process.lambda_rate), "gamma": sign(process.gamma_rate), "t": sign(process.t_rate)}
+    if isinstance(process, QuasiStaticTransfer):
+        return {"lambda": sign(process.lambda_rate), "gamma": sign(process.gamma_rate), "t": 1}
+    if isinstance(process, IsoClassificationTransfer):
+        out = {"t": 1}
+        if process.condition == "lambda":
+            out["lambda"] = sign(process.k)
+        return out
+    if isinstance(process, (IsoFunctional, IsoClassificationFD)):
+        # clock = "lambda": lambda' = 1 whatever the law; t never moves off a task path
+        return {"lambda": 1, "t": 0} if process.clock == "lambda" else {"t": 0}
+    return {}
+
+
+def check_reachable(process, stop, start) -> None:
+    """Refuse a target that lies behind (or off) the direction of travel, where it is known
+    before running (directions()); `start` is (lambda, gamma[, t])."""
+    known = directions(process)
+    here = dict(zip(MU_NAMES, list(start) + [0.0] * (3 - len(start))))
+    for name, value in stop.target.items():
+        if name not in known or float(value) == here[name]:
+            continue
+        way, need = known[name], (float(value) > here[name]) - (float(value) < here[name])
+        if way == 0:
+            raise ValueError(f"target {name} = {value} is unreachable: process {process.name!r} does not move {name} "
+                             f"(it stays at {here[name]:g})")
+        if way != need:
+            moves = "up" if way > 0 else "down"
+            raise ValueError(f"target {name} = {value} is unreachable: process {process.name!r} moves {name} {moves} "
+                             f"from its start {here[name]:g}")
+
+
+# --- the Python entry: continue_path's inputs -----------------------------------------------
+
+def _leaves(theta):
+    import torch
+
+    if isinstance(theta, torch.Tensor):
+        return {"": theta}
+    if isinstance(theta, dict):
+        out = {}
+        for k, v in theta.items():
+            for kk, leaf in _leaves(v).items():
+                out[f"{k}.{kk}" if kk else str(k)] = leaf
+        return out
+    if isinstance(theta, (list, tuple)):
+        out = {}
+        for i, v in enumerate(theta):
+            for kk, leaf in _leaves(v).items():
+                out[f"{i}.{kk}" if kk else str(i)] = leaf
+        return out
+    raise ValueError(f"theta0 must be a parameter pytree of tensors (the problem's init_params), got {type(theta).__name__}")
+
+
+def check_theta(problem, theta0) -> None:
+    """theta0 against the problem's own parameters (init_params(0)): the same names, shapes and
+    dtype (float64 parameters on float32 data silently mix precisions; NewtonCG then reports
+    max_iters, the tangents 'singular'), all finite."""
+    import torch
+
+    ref, got = _leaves(problem.init_params(0)), _leaves(theta0)
+    if set(ref) != set(got):
+        missing, extra = sorted(set(ref) - set(got)), sorted(set(got) - set(ref))
+        raise ValueError(f"theta0 does not fit problem {problem.name!r}: missing {missing[:3]}, unexpected {extra[:3]}")
+    for name, r in ref.items():
+        g = got[name]
+        if not isinstance(g, torch.Tensor):
+            raise ValueError(f"theta0[{name!r}] must be a tensor, got {type(g).__name__}")
+        if g.dtype != r.dtype:
+            raise ValueError(f"theta0[{name!r}] has dtype {str(g.dtype).removeprefix('torch.')} but problem "
+                             f"{problem.name!r} computes in {str(r.dtype).removeprefix('torch.')}; convert theta0 "
+                             f"(or build the problem in that precision)")
+        if g.shape != r.shape:
+            raise ValueError(f"theta0[{name!r}] has shape {tuple(g.shape)}, problem {problem.name!r} expects "
+                             f"{tuple(r.shape)}")
+        if g.is_floating_point() and not bool(torch.isfinite(g).all()):
+            raise ValueError(f"theta0[{name!r}] is not finite (NaN or inf)")
+
+
+def check_inputs(problem, process=None, stop=None, *, start=None, theta0=None, start_from=None, settle=1,
+                 checkpoint_every=1):
+    """continue_path's inputs before any work; returns `start` as a tuple of floats (or None).
+
+    Raises ValueError, one line naming the argument: start not 2 or 3 finite numbers with
+    lambda, gamma > 0 and t in [0, 1]; theta0 of another dtype or shape than the problem's; a
+    target behind the process's direction of travel; checkpoint_every < 1. (`settle` is left
+    to continuation/start.py, whose message tests pin.)"""
+    if start is not None:
+        start = check_start(start)
+    if start_from is not None:
+        if not isinstance(start_from, (list, tuple)) or len(start_from) != 2:
+            raise ValueError(f"start_from must be (path, step), got {start_from!r}")
+        integer("start_from step", start_from[1])
+    # settle is checked by continuation/start.py ("settle must be >= 1")
+    integer("checkpoint_every", checkpoint_every, minimum=1)
+    if theta0 is not None:
+        check_theta(problem, theta0)
+    if stop is not None:
+        from .step_control import StopRule
+
+        if not isinstance(stop, StopRule):
+            raise ValueError(f"stop must be a StopRule, got {type(stop).__name__}")
+        if process is not None and start is not None and start_from is None:
+            check_reachable(process, stop, start)
+    return start

@@ -1,0 +1,482 @@
+"""Bad input is one line `error: ...` naming the option, file or value, with exit 2 (configuration,
+files, data) or 1 (the run), never a traceback, never a silent result (RELIABILITY.md A and B,
+the input side; the fault side is in test_continuation.py)."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from continuation import checks
+from continuation.cli import main
+from continuation.config import ConfigError, build_run
+from continuation.correctors import NewtonCorrector
+from continuation.predictors import ODEPredictor
+from continuation.processes import IsoClassification, QuasiStatic
+from continuation.step_control import StopRule
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = ROOT / "validation" / "configs" / "gaussian_iso_c.toml"
+MLP = """[problem]
+name = "mlp"
+dataset = "digits"
+limit = 64
+val_limit = 16
+hidden = 8
+latent = 2
+hvp_batch = 16
+[corrector]
+name = "adam"
+steps = 5
+[steps]
+name = "fixed"
+size = 0.1
+[stop]
+max_steps = 1
+"""
+
+
+def toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and math.isnan(v):
+        return "nan"
+    if isinstance(v, float) and math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    if isinstance(v, str):
+        return '"' + v + '"'
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def dump(config: dict) -> str:
+    return "".join(f"[{s}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in t.items()) for s, t in config.items())
+
+
+def base_config(max_steps=2) -> dict:
+    config = tomllib.loads(BASE.read_text())
+    config["stop"]["max_steps"] = max_steps
+    config.setdefault("output", {})["progress"] = False
+    return config
+
+
+def one_error_line(capsys, code, expected_code, *needles):
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == expected_code, (code, err)
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def run_cli(tmp_path, config, *extra, out="x.nc"):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(dump(config) if isinstance(config, dict) else config)
+    return main(["run", str(cfg), "--out", str(tmp_path / out), "--quiet", *extra])
+
+
+# --- configuration values at every depth (exit 2, before any work) ---------------------------
+
+def _set(section, **values):
+    def edit(config):
+        config.setdefault(section, {}).update(values)
+    return edit
+
+
+CONFIG_CASES = [
+    # [stop]: nested tables and lists, types, NaN/inf, names (RELIABILITY A, B)
+    ("target-nan", _set("stop", target={"lambda": math.nan}), "[stop] target.lambda is NaN"),
+    ("target-inf", _set("stop", target={"lambda": math.inf}), "[stop] target.lambda is inf"),
+    ("target-string", _set("stop", target={"lambda": "two"}), "target lambda must be a number"),
+    ("target-name", _set("stop", target={"mu": 2.0}), "target names 'mu'"),
+    ("target-t-not-moved", _set("stop", target={"t": 1.0}), "target t = 1.0 is unreachable"),
+    ("target-t-range", _set("stop", target={"t": 2.0}), "target t must be in [0, 1]"),
+    ("milestones-scalar", _set("stop", milestones={"lambda": 1.5}), "milestones lambda must be a list"),
+    ("milestones-nan", _set("stop", milestones={"lambda": [2.0, math.nan]}), "[stop] milestones.lambda[1] is NaN"),
+    ("milestones-negative", _set("stop", milestones={"lambda": [-2.0]}), "milestones lambda must be > 0"),
+    ("bounds-short", _set("stop", bounds={"R": [0]}), "bounds R must be [lo, hi]"),
+    ("bounds-order", _set("stop", bounds={"R": [5, 1]}), "lo < hi"),
+    ("bounds-nan", _set("stop", bounds={"R": [0, math.nan]}), "bounds.R[1] is NaN"),
+    ("max-steps-negative", _set("stop", max_steps=-5), "max_steps must be an integer >= 0"),
+    ("max-steps-fraction", _set("stop", max_steps=2.5), "max_steps must be an integer"),
+    ("max-s-nan", _set("stop", max_s=math.nan), "[stop] max_s is NaN"),
+    ("max-s-zero", _set("stop", max_s=0.0), "max_s must be > 0"),
+    # [start]
+    ("start-t", _set("start", t=1.7), "[start] t must be in [0, 1]"),
+    ("start-lambda-inf", _set("start", **{"lambda": math.inf}), "[start] lambda is inf"),
+    ("start-gamma-negative", _set("start", gamma=-1.0), "[start] gamma must be > 0"),
+    ("train-lr-zero", _set("start", train_lr=0.0), "[start] train_lr must be > 0"),
+    ("train-steps-negative", _set("start", train_steps=-1), "[start] train_steps must be >= 0"),
+    ("settle-zero", _set("start", settle=0), "[start] settle must be an integer >= 1"),
+    ("seed-fraction", _set("start", seed=1.5), "[start] seed must be an integer"),
+    ("schedule", _set("start", train_schedule="linear"), "[start] train_schedule must be one of"),
+    # [process]
+    ("alpha-zero", _set("process", alpha=0.0), "alpha must be != 0"),
+    ("alpha-nan", _set("process", alpha=math.nan), "[process] alpha is NaN"),
+    ("tol-negative", _set("process", tol=-1.0), "tol must be >= 0"),
+    ("rate-behind", lambda c: c.update(process={"name": "quasi-static", "lambda_rate": -1.0}),
+     "target lambda = 4.0 is unreachable: process 'quasi-static' moves lambda down"),
+    ("rates-zero", lambda c: c.update(process={"name": "quasi-static", "lambda_rate": 0.0}),
+     "would not move"),
+    ("fd-h", lambda c: c.update(process={"name": "iso-classification-fd", "h": 0.0}), "h must be in (0, 1)"),
+    ("beta", lambda c: c.update(process={"name": "iso-c-plus-r-over-beta", "beta": -1.0}), "beta must be > 0"),
+    ("clock-lambda-behind", lambda c: (c["process"].update(clock="lambda"), c["stop"].update(target={"lambda": 0.5})),
+     "moves lambda up"),
+    # [predictor]: dopri5 tolerances float64 cannot meet
+    ("rtol-zero", _set("predictor", method="dopri5", rtol=0.0, atol=0.0), "rtol must be in [1e-13, 1)"),
+    ("rtol-tiny", _set("predictor", method="dopri5", rtol=1e-20), "rtol must be in [1e-13, 1)"),
+    ("atol-tiny", _set("predictor", method="dopri5", atol=1e-300), "atol must be >= 1e-14"),
+    ("rtol-negative", _set("predictor", method="dopri5", rtol=-1.0), "rtol must be in"),
+    # [corrector], [projection], [krylov], [steps], [output], [problem]
+    ("gtol-negative", _set("corrector", gtol=-1.0), "gtol must be > 0"),
+    ("maxiter-zero", _set("corrector", maxiter=0), "maxiter must be an integer >= 1"),
+    ("projection-max-iter", _set("projection", max_iter=0), "max_iter must be an integer >= 1"),
+    ("krylov-maxiter", _set("krylov", maxiter=0), "[krylov] maxiter must be >= 1"),
+    ("krylov-rtol", _set("krylov", rtol=0.0), "[krylov] rtol must be in (0, 1)"),
+    ("krylov-rtol-inf", _set("krylov", rtol=math.inf), "[krylov] rtol is inf"),
+    ("steps-nan", _set("steps", max_drift=math.nan), "[steps] max_drift is NaN"),
+    ("steps-type", _set("steps", max_drift="small"), "[steps] max_drift must be a number"),
+    ("checkpoint-every", _set("output", checkpoint_every=0), "[output] checkpoint_every must be >= 1"),
+    ("sigma-diag-nested", _set("problem", sigma_diag=[3.0, math.inf, 0.6]), "[problem] sigma_diag[1] is inf"),
+    ("sigma-diag-type", _set("problem", sigma_diag=3.0), "[problem] sigma_diag must be a list"),
+    ("latent-dim", _set("problem", latent_dim=0), "latent_dim must be an integer >= 1"),
+    ("name-type", _set("corrector", name=3), "[corrector] name must be a string"),
+]
+
+
+@pytest.mark.parametrize("label,edit,needle", CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
+def test_bad_configuration_value_is_one_line_before_any_work(tmp_path, capsys, label, edit, needle):
+    config = base_config()
+    edit(config)
+    code = run_cli(tmp_path, config)
+    one_error_line(capsys, code, 2, needle)
+    assert not (tmp_path / "x.nc").exists()  # nothing written: refused before point 0
+
+
+NETWORK_CASES = [
+    ("limit-negative", {"limit": -5}, "limit must be 0"),
+    ("limit-one", {"limit": 1}, "batch norm needs >= 2"),
+    ("hvp-batch-one", {"hvp_batch": 1}, "hvp_batch must be"),
+    ("grad-batch-negative", {"grad_batch": -10}, "grad_batch must be"),
+    ("samples-zero", {"samples": 0}, "samples must be an integer >= 1"),
+    ("samples-negative", {"samples": -1}, "samples must be an integer >= 1"),
+    ("val-limit-negative", {"val_limit": -3}, "val_limit must be"),
+    ("decoder-std", {"decoder_std": 0.0}, "decoder_std must be > 0"),
+]
+
+
+@pytest.mark.parametrize("label,options,needle", NETWORK_CASES, ids=[c[0] for c in NETWORK_CASES])
+def test_bad_network_option_is_one_line(tmp_path, capsys, label, options, needle):
+    config = tomllib.loads(MLP)
+    config["problem"].update(options)
+    one_error_line(capsys, run_cli(tmp_path, config), 2, "[problem]", needle)
+
+
+TRANSFER = """[problem]
+name = "transfer-mlp"
+dataset = "digits"
+path = "ot"
+limit = 60
+val_limit = 8
+hidden = 8
+latent = 2
+hvp_batch = 16
+{extra}
+[start]
+t = {t}
+[process]
+name = "quasi-static-transfer"
+[stop]
+max_steps = 1
+target = {{t = {target}}}
+"""
+
+
+@pytest.mark.parametrize("extra,t,target,needle", [
+    ('ot_method = "emd"\not_max_iter = 10', 0.0, 1.0, "raise ot_max_iter (now 10)"),
+    ('ot_method = "sinkhorn"\not_reg = 1e-4\not_max_iter = 5', 0.0, 1.0, "ot_max_iter"),
+    ("ot_reg = 0.0", 0.0, 1.0, "ot_reg must be > 0"),
+    ("ot_max_iter = 0", 0.0, 1.0, "ot_max_iter must be an integer >= 1"),
+    ("", 1.7, 1.0, "[start] t must be in [0, 1]"),
+    ("", 0.0, 2.0, "target t must be in [0, 1]"),
+    ("", 0.5, 0.25, "target t = 0.25 is unreachable"),
+], ids=["emd-budget", "sinkhorn-budget", "ot-reg", "ot-max-iter", "start-t", "target-t", "target-t-behind"])
+def test_task_path_inputs(tmp_path, capsys, extra, t, target, needle):
+    code = run_cli(tmp_path, TRANSFER.format(extra=extra, t=t, target=target))
+    one_error_line(capsys, code, 2, needle)
+
+
+def test_emd_budget_is_checked_not_silent():
+    """ot.emd stopping at its budget returns a feasible, non-optimal plan with a warning only:
+    here it is an error naming ot_max_iter; with the budget it needs, the plan is optimal."""
+    from problems.task_path import OTNotConverged, coupling
+
+    rng = np.random.default_rng(0)
+    xs, xt = rng.normal(size=(80, 3)), rng.normal(size=(80, 3))
+    with pytest.raises(OTNotConverged, match="ot_max_iter"):
+        coupling(xs, xt, "emd", num_itermax=20)
+    G = coupling(xs, xt, "emd")
+    assert np.allclose(G.sum(1), 1 / 80) and np.allclose(G.sum(0), 1 / 80)
+
+
+# --- files: the configuration, data, path files, output folders (exit 2) ---------------------
+
+def test_configuration_file_problems(tmp_path, capsys):
+    one_error_line(capsys, main(["run", str(tmp_path), "--out", str(tmp_path / "x.nc")]), 2, "is a directory",
+                   str(tmp_path))
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes('[problem]\nname = "linear-gaussian"  # caf\xe9\n'.encode("latin-1"))
+    one_error_line(capsys, main(["run", str(bad), "--out", str(tmp_path / "x.nc")]), 2, "not UTF-8", str(bad))
+    bad.write_text("[stop\nmax_steps = 2\n")
+    one_error_line(capsys, main(["run", str(bad), "--out", str(tmp_path / "x.nc")]), 2, "not valid TOML")
+
+
+@pytest.fixture(scope="module")
+def good_path(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("good")
+    cfg = folder / "g.toml"
+    cfg.write_text(dump(base_config()))
+    out = folder / "g.nc"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    return cfg, out
+
+
+def test_command_line_combinations(tmp_path, capsys, good_path):
+    cfg, old = good_path
+    out = str(tmp_path / "new.nc")
+    one_error_line(capsys, main(["run", str(cfg), "--out", out, "--from-step", "3"]), 2, "--from-step needs --from")
+    one_error_line(capsys, main(["run", str(cfg), "--out", out, "--from", str(old), "--resume"]), 2,
+                   "--from and --resume together are ambiguous")
+    one_error_line(capsys, main(["run", str(cfg), "--out", out, "--from", str(old), "--from-step", "99"]), 2,
+                   "--from-step 99 is out of range", str(old))
+    one_error_line(capsys, main(["run", str(cfg), "--out", out, "--from", str(old), "--from-step", "-50"]), 2,
+                   "--from-step -50 is out of range")
+    one_error_line(capsys, main(["run", str(cfg), "--out", out, "--from", str(cfg)]), 2, "--from", str(cfg),
+                   "not a readable netCDF file")
+    one_error_line(capsys, main(["run", str(cfg), "--out", out, "--bogus"]), 2, "unrecognized arguments: --bogus")
+    one_error_line(capsys, main(["run", str(cfg), "--out", out, "--from-step", "x"]), 2, "--from-step")
+    assert not Path(out).exists()
+
+
+def test_damaged_and_foreign_path_files(tmp_path, capsys, good_path):
+    cfg, old = good_path
+    truncated = tmp_path / "truncated.nc"
+    truncated.write_bytes(old.read_bytes()[:3000])
+    garbage = tmp_path / "garbage.nc"
+    garbage.write_bytes(np.random.default_rng(0).bytes(4000))
+    foreign = tmp_path / "foreign.nc"
+    import xarray as xr
+    xr.Dataset({"a": ("x", np.arange(3.0))}).to_netcdf(foreign, engine="netcdf4")
+    for bad in (truncated, garbage):
+        one_error_line(capsys, main(["plot", str(bad), "--out", str(tmp_path / "p.png")]), 2, str(bad))
+        one_error_line(capsys, main(["run", str(cfg), "--out", str(tmp_path / "n.nc"), "--from", str(bad)]), 2,
+                       str(bad))
+        resumed = tmp_path / "resumed.nc"
+        resumed.write_bytes(bad.read_bytes())
+        one_error_line(capsys, main(["run", str(cfg), "--out", str(resumed), "--resume", "--quiet"]), 2,
+                       str(resumed))
+    one_error_line(capsys, main(["run", str(cfg), "--out", str(tmp_path / "n.nc"), "--from", str(foreign)]), 2,
+                   str(foreign), "no 'step' dimension")
+
+
+def test_output_targets(tmp_path, capsys, good_path):
+    cfg, old = good_path
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    one_error_line(capsys, main(["run", str(cfg), "--out", str(folder), "--resume", "--quiet"]), 2,
+                   "is a directory", str(folder))
+    # /proc takes no new files, even for root (chmod 555 does not stop root): a real read-only folder
+    one_error_line(capsys, main(["run", str(cfg), "--out", "/proc/x.nc", "--quiet"]), 2, "/proc", "not writable")
+    one_error_line(capsys, main(["plot", str(old), "--out", str(tmp_path / "p.xyz")]), 2, "unknown figure format",
+                   ".xyz")
+    one_error_line(capsys, main(["plot", str(old), "--out", "/proc/p.png"]), 2, "/proc", "not writable")
+    assert not (tmp_path / "p.xyz").exists()
+
+
+def test_read_only_output_is_refused_before_pre_training(tmp_path, capsys, monkeypatch):
+    """The writability check comes first: pre-training (minutes on real data) is never reached."""
+    import continuation.run as run_module
+
+    monkeypatch.setattr(run_module, "equilibrate", lambda *a, **k: pytest.fail("pre-training ran"))
+    config = tomllib.loads(MLP)
+    config["start"] = {"train_steps": 5}
+    one_error_line(capsys, run_cli(tmp_path, config, out="/proc/x.nc"), 2, "not writable")
+
+
+def write_idx(path: Path, array: np.ndarray, gz: bool = False):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if gz else data)
+
+
+def _fashion_folder(tmp_path, images=20, labels=20, gz=False):
+    folder = tmp_path / "fm"
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    ext = ".gz" if gz else ""
+    write_idx(folder / f"train-images-idx3-ubyte{ext}", rng.integers(0, 256, (images, 28, 28)), gz)
+    write_idx(folder / f"train-labels-idx1-ubyte{ext}", rng.integers(0, 10, labels), gz)
+    return folder, ext
+
+
+def _damage(kind, folder, ext):
+    images = folder / f"train-images-idx3-ubyte{ext}"
+    if kind == "truncated":
+        images.write_bytes(images.read_bytes()[: len(images.read_bytes()) // 2])
+    elif kind == "empty":
+        images.write_bytes(b"")
+    elif kind == "garbage":
+        images.write_bytes(np.random.default_rng(1).bytes(500))
+    return images
+
+
+@pytest.mark.parametrize("kind,gz,needle", [
+    ("truncated", True, "truncated"),
+    ("truncated", False, "truncated"),
+    ("empty", False, "not an IDX file"),
+    ("garbage", False, "not an IDX file"),
+    ("garbage", True, "cannot be read"),
+    ("labels", False, "has 19 labels but"),
+])
+def test_damaged_data_files_name_the_file(tmp_path, capsys, kind, gz, needle):
+    folder, ext = _fashion_folder(tmp_path, labels=19 if kind == "labels" else 20, gz=gz)
+    damaged = _damage(kind, folder, ext)
+    config = tomllib.loads(MLP)
+    config["problem"].update(dataset="fashion-mnist", data_dir=str(folder), limit=8, val_limit=2, hvp_batch=4)
+    line = one_error_line(capsys, run_cli(tmp_path, config), 2, "[problem] data:", needle)
+    assert str(damaged if kind != "labels" else folder / "train-labels-idx1-ubyte") in line
+
+
+def test_damaged_mnist_is_not_reported_missing(tmp_path):
+    from problems.data import DataFileError, load_mnist
+
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    write_idx(raw / "train-images-idx3-ubyte", rng.integers(0, 256, (6, 28, 28)))
+    (raw / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x06\x01")  # 1 of 6 labels
+    with pytest.raises(DataFileError, match="train-labels-idx1-ubyte: truncated"):
+        load_mnist(tmp_path)
+
+
+# --- the run (exit 1) ---------------------------------------------------------------------------
+
+def test_diverging_pre_training_names_train_lr(tmp_path, capsys):
+    config = tomllib.loads(MLP)
+    config["start"] = {"train_steps": 20, "train_lr": 50.0}
+    one_error_line(capsys, run_cli(tmp_path, config), 1, "pre-training diverged", "[start] train_lr = 50")
+
+
+def test_unexpected_exception_is_one_line_and_debug_shows_it(tmp_path, capsys, monkeypatch):
+    import continuation.run as run_module
+
+    def broken(*a, **k):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(run_module, "build_run", broken)
+    cfg = tmp_path / "g.toml"
+    cfg.write_text(dump(base_config()))
+    line = one_error_line(capsys, main(["run", str(cfg), "--out", str(tmp_path / "x.nc")]), 1, "KeyError")
+    assert "--debug" in line
+    with pytest.raises(KeyError):
+        main(["--debug", "run", str(cfg), "--out", str(tmp_path / "x.nc")])
+
+
+# --- Python API (continuation/checks.py, strategies' __post_init__) -----------------------------
+
+def test_stop_rule_and_strategy_options_are_checked_where_made():
+    for kwargs, needle in [({"max_steps": 2.5}, "max_steps must be an integer"),
+                           ({"max_steps": -1}, "max_steps must be an integer >= 0"),
+                           ({"target": {"lambda": math.nan}}, "target lambda must be finite"),
+                           ({"milestones": {"lambda": 1.5}}, "must be a list"),
+                           ({"bounds": {"R": [0]}}, "bounds R must be [lo, hi]")]:
+        with pytest.raises(ValueError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+            StopRule(**kwargs)
+    assert StopRule(bounds={"R": [0.0, math.inf]}).bounds["R"][1] == math.inf  # one-sided: allowed
+    with pytest.raises(ValueError, match="rtol"):
+        ODEPredictor("dopri5", rtol=1e-300)
+    with pytest.raises(ValueError, match="gtol must be > 0"):
+        NewtonCorrector(gtol=-1)
+    with pytest.raises(ValueError, match="alpha must be != 0"):
+        IsoClassification(alpha=0)
+    with pytest.raises(ValueError, match="alpha must be finite"):
+        IsoClassification(alpha=math.nan)
+
+
+@pytest.mark.parametrize("start,needle", [
+    ((1.0,), "start must be 2 or 3 numbers"),
+    ((1.0, 1.0, 0.0, 5.0), "start must be 2 or 3 numbers"),
+    ((-1.0, 1.0), "start lambda must be > 0"),
+    ((1.0, math.nan), "start gamma must be finite"),
+    ((1.0, 1.0, 1.7), "start t must be in [0, 1]"),
+    (torch.ones(1, 3), "shape (1, 3)"),
+    ("1, 1", "start must be 2 or 3 numbers"),
+])
+def test_check_inputs_refuses_bad_starts(competition, start, needle):
+    with pytest.raises(ValueError) as err:
+        checks.check_inputs(competition.problem, QuasiStatic(), StopRule(), start=start)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_check_inputs_accepts_lists_and_tensors(competition):
+    for start in ([1.0, 2.0], torch.tensor([1.0, 2.0, 0.0]), np.array([1.0, 2.0])):
+        assert checks.check_inputs(competition.problem, QuasiStatic(), StopRule(), start=start)[:2] == (1.0, 2.0)
+
+
+def test_check_inputs_dtype_shape_and_reachability(competition):
+    problem = competition.problem
+    theta = problem.init_params(0)
+    with pytest.raises(ValueError, match="dtype float32 but problem .* computes in float64"):
+        checks.check_inputs(problem, QuasiStatic(), StopRule(), start=(1.0, 1.0),
+                            theta0={k: v.float() for k, v in theta.items()})
+    key = next(iter(theta))
+    with pytest.raises(ValueError, match="has shape"):
+        checks.check_inputs(problem, QuasiStatic(), StopRule(), start=(1.0, 1.0),
+                            theta0={**theta, key: torch.zeros(7, dtype=theta[key].dtype)})
+    with pytest.raises(ValueError, match="target lambda = 2.0 is unreachable: process 'quasi-static' moves lambda down"):
+        checks.check_inputs(problem, QuasiStatic(lambda_rate=-1.0), StopRule(target={"lambda": 2.0}), start=(1.0, 1.0))
+    checks.check_inputs(problem, QuasiStatic(), StopRule(target={"lambda": 2.0}), start=(1.0, 1.0), theta0=theta)
+
+
+def test_float32_data_with_float64_parameters_is_a_dtype_error():
+    from problems.registry import PROBLEMS
+
+    problem = PROBLEMS["mlp"](dataset="digits", limit=16, val_limit=4, hidden=4, latent=2, hvp_batch=8)
+    theta = torch.utils._pytree.tree_map(lambda v: v.double(), problem.init_params(0))
+    with pytest.raises(ValueError, match="float64 but problem .* computes in float32"):
+        checks.check_inputs(problem, QuasiStatic(), StopRule(), start=(1.0, 1.0), theta0=theta)
+
+
+def test_build_run_reachability_is_skipped_for_from(tmp_path):
+    config = base_config()
+    config["stop"]["target"] = {"lambda": 0.5}
+    config["process"] = {"name": "quasi-static"}
+    with pytest.raises(ConfigError, match="unreachable"):
+        build_run(config)
+    build_run(config, check_start=False)  # --from: the start is the old path's point, checked there
+
+
+def test_bad_input_sweep_smoke(capsys):
+    """About 40 cases of validation/bad_input_sweep.py, spread over all its kinds: every one a
+    single `error:` line with the right exit code (the script exits 1 otherwise)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bad_input_sweep", ROOT / "validation" / "bad_input_sweep.py")
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    assert len(sweep.config_cases()) >= 100
+    code = sweep.main_sweep(["--limit", "40", "--cap", "30"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "40 bad inputs" in out and " 40\n" in out.split("one line, right exit code")[1].splitlines()[0] + "\n"
