@@ -23,7 +23,7 @@ from pathlib import Path
 from problems.data import DataFileError
 
 from .config import ConfigError, describe_registry, load_config
-from .stepper import ContinuationError
+from .errors import ContinuationError, FileProblem, RunInterrupted
 
 
 class _UsageError(Exception):
@@ -118,15 +118,28 @@ def main(argv=None) -> int:
             raise
         _say(e)
         return 2
+    except RunInterrupted as e:  # before ContinuationError (it is one): the resume command, exit 130 / 143
+        if debug:
+            raise
+        _say(e.line(sys.argv[1:] if argv is None else list(argv)))
+        return e.exit_code
+    except FileProblem as e:  # a damaged or foreign path file, a locked or unwritable output, a setup mismatch
+        if debug:
+            raise
+        _say(e)
+        return 2
     except ContinuationError as e:
         if debug:
             raise
         _say(e)
         return 1
+    except BrokenPipeError:  # `continuation list | head`: the reader left; nothing to say
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         if debug:
             raise
-        print("error: interrupted", file=sys.stderr)
+        print("error: interrupted before the first point was written; nothing to resume", file=sys.stderr)
         return 130
     except OSError as e:  # an unreadable or damaged file somewhere (netCDF, checkpoints): a file problem
         if debug:
@@ -167,9 +180,6 @@ def _main(args) -> int:
 
     if args.from_step is not None and args.start_from is None:
         raise ConfigError("--from-step needs --from OLD.nc (the path whose point to start from)")
-    if args.start_from is not None and args.resume:
-        raise ConfigError("--from and --resume together are ambiguous: --resume continues --out from its last "
-                          "point, --from starts a new run from a point of another path; give one")
     if args.start_from is not None:
         _path_file(args.start_from, "--from", -1 if args.from_step is None else args.from_step)
     if args.config is None:
@@ -182,6 +192,8 @@ def _main(args) -> int:
     _writable_target(out, "--out")
     if args.resume and out.exists():
         _path_file(out, "--resume --out")
+    elif args.resume:
+        print(f"note: {out} does not exist yet; --resume starts it anew", file=sys.stderr)
     if args.config is None:
         _writable_target(out.with_suffix(".png"), "--out")
     start_from = (args.start_from, -1 if args.from_step is None else args.from_step) if args.start_from else None

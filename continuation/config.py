@@ -143,7 +143,10 @@ def _checked_options(section, options: dict, params: dict, what: str, annotation
     for key in options:
         if key not in params:
             valid = ", ".join(sorted(params)) or "(none)"
-            raise ConfigError(f"[{section}] unknown key {key!r} for {what}; valid: {valid}")
+            hint = ""
+            if section == "process" and key == "project":  # the option before projections were strategies
+                hint = ' (the projection is its own table now: [projection] name = "newton" | "secant" | "none")'
+            raise ConfigError(f"[{section}] unknown key {key!r} for {what}; valid: {valid}{hint}")
     annotations = annotations or {}
     return {k: _check_value(section, k, v, params[k], annotations.get(k, "")) for k, v in options.items()}
 
@@ -245,6 +248,9 @@ def build_run(config: dict, *, check_start: bool = True) -> dict:
         raise ConfigError(f"[krylov] hvp_mode must be 'fwd-rev' or 'rev-rev', got {hvp_mode!r}")
     run = {name: build(name, config.get(name)) for name in ("problem", "process", "predictor", "corrector",
                                                             "projection", "steps")}
+    if run["process"].holds is None and run["projection"].name != "none":
+        raise ConfigError(f"[projection] {run['projection'].name!r} has nothing to hold: process "
+                          f"{run['process'].name!r} holds no functional; use name = \"none\" (the default)")
     run["krylov"], run["hvp_mode"] = build("krylov", krylov), hvp_mode
     options = _checked_options("stop", config.get("stop", {}), _parameters(StopRule), "[stop]",
                                _annotations(StopRule))

@@ -25,7 +25,8 @@ from solvers import MINRES
 from . import start as starts
 from problems.base import StochasticProblem
 
-from .errors import ContinuationError, RunInterrupted
+from .checks import check_inputs
+from .errors import ContinuationError, OutputExists, RunInterrupted
 from .path import OutputLock, PathWriter, load_path, rows_to_dataset
 from .projections import NoProjection
 from .stepper import Stepper, Strategies, named
@@ -37,7 +38,7 @@ __all__ = ["ContinuationError", "RunInterrupted", "continue_path"]
 def continue_path(problem, process, predictor, corrector, control, stop, *, projection=None, start=None,
                   theta0=None, equilibrate=True, settle: int = 1, start_from=None, out=None, resume=False,
                   config=None, solver=None, hvp_mode: str = "rev-rev", resample=None, progress=True,
-                  checkpoint_every: int = 1):
+                  checkpoint_every: int = 1, start_settings: dict | None = None):
     """Run one continuation path; returns the path dataset (`xarray.Dataset` along `step`).
 
     Strategies (objects; continuation/config.py maps names to them): `process` (the law of mu),
@@ -57,6 +58,8 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, proj
     `hvp_mode` "rev-rev" or "fwd-rev". `resample`: re-draw a stochastic problem's batch and
     noise between points (default: the problem's `resample_between_points`).
     `progress`: a bar from 0 to 1 toward the stop rule's target (or max_s, or max_steps).
+    `start_settings`: how theta0 was made (run_config passes its [start] table: seed, pre-training),
+    recorded with the settings; a Python run records a SHA-256 of theta0's bytes instead.
 
     Raises ContinuationError (one line: the step and the cause) when the start does not
     equilibrate, R, D, C or J are not finite, or `out` exists without resume; ValueError for a
@@ -70,18 +73,20 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, proj
     let the current write finish and raise RunInterrupted (exit_code 130 / 143): the file keeps
     every point written, with status "running", and resumes with resume=True.
     """
+    start = check_inputs(problem, process, stop, start=start, theta0=theta0, start_from=start_from,
+                         checkpoint_every=checkpoint_every)
     projection = projection if projection is not None else NoProjection()
     solver = solver or MINRES(rtol=1e-12)
     strategies = Strategies(process, predictor, corrector, control, stop, projection)
     template = theta0 if theta0 is not None else problem.init_params(0)
     stepper = Stepper(problem, strategies, solver=solver, template=template, hvp_mode=hvp_mode, resample=resample)
-    start_settings = {"start": None if start is None else [float(v) for v in start],
-                      "from": None if start_from is None else [str(start_from[0]), int(start_from[1])],
-                      "equilibrate": bool(equilibrate), "settle": int(settle)}
-    settings = {"problem": problem.settings(), **strategies.settings(), "krylov": settings_of(solver),
-                "run": {"hvp_mode": hvp_mode, "resample": stepper.resample, "checkpoint_every": checkpoint_every,
-                        **start_settings}}
-    settings_json = json.dumps(settings, default=str, sort_keys=True)
+    run = {"start": None if start is None else [float(v) for v in start] + [0.0] * (3 - len(start)),
+           "from": None if start_from is None else [str(start_from[0]), int(start_from[1])],
+           "equilibrate": bool(equilibrate), "settle": int(settle), "hvp_mode": hvp_mode,
+           "resample": stepper.resample, "checkpoint_every": checkpoint_every}
+    settings = {"problem": problem.settings(), **strategies.settings(), "krylov": settings_of(solver), "run": run,
+                "theta0": settings_of(start_settings) if start_settings is not None else _fingerprint(template)}
+    settings_json = json.dumps(settings_of(settings), default=str, sort_keys=True)
     attrs = {"problem": problem.name, "process": process.name, "predictor": predictor.name,
              "corrector": corrector.name, "projection": projection.name, "step_control": control.name,
              "corrector_counts": corrector.counts, "held": process.holds or "none",
@@ -104,7 +109,7 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, proj
                     writer = PathWriter(out, attrs, checkpoint_every, rows=rows, critical=guard.critical)
                 else:
                     if out is not None and out.exists():
-                        raise ContinuationError(f"{out} exists; pass resume=True (--resume) to continue it, or another --out")
+                        raise OutputExists(f"{out} exists; pass resume=True (--resume) to continue it, or another --out")
                     if start_from is not None:
                         x, mu = starts.from_point(*start_from, template)
                     elif start is not None:
@@ -151,6 +156,16 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, proj
     finally:
         if lock is not None:
             lock.release()
+
+
+def _fingerprint(theta) -> dict:
+    """SHA-256 of theta0's bytes (leaves in order): a resume with other initial parameters differs."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for leaf in torch.utils._pytree.tree_leaves(theta):
+        h.update(leaf.detach().cpu().contiguous().numpy().tobytes())
+    return {"sha256": h.hexdigest()}
 
 
 class _Interrupted(BaseException):

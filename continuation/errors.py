@@ -1,6 +1,9 @@
 """The library's errors: each message is one line naming the file, option or step and the cause.
 
 - `ContinuationError`: a run that cannot go on (the command line: `error: ...`, exit 1).
+- `FileProblem`: a ContinuationError about a file (the command line: exit 2): the subclasses below
+  but RunInterrupted, and `OutputExists` (a run's output is there and --resume was not given),
+  `SetupMismatch` (--resume under other settings than the file's).
 - `PathFileError` (also a ValueError): a path file or checkpoint that is damaged, truncated,
   foreign (not a continuation path) or of another problem's size; `CheckpointMissing` (also a
   FileNotFoundError): a point whose checkpoint is not kept or not there.
@@ -19,7 +22,19 @@ class ContinuationError(RuntimeError):
     """A run that cannot go on; the message is one line naming the step and the cause."""
 
 
-class PathFileError(ContinuationError, ValueError):
+class FileProblem(ContinuationError):
+    """A ContinuationError about a file or an output (the command line exits 2)."""
+
+
+class OutputExists(FileProblem):
+    """The output exists and the run was not asked to resume it."""
+
+
+class SetupMismatch(FileProblem):
+    """A resume under other settings than the file was written with; the message names the first."""
+
+
+class PathFileError(FileProblem, ValueError):
     """A path file or checkpoint that cannot be used; the message names the file and what is wrong."""
 
 
@@ -27,11 +42,11 @@ class CheckpointMissing(PathFileError, FileNotFoundError):
     """A point of a path whose checkpoint is not kept (or was removed)."""
 
 
-class OutputLocked(ContinuationError):
+class OutputLocked(FileProblem):
     """Another live run (pid in OUT.lock) writes the same output."""
 
 
-class OutputNotWritable(ContinuationError):
+class OutputNotWritable(FileProblem):
     """The output cannot be written: no space left, or a read-only or forbidden folder."""
 
 

@@ -11,7 +11,7 @@ import torch
 
 from problems.base import MU_NAMES
 
-from .errors import ContinuationError, PathFileError
+from .errors import ContinuationError, PathFileError, SetupMismatch
 from .path import load_path, load_point
 from .predictors import Previous
 from .stepper import State, Stepper, named
@@ -61,18 +61,19 @@ def from_point(path, step: int, template) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def same_setup(out, attrs: dict) -> None:
-    """Refuse to resume `out` under another configuration: one line naming the first difference."""
+    """Refuse to resume `out` under other settings: one line naming the first difference.
+
+    The strategies' and the problem's settings are compared (not the TOML text: a default
+    written out explicitly is the same setting)."""
     old = load_path(out)
-    for key in ("settings", "config"):
-        if old.attrs.get(key) == attrs[key]:
-            continue
-        try:
-            a, b = json.loads(old.attrs.get(key, "{}")), json.loads(attrs[key])
-        except json.JSONDecodeError:
-            a, b = {}, {}
-        diff = _first_difference(a, b)
-        raise ContinuationError(f"{out} was written with another configuration ({diff}); "
-                                "use another --out to start anew")
+    if old.attrs.get("settings") == attrs["settings"]:
+        return
+    try:
+        a, b = json.loads(old.attrs.get("settings", "{}")), json.loads(attrs["settings"])
+    except json.JSONDecodeError:
+        a, b = {}, {}
+    raise SetupMismatch(f"{out} was written with another configuration ({_first_difference(a, b)}); "
+                        "use another --out to start anew")
 
 
 def _first_difference(a, b, where="") -> str:

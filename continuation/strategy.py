@@ -9,12 +9,15 @@ against it.
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC
 from typing import ClassVar
 
 
 def _plain(value):
     """A JSON-able form of an option value (a callable by its qualified name)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)  # "inf", "nan": JSON has no such numbers
     if isinstance(value, (bool, int, float, str)) or value is None:
         return value
     if isinstance(value, (list, tuple)):
@@ -29,7 +32,10 @@ def _plain(value):
 
 
 def settings_of(obj) -> dict:
-    """{"name": ..., option: value, ...} of a dataclass strategy (fields not starting with _)."""
+    """{"name": ..., option: value, ...} of a dataclass strategy (fields not starting with _), or
+    of a plain dict of options."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
     out = {"name": getattr(obj, "name", type(obj).__name__)}
     if dataclasses.is_dataclass(obj):
         for f in dataclasses.fields(obj):

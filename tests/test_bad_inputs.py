@@ -64,7 +64,7 @@ def dump(config: dict) -> str:
 
 def base_config(max_steps=2) -> dict:
     config = tomllib.loads(BASE.read_text())
-    config["stop"]["max_steps"] = max_steps
+    config["stop"] = {"max_steps": max_steps}  # no target: the valid run ends "finished" at max_steps
     config.setdefault("output", {})["progress"] = False
     return config
 
@@ -125,9 +125,10 @@ CONFIG_CASES = [
     ("alpha-zero", _set("process", alpha=0.0), "alpha must be != 0"),
     ("alpha-nan", _set("process", alpha=math.nan), "[process] alpha is NaN"),
     ("tol-negative", _set("process", tol=-1.0), "tol must be >= 0"),
-    ("rate-behind", lambda c: c.update(process={"name": "quasi-static", "lambda_rate": -1.0}),
+    ("rate-behind", lambda c: c.update(projection={"name": "none"}, process={"name": "quasi-static", "lambda_rate": -1.0},
+                                       stop={"max_steps": 2, "target": {"lambda": 4.0}}),
      "target lambda = 4.0 is unreachable: process 'quasi-static' moves lambda down"),
-    ("rates-zero", lambda c: c.update(process={"name": "quasi-static", "lambda_rate": 0.0}),
+    ("rates-zero", lambda c: c.update(projection={"name": "none"}, process={"name": "quasi-static", "lambda_rate": 0.0}),
      "would not move"),
     ("fd-h", lambda c: c.update(process={"name": "iso-classification-fd", "h": 0.0}), "h must be in (0, 1)"),
     ("beta", lambda c: c.update(process={"name": "iso-c-plus-r-over-beta", "beta": -1.0}), "beta must be > 0"),
@@ -256,8 +257,9 @@ def test_command_line_combinations(tmp_path, capsys, good_path):
     cfg, old = good_path
     out = str(tmp_path / "new.nc")
     one_error_line(capsys, main(["run", str(cfg), "--out", out, "--from-step", "3"]), 2, "--from-step needs --from")
-    one_error_line(capsys, main(["run", str(cfg), "--out", out, "--from", str(old), "--resume"]), 2,
-                   "--from and --resume together are ambiguous")
+    # --from with --resume: a file begun from that point continues; one begun otherwise is refused
+    one_error_line(capsys, main(["run", str(cfg), "--out", str(old), "--from", str(old), "--resume", "--quiet"]), 2,
+                   "was written with another configuration (run.from: None in the file")
     one_error_line(capsys, main(["run", str(cfg), "--out", out, "--from", str(old), "--from-step", "99"]), 2,
                    "--from-step 99 is out of range", str(old))
     one_error_line(capsys, main(["run", str(cfg), "--out", out, "--from", str(old), "--from-step", "-50"]), 2,
@@ -462,6 +464,7 @@ def test_build_run_reachability_is_skipped_for_from(tmp_path):
     config = base_config()
     config["stop"]["target"] = {"lambda": 0.5}
     config["process"] = {"name": "quasi-static"}
+    config["projection"] = {"name": "none"}
     with pytest.raises(ConfigError, match="unreachable"):
         build_run(config)
     build_run(config, check_start=False)  # --from: the start is the old path's point, checked there

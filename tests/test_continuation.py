@@ -188,6 +188,7 @@ def test_cli_run_plot_and_start_from_saved_point(tmp_path, capsys):
     assert (tmp_path / "p.png").stat().st_size > 10_000
     # a quasi-static branch off point 3 of that path
     cfg2 = write_config(tmp_path / "q.toml", **{'name = "iso-classification"': 'name = "quasi-static"',
+                                                 'name = "newton"  #': 'name = "none"  #',
                                                  "alpha = 1.0": "lambda_rate = 1.0",
                                                  "target = {lambda = 4.0}": "max_steps = 3"})
     cfg2.write_text(cfg2.read_text().replace("max_steps = 200\n", ""))
@@ -306,8 +307,11 @@ def test_resume_refuses_another_configuration(tmp_path, competition):
     continue_path(*args, start=(1.0, 1.0), out=out, config={"a": 1}, progress=False, hvp_mode="rev-rev")
     with pytest.raises(ContinuationError, match="exists; pass resume=True"):
         continue_path(*args, start=(1.0, 1.0), out=out, config={"a": 1}, progress=False, hvp_mode="rev-rev")
-    with pytest.raises(ContinuationError, match="another configuration"):
-        continue_path(*args, start=(1.0, 1.0), out=out, config={"a": 2}, resume=True, progress=False, hvp_mode="rev-rev")
+    with pytest.raises(ContinuationError, match=r"another configuration \(steps.initial: 0.05 in the file, 0.1 now\)"):
+        continue_path(*args[:4], StepControl(initial=0.1), args[5], start=(1.0, 1.0), out=out, config={"a": 1},
+                      resume=True, progress=False, hvp_mode="rev-rev")
+    # the TOML text is not a setting (a default written out is the same run): only the settings are compared
+    continue_path(*args, start=(1.0, 1.0), out=out, config={"a": 2}, resume=True, progress=False, hvp_mode="rev-rev")
     assert math.isfinite(float(load_path(out)["F"][-1]))
 
 
@@ -327,7 +331,8 @@ def test_a_run_built_in_python_records_its_settings_and_resume_refuses_a_changed
     assert settings["corrector"] == {"name": "newton", "gtol": 1e-11, "maxiter": 20, "hvp_mode": "rev-rev"}
     assert settings["projection"] == {"name": "secant", "max_iter": 4, "factor": 2.0}
     assert settings["steps"]["name"] == "adaptive" and settings["steps"]["initial"] == 0.25
-    assert settings["process"]["name"] == "iso-classification" and settings["run"]["start"] == [1.0, 1.0]
+    assert settings["process"]["name"] == "iso-classification" and settings["run"]["start"] == [1.0, 1.0, 0.0]
+    assert len(settings["theta0"]["sha256"]) == 64  # a Python run: the initial parameters' fingerprint
     with pytest.raises(ContinuationError) as err:
         run(1e-10, resume=True)
     msg = str(err.value)

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from continuation.cli import main  # noqa: E402
 
 GAUSSIAN = tomllib.loads((ROOT / "validation/configs/gaussian_iso_c.toml").read_text())
-GAUSSIAN["stop"]["max_steps"] = 2
+GAUSSIAN["stop"] = {"max_steps": 2}  # no target: the valid run ends "finished" at max_steps
 GAUSSIAN["output"] = {"progress": False}
 MLP = {"problem": {"name": "mlp", "dataset": "digits", "limit": 64, "val_limit": 16, "hidden": 8, "latent": 2,
                    "hvp_batch": 16, "grad_batch": 32, "samples": 1},
@@ -249,7 +249,9 @@ def file_cases(tmp: Path):
         ("config: random bytes", ["run", str(binary), "--out", str(tmp / "n.nc")], 2),
         ("config: TOML syntax", ["run", str(broken), "--out", str(tmp / "n.nc")], 2),
         ("cli: --from-step without --from", run("--from-step", "3"), 2),
-        ("cli: --from with --resume", run("--from", str(good), "--resume"), 2),
+        # --from with --resume continues a file begun from that point; `good` was begun fresh
+        ("cli: --resume a fresh file with --from", ["run", str(good_cfg), "--out", str(good), "--from", str(good),
+                                                    "--resume", "--quiet"], 2),
         ("cli: --from-step 99", run("--from", str(good), "--from-step", "99"), 2),
         ("cli: --from-step -50", run("--from", str(good), "--from-step", "-50"), 2),
         ("cli: --from-step not a number", run("--from", str(good), "--from-step", "x"), 2),
@@ -264,7 +266,7 @@ def file_cases(tmp: Path):
         ("cli: --out a directory", ["run", str(good_cfg), "--out", str(folder), "--quiet"], 2),
         ("cli: --out a directory with --resume", ["run", str(good_cfg), "--out", str(folder), "--resume"], 2),
         ("cli: --out in a read-only folder", ["run", str(good_cfg), "--out", "/proc/x.nc", "--quiet"], 2),
-        ("cli: --out exists without --resume", ["run", str(good_cfg), "--out", str(good), "--quiet"], 1),
+        ("cli: --out exists without --resume", ["run", str(good_cfg), "--out", str(good), "--quiet"], 2),
         ("plot: missing path", ["plot", str(tmp / "none.nc"), "--out", str(tmp / "p.png")], 2),
         ("plot: truncated path", ["plot", str(truncated), "--out", str(tmp / "p.png")], 2),
         ("plot: random bytes", ["plot", str(garbage), "--out", str(tmp / "p.png")], 2),
