@@ -52,7 +52,8 @@ def _parser():
     pl.add_argument("paths", type=Path, nargs="+")
     pl.add_argument("--out", type=Path, required=True)
     pl.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
-    sub.add_parser("list", help="list problems, processes, predictors, correctors, Krylov solvers")
+    sub.add_parser("list", help="list problems, processes, predictors, correctors, projections, Krylov solvers "
+                                "and step controls, with their options")
     return p
 
 

@@ -280,7 +280,7 @@ def describe_registry() -> str:
     for role, registry in REGISTRY.items():
         lines.append(f"{plural[role]} ([{role}] name = ...):")
         for name, factory in registry.items():
-            doc = (inspect.getdoc(factory) or "").split("\n")[0]
+            doc = " ".join((inspect.getdoc(factory) or "").split("\n\n")[0].split())  # the first paragraph
             opts = ", ".join(f"{k}={v!r}" for k, v in _parameters(factory).items() if v is not inspect.Parameter.empty)
             lines.append(f"  {name:<24} {doc}")
             if opts:

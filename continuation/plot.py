@@ -22,7 +22,10 @@ def plot_paths(paths, out, labels=None):
     for ds, label in zip(datasets, labels):
         s = ds["s"].values
         r, d = ("train_R", "train_D") if "train_R" in ds else ("R", "D")  # fixed-noise values when stochastic
-        line = ax[0, 0].plot(ds[d].values, ds[r].values, "o-", ms=3, label=label)[0]
+        a = ds.attrs
+        how = "/".join(a[k] for k in ("predictor", "corrector", "projection", "step_control") if k in a)
+        several = len(datasets) > 1 and how
+        line = ax[0, 0].plot(ds[d].values, ds[r].values, "o-", ms=3, label=f"{label} ({how})" if several else label)[0]
         c = line.get_color()
         ax[0, 1].plot(s, ds["lambda"].values, "-", color=c, label=f"{label}: lambda")
         ax[0, 1].plot(s, ds["gamma"].values, "--", color=c, label=f"{label}: gamma")
@@ -38,6 +41,9 @@ def plot_paths(paths, out, labels=None):
         else:
             ax[1, 1].semilogy(s, np.maximum(np.abs(ds["C_drift"].values), 1e-17), "-", color=c, label=label)
     ax[0, 0].set(xlabel="distortion D", ylabel="rate R", title="rate-distortion curve")
+    if len(datasets) > 1:  # labels carry predictor/corrector/projection/steps; R falls as D grows: upper right is free
+        ax[0, 0].legend(fontsize=7, loc="upper right", title="path (predictor/corrector/projection/steps)",
+                        title_fontsize=7)
     ax[0, 1].set(xlabel="s", title="multipliers (solid lambda, dashed gamma)")
     ax[1, 0].set(xlabel="s", ylabel="C", title="classification loss")
     # a band of +-2% around the start, so rounding noise does not look like drift
@@ -52,15 +58,21 @@ def plot_paths(paths, out, labels=None):
     else:
         ax[1, 1].set(xlabel="s", ylabel="|C - C0| / |C0|", title="C drift (floored at 1e-17)")
     first = datasets[0].attrs
-    fig.suptitle(f"{first.get('process', '')} on {first.get('problem', '')}: "
-                 f"{first.get('predictor', '')} predictor, {first.get('corrector', '')} corrector")
+    if len(datasets) > 1:
+        fig.suptitle(f"{first.get('process', '')} on {first.get('problem', '')}")
+    else:
+        how = ", ".join(f"{first[k]} {k.replace('_', ' ')}" for k in ("predictor", "corrector", "projection",
+                                                                        "step_control") if k in first)
+        fig.suptitle(f"{first.get('process', '')} on {first.get('problem', '')}: {first.get('status', '')}, "
+                     f"{first.get('stop_reason', '')}\n{how}", fontsize=10)
     return save_figure(fig, ax.flat, out)
 
 
 def save_figure(fig, axes, out) -> Path:
     """Legends on `axes`, a tight layout, the PNG written to `out` (its folder made), the figure closed."""
     for a in axes:
-        a.legend(fontsize=7)
+        if a.get_legend() is None:
+            a.legend(fontsize=7)
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Names to strategy classes, one table per role, at the edge (STYLE.md 5): configuration files
+"""Names to strategy classes, one table per role, at the edge (as torchdiffeq's SOLVERS table): configuration files
 and the command line choose by name; the library takes instances.
 
 Adding a strategy is one file (a final dataclass subclassing its role's base, with a `name`)

@@ -10,7 +10,7 @@ import torch
 from .config import build_run
 from .driver import continue_path
 from .equilibrate import equilibrate
-from .errors import ContinuationError
+from .errors import ContinuationError, OutputExists
 from .path import OutputLock
 from .system import EquilibriumSystem
 
@@ -31,7 +31,7 @@ def _run(r, config, out, resume, start_from, progress):
     problem, start = r["problem"], r["start"]
     show = r["output"]["progress"] if progress is None else progress
     if out is not None and Path(out).exists() and not resume:  # before any work (pre-training takes minutes)
-        raise ContinuationError(f"{out} exists; use --resume to continue it, or another --out")
+        raise OutputExists(f"{out} exists; use --resume to continue it, or another --out")
     theta0 = problem.init_params(start["seed"])
     fresh = start_from is None and not (resume and out is not None and Path(out).exists())
     if start["train_steps"] > 0 and fresh:

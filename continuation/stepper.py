@@ -1,13 +1,21 @@
 """The continuation loop body, written once: predict, correct, project, assess, record.
 
-    stepper = Stepper(problem, Strategies(...), solver=..., hvp_mode=...)
-    state, row = stepper.init(x, mu, ...)         # or continuation/start.py for a resumed file
+    strategies = Strategies(process, predictor, corrector, control, stop, projection)
+    stepper = Stepper(problem, strategies, solver=MINRES(rtol=1e-12), template=problem.init_params(0))
+    x = stepper.system.flatten(theta)              # theta on the surface at mu (e.g. corrector.correct first;
+    state, row = stepper.init(x, mu)               # continuation/start.py: fresh, --from, --resume)
+    rows = [row]
     while not stepper.done(state):
-        state, row = stepper.step(state)
+        state, row = stepper.step(state)           # row is None when the run stopped (state.reason says why)
+        if row is not None:
+            rows.append(row)
+
+x and mu are flat tensors (mu = problems.make_mu(lambda, gamma, t)); `template` is a parameter
+pytree of the problem's shape (its flat view); `solver` the Krylov solver of the tangents.
 
 `State` is the point (theta, mu, s, its cached context, the tangent), the previous point (for a
 secant), the proposed next step size, the held values C0 and G0, and why the run ended once it
-has. Every strategy is passed in (STYLE.md 1, 3); nothing here knows a strategy by name.
+has. Every strategy is passed in (as diffrax and optax do); nothing here knows a strategy by name.
 """
 
 from __future__ import annotations

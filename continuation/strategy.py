@@ -1,7 +1,7 @@
 """The base of every swappable role (process, predictor, corrector, projection, step control):
 a name for configuration files and the settings it records in a path's attributes.
 
-Concrete strategies are final dataclasses whose fields are their options (STYLE.md 1-2), so that
+Concrete strategies are final dataclasses whose fields are their options (after diffrax and equinox), so that
 `settings()` is the whole of what a run was asked to do, and a resumed run can be checked
 against it.
 """

@@ -1,6 +1,6 @@
 """The equilibrium system of a problem: grad_theta J(theta; mu) = 0, on the flat vector of theta.
 
-`EquilibriumSystem` is the one source of truth for what is zero (STYLE.md 6): the corrector
+`EquilibriumSystem` is the one source of truth for what is zero (as jaxopt's implicit differentiation does): the corrector
 drives its `gradient` to zero and the tangents differentiate that same gradient.
 """
 
