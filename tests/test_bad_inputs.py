@@ -42,24 +42,14 @@ max_steps = 1
 """
 
 
-def toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float) and math.isnan(v):
-        return "nan"
-    if isinstance(v, float) and math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    if isinstance(v, str):
-        return '"' + v + '"'
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + "}"
-    if isinstance(v, list):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    return repr(v)
-
-
 def dump(config: dict) -> str:
-    return "".join(f"[{s}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in t.items()) for s, t in config.items())
+    """The TOML text of a config (the sweep's writer: NaN, inf and nested tables included)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bad_input_sweep", ROOT / "validation" / "bad_input_sweep.py")
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    return sweep.dump(config)
 
 
 def base_config(max_steps=2) -> dict:
