@@ -142,6 +142,9 @@ def run_all(runs: dict, resume: bool = False) -> dict:
             path.unlink()
         t0 = time.perf_counter()
         print(f"{label}: running -> {path}", flush=True)
+        if start_from:  # from another run's point exactly (the same C0), not re-equilibrated there
+            cfg = copy.deepcopy(cfg)
+            cfg["start"]["equilibrate"] = False
         ds = run_config(cfg, path, resume=resume, start_from=start_from[0] if start_from else None)
         results[label] = summary(ds)
         results[label]["minutes"] = (time.perf_counter() - t0) / 60

@@ -86,8 +86,11 @@ def base_config(args) -> tuple[dict, dict]:
 
 
 def quasi_static(cfg: dict) -> dict:
+    """The same steps at fixed multipliers, from the transfer's first point exactly (not re-equilibrated)."""
     cfg = copy.deepcopy(cfg)
     cfg["process"] = {"name": "quasi-static-transfer"}
+    cfg["projection"] = {"name": "none"}  # holds nothing
+    cfg["start"]["equilibrate"] = False
     return cfg
 
 
