@@ -122,7 +122,12 @@ class ODEPredictor(Predictor):
 @final
 @dataclass
 class SecantPredictor(Predictor):
-    """Extrapolate through the last two points (no solves); the first step is an Euler tangent step."""
+    """Extrapolate through the last two points (no solves); the first step is an Euler tangent step.
+
+    The chord moves mu at the previous chord's rate, not at the law's rate at the new point, so
+    with this predictor s is the chord's parameter rather than the process clock (on the iso-C
+    competition problem lambda = 4 is reached at s = 11.0 against 23.6 with rk4; the points lie
+    on the same curve). Milestones and targets the chord passes are landed on all the same."""
 
     name: ClassVar[str] = "secant"
 

@@ -308,6 +308,23 @@ class StopRule:
                 best = (need, (name, nxt))
         return best
 
+    def crossed(self, mu_from: torch.Tensor, mu_to: torch.Tensor):
+        """(name, value) of the milestone or target that the move mu_from -> mu_to passes first
+        (the smallest fraction of the move), or None. A value within rounding of mu_from is not
+        ahead (as in `landing`)."""
+        eps = 64 * torch.finfo(mu_from.dtype).eps
+        best = None
+        for name in MU_NAMES:
+            a, b = float(mu_from[mu_index(name)]), float(mu_to[mu_index(name)])
+            if a == b:
+                continue
+            for v in self.landing_values(name):
+                if (v - a) * (b - a) > eps * max(1.0, abs(v)) and abs(b - a) >= abs(v - a) - eps * max(1.0, abs(v)):
+                    fraction = (v - a) / (b - a)
+                    if best is None or fraction < best[0]:
+                        best = (fraction, (name, v))
+        return None if best is None else best[1]
+
     def progress(self, step: int, s: float, mu_named: dict, start: dict) -> float:
         """Fraction in [0, 1] of the way to the end: toward the target (the farthest-along one),
         else toward max_s, else steps over max_steps."""

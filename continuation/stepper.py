@@ -219,7 +219,7 @@ class Stepper:
             except StepsExhausted as e:
                 reason = f"{e} at step {state.step + 1} (last rejection: {why})"
                 return replace(state, current=current, reason=reason, status="stopped"), None
-        ds_try = attempt["ds"]
+        ds_try, landing = attempt["ds"], attempt["landing"]
         new = Point(attempt["x"], attempt["mu"], current.s + ds_try, attempt["ctx"], attempt["tangent"],
                     attempt["drift"] or 0.0)
         if not (landing is not None and ds_try < ds):  # a shortened landing step says nothing of ds
@@ -237,6 +237,11 @@ class Stepper:
         s, system = self.s, self.system
         pred = s.predictor.predict(self.context, current.ctx, ds, state.previous, s.process)
         work.add(pred.work)
+        if landing is None:
+            # a predictor that does not move mu at the law's rate (a secant through the last two
+            # points) can carry a parameter past a milestone or target that the law's rate did not
+            # reach within ds: land on the first one crossed
+            landing = s.stop.crossed(current.mu, pred.mu)
         if landing is not None:
             # ds came from the rate at the start; a higher-order predictor bends away from that
             # line, so adjust ds by secant steps until the parameter lands (0 extra for euler/none)
@@ -270,4 +275,4 @@ class Stepper:
             drift = _relative(self.held(ctx_new), state.G0)
         work.add(ctx_new.work)
         return {"prediction_ok": pred.solves_ok, "result": res, "x": x_new, "mu": mu_new, "ctx": ctx_new,
-                "tangent": tangent, "drift": drift, "ds": ds, "grad_norm": grad_norm}
+                "tangent": tangent, "drift": drift, "ds": ds, "grad_norm": grad_norm, "landing": landing}

@@ -447,3 +447,17 @@ def test_progress_runs_from_0_to_1_toward_the_target_and_stays_on_screen(competi
                   StepControl(initial=0.5, max_step=0.5), stop, start=(1.0, 1.0), progress=True)
     err = capsys.readouterr().err
     assert "100%" in err and "lam=2" in err and err.rstrip().endswith("]")  # the last state is left on screen
+
+
+def test_the_secant_predictor_lands_on_milestones_and_the_target_it_would_pass(competition):
+    """The secant chord moves mu at the last chord's rate, not the law's (about twice the law's
+    rate by lambda = 2 here), so ds chosen from the law's rate did not foresee a milestone the
+    chord passes: the run skipped 3.0, crossed the target 4.0 and ran on to lambda = 6.6."""
+    ds = continue_path(competition.problem, iso_classification(), SecantPredictor(), NewtonCorrector(gtol=1e-11),
+                       StepControl(initial=0.25, max_step=1.0),
+                       StopRule(max_steps=200, target={"lambda": 4.0}, milestones={"lambda": [2.0, 3.0]}),
+                       projection=NewtonProjection(), start=(1.0, 1.0), progress=False)
+    lams = list(ds["lambda"].values)
+    assert ds.attrs["stop_reason"] == "target lambda = 4.0 reached" and max(lams) == 4.0
+    assert lams.count(2.0) == 1 and lams.count(3.0) == 1
+    assert gamma_errors(competition.closed, ds).max() <= 1e-9
