@@ -352,7 +352,9 @@ def load_point(path, step: int = -1, size: int | None = None) -> dict:
     try:
         point = torch.load(file, weights_only=True, map_location="cpu")
     except Exception as e:  # truncated zip, garbage bytes, a foreign pickle: all one kind here
-        raise PathFileError(f"checkpoint {file} is damaged or not a checkpoint ({_first_line(e)})") from e
+        # torch's own message advises weights_only=False, which is wrong (and unsafe) for a damaged file
+        why = type(e).__name__ if "weights_only" in str(e) else _first_line(e)
+        raise PathFileError(f"checkpoint {file} is damaged or not a checkpoint ({why})") from e
     row = {name: ds[name].values[k].item() for name in ds.data_vars}
     _check_point(point, file, k, row, size)
     point["row"] = row

@@ -71,7 +71,8 @@ def same_setup(out, attrs: dict) -> None:
     try:
         a, b = json.loads(old.attrs.get("settings", "{}")), json.loads(attrs["settings"])
     except json.JSONDecodeError:
-        a, b = {}, {}
+        raise PathFileError(f"{out}: its settings attribute is not readable JSON (the file was edited or "
+                            "damaged); it cannot be checked for a resume: use another --out") from None
     raise SetupMismatch(f"{out} was written with another configuration ({_first_difference(a, b)}); "
                         "use another --out to start anew")
 

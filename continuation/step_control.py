@@ -220,6 +220,8 @@ class StopRule:
 
     def landing_values(self, name: str) -> list:
         values = list(self.milestones.get(name, []))
+        if name == "t":
+            values.append(1.0)  # the task path ends at t = 1: a run lands there and stops
         if name in self.target:
             values.append(self.target[name])
         return sorted(set(float(v) for v in values))
@@ -237,10 +239,15 @@ class StopRule:
         for name, value in self.target.items():
             if mu_named[name] in (float(value), float(torch.tensor(float(value), dtype=dtype))):
                 return "finished", f"target {name} = {value} reached"
+        if step > 0 and "t" not in self.target and mu_named["t"] == 1.0 and recent and len(recent) >= 2 \
+                and recent[-2][1]["t"] < 1.0:
+            return "finished", "t = 1 reached (the end of the task path)"
         values = {**functionals, **mu_named}
         for name, (lo, hi) in self.bounds.items():
             v = values[name]
             if not lo <= v <= hi:
+                if step == 0:  # never inside: no progress was possible
+                    return "stopped", f"{name} = {v:.6g} is outside its bounds [{lo}, {hi}] at the start"
                 return "finished", f"{name} = {v:.6g} left its bounds [{lo}, {hi}]"
         budget = None
         if step >= self.max_steps:

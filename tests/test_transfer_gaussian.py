@@ -234,3 +234,20 @@ def test_coupled_moments_match_the_interpolated_samples():
             spread += G[i, j] * ((1 - t) * ys[i] @ ys[i] + t * yt[j] @ yt[j] - u[2:] @ u[2:])
     np.testing.assert_allclose(mom.second_moment(torch.tensor(t, dtype=torch.float64)).numpy(), S, atol=1e-12)
     assert float(mom.label_spread(torch.tensor(t, dtype=torch.float64))) == pytest.approx(spread, abs=1e-12)
+
+
+def test_a_task_path_ends_at_t_1_without_a_target(case):
+    """t is the task time in [0, 1]: with no target the run lands on t = 1 and ends there (it went
+    on to t = 1.4 and said "finished: max_steps reached")."""
+    ds = continue_path(case.problem, quasi_static_transfer(), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-12),
+                       FixedSteps(size=0.3), StopRule(max_steps=20), start=(LAM, GAM, 0.0), progress=False)
+    assert list(ds["t"].values) == pytest.approx([0.0, 0.3, 0.6, 0.9, 1.0], abs=1e-15)
+    assert ds.attrs["status"] == "finished" and ds.attrs["stop_reason"] == "t = 1 reached (the end of the task path)"
+
+
+def test_a_start_outside_the_bounds_is_stopped(case):
+    ds = continue_path(case.problem, quasi_static_transfer(), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-12),
+                       FixedSteps(size=0.3), StopRule(max_steps=20, bounds={"R": [100.0, 200.0]}),
+                       start=(LAM, GAM, 0.0), progress=False)
+    assert ds.sizes["step"] == 1 and ds.attrs["status"] == "stopped"
+    assert ds.attrs["stop_reason"].endswith("is outside its bounds [100.0, 200.0] at the start")
