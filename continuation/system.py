@@ -12,6 +12,16 @@ from problems.base import FUNCTIONAL_NAMES, Problem
 from solvers import Deflation, FlatView, check_finite, gradient, hessian_operator, mixed_partials, orthonormal_basis
 
 
+def _checked_mu(mu):
+    """mu as the problems take it: a tensor of shape (3,) = (lambda, gamma, t); ValueError otherwise
+    (a list or a (1, 3) tensor gave an IndexError or TypeError deep inside a problem)."""
+    if not isinstance(mu, torch.Tensor) or mu.shape != (3,):
+        got = f"a tensor of shape {tuple(mu.shape)}" if isinstance(mu, torch.Tensor) else type(mu).__name__
+        raise ValueError(f"mu must be a tensor of shape (3,) = (lambda, gamma, t), e.g. problems.make_mu(1.0, 1.0); "
+                         f"got {got}")
+    return mu
+
+
 class EquilibriumSystem:
     def __init__(self, problem: Problem, theta_example: dict, hvp_mode: str = "rev-rev"):
         self.problem = problem
@@ -20,12 +30,12 @@ class EquilibriumSystem:
 
     # -- flat functions of (x, mu) -----------------------------------------------------------
     def objective(self, x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
-        """J(theta; mu) with theta = unflatten(x)."""
-        return self.problem.objective(self.view.unflatten(x), mu)
+        """J(theta; mu) with theta = unflatten(x); mu a tensor of shape (3,) (problems.make_mu)."""
+        return self.problem.objective(self.view.unflatten(x), _checked_mu(mu))
 
     def functionals(self, x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
         """(R, D, C) stacked into one vector."""
-        f = self.problem.functionals(self.view.unflatten(x), mu)
+        f = self.problem.functionals(self.view.unflatten(x), _checked_mu(mu))
         return torch.stack([f[name] for name in FUNCTIONAL_NAMES])
 
     # -- derivatives ---------------------------------------------------------------------------

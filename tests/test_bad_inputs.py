@@ -473,3 +473,13 @@ def test_bad_input_sweep_smoke(capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert "40 bad inputs" in out and " 40\n" in out.split("one line, right exit code")[1].splitlines()[0] + "\n"
+
+
+def test_a_mu_that_is_not_a_3_vector_is_one_line_not_an_index_error(gaussian):
+    """RELIABILITY.md B: a list or a (1, 3) tensor as mu gave TypeError / IndexError inside a problem."""
+    x = gaussian.system.flatten(gaussian.problem.init_params(0))
+    for mu, got in (([1.0, 1.0, 0.0], "got list"), (torch.tensor([[1.0, 1.0, 0.0]], dtype=torch.float64),
+                                                      "got a tensor of shape (1, 3)")):
+        with pytest.raises(ValueError, match=r"mu must be a tensor of shape \(3,\)") as e:
+            gaussian.system.objective(x, mu)
+        assert got in str(e.value) and "\n" not in str(e.value)
