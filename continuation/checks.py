@@ -168,6 +168,15 @@ def check_reachable(process, stop, start) -> None:
             moves = "up" if way > 0 else "down"
             raise ValueError(f"target {name} = {value} is unreachable: process {process.name!r} moves {name} {moves} "
                              f"from its start {here[name]:g}")
+    for name, values in stop.milestones.items():
+        if name not in known:
+            continue
+        for value in values:
+            need = (float(value) > here[name]) - (float(value) < here[name])
+            if need != 0 and known[name] != need:
+                moves = {1: "up", -1: "down", 0: "not at all"}[known[name]]
+                raise ValueError(f"milestone {name} = {value} is unreachable: process {process.name!r} moves {name} "
+                                 f"{moves} from its start {here[name]:g}")
 
 
 # --- the Python entry: continue_path's inputs -----------------------------------------------

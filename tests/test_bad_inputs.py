@@ -483,3 +483,14 @@ def test_a_mu_that_is_not_a_3_vector_is_one_line_not_an_index_error(gaussian):
         with pytest.raises(ValueError, match=r"mu must be a tensor of shape \(3,\)") as e:
             gaussian.system.objective(x, mu)
         assert got in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_milestone_behind_the_direction_of_travel_is_refused(capsys, tmp_path):
+    config = base_config()
+    config["process"] = {"name": "quasi-static", "lambda_rate": 1.0}
+    config["projection"] = {"name": "none"}
+    config["stop"] = {"max_steps": 5, "milestones": {"lambda": [0.5, 2.0]}}
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(dump(config))
+    one_error_line(capsys, main(["run", str(cfg), "--out", str(tmp_path / "m.nc")]), 2,
+                   "milestone lambda = 0.5 is unreachable: process 'quasi-static' moves lambda up from its start 1")
