@@ -65,7 +65,7 @@ def main(argv=None):
     runs = [("exact law, rk4, newton (config)", base)]
     if not args.quick:
         short = {"max_steps": 200, "target": {"lambda": 2.0}}
-        fixed = {"initial": 0.25, "max_step": 0.25, "grow": 1.0, "max_drift": float("inf")}  # same steps for all
+        fixed = {"name": "fixed", "size": 0.25}  # the same steps for all (none was rejected with adaptive control)
         runs += [
             ("exact law, euler, newton", variant(base, predictor={"name": "ode", "method": "euler"}, stop=short)),
             ("exact law, rk4, newton", variant(base, stop=short)),
