@@ -64,10 +64,12 @@ class EquilibriumSystem:
     def solve_hessian(self, solver, x, mu, b):
         """A y = b by `solver` (a Krylov solver with `.solve(matvec, b)`), with the gauge zero modes
         deflated (solvers/deflation.py): y is the minimum-norm solution off the gauge orbit.
-        Cost: the solver's matvecs (one HVP each)."""
+        b: (N,) -> one KrylovResult, or (N, p) -> a list of p, the operator and the gauge basis
+        built once for all columns. Cost: the solver's matvecs (one HVP each)."""
         A = self.hessian(x, mu)
         d = self.deflation(x)
-        return solver.solve(A, b) if d is None else d.solve(solver, A, b)
+        solve = (lambda c: solver.solve(A, c)) if d is None else (lambda c: d.solve(solver, A, c))
+        return solve(b) if b.dim() == 1 else [solve(b[:, j]) for j in range(b.shape[1])]
 
     def mixed_partials(self, x, mu, directions=None):
         """b = -d/dmu grad_theta J, one column per direction (rows of `directions`)."""

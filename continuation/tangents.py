@@ -70,7 +70,7 @@ def solve_tangents(system: EquilibriumSystem, x: torch.Tensor, mu: torch.Tensor,
     solver = solver or MINRES(rtol=1e-12)
     names = tuple(wrt)
     b = system.mixed_partials(x, mu, _unit_directions(names, mu))
-    solves: list[KrylovResult] = [system.solve_hessian(solver, x, mu, b[:, j]) for j in range(len(names))]
+    solves: list[KrylovResult] = system.solve_hessian(solver, x, mu, b)
     theta_mu = torch.stack([s.x for s in solves], dim=1)
     return Tangents(names, theta_mu, b, solves)
 
