@@ -170,10 +170,11 @@ class Stepper:
         sp = self.monitor.spectrum(self.system, point.x, point.mu, previous)
         return replace(point, spectrum=sp)
 
-    def _switch(self, p: Point, step: int) -> tuple[Point, dict] | None:
+    def _switch(self, p: Point, step: int, G0: float | None) -> tuple[Point, dict] | None:
         """From a saddle p, the minimising branch: along the eigenvector of the lowest eigenvalue
-        as long as J decreases (doubling steps from 1e-6 |x|), then the run's corrector. None when
-        that does not reach a point of lower index and lower J."""
+        as long as J decreases (doubling steps from 1e-6 |x|), then the run's corrector, then the
+        run's projection back onto the held functional G = G0 (the switch changes it at fixed mu).
+        None when that does not reach a point of lower index and lower J."""
         v = p.spectrum.vectors[:, 0].to(p.x)
         J = lambda y: float(self.system.objective(y, p.mu))
         J0, a, best = p.ctx.objective(), 1e-6 * max(1.0, float(p.x.norm())), None
@@ -189,18 +190,27 @@ class Stepper:
         res = self.s.corrector.correct(self.system, p.x + best[0] * v, p.mu)
         if not res.converged:
             return None
-        q = self.monitored(self.point(res.x, p.mu, p.s), p.spectrum)
+        q = self.point(res.x, p.mu, p.s)
+        F_switched = q.ctx.objective()
+        hvps = res.hvps
+        if not isinstance(self.s.projection, NoProjection) and G0 is not None:
+            pr = self.s.projection.project(ProjectionTask(self.system, self.s.process, self.s.corrector, self.context,
+                                                          q, q.x, p.mu, res, G0, None))
+            hvps += pr.work.hvps
+            q = self.point(pr.x, pr.mu, p.s)
+        q = self.monitored(q, p.spectrum)
         zt = self.monitor.zero_tol
-        if not (q.spectrum.index(zt) < p.spectrum.index(zt) and q.ctx.objective() < J0):
+        if not (q.spectrum.index(zt) < p.spectrum.index(zt) and F_switched < J0):
             return None
-        if q.drift == 0.0 and self.s.process.holds is not None:
-            q = replace(q, drift=_relative(self.held(q.ctx), self.held(p.ctx)) + p.drift)
+        if G0 is not None:
+            q = replace(q, drift=_relative(self.held(q.ctx), G0))
         f = {**q.ctx.functionals(), "F": q.ctx.objective()}
         ev = {"type": "branch_switch", "step": step, "s": p.s, **named(p.mu), **f, "eig": float(p.spectrum.values[0]),
               "mode": 0, "index_before": p.spectrum.index(zt), "index_after": q.spectrum.index(zt), "iterations": res.iters,
-              "hvps": res.hvps + q.spectrum.hvps, "located": 1, "method": "descent",
-              "detail": f"switched to the minimising branch: F {J0:.12g} -> {q.ctx.objective():.12g} "
-                        f"(a step of {best[0]:.3g} along the unstable eigenvector, then the corrector)",
+              "hvps": hvps + q.spectrum.hvps, "located": 1, "method": "descent",
+              "detail": f"switched to the minimising branch: F {J0:.12g} -> {F_switched:.12g} at the same mu "
+                        f"(a step of {best[0]:.3g} along the unstable eigenvector, then the corrector"
+                        f"{'' if q.mu is p.mu else ', then the projection'})",
               "x": p.x, "null_vector": v}
         return q, ev
 
@@ -294,7 +304,9 @@ class Stepper:
         events, monitored, history = [], state.monitored, state.eig_history
         if self.monitor is not None and self.monitor.due(state.step + 1):
             new, events = self._monitor(state, new)
-            if state.monitored is not None:
+            if any(e["type"] != "crossing" for e in events):
+                history = ()  # the path changed branch: the eigenvalues before say nothing of this one's
+            elif state.monitored is not None:
                 history = (history + ((state.monitored.s, [float(v) for v in state.monitored.spectrum.values]),))[-2:]
             monitored = new
         angle = _angle(current.tangent, new.tangent)
@@ -318,7 +330,7 @@ class Stepper:
         events = [] if old is None else self.finder.between(old, new, step, state.eig_history)
         zt = self.monitor.zero_tol
         if new.spectrum.index(zt) > 0 and self.monitor.branch == "minimising" and self.s.process.minimising:
-            switched = self._switch(new, step)
+            switched = self._switch(new, step, state.G0)
             if switched is not None:
                 new, ev = switched
                 events.append(ev)
