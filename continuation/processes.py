@@ -46,6 +46,7 @@ class Process(Strategy):
 
     holds: ClassVar[str | None] = None
     tol: float = 0.0
+    arclength: ClassVar[bool] = False  # s is the arclength of the extended tangent (continuation/arclength.py)
     project_along: ClassVar[tuple] = FREE
 
     @abstractmethod
