@@ -25,6 +25,10 @@ parameterised by its arclength s in the weighted norm ||(dx, dp)||_w^2 = (w / N)
 - corrector `bordered-newton`: Newton on [grad_x J = 0; N = 0] (solvers.BorderedNewton), with
   no descent enforced, so it converges to saddles (the upper branch past a fold has Morse
   index 1); at fixed mu (the start, a landing on a target) Newton-MINRES on grad_x J = 0.
+  Newton without descent converges to the nearest nondegenerate zero of grad J, which from a
+  start far from the surface may be a saddle or a degenerate point (linear-Gaussian with a 2-d
+  latent from its init_params: |grad| halves per step, max_iters); `descent = true` makes the
+  fixed-mu corrections damped Newton-CG (minima only), for such a start.
   Cost per iteration: one gradient, one JVP, the GMRES/MINRES HVPs, a gradient a backtrack.
 
 Gauge: the problem's gauge zero modes are deflated in every solve (EquilibriumSystem.deflation:
@@ -41,7 +45,7 @@ from typing import ClassVar, final
 import torch
 
 from problems.base import mu_index
-from solvers import GMRES
+from solvers import GMRES, NewtonCG
 from solvers.bordered import Border, BorderedNewton, bordered_solve
 
 from .checks import in_range, integer, positive
@@ -161,6 +165,7 @@ class BorderedNewtonCorrector(Corrector):
     gtol: float = 1e-10
     maxiter: int = 20
     hvp_mode: str = "rev-rev"
+    descent: bool = False  # True: fixed-mu corrections by damped Newton-CG (minima only; module docstring)
     name: ClassVar[str] = "bordered-newton"
     counts: ClassVar[str] = "newton_iters"
     easy_iters: ClassVar[int] = 3
@@ -181,6 +186,10 @@ class BorderedNewtonCorrector(Corrector):
         return CorrectorResult(r.x, r.converged, r.status, r.iters, r.grad_norm, r.hvps, r.grads, r.seconds, r.mu)
 
     def correct(self, system, x, mu):
+        if self.descent:
+            r = NewtonCG(gtol=self.gtol, maxiter=self.maxiter, hvp_mode=self.hvp_mode).solve(
+                system.objective, x, mu, deflation=system.deflation)
+            return CorrectorResult(r.x, r.converged, r.status, r.iters, r.grad_norm, r.hvps, r.grads, r.seconds)
         return self._result(self._newton().solve(system.objective, x, mu, None, system.deflation))
 
     def correct_arclength(self, system, x, mu, condition: ArclengthCondition) -> CorrectorResult:

@@ -256,3 +256,23 @@ def test_bordered_tangent_agrees_with_finite_differences(bratu_run):
     p = points[0]
     tx, tp, res = extended_tangent(system, p.x, p.mu, 0, process.weights(p.x.numel()))
     assert res.converged and float(tp) > 0 and torch.allclose(tx, p.tangent[:p.x.numel()], atol=1e-9)
+
+
+# --- gauge: the bordered solves deflate the latent rotations -------------------------------------
+
+def test_pseudo_arclength_on_a_problem_with_gauge_modes_matches_the_closed_form():
+    from problems import LinearGaussianClosedForm
+    from problems.registry import PROBLEMS
+
+    problem = PROBLEMS["linear-gaussian"](sigma_diag=[3.0, 1.0, 0.6], B=[[0.3, 1.0, 0.5]],
+                                          noise=0.316227766016838, latent_dim=2)
+    assert len(problem.gauge_directions(problem.init_params(0))) == 1  # the rotation of the 2-d latent
+    ds = continue_path(problem, PseudoArclength(), PseudoArclengthPredictor(),
+                       BorderedNewtonCorrector(gtol=1e-11, descent=True), AdaptiveSteps(initial=0.2, max_step=0.5),
+                       StopRule(max_steps=10, target={"lambda": 1.5}), start=(1.0, 1.0), progress=False)
+    closed = LinearGaussianClosedForm.of(problem)
+    assert ds.attrs["stop_reason"] == "target lambda = 1.5 reached"
+    for k in range(ds.sizes["step"]):
+        lam = float(ds["lambda"][k])
+        assert float(ds["R"][k]) == pytest.approx(closed.functionals(lam, 1.0)["R"], rel=1e-9)
+    assert (ds["krylov_residual"].values < 1e-11).all()
