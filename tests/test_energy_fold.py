@@ -276,3 +276,19 @@ def test_pseudo_arclength_on_a_problem_with_gauge_modes_matches_the_closed_form(
         lam = float(ds["lambda"][k])
         assert float(ds["R"][k]) == pytest.approx(closed.functionals(lam, 1.0)["R"], rel=1e-9)
     assert (ds["krylov_residual"].values < 1e-11).all()
+
+
+def test_a_target_the_corrector_carries_past_is_landed_on_at_fixed_lambda():
+    """From lambda = 3.48 the step that passes the fold predicts lambda up (the tangent still
+    rises) and the corrector brings it down past the target 3.45: the step lands on 3.45 at fixed
+    lambda from the corrected point, on the upper branch; s is the projected arclength."""
+    problem = bratu_problem(N)
+    ds = continue_path(problem, PseudoArclength(), PseudoArclengthPredictor(), BorderedNewtonCorrector(),
+                       AdaptiveSteps(initial=0.1, max_step=0.5),
+                       StopRule(max_steps=30, target={"lambda": 3.45}, away_points=0), start=(3.48, 1.0),
+                       progress=False)
+    lam = ds["lambda"].values
+    assert ds.attrs["stop_reason"] == "target lambda = 3.45 reached" and lam[-1] == 3.45 and lam.max() > 3.5
+    assert 0 < float(ds["step_size"][-1]) < float(ds["next_step"][-2])  # the landed step is shorter than tried
+    # the upper branch at 3.45: u larger than on the lower branch at 3.48
+    assert float(ds["R"][-1]) > float(ds["R"][0])
