@@ -292,3 +292,28 @@ def test_a_target_the_corrector_carries_past_is_landed_on_at_fixed_lambda():
     assert 0 < float(ds["step_size"][-1]) < float(ds["next_step"][-2])  # the landed step is shorter than tried
     # the upper branch at 3.45: u larger than on the lower branch at 3.48
     assert float(ds["R"][-1]) > float(ds["R"][0])
+
+
+def test_a_run_killed_past_the_fold_resumes_on_the_same_branch(tmp_path):
+    """The resumed tangent is oriented along the secant from the point before (start.resume), not
+    by `direction`: a run killed on the upper branch goes on down it, as the uninterrupted run."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cfg = tmp_path / "b.toml"
+    cfg.write_text(CONFIG.replace("lambda = 3.0", "lambda = 1.0").replace("target = {lambda = 2.0}", "")
+                   .replace("max_steps = 40", "max_steps = 11"))
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root), CONTINUATION_TEST_KILL_AT="write:9")
+    cmd = [sys.executable, "-m", "continuation", "run", str(cfg), "--quiet", "--out"]
+    killed = subprocess.run(cmd + [str(tmp_path / "b.nc")], env=env, capture_output=True, cwd=root)
+    assert killed.returncode != 0
+    assert main(["run", str(cfg), "--out", str(tmp_path / "b.nc"), "--quiet", "--resume"]) == 0
+    assert main(["run", str(cfg), "--out", str(tmp_path / "whole.nc"), "--quiet"]) == 0
+    resumed, whole = load_path(tmp_path / "b.nc"), load_path(tmp_path / "whole.nc")
+    assert resumed.sizes["step"] == whole.sizes["step"] == 12
+    lam = whole["lambda"].values
+    assert lam[-1] < lam.max() - 1.0  # well down the upper branch
+    np.testing.assert_allclose(resumed["lambda"].values, lam, rtol=1e-10)
