@@ -179,6 +179,21 @@ def check_reachable(process, stop, start) -> None:
                                  f"{moves} from its start {here[name]:g}")
 
 
+def check_strategies(process, predictor, corrector) -> None:
+    """Refuse combinations that cannot work together, one line: pseudo-arclength needs its
+    predictor (which carries the arclength condition) and a corrector that solves that condition."""
+    p_arc, q_arc = getattr(process, "arclength", False), getattr(predictor, "arclength", False)
+    if p_arc and not q_arc:
+        raise ValueError(f"process {process.name!r} moves along the arclength of the extended tangent: it needs "
+                         f"predictor 'pseudo-arclength', got {predictor.name!r}")
+    if q_arc and not p_arc:
+        raise ValueError(f"predictor {predictor.name!r} follows the extended tangent of process 'pseudo-arclength', "
+                         f"got process {process.name!r}")
+    if q_arc and not getattr(corrector, "solves_arclength", False):
+        raise ValueError(f"predictor {predictor.name!r} needs a corrector that solves the arclength condition "
+                         f"('bordered-newton'); corrector {corrector.name!r} corrects at fixed mu only")
+
+
 # --- the Python entry: continue_path's inputs -----------------------------------------------
 
 def _leaves(theta):

@@ -4,9 +4,9 @@
     [start]      lambda, gamma, t, equilibrate, settle (corrector runs at the start), seed (of the
                  initial parameters), train_steps, train_lr, train_schedule,
                  train_resample_every (Adam from scratch first, for neural models)
-    [process]    name = "iso-classification" | "iso-classification-fd" | "quasi-static" | ...
-    [predictor]  name = "ode" (method = "euler" | "rk4" | "dopri5") | "secant" | "none"
-    [corrector]  name = "newton" | "adam" | "sgd" | "lbfgs"
+    [process]    name = "iso-classification" | "iso-classification-fd" | "quasi-static" | "pseudo-arclength" | ...
+    [predictor]  name = "ode" (method = "euler" | "rk4" | "dopri5") | "secant" | "none" | "pseudo-arclength"
+    [corrector]  name = "newton" | "adam" | "sgd" | "lbfgs" | "bordered-newton"
     [projection] name = "none" | "newton" | "secant" (onto the process's held functional)
     [krylov]     name = "minres" | "cg", rtol, maxiter; hvp_mode = "fwd-rev" | "rev-rev" (for the tangents)
     [steps]      name = "adaptive" (initial, min_step, max_step, grow, shrink, max_angle_deg,
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from problems.data import DataFileError
 
-from .checks import check_reachable
+from .checks import check_reachable, check_strategies
 from .registry import REGISTRY
 from .step_control import StopRule
 
@@ -251,6 +251,10 @@ def build_run(config: dict, *, check_start: bool = True) -> dict:
     if run["process"].holds is None and run["projection"].name != "none":
         raise ConfigError(f"[projection] {run['projection'].name!r} has nothing to hold: process "
                           f"{run['process'].name!r} holds no functional; use name = \"none\" (the default)")
+    try:
+        check_strategies(run["process"], run["predictor"], run["corrector"])
+    except ValueError as e:
+        raise ConfigError(f"[predictor] {_line(e)}") from None
     run["krylov"], run["hvp_mode"] = build("krylov", krylov), hvp_mode
     options = _checked_options("stop", config.get("stop", {}), _parameters(StopRule), "[stop]",
                                _annotations(StopRule))

@@ -27,6 +27,12 @@ class PointContext:
         self._objective = None
         self._velocity = {}
         self._evaluation = None
+        # a process that solves for theta' and mu' together (pseudo-arclength, where A is
+        # singular at a fold) leaves (theta', mu') here; theta_dot(mu') then returns its theta'
+        self.extended = None
+        # the tangent (theta', mu') of the accepted point before this one, set by the stepper:
+        # orients a tangent that is defined up to sign (pseudo-arclength)
+        self.reference = None
 
     def evaluation_metrics(self) -> dict:
         """The problem's fixed-noise training metrics here (train_R, train_D, train_C; {} for a
@@ -77,6 +83,8 @@ class PointContext:
 
     def theta_dot(self, mu_dot: torch.Tensor) -> torch.Tensor:
         """theta' = sum_j theta_{mu_j} mu_j' (from the cached tangents, or one Krylov solve)."""
+        if self.extended is not None and torch.equal(mu_dot, self.extended[1]):
+            return self.extended[0]
         moving = [n for n in MU_NAMES if float(mu_dot[mu_index(n)]) != 0.0]
         if not moving:
             return torch.zeros_like(self.x)

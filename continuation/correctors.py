@@ -42,6 +42,7 @@ class CorrectorResult:
     hvps: int = 0
     grads: int = 0
     seconds: float = 0.0
+    mu: torch.Tensor | None = None  # where a corrector moved mu too (the arclength condition); None: unchanged
 
 
 class Corrector(Strategy):
@@ -51,6 +52,7 @@ class Corrector(Strategy):
     counts: ClassVar[str]  # the path variable that counts `iters`
     easy_iters: ClassVar[int | None]  # at most this many iterations: an easy step (None: no limit)
     max_iters: ClassVar[int | None]  # more than this many: reject the step and shrink (None: no limit)
+    solves_arclength: ClassVar[bool] = False  # has correct_arclength(system, x, mu, condition)
 
     @abstractmethod
     def correct(self, system, x: torch.Tensor, mu: torch.Tensor) -> CorrectorResult:

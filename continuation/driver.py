@@ -25,7 +25,7 @@ from solvers import MINRES
 from . import start as starts
 from problems.base import StochasticProblem
 
-from .checks import check_inputs
+from .checks import check_inputs, check_strategies
 from .monitor import Monitor
 from .errors import ContinuationError, OutputExists, RunInterrupted
 from .path import OutputLock, PathWriter, load_path, rows_to_dataset
@@ -80,6 +80,7 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, proj
     """
     start = check_inputs(problem, process, stop, start=start, theta0=theta0, start_from=start_from,
                          checkpoint_every=checkpoint_every)
+    check_strategies(process, predictor, corrector)
     projection = projection if projection is not None else NoProjection()
     solver = solver or MINRES(rtol=1e-12)
     strategies = Strategies(process, predictor, corrector, control, stop, projection)

@@ -42,6 +42,9 @@ class Prediction:
     solves_ok: bool
     report: str
     work: Work = field(default_factory=Work)  # spent at the stage points (not at the start point)
+    # a scalar condition the corrector must solve with grad J = 0, moving one multiplier
+    # (pseudo-arclength: continuation/arclength.py); None: correct at the predicted mu
+    arclength: object = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class Previous:
 
 class Predictor(Strategy):
     uses_theta_tangent: ClassVar[bool] = True
+    arclength: ClassVar[bool] = False  # its predictions carry an arclength condition (continuation/checks.py)
 
     @abstractmethod
     def predict(self, make_context, start: PointContext, ds: float, previous: Previous | None,

@@ -47,6 +47,7 @@ class Process(Strategy):
     holds: ClassVar[str | None] = None
     minimising: ClassVar[bool] = True  # follows minima of J (the monitor switches off a saddle: continuation/monitor.py)
     tol: float = 0.0
+    arclength: ClassVar[bool] = False  # s is the arclength of the extended tangent (continuation/arclength.py)
     project_along: ClassVar[tuple] = FREE
 
     @abstractmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 from problems.registry import PROBLEMS
 from solvers.krylov import KRYLOV_SOLVERS
 
+from .arclength import BorderedNewtonCorrector, PseudoArclength, PseudoArclengthPredictor
 from .correctors import CORRECTORS
 from .predictors import NoPredictor, ODEPredictor, SecantPredictor
 from .processes import IsoClassification, IsoClassificationFD, IsoCPlusROverBeta, QuasiStatic
@@ -24,12 +25,13 @@ def _table(*classes) -> dict:
 
 
 PROCESSES = _table(QuasiStatic, IsoClassification, IsoClassificationFD, IsoCPlusROverBeta, IsoClassificationTransfer,
-                   QuasiStaticTransfer)
-PREDICTORS = _table(ODEPredictor, SecantPredictor, NoPredictor)
+                   QuasiStaticTransfer, PseudoArclength)
+PREDICTORS = _table(ODEPredictor, SecantPredictor, NoPredictor, PseudoArclengthPredictor)
+CORRECTOR_TABLE = {**CORRECTORS, **_table(BorderedNewtonCorrector)}
 PROJECTIONS = _table(NoProjection, NewtonProjection, SecantProjection)
 STEP_CONTROLS = _table(AdaptiveSteps, FixedSteps)
 
-REGISTRY = {"problem": PROBLEMS, "process": PROCESSES, "predictor": PREDICTORS, "corrector": CORRECTORS,
+REGISTRY = {"problem": PROBLEMS, "process": PROCESSES, "predictor": PREDICTORS, "corrector": CORRECTOR_TABLE,
             "projection": PROJECTIONS, "krylov": KRYLOV_SOLVERS, "steps": STEP_CONTROLS}
 
 

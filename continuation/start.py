@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 
 import torch
 
@@ -116,4 +117,12 @@ def resume(stepper: Stepper, out, template) -> tuple[State, list[dict]]:
     recent = [(float(r["step_size"]), {name: float(r[name]) for name in MU_NAMES}) for r in rows]
     state = stepper.resumed(x, mu, float(last["s"]), previous=previous, ds_next=float(rows[-1]["next_step"]),
                             step=n - 1, C0=C0, G0=G0, drift=drift, recent=recent)
+    if getattr(stepper.s.process, "arclength", False) and previous is not None:
+        # a tangent defined up to sign (pseudo-arclength) is oriented along the secant from the
+        # point before, as the uninterrupted run had it along its previous tangent (past a fold
+        # the start's `direction` would turn the path back)
+        p = state.current
+        ctx = stepper.context(p.x, p.mu)
+        ctx.reference = torch.cat([p.x - previous.x, p.mu - previous.mu]) / (previous.s_now - previous.s_prev)
+        state = replace(state, current=replace(p, ctx=ctx, tangent=stepper.tangent_at(ctx)))
     return state, rows

@@ -394,8 +394,26 @@ class Stepper:
             mu_new[mu_index(landing[0])] = landing[1]
         if not (float(mu_new[0]) > 0 and float(mu_new[1]) > 0):
             raise FloatingPointError(f"prediction left the domain lambda, gamma > 0: {named(mu_new)}")
-        res = s.corrector.correct(system, pred.x, mu_new)
+        cond = pred.arclength  # pseudo-arclength: the corrector moves a multiplier too (continuation/arclength.py)
+        if cond is not None and landing is None:
+            res = s.corrector.correct_arclength(system, pred.x, mu_new, cond)
+            late = s.stop.crossed(current.mu, res.mu) if res.converged else None
+            if late is not None:
+                # the corrector, not the prediction, carried a multiplier past a milestone or
+                # target: land on it at fixed mu from the corrected point
+                work.add_corrector(res)
+                landing, mu_new = late, res.mu.clone()
+                mu_new[mu_index(late[0])] = late[1]
+                res = s.corrector.correct(system, res.x, mu_new)
+            elif res.converged:
+                mu_new = res.mu
+            if not (float(mu_new[0]) > 0 and float(mu_new[1]) > 0):
+                raise FloatingPointError(f"correction left the domain lambda, gamma > 0: {named(mu_new)}")
+        else:
+            res = s.corrector.correct(system, pred.x, mu_new)
         work.add_corrector(res)
+        if cond is not None and res.converged and cond.distance(res.x, mu_new) > 0:
+            ds = cond.distance(res.x, mu_new)  # s is arclength: the corrected point's projected distance
         x_new, grad_norm, ctx_new = res.x, res.grad_norm, None
         if res.converged:
             p = s.projection.project(ProjectionTask(system, s.process, s.corrector, self.context, current, pred.x,
@@ -403,6 +421,7 @@ class Stepper:
             work.add(p.work)
             x_new, mu_new, ctx_new, grad_norm = p.x, p.mu, p.ctx, p.grad_norm
         ctx_new = ctx_new or self.context(x_new, mu_new)
+        ctx_new.reference = current.tangent  # orients a tangent defined up to sign (pseudo-arclength)
         tangent = self.tangent_at(ctx_new) if res.converged else None
         drift = None
         if res.converged and state.G0 is not None:

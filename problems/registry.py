@@ -266,3 +266,39 @@ def _needs_folder(name):
 
 
 PROBLEMS["mlp"] = mlp
+
+
+def energy(objective: str = "", theta0: list | str | None = None, size: int = 0, functionals: str = "",
+           gauge: str = "", name: str = "energy"):
+    """An energy J(theta; mu) given directly by a function (problems/energy.py, docs/energy.md).
+
+    objective: "package.module:function", (theta, mu) -> scalar. The start theta: `size` (zeros
+    of that length, theta = {"x": ...}), `theta0` a list of numbers (theta = {"x": ...}), or
+    `theta0` a dotted path to a function seed -> dict of tensors. functionals (optional): a
+    dotted path (theta, mu) -> {"R", "D", "C"}; without it D = dJ/dlambda, C = dJ/dgamma at fixed
+    theta and R = J - lambda D - gamma C. gauge (optional): a dotted path theta -> list of zero
+    modes. Float64 throughout.
+    """
+    options = dict(locals())  # the keyword options exactly, before any other local name
+    from .energy import EnergyProblem, resolve
+
+    f = resolve(objective, "objective")
+    _at_least("size", size, 1, "theta0 gives the start")
+    if (theta0 is None) == (size == 0):
+        raise ValueError("give the start theta by exactly one of size = N (zeros) or theta0 = [...] / "
+                         "'package.module:function'")
+    if size:
+        start = {"x": torch.zeros(size, dtype=torch.float64)}
+    elif isinstance(theta0, str):
+        start = resolve(theta0, "theta0")
+    elif isinstance(theta0, list) and theta0 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                     for v in theta0):
+        start = {"x": torch.tensor([float(v) for v in theta0], dtype=torch.float64)}
+    else:
+        raise ValueError(f"theta0 must be a non-empty list of numbers or a dotted path 'package.module:function', "
+                         f"got {theta0!r}")
+    return EnergyProblem(f, start, functionals=resolve(functionals, "functionals") if functionals else None,
+                         gauge=resolve(gauge, "gauge") if gauge else None, name=name, options=options)
+
+
+PROBLEMS["energy"] = energy

@@ -12,7 +12,13 @@ Torch-native (so they run where the model runs, CPU or GPU); checked against sci
   converged, with the true nonzero residual. Cost: one matvec per iteration, plus one to
   measure the true residual at the end.
 
-Both start from zero by default, so on a singular but consistent system (the gauge zero modes
+- `GMRES`: generalised minimum residual (Saad & Schultz 1986), restarted, for a general
+  (nonsymmetric) square operator such as the bordered matrices of pseudo-arclength
+  continuation (solvers/bordered.py). Modified Gram-Schmidt Arnoldi with one
+  reorthogonalisation, Givens rotations on the Hessenberg matrix. Cost: one matvec per
+  iteration, one per restart and one for the final residual; memory `restart` vectors.
+
+All start from zero by default, so on a singular but consistent system (the gauge zero modes
 of a network Hessian) the iterates stay in range(A) and converge to the minimum-norm solution.
 Each returns a `KrylovResult`: a failure is a value with a status, not an exception.
 """
@@ -172,6 +178,77 @@ class MINRES:
         if status == "breakdown":  # the Krylov space is exhausted: x is its least-squares solution
             status = "least_squares"
         return _finish(op, b, x, it, bnorm, self.rtol, status)
+
+
+@dataclass
+class GMRES:
+    """Restarted GMRES(restart) on A x = b for any square A given as a matvec."""
+
+    rtol: float = 1e-10
+    maxiter: int | None = None  # matvecs in all; default: 2 N
+    restart: int | None = None  # Krylov dimension per cycle; default: min(N, 200)
+    name: ClassVar[str] = "gmres"
+
+    def solve(self, matvec: Callable, b: torch.Tensor, x0: torch.Tensor | None = None) -> KrylovResult:
+        n = b.numel()
+        maxiter = self.maxiter or 2 * n
+        m = max(1, min(self.restart or 200, n))
+        bnorm = float(torch.linalg.vector_norm(b))
+        x = torch.zeros_like(b) if x0 is None else x0.clone()
+        if bnorm == 0.0 and x0 is None:
+            return KrylovResult(x, 0, 0.0, 0.0, True, "converged")
+        target = self.rtol * bnorm
+        it, status = 0, "max_iters"
+        while it < maxiter:
+            if it == 0 and x0 is None:
+                r = b.clone()
+            else:
+                r = b - matvec(x)
+                it += 1
+            beta = float(torch.linalg.vector_norm(r))
+            if beta <= target:
+                status = "converged"
+                break
+            V = [r / beta]
+            H = [[0.0] * m for _ in range(m + 1)]  # H[i][k]
+            cs, sn, g = [0.0] * m, [0.0] * m, [beta] + [0.0] * m
+            k_done, breakdown = 0, False
+            for k in range(m):
+                w = matvec(V[k])
+                it += 1
+                for _ in range(2):  # Gram-Schmidt twice: orthogonality to working precision
+                    for j in range(k + 1):
+                        h = float(torch.dot(V[j], w))
+                        H[j][k] += h
+                        w = w - h * V[j]
+                hn = float(torch.linalg.vector_norm(w))
+                H[k + 1][k] = hn
+                for j in range(k):  # previous rotations on the new column
+                    a, c = H[j][k], H[j + 1][k]
+                    H[j][k], H[j + 1][k] = cs[j] * a + sn[j] * c, -sn[j] * a + cs[j] * c
+                a, c = H[k][k], H[k + 1][k]
+                d = math.hypot(a, c)
+                cs[k], sn[k] = (1.0, 0.0) if d == 0 else (a / d, c / d)
+                H[k][k], H[k + 1][k] = d, 0.0
+                g[k], g[k + 1] = cs[k] * g[k], -sn[k] * g[k]
+                k_done = k + 1
+                breakdown = hn <= 1e3 * torch.finfo(b.dtype).eps * beta
+                if abs(g[k + 1]) <= target or breakdown or it >= maxiter:
+                    break
+                V.append(w / hn)
+            y = [0.0] * k_done  # back substitution on the rotated (upper triangular) H
+            for i in reversed(range(k_done)):
+                acc = g[i] - sum(H[i][j] * y[j] for j in range(i + 1, k_done))
+                y[i] = acc / H[i][i] if H[i][i] != 0 else 0.0
+            for j in range(k_done):
+                x = x + y[j] * V[j]
+            if abs(g[k_done]) <= target:
+                status = "converged"
+                break
+            if breakdown:  # an invariant subspace without the solution: A singular along b
+                status = "singular"
+                break
+        return _finish(matvec, b, x, it, max(bnorm, 1e-300), self.rtol, status)
 
 
 KRYLOV_SOLVERS = {"cg": CG, "minres": MINRES}

@@ -1,0 +1,123 @@
+"""A problem given by its energy J(theta; mu) directly, without a Hamiltonian.
+
+    problem = EnergyProblem(objective=bratu_energy, theta0={"x": torch.zeros(63, dtype=torch.float64)})
+
+`objective(theta, mu) -> scalar tensor`: theta a dict of tensors shaped like theta0, mu the
+tensor (lambda, gamma, t). It must be a pure torch function of both (torch.func differentiates
+it: gradients, HVPs, mixed partials d/dmu grad_theta J).
+
+The engine's rows need R, D, C and F = J. Given `functionals(theta, mu) -> {"R", "D", "C"}` they
+are the user's. Otherwise they are defined by the envelope theorem, which is what D and C are
+for a Gibbs free energy (DESIGN.md section 1, D = dF/dlambda, C = dF/dgamma along the surface):
+
+    D = partial J / partial lambda,   C = partial J / partial gamma   (at fixed theta, by autodiff),
+    R = J - lambda D - gamma C,
+
+so that J = R + lambda D + gamma C holds exactly, and for J affine in (lambda, gamma) (as the
+paper's J and the Bratu energy are) R, D, C are its three parts. A J that does not depend on
+gamma has C = 0. Cost: one extra reverse pass in mu per evaluation.
+
+In a configuration file (problems/registry.py, `energy`):
+
+    [problem]
+    name = "energy"
+    objective = "problems.bratu:bratu_energy"     # package.module:function
+    size = 63                                     # theta = {"x": zeros(size)}, or
+    # theta0 = [0.0, 0.0, ...]                    # theta = {"x": these numbers}, or
+    # theta0 = "package.module:function"          # function(seed) -> dict of tensors (or a tensor)
+    # functionals = "package.module:function"     # optional: (theta, mu) -> {"R", "D", "C"}
+    # gauge = "package.module:function"           # optional: theta -> list of dicts (zero modes)
+
+A dotted path that does not import, or names no callable, is one ValueError line.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+import torch
+from torch.func import grad
+
+from .base import Problem, make_mu
+
+
+def resolve(path: str, what: str = "objective") -> Callable:
+    """The callable named by "package.module:function" (or "package.module.function"); a
+    ValueError of one line naming `what` and the path otherwise."""
+    if not isinstance(path, str) or not path.strip():
+        raise ValueError(f"{what} must be a dotted path 'package.module:function', got {path!r}")
+    module, sep, attr = path.partition(":")
+    if not sep:
+        module, _, attr = path.rpartition(".")
+    if not module or not attr or not all(p.isidentifier() for p in module.split(".") + attr.split(".")):
+        raise ValueError(f"{what} {path!r} is not a dotted path of the form 'package.module:function'")
+    try:
+        obj = importlib.import_module(module)
+    except ImportError as e:
+        raise ValueError(f"{what} {path!r}: cannot import module {module!r} ({e})") from None
+    except Exception as e:  # the module itself fails at import
+        raise ValueError(f"{what} {path!r}: importing {module!r} raised {type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"{what} {path!r}: module {module!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ValueError(f"{what} {path!r} names a {type(obj).__name__}, not a function")
+    return obj
+
+
+def _as_tree(value, what: str) -> dict:
+    if isinstance(value, torch.Tensor):
+        value = {"x": value}
+    if not isinstance(value, dict) or not value or not all(isinstance(v, torch.Tensor) for v in value.values()):
+        raise ValueError(f"{what} must be a dict of tensors (or one tensor), got {type(value).__name__}")
+    return value
+
+
+class EnergyProblem(Problem):
+    """J(theta; mu) given directly; R, D, C the user's or by the envelope theorem (module docstring).
+
+    theta0: a dict of tensors (or one tensor, named "x"), or a function seed -> such a dict:
+    `init_params(seed)` returns a copy (the start, equilibrated by the corrector).
+    functionals: optional (theta, mu) -> {"R", "D", "C"}. gauge: optional theta -> list of
+    dicts shaped like theta, the tangents of a symmetry orbit (exact zero modes of A)."""
+
+    def __init__(self, objective: Callable, theta0, *, functionals: Callable | None = None,
+                 gauge: Callable | None = None, name: str = "energy", options: dict | None = None):
+        if not callable(objective):
+            raise ValueError(f"objective must be a function (theta, mu) -> scalar, got {type(objective).__name__}")
+        self.f, self.theta0, self.user_functionals, self.gauge = objective, theta0, functionals, gauge
+        self.name, self.options = name, dict(options or {})
+        theta = self.init_params(0)
+        mu = make_mu(1.0, 1.0, 0.0, dtype=next(iter(theta.values())).dtype)
+        try:
+            J = objective(theta, mu)
+        except Exception as e:
+            raise ValueError(f"objective(theta0, mu) raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                             ) from None
+        if not isinstance(J, torch.Tensor) or J.numel() != 1:
+            raise ValueError(f"objective(theta, mu) must return a scalar tensor, got "
+                             f"{tuple(J.shape) if isinstance(J, torch.Tensor) else type(J).__name__}")
+
+    def init_params(self, seed: int = 0) -> dict:
+        theta = self.theta0(seed) if callable(self.theta0) else self.theta0
+        return {k: v.detach().clone() for k, v in _as_tree(theta, "theta0").items()}
+
+    def objective(self, theta, mu):
+        return self.f(theta, mu).reshape(())
+
+    def functionals(self, theta, mu):
+        if self.user_functionals is not None:
+            return self.user_functionals(theta, mu)
+        J = self.objective(theta, mu)
+        dmu = grad(lambda m: self.f(theta, m).reshape(()))(mu)
+        D, C = dmu[0], dmu[1]
+        return {"R": J - mu[0] * D - mu[1] * C, "D": D, "C": C}
+
+    def gauge_directions(self, theta):
+        return [] if self.gauge is None else list(self.gauge(theta))
+
+    def settings(self) -> dict:
+        return {"name": self.name, "class": type(self).__name__, **self.options}
