@@ -102,6 +102,7 @@ class PseudoArclength(Process):
     maxiter: int | None = None
     name: ClassVar[str] = "pseudo-arclength"
     arclength: ClassVar[bool] = True
+    minimising: ClassVar[bool] = False  # follows the branch through folds, saddles included
 
     def __post_init__(self):
         mu_index(self.parameter)

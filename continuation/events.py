@@ -29,6 +29,7 @@ from problems.base import MU_NAMES
 from solvers import MINRES
 
 from .correctors import NewtonCorrector
+from .fold import detect_folds, locate_fold
 from .stability import Spectrum
 
 
@@ -136,6 +137,14 @@ class EventFinder:
         zt, out = self.monitor.zero_tol, []
         i0, i1 = old.spectrum.index(zt), new.spectrum.index(zt)
         a, b = self.of_point(old), self.of_point(new)
+        if getattr(self.stepper.s.process, "arclength", False) and detect_folds([old, new], self.stepper.s.process):
+            fold = locate_fold(self.stepper, old, new, rtol=self.monitor.locate_tol)
+            p = self.stepper.s.process.parameter
+            out.append(dict(fold, step=step, mode=0, multiplicity=1, index_before=i0, index_after=i1,
+                            iterations=fold["evaluations"], located=1, method="illinois",
+                            detail=f"fold in {p}: the tangent's {p}-component changed sign (Morse index {i0} -> "
+                                   f"{i1}; estimated error in {p} {fold['lambda_error']:.1e})"))
+            i1 = i0  # the fold is the crossing eigenvalue: not a bifurcation besides
         j = min(i0, i1)
         while j < min(max(i0, i1), len(old.spectrum.values), len(new.spectrum.values)):
             ev = self._bifurcation(old, a, b, j, i0, i1, step, "bifurcation")
