@@ -12,6 +12,9 @@
     [steps]      name = "adaptive" (initial, min_step, max_step, grow, shrink, max_angle_deg,
                  max_drift, ...) | "fixed" (size)
     [stop]       max_steps, max_s, target = {lambda = 4.0}, milestones = {lambda = [2, 3]}, bounds = {...}
+    [monitor]    stability monitoring and events (continuation/monitor.py): enabled (default: on for
+                 a deterministic problem, off for a stochastic one), every, modes, zero_tol, locate_tol,
+                 locate, branch = "minimising" | "follow", crossings = {C = [0.1]}, tol, dense_below
     [output]     checkpoint_every, progress
 
 Names map to classes in one table per role (continuation/registry.py); `python -m continuation list` prints them.
@@ -29,6 +32,7 @@ from pathlib import Path
 from problems.data import DataFileError
 
 from .checks import check_reachable, check_strategies
+from .monitor import Monitor
 from .registry import REGISTRY
 from .step_control import StopRule
 
@@ -40,7 +44,7 @@ class ConfigError(ValueError):
 DEFAULT_NAMES = {"problem": "linear-gaussian", "process": "iso-classification", "predictor": "ode",
                  "corrector": "newton", "projection": "none", "krylov": "minres", "steps": "adaptive"}
 SECTIONS = ("problem", "start", "process", "predictor", "corrector", "projection", "krylov", "steps", "stop",
-            "output")
+            "monitor", "output")
 START_KEYS = {"lambda": 1.0, "gamma": 1.0, "t": 0.0, "equilibrate": True, "settle": 1, "seed": 0,
               # Adam from scratch before the corrector (neural models): steps (0: none), peak lr, schedule
               "train_steps": 0, "train_lr": 3e-3, "train_schedule": "cosine",
@@ -262,6 +266,7 @@ def build_run(config: dict, *, check_start: bool = True) -> dict:
         run["stop"] = StopRule(**options)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"[stop] {_line(e)}") from None
+    run["monitor"] = _monitor(config.get("monitor"))
     if check_start:
         try:
             check_reachable(run["process"], run["stop"], (start["lambda"], start["gamma"], start["t"]))
@@ -270,6 +275,24 @@ def build_run(config: dict, *, check_start: bool = True) -> dict:
                               f"{run['process'].name!r})") from None
     run["start"], run["output"] = start, output
     return run
+
+
+def _monitor(table: dict | None):
+    """The [monitor] section: "auto" when absent (continue_path decides by the problem), None when
+    enabled = false, else a Monitor with the table's options."""
+    if table is None:
+        return "auto"
+    table = dict(table)
+    enabled = table.pop("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"[monitor] enabled must be true or false, got {enabled!r}")
+    options = _checked_options("monitor", table, _parameters(Monitor), "[monitor]", _annotations(Monitor))
+    if not enabled:
+        return None
+    try:
+        return Monitor(**options)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"[monitor] {_line(e)}") from None
 
 
 def _start_text(start) -> str:

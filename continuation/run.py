@@ -51,4 +51,4 @@ def _run(r, config, out, resume, start_from, progress):
         start=(start["lambda"], start["gamma"], start["t"]), theta0=theta0, equilibrate=start["equilibrate"],
         out=out, resume=resume, config=config, solver=r["krylov"], progress=show,
         checkpoint_every=r["output"]["checkpoint_every"], start_from=start_from, hvp_mode=r["hvp_mode"],
-        settle=start["settle"], start_settings=start)
+        settle=start["settle"], start_settings=start, monitor=r["monitor"])

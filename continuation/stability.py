@@ -10,7 +10,8 @@ by LOBPCG (scipy.sparse.linalg.lobpcg on a LinearOperator whose matvec is one HV
 gauge basis passed as LOBPCG's constraints Y (so the exact zero modes of the orbit never count)
 and the previous point's eigenvectors as the starting block (warm start: along a path they
 change little, and LOBPCG then converges in a few iterations). Small problems (N <= dense_below)
-use the dense Hessian built column by column from N HVPs and numpy's `eigh` on P A P restricted
+(or N - g < 5k, where scipy's LOBPCG would go dense anyway) use the dense Hessian built column
+by column from N HVPs and numpy's `eigh` on P A P restricted
 to range(P): exact to rounding, and cheaper than LOBPCG's iterations there.
 
 Cost: dense: N HVPs. LOBPCG: about (block size) x (iterations + 1) HVPs; reported in `hvps`.
@@ -88,7 +89,7 @@ def lowest_eigenpairs(system: EquilibriumSystem, x: torch.Tensor, mu: torch.Tens
         raise ValueError(f"monitor modes must be an integer in [1, {N - g}] (the non-gauge dimension), got {k!r}")
     counter = [0]
     _, matmat = _operator(system, x, mu, counter)
-    if N <= dense_below:
+    if N <= dense_below or N - g < 5 * k:  # scipy's LOBPCG needs N - g >= 5k (and goes dense itself below)
         H = matmat(np.eye(N))
         H = 0.5 * (H + H.T)
         if Q is not None:

@@ -1,0 +1,218 @@
+"""Stability monitoring, events and branch switching (issue 11) against closed forms.
+
+The linear-Gaussian problem (5-d input, 2-d label, 3-d latent, float64) has closed-form critical
+multipliers where a latent direction switches on (problems/linear_gaussian_closed_form.py, numpy
+and scipy only): the located events must agree to 1e-8 relative, in both directions of travel,
+for a quasi-static path in lambda and for an iso-C path, and past each one the path must be on
+the minimising branch (F equal to the closed-form minimum to 1e-10, Morse index 0).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import brentq
+
+from continuation import continue_path
+from continuation.arclength import BorderedNewtonCorrector, PseudoArclength, PseudoArclengthPredictor
+from continuation.config import ConfigError, build_run
+from continuation.correctors import NewtonCorrector
+from continuation.monitor import Monitor
+from continuation.path import dataset_to_rows, event_file, load_path, rows_to_dataset
+from continuation.predictors import ODEPredictor
+from continuation.processes import IsoClassification, QuasiStatic
+from continuation.projections import NewtonProjection
+from continuation.spectrum import non_gauge_eigenvalues
+from continuation.stability import lowest_eigenpairs
+from continuation.step_control import AdaptiveSteps, StopRule
+from continuation.system import EquilibriumSystem
+from problems import LinearGaussianData, LinearGaussianGibbsProblem, make_mu
+from problems.bratu import bratu_problem
+from problems.linear_gaussian_closed_form import LinearGaussianClosedForm
+
+GAMMA = 1.7  # quasi-static paths in lambda at this gamma cross two switch-ons in (1, 3)
+
+
+@pytest.fixture(scope="module")
+def case():
+    data = LinearGaussianData.random(5, 2, seed=0, noise=0.4)
+    problem = LinearGaussianGibbsProblem.from_data(data, latent_dim=3, sigma_d=2.0, sigma_c=1.0)
+    return problem, LinearGaussianClosedForm.of(problem)
+
+
+def theta_star(cf, lam, gam):
+    return {k: torch.as_tensor(v) for k, v in cf.theta_star(lam, gam).items()}
+
+
+def events(path) -> list[dict]:
+    out = []
+    for j in range(path.sizes.get("event", 0)):
+        out.append({k[len("event_"):]: path[k].values[j].item() if hasattr(path[k].values[j], "item")
+                    else path[k].values[j] for k in path.data_vars if k.startswith("event_")})
+    return out
+
+
+def assert_on_minimum(path, cf):
+    """Every written point has Morse index 0 and F equal to the closed-form minimum to 1e-10."""
+    assert (path.morse_index.values == 0).all(), path.morse_index.values
+    F_star = np.array([cf.free_energy(l, g) for l, g in zip(path["lambda"].values, path["gamma"].values)])
+    np.testing.assert_allclose(path.F.values, F_star, rtol=0, atol=1e-10)
+
+
+def test_lowest_eigenpairs_dense_and_lobpcg_match_the_dense_reference(case):
+    problem, cf = case
+    lam, gam = 2.5, GAMMA  # three latent directions on: a 3-dimensional gauge orbit
+    system = EquilibriumSystem(problem, problem.init_params(0))
+    x, mu = system.flatten(theta_star(cf, lam, gam)), make_mu(lam, gam)
+    ref, _ = non_gauge_eigenvalues(system, x, mu)
+    dense = lowest_eigenpairs(system, x, mu, 3)
+    lob = lowest_eigenpairs(system, x, mu, 3, dense_below=0)
+    warm = lowest_eigenpairs(system, x, mu, 3, dense_below=0, previous=lob)
+    assert dense.method == "dense" and lob.method == "lobpcg" and lob.converged
+    np.testing.assert_allclose(dense.values.numpy(), ref[:3].numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(lob.values.numpy(), ref[:3].numpy(), rtol=0, atol=1e-8)
+    assert warm.hvps < lob.hvps  # the previous vectors start LOBPCG near the answer
+    Q = system.deflation(x).Q
+    assert float((Q.T @ lob.vectors).abs().max()) < 1e-10  # off the gauge orbit
+    assert dense.index(1e-9) == 0 and lob.residual < 1e-6
+    with pytest.raises(ValueError, match="monitor modes must be an integer"):
+        lowest_eigenpairs(system, x, mu, 100)
+
+
+@pytest.mark.parametrize("rate", [1.0, -1.0], ids=["increasing", "decreasing"])
+def test_quasi_static_switches_located_and_path_stays_on_the_minimum(case, rate, tmp_path):
+    problem, cf = case
+    critical = [cf.critical_lambda(GAMMA, d) for d in (1, 2)]
+    assert 1.0 < critical[0] < critical[1] < 3.0
+    start, target = (1.0, 3.0) if rate > 0 else (3.0, 1.0)
+    out = tmp_path / "path.nc"
+    path = continue_path(problem, QuasiStatic(lambda_rate=rate), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-11),
+                         AdaptiveSteps(initial=0.1, max_step=0.5), StopRule(target={"lambda": target}),
+                         start=(start, GAMMA), theta0=theta_star(cf, start, GAMMA), progress=False, out=out)
+    assert path.attrs["status"] == "finished"
+    found = [e for e in events(path) if e["type"] == "bifurcation"]
+    got = sorted(e["lambda"] for e in found)
+    assert len(got) == 2, events(path)
+    np.testing.assert_allclose(got, critical, rtol=1e-8, atol=0)
+    assert all(abs(e["eig"]) < 1e-6 and e["located"] == 1 for e in found)
+    assert_on_minimum(path, cf)
+    # the file holds the same events, with the event points and null vectors beside it
+    again = events(load_path(out))
+    assert [e["lambda"] for e in again] == [e["lambda"] for e in events(path)]
+    system = EquilibriumSystem(problem, problem.init_params(0))
+    for e in again:
+        if e["type"] == "bifurcation":
+            saved = torch.load(event_file(out, e["checkpoint"]))
+            mu = make_mu(e["lambda"], e["gamma"])
+            v = saved["null_vector"]
+            assert abs(float(v.norm()) - 1) < 1e-12
+            assert float(system.hessian(saved["x"], mu)(v).norm()) < 1e-6  # A v = 0: a null vector there
+    if rate > 0:  # the saddle past each switch-on is left for the minimum, and the switch says so
+        switches = [e for e in events(path) if e["type"] == "branch_switch"]
+        assert len(switches) == 2 and all(e["index_after"] == 0 < e["index_before"] for e in switches)
+
+
+def iso_c_reference(cf, C0):
+    def gamma_at(lam):
+        return math.exp(brentq(lambda lg: cf.functionals(lam, math.exp(lg))["C"] - C0, math.log(1e-6),
+                               math.log(1e5), xtol=1e-15, rtol=1e-15))
+
+    def critical(d, lo, hi):
+        lam = brentq(lambda l: cf.spectrum(l, gamma_at(l))[0][d] - 1.0, lo, hi, xtol=1e-15, rtol=1e-15)
+        return lam, gamma_at(lam)
+
+    return gamma_at, [critical(1, 1.0, 2.0), critical(2, 2.0, 3.0)]
+
+
+@pytest.mark.parametrize("alpha", [1.0, -1.0], ids=["increasing", "decreasing"])
+def test_iso_c_switches_located_on_the_iso_c_curve(case, alpha):
+    problem, cf = case
+    C0 = cf.functionals(1.0, GAMMA)["C"]
+    gamma_at, critical = iso_c_reference(cf, C0)
+    start, target = (1.0, 3.0) if alpha > 0 else (3.0, 1.0)
+    g0 = gamma_at(start)
+    path = continue_path(problem, IsoClassification(alpha=alpha), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-11),
+                         AdaptiveSteps(initial=0.05, max_step=0.5, max_drift=None),
+                         StopRule(target={"lambda": target}), projection=NewtonProjection(),
+                         start=(start, g0), theta0=theta_star(cf, start, g0), progress=False)
+    assert path.attrs["status"] == "finished"
+    found = sorted((e["lambda"], e["gamma"]) for e in events(path) if e["type"] == "bifurcation")
+    assert len(found) == 2, events(path)
+    np.testing.assert_allclose(np.array(found), np.array(critical), rtol=1e-8, atol=0)
+    assert_on_minimum(path, cf)
+    np.testing.assert_allclose(path.C.values, C0, rtol=1e-9)
+
+
+def test_follow_keeps_the_saddle_and_says_so(case):
+    """branch = "follow": past the switch-on the path stays on the branch where the direction is
+    off, now a saddle: index 1 written, F above the closed-form minimum, the event in the path."""
+    problem, cf = case
+    lam_c = cf.critical_lambda(GAMMA, 2)
+    start = 1.9
+    path = continue_path(problem, QuasiStatic(), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-11),
+                         AdaptiveSteps(initial=0.1, max_step=0.25), StopRule(target={"lambda": 2.4}),
+                         start=(start, GAMMA), theta0=theta_star(cf, start, GAMMA), progress=False,
+                         monitor=Monitor(branch="follow"))
+    ev = events(path)
+    assert [e["type"] for e in ev] == ["bifurcation"] and ev[0]["index_after"] == 1
+    assert abs(ev[0]["lambda"] - lam_c) <= 1e-8 * lam_c
+    past = path["lambda"].values > lam_c
+    assert (path.morse_index.values[past] == 1).all() and (path.morse_index.values[~past] == 0).all()
+    F_star = np.array([cf.free_energy(l, GAMMA) for l in path["lambda"].values[past]])
+    assert (path.F.values[past] - F_star > 1e-6).all()  # not the minimum: the saddle, reported
+
+
+def test_user_crossing_of_a_functional_is_located(case):
+    problem, cf = case
+    value = 2.2
+    lam_ref = brentq(lambda l: cf.functionals(l, GAMMA)["C"] - value, 1.3, 2.0, xtol=1e-15, rtol=1e-15)
+    path = continue_path(problem, QuasiStatic(), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-11),
+                         AdaptiveSteps(initial=0.1, max_step=0.5), StopRule(target={"lambda": 2.0}),
+                         start=(1.5, GAMMA), theta0=theta_star(cf, 1.5, GAMMA), progress=False,
+                         monitor=Monitor(crossings={"C": [value]}))
+    crossing = [e for e in events(path) if e["type"] == "crossing"]
+    assert len(crossing) == 1 and crossing[0]["detail"] == "C crossed 2.2"
+    assert abs(crossing[0]["lambda"] - lam_ref) <= 1e-8 * lam_ref
+    assert abs(crossing[0]["C"] - value) < 1e-9
+
+
+def test_fold_is_an_event_and_the_far_branch_has_index_one():
+    """Bratu (N = 31) by pseudo-arclength from lambda = 3 over the fold and back down to 2: the fold
+    is written as an event at the value tests/test_energy_fold.py checks against scipy, and every
+    point past it has Morse index 1 (the monitor does not switch: pseudo-arclength follows branches)."""
+    from test_energy_fold import reference_fold
+
+    path = continue_path(bratu_problem(31), PseudoArclength(), PseudoArclengthPredictor(), BorderedNewtonCorrector(),
+                         AdaptiveSteps(initial=0.1, max_step=0.5),
+                         StopRule(max_steps=14, target={"lambda": 2.0}, away_points=0), start=(3.0, 1.0),
+                         progress=False)
+    assert path.attrs["status"] == "finished"
+    ev = events(path)
+    assert [e["type"] for e in ev] == ["fold"]
+    assert abs(ev[0]["lambda"] - reference_fold(31)) <= 1e-8 * ev[0]["lambda"]
+    k = ev[0]["step"]
+    assert (path.morse_index.values[:k] == 0).all() and (path.morse_index.values[k:] == 1).all()
+
+
+def test_rows_round_trip_with_eigenvalues_and_events():
+    rows = [{"s": 0.0, "lambda": 1.0, "gamma": 1.0, "t": 0.0, "eig": (0.1, 0.2), "morse_index": 0, "events": []},
+            {"s": 0.5, "lambda": 1.5, "gamma": 1.0, "t": 0.0, "eig": (-0.1, 0.2), "morse_index": 1,
+             "events": [{"type": "bifurcation", "step": 1, "lambda": 1.25, "eig": 1e-12, "detail": "x", "mode": 0}]}]
+    ds = rows_to_dataset(rows, {})
+    assert ds["eig"].dims == ("step", "mode") and ds.sizes["event"] == 1
+    back = dataset_to_rows(ds)
+    assert back[1]["eig"] == (-0.1, 0.2) and back[1]["events"][0]["lambda"] == 1.25 and back[0]["events"] == []
+
+
+def test_monitor_options_are_checked():
+    assert build_run({"monitor": {"enabled": False}})["monitor"] is None
+    assert build_run({})["monitor"] == "auto"
+    assert build_run({"monitor": {"every": 2, "crossings": {"C": [0.1, 0.2]}}})["monitor"].crossings == {"C": [0.1, 0.2]}
+    for table, match in [({"every": 0}, "every"), ({"branch": "lowest"}, "branch"), ({"crossings": {"Q": [1]}}, "Q"),
+                         ({"crossings": {"C": ["a"]}}, "finite numbers"), ({"modes": 1.5}, "modes"),
+                         ({"enabled": "yes"}, "enabled"), ({"bogus": 1}, "bogus")]:
+        with pytest.raises(ConfigError, match=match):
+            build_run({"monitor": table})
