@@ -26,6 +26,7 @@ from . import start as starts
 from problems.base import StochasticProblem
 
 from .checks import check_inputs
+from .monitor import Monitor
 from .errors import ContinuationError, OutputExists, RunInterrupted
 from .path import OutputLock, PathWriter, load_path, rows_to_dataset
 from .projections import NoProjection
@@ -38,7 +39,7 @@ __all__ = ["ContinuationError", "RunInterrupted", "continue_path"]
 def continue_path(problem, process, predictor, corrector, control, stop, *, projection=None, start=None,
                   theta0=None, equilibrate=True, settle: int = 1, start_from=None, out=None, resume=False,
                   config=None, solver=None, hvp_mode: str = "rev-rev", resample=None, progress=True,
-                  checkpoint_every: int = 1, start_settings: dict | None = None):
+                  checkpoint_every: int = 1, start_settings: dict | None = None, monitor="auto"):
     """Run one continuation path; returns the path dataset (`xarray.Dataset` along `step`).
 
     Strategies (objects; continuation/config.py maps names to them): `process` (the law of mu),
@@ -58,6 +59,10 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, proj
     `hvp_mode` "rev-rev" or "fwd-rev". `resample`: re-draw a stochastic problem's batch and
     noise between points (default: the problem's `resample_between_points`).
     `progress`: a bar from 0 to 1 toward the stop rule's target (or max_s, or max_steps).
+    `monitor`: stability monitoring and events (continuation/monitor.Monitor; the path gets `eig`
+    along `mode`, `morse_index`, `monitor_hvps` and the `event` dimension); "auto" (default):
+    Monitor() for a deterministic problem, none for a stochastic one (the eigenvalues of a
+    minibatch Hessian cost HVPs and are noisy: ask for them with a Monitor); None: off.
     `start_settings`: how theta0 was made (run_config passes its [start] table: seed, pre-training),
     recorded with the settings; a Python run records a SHA-256 of theta0's bytes instead.
 
@@ -79,16 +84,23 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, proj
     solver = solver or MINRES(rtol=1e-12)
     strategies = Strategies(process, predictor, corrector, control, stop, projection)
     template = theta0 if theta0 is not None else problem.init_params(0)
-    stepper = Stepper(problem, strategies, solver=solver, template=template, hvp_mode=hvp_mode, resample=resample)
+    if isinstance(monitor, str) and monitor == "auto":
+        monitor = None if isinstance(problem, StochasticProblem) else Monitor()
+    if monitor is not None and not isinstance(monitor, Monitor):
+        raise ValueError(f"monitor must be a continuation.monitor.Monitor, None or 'auto', got {monitor!r}")
+    stepper = Stepper(problem, strategies, solver=solver, template=template, hvp_mode=hvp_mode, resample=resample,
+                      monitor=monitor)
     run = {"start": None if start is None else [float(v) for v in start] + [0.0] * (3 - len(start)),
            "from": None if start_from is None else [str(start_from[0]), int(start_from[1])],
            "equilibrate": bool(equilibrate), "settle": int(settle), "hvp_mode": hvp_mode,
            "resample": stepper.resample, "checkpoint_every": checkpoint_every}
     settings = {"problem": problem.settings(), **strategies.settings(), "krylov": settings_of(solver), "run": run,
+                "monitor": None if monitor is None else settings_of(monitor),
                 "theta0": settings_of(start_settings) if start_settings is not None else _fingerprint(template)}
     settings_json = json.dumps(settings_of(settings), default=str, sort_keys=True)
     attrs = {"problem": problem.name, "process": process.name, "predictor": predictor.name,
              "corrector": corrector.name, "projection": projection.name, "step_control": control.name,
+             "monitor": "none" if monitor is None else monitor.name,
              "corrector_counts": corrector.counts, "held": process.holds or "none",
              "config": json.dumps(config, default=str, sort_keys=True) if config is not None else settings_json,
              "settings": settings_json, "status": "running", "stop_reason": ""}

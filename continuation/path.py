@@ -79,14 +79,55 @@ def tmp_file(path) -> Path:
     return path.with_name(path.name + ".tmp")
 
 
+EVENT_TEXT = ("type", "method", "detail")
+EVENT_INT = ("step", "mode", "multiplicity", "index_before", "index_after", "iterations", "hvps", "located", "checkpoint")
+EVENT_FLOAT = ("s", "lambda", "gamma", "t", "R", "D", "C", "F", "eig")
+
+
 def rows_to_dataset(rows: list[dict], attrs: dict) -> xr.Dataset:
-    names = list(rows[0].keys()) if rows else []
+    """Rows of scalars along `step`; a row's `eig` (a tuple) along (step, mode); the rows' `events`
+    (lists of dicts) along `event`, as event_<field> variables (continuation/events.py)."""
+    names = [n for n in (rows[0].keys() if rows else []) if n != "events"]
     data = {}
     for name in names:
         values = [r.get(name, np.nan) for r in rows]
-        dtype = np.int64 if _is_int(name) else np.float64
+        if name == "eig":
+            data[name] = (("step", "mode"), np.asarray(values, dtype=np.float64).reshape(len(rows), -1))
+            continue
+        dtype = np.int64 if _is_int(name) or name == "morse_index" or name == "monitor_hvps" else np.float64
         data[name] = ("step", np.asarray(values, dtype=dtype))
+    events = [e for r in rows for e in r.get("events", ())]
+    if rows and "events" in rows[0]:
+        for k in EVENT_TEXT:
+            data[f"event_{k}"] = ("event", np.asarray([str(e.get(k, "")) for e in events], dtype=object))
+        for k in EVENT_INT:
+            data[f"event_{k}"] = ("event", np.asarray([int(e.get(k, -1)) for e in events], dtype=np.int64))
+        for k in EVENT_FLOAT:
+            data[f"event_{k}"] = ("event", np.asarray([float(e.get(k, np.nan)) for e in events], dtype=np.float64))
     return xr.Dataset(data, coords={"step": np.arange(len(rows))}, attrs=attrs)
+
+
+def dataset_to_rows(ds: xr.Dataset) -> list[dict]:
+    """The rows a path dataset was written from (the inverse of rows_to_dataset)."""
+    n = ds.sizes["step"]
+    flat = [k for k in ds.data_vars if ds[k].dims == ("step",)]
+    rows = [{k: ds[k].values[i].item() for k in flat} for i in range(n)]
+    if "eig" in ds.data_vars:
+        for i in range(n):
+            rows[i]["eig"] = tuple(float(v) for v in ds["eig"].values[i])
+    if "event_type" in ds.data_vars:
+        for r in rows:
+            r["events"] = []
+        fields = EVENT_TEXT + EVENT_INT + EVENT_FLOAT
+        for j in range(ds.sizes.get("event", 0)):
+            e = {k: ds[f"event_{k}"].values[j].item() for k in fields if f"event_{k}" in ds.data_vars}
+            if 0 <= e["step"] < n:
+                rows[e["step"]]["events"].append(e)
+    return rows
+
+
+def event_file(path, k: int) -> Path:
+    return checkpoint_dir(path) / f"event_{k:04d}.pt"
 
 
 def _first_line(e: BaseException) -> str:
@@ -243,6 +284,9 @@ class PathWriter:
 
     def append(self, row: dict, x: torch.Tensor, mu: torch.Tensor) -> None:
         step = len(self.rows)
+        if "events" in row:
+            base = sum(len(r.get("events", ())) for r in self.rows)
+            row = dict(row, events=[self._save_event(e, base + i) for i, e in enumerate(row["events"])])
         with self.critical():
             file = checkpoint_file(self.path, step)
             try:
@@ -267,6 +311,20 @@ class PathWriter:
             _test_kill("prune", step)
             if pruned is not None:  # the file on disk no longer names it
                 checkpoint_file(self.path, pruned).unlink(missing_ok=True)
+
+    def _save_event(self, event: dict, k: int) -> dict:
+        """The event without its tensors, which go to OUT.ckpt/event_K.pt (never pruned)."""
+        x, v = event.get("x"), event.get("null_vector")
+        event = {k: val for k, val in event.items() if k not in ("x", "null_vector")}
+        if x is None:
+            return event
+        file = event_file(self.path, k)
+        try:
+            torch.save({"x": x.detach().cpu(), "null_vector": None if v is None else v.detach().cpu(),
+                        "event": event}, file)
+        except (OSError, RuntimeError) as e:
+            raise not_writable(file, e) from e
+        return dict(event, checkpoint=k)
 
     def _prunable(self, step: int) -> int | None:
         """Keep every checkpoint_every-th checkpoint and always the last two (resume, secant)."""

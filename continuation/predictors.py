@@ -108,7 +108,7 @@ class ODEPredictor(Predictor):
         if self.method == "dopri5":
             y = odeint(rhs, y0, span, method="dopri5", rtol=self.rtol, atol=self.atol)[-1]
         else:
-            y = odeint(rhs, y0, span, method=self.method, options={"step_size": ds})[-1]
+            y = odeint(rhs, y0, span, method=self.method, options={"step_size": abs(ds)})[-1]  # ds < 0: backwards (event location)
         unique = {id(c): c for c in contexts}.values()
         work = Work()
         for c in unique:

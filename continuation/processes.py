@@ -45,6 +45,7 @@ class Process(Strategy):
     (its label) and implements `value(ctx)` and `constraint(ctx)` -> (G, {m: dG/dm})."""
 
     holds: ClassVar[str | None] = None
+    minimising: ClassVar[bool] = True  # follows minima of J (the monitor switches off a saddle: continuation/monitor.py)
     tol: float = 0.0
     project_along: ClassVar[tuple] = FREE
 

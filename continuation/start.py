@@ -12,7 +12,7 @@ import torch
 from problems.base import MU_NAMES
 
 from .errors import ContinuationError, PathFileError, SetupMismatch
-from .path import load_path, load_point
+from .path import dataset_to_rows, load_path, load_point
 from .predictors import Previous
 from .stepper import State, Stepper, named
 from .work import Work
@@ -94,7 +94,7 @@ def resume(stepper: Stepper, out, template) -> tuple[State, list[dict]]:
     come from the file."""
     old = load_path(out)
     n = old.sizes["step"]
-    rows = [{k: old[k].values[i].item() for k in old.data_vars} for i in range(n)]
+    rows = dataset_to_rows(old)
     size = _size(template)
     last = load_point(out, -1, size=size)
     x, mu = last["x"].to(**placed(template)), last["mu"].to(**placed(template))

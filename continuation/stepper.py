@@ -31,10 +31,12 @@ from problems.base import MU_NAMES, StochasticProblem, mu_index
 from .context import PointContext
 from .correctors import Corrector
 from .errors import ContinuationError
-from .predictors import Predictor, Previous
+from .events import EventFinder
+from .monitor import Monitor
+from .predictors import NoPredictor, Predictor, Previous
 from .processes import Process
 from .projections import NoProjection, Projection, ProjectionTask
-from .step_control import StepControl, StepsExhausted, StopRule
+from .step_control import StepControl, StepsExhausted, StopRule, Verdict
 from .strategy import settings_of
 from .system import EquilibriumSystem
 from .work import Work
@@ -67,6 +69,7 @@ class Point:
     ctx: PointContext
     tangent: torch.Tensor | None = None
     drift: float = 0.0  # relative drift of the held functional (0 where none is held)
+    spectrum: object = None  # the monitor's lowest eigenpairs here (continuation/stability.Spectrum), if computed
 
 
 @dataclass
@@ -80,6 +83,8 @@ class State:
     reason: str | None = None  # why the run ends, once it does
     status: str = "running"  # then "finished" (the stop rule's end reached) or "stopped" (StopRule.judge)
     recent: tuple = ()  # the last accepted points, oldest first: (step size, mu named), for StopRule.judge
+    monitored: Point | None = None  # the last point whose spectrum the monitor computed
+    eig_history: tuple = ()  # (s, lowest eigenvalues) of the monitored points before `monitored`, oldest first
 
 
 def named(mu) -> dict:
@@ -111,8 +116,10 @@ class Stepper:
     """
 
     def __init__(self, problem, strategies: Strategies, *, solver, template, hvp_mode: str = "rev-rev",
-                 resample: bool | None = None):
+                 resample: bool | None = None, monitor: Monitor | None = None):
         self.problem, self.s = problem, strategies
+        self.monitor = monitor
+        self.finder = None if monitor is None else EventFinder(self, monitor)
         self.system = EquilibriumSystem(problem, template, hvp_mode=hvp_mode)
         self.solver = solver
         stochastic = isinstance(problem, StochasticProblem)
@@ -148,18 +155,68 @@ class Stepper:
                "krylov_residual": max((r.rel_residual for r in point.ctx.solves), default=math.nan)}
         row.update(self.problem.validation_metrics(self.system.unflatten(point.x)))
         row.update(point.ctx.evaluation_metrics())
+        if self.monitor is not None:
+            sp, k = point.spectrum, self.monitor.modes
+            values = [] if sp is None else [float(v) for v in sp.values]
+            row["eig"] = tuple(values + [math.nan] * (k - len(values)))
+            row["morse_index"] = -1 if sp is None else sp.index(self.monitor.zero_tol)
+            row["monitor_hvps"] = 0 if sp is None else sp.hvps
+            row["events"] = []
         return row
+
+    # -- monitoring -----------------------------------------------------------------------------
+    def monitored(self, point: Point, previous=None) -> Point:
+        """The point with its spectrum (the monitor's lowest eigenpairs), warm-started from `previous`."""
+        sp = self.monitor.spectrum(self.system, point.x, point.mu, previous)
+        return replace(point, spectrum=sp)
+
+    def _switch(self, p: Point, step: int) -> tuple[Point, dict] | None:
+        """From a saddle p, the minimising branch: along the eigenvector of the lowest eigenvalue
+        as long as J decreases (doubling steps from 1e-6 |x|), then the run's corrector. None when
+        that does not reach a point of lower index and lower J."""
+        v = p.spectrum.vectors[:, 0].to(p.x)
+        J = lambda y: float(self.system.objective(y, p.mu))
+        J0, a, best = p.ctx.objective(), 1e-6 * max(1.0, float(p.x.norm())), None
+        for _ in range(60):
+            Ja = J(p.x + a * v)
+            if best is not None and Ja >= best[1]:
+                break
+            if Ja < J0:
+                best = (a, Ja)
+            a *= 2.0
+        if best is None:
+            return None
+        res = self.s.corrector.correct(self.system, p.x + best[0] * v, p.mu)
+        if not res.converged:
+            return None
+        q = self.monitored(self.point(res.x, p.mu, p.s), p.spectrum)
+        zt = self.monitor.zero_tol
+        if not (q.spectrum.index(zt) < p.spectrum.index(zt) and q.ctx.objective() < J0):
+            return None
+        if q.drift == 0.0 and self.s.process.holds is not None:
+            q = replace(q, drift=_relative(self.held(q.ctx), self.held(p.ctx)) + p.drift)
+        f = {**q.ctx.functionals(), "F": q.ctx.objective()}
+        ev = {"type": "branch_switch", "step": step, "s": p.s, **named(p.mu), **f, "eig": float(p.spectrum.values[0]),
+              "mode": 0, "index_before": p.spectrum.index(zt), "index_after": q.spectrum.index(zt), "iterations": res.iters,
+              "hvps": res.hvps + q.spectrum.hvps, "located": 1, "method": "descent",
+              "detail": f"switched to the minimising branch: F {J0:.12g} -> {q.ctx.objective():.12g} "
+                        f"(a step of {best[0]:.3g} along the unstable eigenvector, then the corrector)",
+              "x": p.x, "null_vector": v}
+        return q, ev
 
     # -- init / step / done ---------------------------------------------------------------------
     def init(self, x, mu, *, s: float = 0.0, work: Work | None = None, grad_norm: float | None = None,
              seconds: float = 0.0) -> tuple[State, dict]:
         """The first state at (x, mu), which must be on the surface, and its row."""
         current = self.point(x, mu, s)
+        if self.monitor is not None:
+            current = self.monitored(current)
         f = current.ctx.functionals()
         if not all(math.isfinite(v) for v in f.values()):
             raise ContinuationError(f"start point {named(mu)}: R, D, C not finite: {f}")
         C0, G0 = f["C"], self.held(current.ctx)
-        state = State(current, None, self.s.control.initial_step, 0, C0, G0, recent=((0.0, named(mu)),))
+        state = State(current, None, self.s.control.initial_step, 0, C0, G0, recent=((0.0, named(mu)),),
+                      monitored=current if self.monitor is not None else None)
         work = work or Work()
         work.add(current.ctx.work)
         if grad_norm is None:
@@ -173,8 +230,11 @@ class Stepper:
         """The state of a run at a saved point (its tangent recomputed there, on the draw the
         uninterrupted run had: the caller sets the problem's draw first). `recent`: the last
         accepted points as the stop rule wants them (StopRule.history_length, from the file)."""
-        state = State(self.point(x, mu, s, drift), previous, ds_next, step, C0, G0,
-                      recent=tuple(recent)[-self.s.stop.history_length:])
+        current = self.point(x, mu, s, drift)
+        if self.monitor is not None:
+            current = self.monitored(current)
+        state = State(current, previous, ds_next, step, C0, G0, recent=tuple(recent)[-self.s.stop.history_length:],
+                      monitored=current if self.monitor is not None else None)
         return self.judged(state)
 
     def judged(self, state: State) -> State:
@@ -198,7 +258,8 @@ class Stepper:
         if self.resample:
             self.problem.resample(state.step + 1)
             current = replace(current, ctx=self.context(current.x, current.mu))
-        work, rejected = Work(), 0
+        work, rejected, jumped = Work(), 0, False
+        ahead = self._zero_ahead(state)
         while True:
             ds_try, landing = self.s.stop.landing(current.mu, current.ctx.velocity(self.s.process), ds)
             try:
@@ -213,6 +274,12 @@ class Stepper:
                 verdict, why = None, f"{type(e).__name__}: {str(e).splitlines()[0]}"
             if verdict is not None and verdict.accepted:
                 break
+            if not jumped and ahead is not None and ds_try > ahead - current.s:
+                jumped = True
+                jump = self._jump(state, current, 2.0 * (ahead - current.s), work)
+                if jump is not None:
+                    attempt, verdict = jump
+                    break
             rejected += 1
             try:
                 ds = control.after_rejection(ds)
@@ -224,18 +291,73 @@ class Stepper:
                     attempt["drift"] or 0.0)
         if not (landing is not None and ds_try < ds):  # a shortened landing step says nothing of ds
             ds = control.after_acceptance(ds, verdict.easy)
+        events, monitored, history = [], state.monitored, state.eig_history
+        if self.monitor is not None and self.monitor.due(state.step + 1):
+            new, events = self._monitor(state, new)
+            if state.monitored is not None:
+                history = (history + ((state.monitored.s, [float(v) for v in state.monitored.spectrum.values]),))[-2:]
+            monitored = new
         angle = _angle(current.tangent, new.tangent)
         recent = (state.recent + ((ds_try, named(new.mu)),))[-self.s.stop.history_length:]
         nxt = replace(state, current=new, previous=Previous(current.x, current.mu, current.s, new.s), ds_next=ds,
-                      step=state.step + 1, recent=recent)
+                      step=state.step + 1, recent=recent, monitored=monitored, eig_history=history)
         row = self.row(nxt, new, step_size=ds_try, grad_norm=attempt["grad_norm"], work=work,
                        seconds=time.perf_counter() - t0, rejected=rejected, next_step=ds, angle=angle)
+        if self.monitor is not None:
+            row["events"] = events
+            row["monitor_hvps"] = (new.spectrum.hvps if new.spectrum is not None else 0) + sum(
+                int(e.get("hvps", 0)) for e in events)
         return self.judged(nxt), row
 
-    def _attempt(self, state: State, current: Point, ds: float, landing, work: Work) -> dict:
+    def _monitor(self, state: State, new: Point) -> tuple[Point, list]:
+        """The new point's spectrum, the events since the last monitored point, and the switch to
+        the minimising branch where the new point is a saddle (Monitor.branch)."""
+        old = state.monitored
+        new = self.monitored(new, old.spectrum if old is not None else None)
+        step = state.step + 1
+        events = [] if old is None else self.finder.between(old, new, step, state.eig_history)
+        zt = self.monitor.zero_tol
+        if new.spectrum.index(zt) > 0 and self.monitor.branch == "minimising" and self.s.process.minimising:
+            switched = self._switch(new, step)
+            if switched is not None:
+                new, ev = switched
+                events.append(ev)
+        return new, events
+
+    def _zero_ahead(self, state: State) -> float | None:
+        """The clock s* > s where the lowest non-negative eigenvalue of A, extrapolated linearly
+        through the last two monitored points, reaches zero (a branch may end there: a latent
+        direction switching off), or None."""
+        m = state.monitored
+        if self.monitor is None or m is None or m is not state.current or not state.eig_history:
+            return None
+        s_old, old = state.eig_history[-1]
+        i = m.spectrum.index(self.monitor.zero_tol)
+        if i >= len(old) or i >= len(m.spectrum.values) or m.s == s_old:
+            return None
+        e, slope = float(m.spectrum.values[i]), (float(m.spectrum.values[i]) - old[i]) / (m.s - s_old)
+        if not (e > 0 and slope * (m.s - s_old) < 0):
+            return None
+        return m.s - e / slope
+
+    def _jump(self, state: State, current: Point, ds: float, work: Work):
+        """Across a branch end predicted at s + ds/2 (`_zero_ahead`) after a rejected step: mu by
+        the law, theta kept (the branch's tangent blows up there), the run's corrector; the turning
+        angle is not judged (the path changes branch by construction; the monitor then locates
+        the crossing on the branch it joined). (attempt, verdict) or None if it did not converge."""
+        try:
+            attempt = self._attempt(state, current, ds, None, work, predictor=NoPredictor())
+        except (FloatingPointError, torch.linalg.LinAlgError):
+            return None
+        if not attempt["result"].converged:
+            return None
+        return attempt, Verdict(True, False, "jumped across a branch end")
+
+    def _attempt(self, state: State, current: Point, ds: float, landing, work: Work, predictor=None) -> dict:
         """Predict, correct, project: the candidate point; its work is added to `work`."""
         s, system = self.s, self.system
-        pred = s.predictor.predict(self.context, current.ctx, ds, state.previous, s.process)
+        predictor = predictor or s.predictor
+        pred = predictor.predict(self.context, current.ctx, ds, state.previous, s.process)
         work.add(pred.work)
         if landing is None:
             # a predictor that does not move mu at the law's rate (a secant through the last two
@@ -253,7 +375,7 @@ class Stepper:
                         or got == start_value:
                     break
                 ds = ds * (target - start_value) / (got - start_value)
-                pred = s.predictor.predict(self.context, current.ctx, ds, state.previous, s.process)
+                pred = predictor.predict(self.context, current.ctx, ds, state.previous, s.process)
                 work.add(pred.work)
         mu_new = pred.mu.clone()
         if landing is not None:
