@@ -7,8 +7,8 @@
 The run: the paper's MLP (64-128-8 encoder, 8-12-10 classifier) on the bundled 8x8 digits with
 a Gaussian decoder of std 0.3 (with std 1 the distortion is too cheap for lambda to matter:
 every latent the classifier does not need is collapsed at every lambda of the default run),
-trained by Adam from scratch at (lambda, gamma) = (0.8, 0.5), then the quasi-static process
-lambda' = -1 (gamma fixed) in fixed steps down to lambda = 0.04, theta re-equilibrated at every
+trained by Adam from scratch at (lambda, gamma) = (1.2, 0.5), then the quasi-static process
+lambda' = -1 (gamma fixed) in fixed steps of 0.04 down to lambda = 0.04, theta re-equilibrated at every
 point by Adam on the paper's schedule. Each point records kl_z0 ... kl_z7, the rate of each
 latent unit (KL of e(z_j|x) to N(0, 1), averaged over the training set: `evaluation_metrics`).
 
@@ -18,12 +18,14 @@ those two points to the threshold. A unit that is below the threshold at the sta
 falls below it, has no event. Written to events.csv and events.nc (dimension `event`).
 
 Eigenvalues: the `n_eig` smallest (algebraic) eigenvalues of A = Hess_theta J at every point,
-matrix-free (scipy's LOBPCG on a LinearOperator whose matvec is one HVP), on one fixed HVP
-batch and noise draw (the problem's `hvp_batch`, draw `--eig-seed`) for the whole trace, the
-encoder's hidden biases excluded (batch norm subtracts the batch mean, so they are exact zero
-modes of J), warm-started from the previous point's vectors. For each eigenvector the share of
-its squared norm on each latent unit's parameters (its encoder output rows, mean and log-std,
-with their biases, and its decoder input column) says which unit, if any, the mode belongs to.
+matrix-free: continuation/stability.py's `lowest_eigenpairs` (the stability monitor's solver:
+scipy's LOBPCG on a LinearOperator whose matvec is one HVP), warm-started from the previous
+point's vectors, on one fixed HVP batch and noise draw (the problem's `hvp_batch`, draw
+`--eig-seed`) for the whole trace. The neural problem declares no gauge directions, so nothing
+is deflated (batch norm makes the encoder's hidden biases exact zero modes; they sit at 0, above
+the negative eigenvalues a stochastic equilibrium has). For each eigenvector the share of its
+squared norm on each latent unit's parameters (its encoder output rows, mean and log-std, with
+their biases, and its decoder input column) says which unit, if any, the mode belongs to.
 Written to eigs.nc (dimensions step, mode).
 
 --reliability: at three points (just above the first collapse, between, and near the last),
@@ -54,6 +56,7 @@ import xarray as xr  # noqa: E402
 from continuation.path import load_path  # noqa: E402
 from continuation.plot import save_figure  # noqa: E402
 from continuation.run import run_config  # noqa: E402
+from continuation.stability import lowest_eigenpairs  # noqa: E402
 from continuation.start import from_point  # noqa: E402
 from continuation.system import EquilibriumSystem  # noqa: E402
 from problems.registry import mlp  # noqa: E402
@@ -71,7 +74,7 @@ def config(quick: bool, lambda0: float, lambda_end: float, step: float, gamma: f
                   "train_resample_every": 1, "settle": 1, "seed": 0},
         "process": {"name": "quasi-static", "lambda_rate": -1.0, "gamma_rate": 0.0},
         "predictor": {"name": "none"},
-        "corrector": {"name": "adam", "steps": 150 if quick else 500, "eta_max": 1e-3, "resample_every": 1},
+        "corrector": {"name": "adam", "steps": 150 if quick else 300, "eta_max": 1e-3, "resample_every": 1},
         "steps": {"name": "fixed", "size": step},
         "stop": {"max_steps": 1000, "target": {"lambda": lambda_end}},
         "output": {"progress": False, "checkpoint_every": 1},
@@ -102,6 +105,39 @@ def collapse_events(ds, threshold: float) -> list[dict]:
                                "kl_after": float(kl[i]), "threshold": threshold})
                 break
     return sorted(events, key=lambda e: -e["lambda"])
+
+
+def add_events_to_path(path: Path, events: list[dict]) -> None:
+    """The collapse events in the path file itself, as event_* variables along `event` (the
+    schema of continuation/path.py: type "posterior_collapse", method "interpolate", the latent
+    in `detail`; R, D, C, F, gamma, t, s interpolated like lambda)."""
+    from continuation.path import EVENT_FLOAT, EVENT_INT, EVENT_TEXT
+
+    ds = load_path(path).load()
+    ds.close()
+    ds = ds.drop_vars([v for v in ds.data_vars if v.startswith("event_")])
+    rows = []
+    for e in events:
+        i0, i1 = e["step_before"], e["step_after"]
+        w = (e["lambda"] - e["lambda_before"]) / (e["lambda_after"] - e["lambda_before"])
+        row = {"type": "posterior_collapse", "method": "interpolate",
+               "detail": f"latent {e['latent']}: kl_z{e['latent']} < {e['threshold']:g} nats", "step": i1, "mode": -1,
+               "multiplicity": 1, "index_before": -1, "index_after": -1, "iterations": 0, "hvps": 0, "located": 1,
+               "checkpoint": -1, "eig": np.nan}
+        for k in ("s", "lambda", "gamma", "t", "R", "D", "C", "F"):
+            if k in ds:
+                a, b = float(ds[k].values[i0]), float(ds[k].values[i1])
+                row[k] = a + w * (b - a)
+        rows.append(row)
+    for k in EVENT_TEXT:
+        ds[f"event_{k}"] = ("event", np.asarray([r[k] for r in rows], dtype=object))
+    for k in EVENT_INT:
+        ds[f"event_{k}"] = ("event", np.asarray([int(r.get(k, -1)) for r in rows], dtype=np.int64))
+    for k in EVENT_FLOAT:
+        ds[f"event_{k}"] = ("event", np.asarray([float(r.get(k, np.nan)) for r in rows], dtype=np.float64))
+    tmp = path.with_name(path.name + ".events.tmp")
+    ds.to_netcdf(tmp)
+    tmp.replace(path)
 
 
 def write_events(events: list[dict], out: Path) -> None:
@@ -141,39 +177,12 @@ def encoder_unit_indices(index: dict, latent: int) -> list[np.ndarray]:
             for j in range(latent)]
 
 
-def smallest_eigs(system, x, mu, k: int, X0=None, maxiter: int = 40, tol: float = 1e-3, guard: int = 4,
-                  exclude=None, seed: int = 0):
-    """The k smallest eigenvalues of A = Hess J at (x, mu) by LOBPCG with `guard` extra vectors,
-    off the coordinate directions `exclude` (exact zero modes); returns (values (k,), vectors
-    (N, k + guard), residual norms |A v - w v| (k,), HVPs spent)."""
-    A = system.hessian(x, mu)
-    N = x.numel()
-    count = [0]
-
-    def matmat(U):
-        U = np.asarray(U).reshape(N, -1)
-        count[0] += U.shape[1]
-        T = torch.as_tensor(U.T, dtype=x.dtype, device=x.device).contiguous()
-        return torch.func.vmap(A)(T).double().cpu().numpy().T  # one batched HVP for the block
-
-    op = sla.LinearOperator((N, N), matvec=lambda u: matmat(u)[:, 0], matmat=matmat, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    m = k + guard
-    X = rng.standard_normal((N, m)) if X0 is None else np.asarray(X0)[:, :m] + 1e-3 * rng.standard_normal((N, m))
-    Y = None
-    if exclude is not None and len(exclude):
-        Y = np.zeros((N, len(exclude)))
-        Y[exclude, np.arange(len(exclude))] = 1.0
-        X[exclude] = 0.0
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        w, V = sla.lobpcg(op, X, Y=Y, largest=False, tol=tol, maxiter=maxiter)
-    order = np.argsort(w)
-    w, V = w[order], V[:, order]
-    res = np.linalg.norm(matmat(V[:, :k]) - V[:, :k] * w[:k], axis=0)
-    return w[:k], V, res, count[0]
+def spectrum_at(system, x, mu, k: int, previous=None, maxiter: int = 40, tol: float = 1e-3, seed: int = 0):
+    """The k lowest eigenpairs of A = Hess J at (x, mu): continuation/stability.py's
+    `lowest_eigenpairs` (LOBPCG on HVPs, off the problem's gauge orbit; the neural problem
+    declares none), warm-started from `previous`."""
+    return lowest_eigenpairs(system, x, mu, k, previous=previous, tol=tol, maxiter=maxiter, dense_below=0,
+                             seed=seed)
 
 
 def eigen_trace(cfg, path: Path, n_eig: int, maxiter: int, eig_seed: int) -> xr.Dataset:
@@ -188,31 +197,30 @@ def eigen_trace(cfg, path: Path, n_eig: int, maxiter: int, eig_seed: int) -> xr.
     x0 = system.flatten(template)
     index = parameter_index(system, x0)
     units, enc_units = unit_indices(index, latent), encoder_unit_indices(index, latent)
-    exclude = index["encoder.hidden.bias"].reshape(-1).numpy()
     n = ds.sizes["step"]
     eig = np.full((n, n_eig), np.nan)
-    res = np.full((n, n_eig), np.nan)
+    res = np.full(n, np.nan)
     share = np.full((n, n_eig, latent), np.nan)
     enc_share = np.full((n, n_eig, latent), np.nan)
     hvps = np.zeros(n, dtype=np.int64)
-    V = None
+    spec = None
     t0 = time.perf_counter()
     for s in range(n):
         x, mu = from_point(path, s, template)
-        w, V, r, c = smallest_eigs(system, x, mu, n_eig, X0=V, maxiter=maxiter if s else 3 * maxiter,
-                                   exclude=exclude, seed=s)
-        eig[s], res[s], hvps[s] = w, r, c
+        spec = spectrum_at(system, x, mu, n_eig, previous=spec, maxiter=maxiter if s else 3 * maxiter, seed=s)
+        V = spec.vectors.double().numpy()
+        eig[s], res[s], hvps[s] = spec.values.double().numpy(), spec.residual, spec.hvps
         for j in range(latent):
-            share[s, :, j] = (V[units[j], :n_eig] ** 2).sum(0)
-            enc_share[s, :, j] = (V[enc_units[j], :n_eig] ** 2).sum(0)
+            share[s, :, j] = (V[units[j]] ** 2).sum(0)
+            enc_share[s, :, j] = (V[enc_units[j]] ** 2).sum(0)
     seconds = time.perf_counter() - t0
     return xr.Dataset(
-        {"eig": (("step", "mode"), eig), "residual": (("step", "mode"), res),
+        {"eig": (("step", "mode"), eig), "residual": ("step", res),
          "unit_share": (("step", "mode", "latent"), share), "encoder_unit_share": (("step", "mode", "latent"), enc_share),
          "hvps": ("step", hvps), "lambda": ("step", ds["lambda"].values)},
         coords={"step": np.arange(n), "mode": np.arange(n_eig), "latent": np.arange(latent)},
-        attrs={"method": "scipy LOBPCG, smallest algebraic, warm-started from the previous point, encoder hidden "
-               "biases excluded (exact zero modes under batch norm)", "hvp_batch": problem.hvp_batch,
+        attrs={"method": "continuation.stability.lowest_eigenpairs: scipy LOBPCG on HVPs, smallest algebraic, "
+               "warm-started from the previous point; residual: max_i |A v_i - l_i v_i| / max(1, |l_i|)", "hvp_batch": problem.hvp_batch,
                "draw": eig_seed, "maxiter": maxiter, "seconds": seconds})
 
 
@@ -238,24 +246,25 @@ def reliability(cfg, path: Path, eigs: xr.Dataset, events: list[dict], n_eig: in
             template = problem.init_params(0)
             system = EquilibriumSystem(problem, template)
             index = parameter_index(system, system.flatten(template))
-            exclude = index["encoder.hidden.bias"].reshape(-1).numpy()
             enc_units = encoder_unit_indices(index, cfg["problem"]["latent"])
             x, mu = from_point(path, s, template)
-            vals, shares, t0 = [], [], time.perf_counter()
+            vals, shares, resid, t0 = [], [], [], time.perf_counter()
             for d in range(nd):
                 problem.resample(1000 + d)
-                w, V, r, c = smallest_eigs(system, x, mu, n_eig, maxiter=maxiter, exclude=exclude, seed=d)
-                vals.append(w)
+                spec = spectrum_at(system, x, mu, n_eig, maxiter=maxiter, seed=d)
+                V = spec.vectors.double().numpy()
+                vals.append(spec.values.double().numpy())
+                resid.append(spec.residual)
                 shares.append(max(float((V[u, 0] ** 2).sum()) for u in enc_units))
             vals = np.array(vals)
             row = {"step": s, "lambda": float(lam[s]), "hessian": label, "draws": nd,
                    "eig0_mean": float(vals[:, 0].mean()), "eig0_std": float(vals[:, 0].std(ddof=1)),
                    "eigk_mean": float(vals[:, -1].mean()), "eigk_std": float(vals[:, -1].std(ddof=1)),
-                   "max_unit_share_mode0": float(np.mean(shares)), "seconds": time.perf_counter() - t0,
+                   "max_unit_share_mode0": float(np.mean(shares)), "residual": float(np.max(resid)), "seconds": time.perf_counter() - t0,
                    "values": " ".join(f"{v:.4f}" for v in vals[:, 0])}
             rows.append(row)
             print(f"  step {s:>2} lambda {lam[s]:.3f} {label:<13} eig0 {row['eig0_mean']:+.4f} +- {row['eig0_std']:.4f}  "
-                  f"eig{n_eig - 1} {row['eigk_mean']:+.4f} +- {row['eigk_std']:.4f}  unit share {row['max_unit_share_mode0']:.3f}"
+                  f"eig{n_eig - 1} {row['eigk_mean']:+.4f} +- {row['eigk_std']:.4f}  unit share {row['max_unit_share_mode0']:.3f} res {row['residual']:.1e}"
                   f"  ({row['seconds']:.0f} s)", flush=True)
     with open(out / "reliability.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -295,9 +304,9 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=Path("out/collapse"))
     parser.add_argument("--quick", action="store_true", help="a smoke run: 400 images, hidden 32, few points")
     parser.add_argument("--threshold", type=float, default=0.01, help="collapse: a unit's KL below this (nats)")
-    parser.add_argument("--lambda0", type=float, default=0.8)
+    parser.add_argument("--lambda0", type=float, default=1.2)
     parser.add_argument("--lambda-end", type=float, default=0.04)
-    parser.add_argument("--step", type=float, default=0.02)
+    parser.add_argument("--step", type=float, default=0.04)
     parser.add_argument("--gamma", type=float, default=0.5)
     parser.add_argument("--decoder-std", type=float, default=0.3)
     parser.add_argument("--hvp-batch", type=int, default=512)
@@ -331,6 +340,7 @@ def main(argv=None):
     t1 = time.perf_counter()
     events = collapse_events(ds, args.threshold)
     write_events(events, args.out)
+    add_events_to_path(path, events)
     eigs = eigen_trace(cfg, path, args.n_eig, args.eig_iters, args.eig_seed)
     eigs.to_netcdf(args.out / "eigs.nc")
     print(f"eigenvalues: {int(eigs['hvps'].sum())} HVPs ({time.perf_counter() - t1:.0f} s)", flush=True)
