@@ -413,7 +413,8 @@ def load_point(path, step: int = -1, size: int | None = None) -> dict:
         # torch's own message advises weights_only=False, which is wrong (and unsafe) for a damaged file
         why = type(e).__name__ if "weights_only" in str(e) else _first_line(e)
         raise PathFileError(f"checkpoint {file} is damaged or not a checkpoint ({why})") from e
-    row = {name: ds[name].values[k].item() for name in ds.data_vars}
+    # the point's scalars only: `eig` is (step, mode) and event_* run along `event`
+    row = {name: ds[name].values[k].item() for name in ds.data_vars if ds[name].dims == ("step",)}
     _check_point(point, file, k, row, size)
     point["row"] = row
     return point

@@ -56,12 +56,22 @@ class Spectrum:
 def _operator(system: EquilibriumSystem, x, mu, counter: list):
     A = system.hessian(x, mu)
 
+    batched = [True]
+
     def matmat(V):
         V = np.asarray(V)
         cols = V.reshape(V.shape[0], -1)
+        counter[0] += cols.shape[1]
+        if batched[0] and cols.shape[1] > 1:
+            # one vmapped HVP for the block (the digits MLP, 10 columns: 22 ms against 290 ms one
+            # by one on a loaded 2-core machine); a problem whose ops have no batching rule falls back
+            try:
+                T = torch.as_tensor(np.ascontiguousarray(cols.T), dtype=x.dtype, device=x.device)
+                return torch.func.vmap(A)(T).detach().cpu().numpy().T.reshape(V.shape).astype(V.dtype)
+            except Exception:  # noqa: BLE001 -- any failure of vmap: the column loop below
+                batched[0] = False
         out = np.empty_like(cols)
         for j in range(cols.shape[1]):
-            counter[0] += 1
             out[:, j] = A(torch.as_tensor(cols[:, j], dtype=x.dtype, device=x.device)).detach().cpu().numpy()
         return out.reshape(V.shape)
 

@@ -36,6 +36,15 @@ def gaussian_kl(mean: torch.Tensor, log_std: torch.Tensor, std: torch.Tensor | N
     return 0.5 * (mean**2 + std**2 - 1.0 - 2.0 * log_std).sum(-1)
 
 
+def gaussian_kl_per_latent(mean: torch.Tensor, log_std: torch.Tensor, std: torch.Tensor | None = None) -> torch.Tensor:
+    """The terms of `gaussian_kl` one latent unit at a time: (..., k) -> (..., k), each
+    KL(N(mean_j, sigma_j^2) || N(0, 1)) = 0.5 (mean_j^2 + sigma_j^2 - 1 - 2 log sigma_j); summed
+    over the last axis they are `gaussian_kl`. A unit with ~0 KL for every x carries no
+    information about x (posterior collapse)."""
+    std = torch.exp(log_std) if std is None else std
+    return 0.5 * (mean**2 + std**2 - 1.0 - 2.0 * log_std)
+
+
 class Posterior(NamedTuple):
     """e_phi(z|x) = N(mean, diag std^2), std = exp(log_std), each (B, k), and samples z (S, B, k)."""
 

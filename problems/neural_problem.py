@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .amortized import encode
+from .amortized import encode, gaussian_kl_per_latent
 from .base import StochasticProblem
 from .data import Data
 from .neural import init_module_params
@@ -93,6 +93,13 @@ class NetworkProblem(StochasticProblem):
         D = (0.5 * ((x_flat - recon) ** 2).sum(-1) / s2).mean(0) + 0.5 * x_flat.shape[1] * math.log(2 * math.pi * s2)
         logits = functional_call(self.classifier, theta["classifier"], (e.z,))
         return e.kl(), D, logits
+
+    def _latent_kl(self, theta, b: _Batch) -> torch.Tensor:
+        """KL(e(z_j|x) || N(0, 1)) of each latent unit j, averaged over the batch's samples x: (k,).
+        Analytic in the encoder's mean and std, so the noise does not enter; the units' values
+        sum to the batch's rate R. Cost: one encoder pass."""
+        e = encode(self.encoder, theta["encoder"], b.x, b.eps[:1], b.mask)
+        return gaussian_kl_per_latent(e.mean, e.log_std, e.std).mean(0)
 
     @staticmethod
     def _cross_entropy(logits, y):
@@ -168,8 +175,13 @@ class NeuralProblem(NetworkProblem):
     def evaluation_metrics(self, theta, mu=None, samples: int = 4, seed: int = 12345) -> dict:
         """train_R, train_D, train_C on the whole training set with one fixed noise draw (the same
         at every call), so that values along a path differ only because theta does (mu: unused
-        here; a task path evaluates at its t)."""
+        here; a task path evaluates at its t); and kl_z0 ... kl_z{k-1}, the rate of each latent
+        unit (KL of e(z_j|x) to the prior, averaged over the training set; they sum to train_R):
+        a unit whose KL falls to ~0 has collapsed (posterior collapse)."""
         g = torch.Generator().manual_seed(seed)
         with self._noise_samples(samples):
-            f = self._on(theta, self._make_batch(torch.arange(len(self.train), device=self.device), g))
-        return {f"train_{k}": float(v) for k, v in f.items()}
+            b = self._make_batch(torch.arange(len(self.train), device=self.device), g)
+            f = self._on(theta, b)
+        out = {f"train_{k}": float(v) for k, v in f.items()}
+        out.update({f"kl_z{j}": float(v) for j, v in enumerate(self._latent_kl(theta, b))})
+        return out
