@@ -107,6 +107,10 @@ def rows_to_dataset(rows: list[dict], attrs: dict) -> xr.Dataset:
     return xr.Dataset(data, coords={"step": np.arange(len(rows))}, attrs=attrs)
 
 
+def _scalar(v):
+    return v.item() if hasattr(v, "item") else v  # numpy scalars to Python; strings of object arrays as they are
+
+
 def dataset_to_rows(ds: xr.Dataset) -> list[dict]:
     """The rows a path dataset was written from (the inverse of rows_to_dataset)."""
     n = ds.sizes["step"]
@@ -120,7 +124,7 @@ def dataset_to_rows(ds: xr.Dataset) -> list[dict]:
             r["events"] = []
         fields = EVENT_TEXT + EVENT_INT + EVENT_FLOAT
         for j in range(ds.sizes.get("event", 0)):
-            e = {k: ds[f"event_{k}"].values[j].item() for k in fields if f"event_{k}" in ds.data_vars}
+            e = {k: _scalar(ds[f"event_{k}"].values[j]) for k in fields if f"event_{k}" in ds.data_vars}
             if 0 <= e["step"] < n:
                 rows[e["step"]]["events"].append(e)
     return rows

@@ -147,22 +147,25 @@ def test_iso_c_switches_located_on_the_iso_c_curve(case, alpha):
 
 
 def test_follow_keeps_the_saddle_and_says_so(case):
-    """branch = "follow": past the switch-on the path stays on the branch where the direction is
-    off, now a saddle: index 1 written, F above the closed-form minimum, the event in the path."""
+    """branch = "follow": past the switch-on the path stays on the branch where the third latent
+    direction is off, now a saddle: index 1 written, F above the closed-form minimum, the event in
+    the path; further on, the fourth data direction (l_3 = 1 in closed form) makes it index 2."""
     problem, cf = case
     lam_c = cf.critical_lambda(GAMMA, 2)
+    lam_4 = brentq(lambda l: cf.spectrum(l, GAMMA)[0][3] - 1.0, 2.0, 3.0, xtol=1e-15, rtol=1e-15)
     start = 1.9
     path = continue_path(problem, QuasiStatic(), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-11),
                          AdaptiveSteps(initial=0.1, max_step=0.25), StopRule(target={"lambda": 2.4}),
                          start=(start, GAMMA), theta0=theta_star(cf, start, GAMMA), progress=False,
                          monitor=Monitor(branch="follow"))
     ev = events(path)
-    assert [e["type"] for e in ev] == ["bifurcation"] and ev[0]["index_after"] == 1
-    assert abs(ev[0]["lambda"] - lam_c) <= 1e-8 * lam_c
-    past = path["lambda"].values > lam_c
-    assert (path.morse_index.values[past] == 1).all() and (path.morse_index.values[~past] == 0).all()
-    F_star = np.array([cf.free_energy(l, GAMMA) for l in path["lambda"].values[past]])
-    assert (path.F.values[past] - F_star > 1e-6).all()  # not the minimum: the saddle, reported
+    assert [(e["type"], e["index_before"], e["index_after"]) for e in ev] == [("bifurcation", 0, 1),
+                                                                               ("bifurcation", 1, 2)]
+    np.testing.assert_allclose([e["lambda"] for e in ev], [lam_c, lam_4], rtol=1e-8, atol=0)
+    lam = path["lambda"].values
+    np.testing.assert_array_equal(path.morse_index.values, (lam > lam_c).astype(int) + (lam > lam_4))
+    F_star = np.array([cf.free_energy(l, GAMMA) for l in lam[lam > lam_c]])
+    assert (path.F.values[lam > lam_c] - F_star > 1e-6).all()  # not the minimum: the saddle, reported
 
 
 def test_user_crossing_of_a_functional_is_located(case):
