@@ -17,8 +17,9 @@ from .path import load_path
 def plot_paths(paths, out, labels=None):
     datasets = [load_path(p) for p in paths]
     labels = labels or [Path(p).stem for p in paths]
-    fig = Figure(figsize=(10, 7.5))  # no pyplot: the caller's backend (a notebook's) is left alone
-    ax = fig.subplots(2, 2)
+    monitored = any("eig" in ds for ds in datasets)
+    fig = Figure(figsize=(10, 10.5 if monitored else 7.5))  # no pyplot: the caller's backend is left alone
+    ax = fig.subplots(3 if monitored else 2, 2)
     for ds, label in zip(datasets, labels):
         s = ds["s"].values
         r, d = ("train_R", "train_D") if "train_R" in ds else ("R", "D")  # fixed-noise values when stochastic
@@ -40,6 +41,8 @@ def plot_paths(paths, out, labels=None):
                 ax[1, 1].plot(s, ds["val_acc"].values, ":", color=c, label=f"{label}: val acc")
         else:
             ax[1, 1].semilogy(s, np.maximum(np.abs(ds["C_drift"].values), 1e-17), "-", color=c, label=label)
+        if monitored and "eig" in ds:
+            _stability(ax, ds, s, c, label)
     ax[0, 0].set(xlabel="distortion D", ylabel="rate R", title="rate-distortion curve")
     if len(datasets) > 1:  # labels carry predictor/corrector/projection/steps; R falls as D grows: upper right is free
         ax[0, 0].legend(fontsize=7, loc="upper right", title="path (predictor/corrector/projection/steps)",
@@ -57,6 +60,11 @@ def plot_paths(paths, out, labels=None):
         ax[1, 1].set(xlabel="s", title="validation")
     else:
         ax[1, 1].set(xlabel="s", ylabel="|C - C0| / |C0|", title="C drift (floored at 1e-17)")
+    if monitored:
+        ax[2, 0].set(xlabel="s", ylabel="eigenvalue", title="lowest non-gauge eigenvalues of A (symlog)")
+        ax[2, 0].set_yscale("symlog", linthresh=1e-6)
+        ax[2, 0].axhline(0.0, color="k", lw=0.6)
+        ax[2, 1].set(xlabel="s", ylabel="Morse index", title="Morse index (-1: not monitored)")
     first = datasets[0].attrs
     if len(datasets) > 1:
         fig.suptitle(f"{first.get('process', '')} on {first.get('problem', '')}")
@@ -66,6 +74,27 @@ def plot_paths(paths, out, labels=None):
         fig.suptitle(f"{first.get('process', '')} on {first.get('problem', '')}: {first.get('status', '')}, "
                      f"{first.get('stop_reason', '')}\n{how}", fontsize=10)
     return save_figure(fig, ax.flat, out)
+
+
+EVENT_MARKERS = {"bifurcation": "X", "fold": "D", "branch_switch": ">", "crossing": "*"}
+
+
+def _stability(ax, ds, s, c, label) -> None:
+    """The eigenvalue trace and Morse index along s; events as vertical lines and markers."""
+    eig = ds["eig"].values
+    for j in range(eig.shape[1]):
+        ax[2, 0].plot(s, eig[:, j], "-" if j == 0 else ":", color=c, label=f"{label}: eigenvalue {j}" if j < 2 else None)
+    ax[2, 1].step(s, ds["morse_index"].values, where="post", color=c, label=label)
+    r, d = ("train_R", "train_D") if "train_R" in ds else ("R", "D")
+    for j in range(ds.sizes.get("event", 0)):
+        kind, es = str(ds["event_type"].values[j]), float(ds["event_s"].values[j])
+        for a in (ax[0, 1], ax[2, 0], ax[2, 1]):
+            a.axvline(es, color=c, lw=0.8, ls="--", alpha=0.6)
+        ax[2, 0].plot([es], [float(ds["event_eig"].values[j])], EVENT_MARKERS.get(kind, "o"), color=c, ms=7,
+                      label=f"{kind} at lambda {float(ds['event_lambda'].values[j]):.6g}")
+        if r == "R" and kind != "branch_switch":
+            ax[0, 0].plot([float(ds["event_D"].values[j])], [float(ds["event_R"].values[j])],
+                          EVENT_MARKERS.get(kind, "o"), color=c, ms=7)
 
 
 def save_figure(fig, axes, out) -> Path:

@@ -124,8 +124,7 @@ def lowest_eigenpairs(system: EquilibriumSystem, x: torch.Tensor, mu: torch.Tens
         order = np.argsort(vals)
         vals, V = vals[order], V[:, order]
         method = "lobpcg"
-    hvps_solve = counter[0]
     AV = H @ V if method == "dense" else matmat(V)  # LOBPCG's residual check: k HVPs, counted
     res = np.linalg.norm(AV - V * vals[None, :], axis=0) / np.maximum(1.0, np.abs(vals))
     return Spectrum(torch.as_tensor(vals.copy(), dtype=x.dtype), torch.as_tensor(V.copy(), dtype=x.dtype),
-                    float(res.max()), hvps_solve + V.shape[1], method, converged)
+                    float(res.max()), counter[0], method, converged)

@@ -218,9 +218,11 @@ class Stepper:
     def init(self, x, mu, *, s: float = 0.0, work: Work | None = None, grad_norm: float | None = None,
              seconds: float = 0.0) -> tuple[State, dict]:
         """The first state at (x, mu), which must be on the surface, and its row."""
-        current = self.point(x, mu, s)
+        current, events = self.point(x, mu, s), []
         if self.monitor is not None:
-            current = self.monitored(current)
+            current, events = self._leave_saddle(self.monitored(current), 0, None, [])
+            if current.x is not x:  # switched off a saddle at the start
+                x, mu, grad_norm = current.x, current.mu, None
         f = current.ctx.functionals()
         if not all(math.isfinite(v) for v in f.values()):
             raise ContinuationError(f"start point {named(mu)}: R, D, C not finite: {f}")
@@ -233,6 +235,8 @@ class Stepper:
             grad_norm = float(self.system.gradient(x, mu).norm())
         row = self.row(state, current, step_size=0.0, grad_norm=grad_norm, work=work, seconds=seconds, rejected=0,
                        next_step=state.ds_next, angle=None)
+        if self.monitor is not None:
+            row["events"] = events
         return self.judged(state), row
 
     def resumed(self, x, mu, s, *, previous: Previous | None, ds_next: float, step: int, C0: float,
@@ -328,13 +332,29 @@ class Stepper:
         new = self.monitored(new, old.spectrum if old is not None else None)
         step = state.step + 1
         events = [] if old is None else self.finder.between(old, new, step, state.eig_history)
-        zt = self.monitor.zero_tol
-        if new.spectrum.index(zt) > 0 and self.monitor.branch == "minimising" and self.s.process.minimising:
-            switched = self._switch(new, step, state.G0)
+        before = None if old is None else old.spectrum.index(self.monitor.zero_tol)
+        return self._leave_saddle(new, step, state.G0, events, before)
+
+    def _leave_saddle(self, p: Point, step: int, G0, events: list, before: int | None = None) -> tuple[Point, list]:
+        """A minimising process at a point of index > 0 (Monitor.branch "minimising") switches to the
+        minimising branch; where it does not, an event says so unless one already did (an event of
+        this step, or the same index at the last monitored point): no silent saddles."""
+        index = p.spectrum.index(self.monitor.zero_tol)
+        if index == 0:
+            return p, events
+        if self.monitor.branch == "minimising" and self.s.process.minimising:
+            switched = self._switch(p, step, G0)
             if switched is not None:
-                new, ev = switched
-                events.append(ev)
-        return new, events
+                return switched[0], events + [switched[1]]
+            why = "a saddle of a minimising process: the switch to a lower branch failed"
+        else:
+            why = "a saddle (branch = 'follow' or a process that follows any branch)"
+        if index == before or any(e.get("index_after") == index for e in events):
+            return p, events
+        f = {**p.ctx.functionals(), "F": p.ctx.objective()}
+        return p, events + [{"type": "saddle", "step": step, "s": p.s, **named(p.mu), **f,
+                             "eig": float(p.spectrum.values[0]), "mode": 0, "index_after": index,
+                             "located": 0, "method": "none", "detail": f"Morse index {index}: {why}"}]
 
     def _zero_ahead(self, state: State) -> float | None:
         """The clock s* > s where the lowest non-negative eigenvalue of A, extrapolated linearly
