@@ -25,10 +25,9 @@ from dataclasses import dataclass
 
 import torch
 
-from problems.base import MU_NAMES
+from problems.base import MU_NAMES, StochasticProblem
 from solvers import MINRES
 
-from .correctors import NewtonCorrector
 from .fold import detect_folds, locate_fold
 from .stability import Spectrum
 
@@ -50,11 +49,15 @@ class EventFinder:
 
     def __init__(self, stepper, monitor):
         self.stepper, self.monitor = stepper, monitor
-        corrector = stepper.s.corrector
-        self.newton_ok = isinstance(corrector, NewtonCorrector)
-        self.gtol = corrector.gtol if self.newton_ok else 1e-10
+        # Newton on grad J = 0 needs a deterministic J (a stochastic problem's changes with its draw)
+        self.newton_ok = not isinstance(stepper.problem, StochasticProblem)
+        gtol = getattr(stepper.s.corrector, "gtol", None)
+        self.gtol = gtol if isinstance(gtol, float) and 0 < gtol < 1e-6 else 1e-10
         mode = monitor.locate
         self.interpolate = mode == "interpolate" or (mode == "auto" and not self.newton_ok)
+        if mode == "newton" and not self.newton_ok:
+            raise ValueError(f"monitor locate = 'newton' needs a deterministic problem; {stepper.problem.name!r} "
+                             f"draws a new J with each batch (use 'interpolate' or 'auto')")
         self.solver = MINRES(rtol=1e-12)
         self.hvps = 0
 

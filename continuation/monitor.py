@@ -11,8 +11,8 @@ warm-started from the previous point otherwise) and the Morse index (eigenvalues
   posterior collapse, any bifurcation of the minimiser; located to `locate_tol` (relative, in the
   multipliers) by the Illinois method on that eigenvalue along the branch, each trial point a
   prediction from the bracket's start and a Newton solve on grad J = 0 that does not enforce
-  descent (it converges to saddles), or, for correctors without Newton (Adam, SGD, L-BFGS on a
-  stochastic problem), by linear interpolation between the two points (`locate = "interpolate"`);
+  descent (it converges to saddles), or, on a stochastic problem (its J changes with the draw), by
+  linear interpolation between the two points (`locate = "interpolate"`);
 - an eigenvalue that was heading for zero and turned back without a sign change at the points:
   the path exchanged branches (it left a branch at its end, or slid to another one); the branch
   it left or joined is probed at the other end, and the crossing located on it;
@@ -53,7 +53,8 @@ class Monitor(Strategy):
     every: monitor every k-th accepted point (and the start); modes: how many of the lowest
     eigenvalues to compute; zero_tol: an eigenvalue below -zero_tol counts in the Morse index
     (units of A: nats per sample per unit parameter^2); locate_tol: relative tolerance of an
-    event's multipliers; max_locate: trial points per event at most; tol: LOBPCG's tolerance;
+    event's multipliers; max_locate: trial points per event at most; tol, maxiter: LOBPCG's tolerance and
+    iterations;
     dense_below: at most this many parameters, the dense eigensolver (N HVPs)."""
 
     every: int = 1
@@ -65,6 +66,7 @@ class Monitor(Strategy):
     crossings: dict = field(default_factory=dict)
     max_locate: int = 60
     tol: float = 1e-9
+    maxiter: int = 200
     dense_below: int = 256
     name: ClassVar[str] = "stability"
 
@@ -72,6 +74,7 @@ class Monitor(Strategy):
         integer("every", self.every, minimum=1)
         integer("modes", self.modes, minimum=1)
         integer("max_locate", self.max_locate, minimum=1)
+        integer("maxiter", self.maxiter, minimum=1)
         integer("dense_below", self.dense_below, minimum=0)
         for option in ("zero_tol", "locate_tol", "tol"):
             positive(option, getattr(self, option))
@@ -98,4 +101,5 @@ class Monitor(Strategy):
 
     def spectrum(self, system, x: torch.Tensor, mu: torch.Tensor, previous: Spectrum | None = None) -> Spectrum:
         k = min(self.modes, x.numel() - (0 if system.deflation(x) is None else system.deflation(x).size))
-        return lowest_eigenpairs(system, x, mu, k, previous=previous, tol=self.tol, dense_below=self.dense_below)
+        return lowest_eigenpairs(system, x, mu, k, previous=previous, tol=self.tol, maxiter=self.maxiter,
+                                 dense_below=self.dense_below)

@@ -342,7 +342,9 @@ class Stepper:
         index = p.spectrum.index(self.monitor.zero_tol)
         if index == 0:
             return p, events
-        if self.monitor.branch == "minimising" and self.s.process.minimising:
+        if not self.finder.newton_ok:
+            why = "negative curvature of the step's Hessian (no switch without a Newton corrector: docs/stability.md)"
+        elif self.monitor.branch == "minimising" and self.s.process.minimising:
             switched = self._switch(p, step, G0)
             if switched is not None:
                 return switched[0], events + [switched[1]]
