@@ -74,25 +74,25 @@ class EventFinder:
             x = x - r.x
         return x, float(system.gradient(x, mu).norm()) <= self.gtol
 
-    def functionals(self, x, mu) -> dict:
-        system = self.stepper.system
-        f = system.functionals(x, mu).detach()
-        return {"R": float(f[0]), "D": float(f[1]), "C": float(f[2]), "F": float(system.objective(x, mu))}
-
     def spectrum(self, x, mu, previous):
         sp = self.monitor.spectrum(self.stepper.system, x, mu, previous)
-        self.hvps += sp.hvps
+        self.hvps += 0 if sp is None else sp.hvps
         return sp
 
     def of_point(self, p) -> Trial:
-        return Trial(p.x, p.mu, p.s, p.spectrum, {**p.ctx.functionals(), "F": p.ctx.objective()})
+        return Trial(p.x, p.mu, p.s, p.spectrum, self.quantities(p.ctx))
+
+    def quantities(self, ctx) -> dict:
+        """R, D, C, F and the problem's evaluation metrics (train_C, kl_z0, ...) at a point."""
+        return {**ctx.functionals(), "F": ctx.objective(), **ctx.evaluation_metrics()}
 
     def trial(self, base, s: float) -> Trial:
         """The branch through `base` (a Point) at clock s: predict, Newton, eigenvalues."""
         st = self.stepper
         pred = st.s.predictor.predict(st.context, base.ctx, s - base.s, None, st.s.process)
         x, ok = self.newton(pred.x, pred.mu)
-        return Trial(x, pred.mu, s, self.spectrum(x, pred.mu, base.spectrum), self.functionals(x, pred.mu), ok)
+        return Trial(x, pred.mu, s, self.spectrum(x, pred.mu, base.spectrum), self.quantities(st.context(x, pred.mu)),
+                     ok)
 
     # -- location -------------------------------------------------------------------------------
     def _close(self, a: Trial, b: Trial) -> bool:
@@ -109,7 +109,7 @@ class EventFinder:
         fa, fb = g(a), g(b)
         if self.interpolate:
             w = fa / (fa - fb)
-            mu = a.mu + w * (b.mu - a.mu)
+            mu = a.mu.double() + w * (b.mu.double() - a.mu.double())  # float64 even for a float32 model
             f = {k: a.f[k] + w * (b.f[k] - a.f[k]) for k in a.f}
             return Trial(a.x + w * (b.x - a.x), mu, a.s + w * (b.s - a.s), None, f), 0, True
         c, iters = (a if abs(fa) < abs(fb) else b), 0
@@ -138,8 +138,9 @@ class EventFinder:
         """Events between accepted points old and new (Points with spectra); `history`: the
         monitored (s, lowest values) before old, for the branch-exchange check."""
         zt, out = self.monitor.zero_tol, []
-        i0, i1 = old.spectrum.index(zt), new.spectrum.index(zt)
         a, b = self.of_point(old), self.of_point(new)
+        spectra = old.spectrum is not None and new.spectrum is not None  # modes = 0: none
+        i0, i1 = (old.spectrum.index(zt), new.spectrum.index(zt)) if spectra else (-1, -1)
         if getattr(self.stepper.s.process, "arclength", False) and detect_folds([old, new], self.stepper.s.process):
             fold = locate_fold(self.stepper, old, new, rtol=self.monitor.locate_tol)
             p = self.stepper.s.process.parameter
@@ -148,6 +149,8 @@ class EventFinder:
                             detail=f"fold in {p}: the tangent's {p}-component changed sign (Morse index {i0} -> "
                                    f"{i1}; estimated error in {p} {fold['lambda_error']:.1e})"))
             i1 = i0  # the fold is the crossing eigenvalue: not a bifurcation besides
+        if not spectra:
+            return out + self._crossings(old, a, b, step, i0, i1)
         j = min(i0, i1)
         while j < min(max(i0, i1), len(old.spectrum.values), len(new.spectrum.values)):
             ev = self._bifurcation(old, a, b, j, i0, i1, step, "bifurcation")
@@ -155,6 +158,10 @@ class EventFinder:
             j += ev["multiplicity"]
         if i0 == i1:
             out += self._exchange(old, new, a, b, i0, step, history)
+        return out + self._crossings(old, a, b, step, i0, i1)
+
+    def _crossings(self, old, a, b, step, i0, i1) -> list[dict]:
+        out = []
         for name, values in self.monitor.crossings.items():
             for v in values:
                 if (a.f[name] - v) * (b.f[name] - v) < 0:

@@ -16,7 +16,9 @@ warm-started from the previous point otherwise) and the Morse index (eigenvalues
 - an eigenvalue that was heading for zero and turned back without a sign change at the points:
   the path exchanged branches (it left a branch at its end, or slid to another one); the branch
   it left or joined is probed at the other end, and the crossing located on it;
-- a functional crossing a value (`crossings = {C = [0.1]}`): a user event, located the same way.
+- a quantity of the path crossing a value (`crossings = {C = [0.1]}`; R, D, C, F, or any of the
+  problem's evaluation metrics, e.g. train_C or a latent unit's KL kl_z3 on a neural problem): a
+  user event, located the same way. modes = 0 computes no eigenvalues (crossings only: cheap).
 
 branch = "minimising" (default): a process that follows minima, on reaching a point of index > 0
 past a located crossing, switches to the minimising branch: a step along the eigenvector of the
@@ -42,7 +44,7 @@ from .strategy import Strategy
 
 BRANCHES = ("minimising", "follow")
 LOCATES = ("auto", "newton", "interpolate")
-CROSSABLE = FUNCTIONAL_NAMES + ("F",)
+CROSSABLE = FUNCTIONAL_NAMES + ("F",)  # always there; a problem's evaluation metrics too (checked at the start)
 
 
 @final
@@ -51,7 +53,7 @@ class Monitor(Strategy):
     """Stability monitoring and events (module docstring).
 
     every: monitor every k-th accepted point (and the start); modes: how many of the lowest
-    eigenvalues to compute; zero_tol: an eigenvalue below -zero_tol counts in the Morse index
+    eigenvalues to compute (0: none, only crossings); zero_tol: an eigenvalue below -zero_tol counts in the Morse index
     (units of A: nats per sample per unit parameter^2); locate_tol: relative tolerance of an
     event's multipliers; max_locate: trial points per event at most; tol, maxiter: LOBPCG's tolerance and
     iterations;
@@ -72,7 +74,7 @@ class Monitor(Strategy):
 
     def __post_init__(self):
         integer("every", self.every, minimum=1)
-        integer("modes", self.modes, minimum=1)
+        integer("modes", self.modes, minimum=0)
         integer("max_locate", self.max_locate, minimum=1)
         integer("maxiter", self.maxiter, minimum=1)
         integer("dense_below", self.dense_below, minimum=0)
@@ -87,8 +89,9 @@ class Monitor(Strategy):
                              f"got {self.crossings!r}")
         clean = {}
         for name, values in self.crossings.items():
-            if name not in CROSSABLE:
-                raise ValueError(f"monitor crossings: unknown functional {name!r}; valid: {', '.join(CROSSABLE)}")
+            if not (isinstance(name, str) and name.isidentifier()):
+                raise ValueError(f"monitor crossings: {name!r} is not a quantity's name (R, D, C, F, or an evaluation "
+                                 f"metric such as train_C, kl_z0)")
             values = values if isinstance(values, (list, tuple)) else [values]
             for v in values:
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or abs(v) == float("inf"):
@@ -99,7 +102,17 @@ class Monitor(Strategy):
     def due(self, step: int) -> bool:
         return step % self.every == 0
 
-    def spectrum(self, system, x: torch.Tensor, mu: torch.Tensor, previous: Spectrum | None = None) -> Spectrum:
+    def check_crossings(self, available) -> None:
+        """ValueError (one line) for a crossing of a quantity the path does not have."""
+        missing = [n for n in self.crossings if n not in available]
+        if missing:
+            raise ValueError(f"monitor crossings: {', '.join(map(repr, missing))} not among this problem's quantities "
+                             f"({', '.join(available)})")
+
+    def spectrum(self, system, x: torch.Tensor, mu: torch.Tensor, previous: Spectrum | None = None) -> Spectrum | None:
+        """The lowest eigenpairs at (x, mu), or None when modes = 0."""
+        if self.modes == 0:
+            return None
         k = min(self.modes, x.numel() - (0 if system.deflation(x) is None else system.deflation(x).size))
         return lowest_eigenpairs(system, x, mu, k, previous=previous, tol=self.tol, maxiter=self.maxiter,
                                  dense_below=self.dense_below)

@@ -157,9 +157,10 @@ class Stepper:
         row.update(point.ctx.evaluation_metrics())
         if self.monitor is not None:
             sp, k = point.spectrum, self.monitor.modes
-            values = [] if sp is None else [float(v) for v in sp.values]
-            row["eig"] = tuple(values + [math.nan] * (k - len(values)))
-            row["morse_index"] = -1 if sp is None else sp.index(self.monitor.zero_tol)
+            if k > 0:
+                values = [] if sp is None else [float(v) for v in sp.values]
+                row["eig"] = tuple(values + [math.nan] * (k - len(values)))
+                row["morse_index"] = -1 if sp is None else sp.index(self.monitor.zero_tol)
             row["monitor_hvps"] = 0 if sp is None else sp.hvps
             row["events"] = []
         return row
@@ -220,6 +221,7 @@ class Stepper:
         """The first state at (x, mu), which must be on the surface, and its row."""
         current, events = self.point(x, mu, s), []
         if self.monitor is not None:
+            self.monitor.check_crossings(list(self.finder.quantities(current.ctx)))
             current, events = self._leave_saddle(self.monitored(current), 0, None, [])
             if current.x is not x:  # switched off a saddle at the start
                 x, mu, grad_norm = current.x, current.mu, None
@@ -310,7 +312,7 @@ class Stepper:
             new, events = self._monitor(state, new)
             if any(e["type"] != "crossing" for e in events):
                 history = ()  # the path changed branch: the eigenvalues before say nothing of this one's
-            elif state.monitored is not None:
+            elif state.monitored is not None and state.monitored.spectrum is not None:
                 history = (history + ((state.monitored.s, [float(v) for v in state.monitored.spectrum.values]),))[-2:]
             monitored = new
         angle = _angle(current.tangent, new.tangent)
@@ -332,13 +334,15 @@ class Stepper:
         new = self.monitored(new, old.spectrum if old is not None else None)
         step = state.step + 1
         events = [] if old is None else self.finder.between(old, new, step, state.eig_history)
-        before = None if old is None else old.spectrum.index(self.monitor.zero_tol)
+        before = None if old is None or old.spectrum is None else old.spectrum.index(self.monitor.zero_tol)
         return self._leave_saddle(new, step, state.G0, events, before)
 
     def _leave_saddle(self, p: Point, step: int, G0, events: list, before: int | None = None) -> tuple[Point, list]:
         """A minimising process at a point of index > 0 (Monitor.branch "minimising") switches to the
         minimising branch; where it does not, an event says so unless one already did (an event of
         this step, or the same index at the last monitored point): no silent saddles."""
+        if p.spectrum is None:  # modes = 0: no eigenvalues, nothing to say
+            return p, events
         index = p.spectrum.index(self.monitor.zero_tol)
         if index == 0:
             return p, events

@@ -61,6 +61,13 @@ def test_quick_collapse_run_writes_events_eigenvalues_and_plot(tmp_path):
     for e in events:  # each event lies between its bracketing points, where the unit crossed the threshold
         lam, lo, hi = float(e["lambda"]), float(e["lambda_after"]), float(e["lambda_before"])
         assert lo <= lam <= hi and float(e["kl_before"]) >= 0.01 > float(e["kl_after"])
+    # the run's monitor wrote the same crossings as events (interpolated in s; lambda is linear in s)
+    crossings = [j for j in range(path.sizes["event"]) if str(path["event_type"].values[j]) == "crossing"]
+    first = {}
+    for j in crossings:
+        first.setdefault(str(path["event_detail"].values[j]).split()[0], float(path["event_lambda"].values[j]))
+    for e in events:
+        assert abs(first[f"kl_z{e['latent']}"] - float(e["lambda"])) < 1e-12
     eigs = xr.open_dataset(out / "eigs.nc")
     assert eigs["eig"].shape == (path.sizes["step"], 3) and np.all(np.isfinite(eigs["eig"].values))
     assert np.all(np.diff(eigs["eig"].values, axis=1) >= 0)

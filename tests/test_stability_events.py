@@ -200,6 +200,24 @@ def test_fold_is_an_event_and_the_far_branch_has_index_one():
     assert (path.morse_index.values[:k] == 0).all() and (path.morse_index.values[k:] == 1).all()
 
 
+def test_crossings_alone_and_of_a_missing_quantity(case):
+    """modes = 0: no eigenvalues, no eig column, the crossing still located; a quantity the problem
+    does not have is refused at the start, naming what it has."""
+    problem, cf = case
+    value = 2.2
+    lam_ref = brentq(lambda l: cf.functionals(l, GAMMA)["C"] - value, 1.3, 2.0, xtol=1e-15, rtol=1e-15)
+    kw = dict(start=(1.5, GAMMA), theta0=theta_star(cf, 1.5, GAMMA), progress=False)
+    args = (problem, QuasiStatic(), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-11),
+            AdaptiveSteps(initial=0.1, max_step=0.5), StopRule(target={"lambda": 2.0}))
+    path = continue_path(*args, monitor=Monitor(modes=0, crossings={"C": [value]}), **kw)
+    assert "eig" not in path and "morse_index" not in path
+    assert int(path.monitor_hvps.sum()) == int(path.event_hvps.sum()) > 0  # the location's Newton trials only
+    assert [str(t) for t in path.event_type.values] == ["crossing"]
+    assert abs(float(path.event_lambda.values[0]) - lam_ref) <= 1e-8 * lam_ref
+    with pytest.raises(ValueError, match="'kl_z0' not among this problem's quantities \\(R, D, C, F\\)"):
+        continue_path(*args, monitor=Monitor(modes=0, crossings={"kl_z0": [0.01]}), **kw)
+
+
 def test_rows_round_trip_with_eigenvalues_and_events():
     rows = [{"s": 0.0, "lambda": 1.0, "gamma": 1.0, "t": 0.0, "eig": (0.1, 0.2), "morse_index": 0, "events": []},
             {"s": 0.5, "lambda": 1.5, "gamma": 1.0, "t": 0.0, "eig": (-0.1, 0.2), "morse_index": 1,
@@ -214,7 +232,7 @@ def test_monitor_options_are_checked():
     assert build_run({"monitor": {"enabled": False}})["monitor"] is None
     assert build_run({})["monitor"] == "auto"
     assert build_run({"monitor": {"every": 2, "crossings": {"C": [0.1, 0.2]}}})["monitor"].crossings == {"C": [0.1, 0.2]}
-    for table, match in [({"every": 0}, "every"), ({"branch": "lowest"}, "branch"), ({"crossings": {"Q": [1]}}, "Q"),
+    for table, match in [({"every": 0}, "every"), ({"branch": "lowest"}, "branch"), ({"crossings": {"1x": [1]}}, "not a quantity's name"),
                          ({"crossings": {"C": ["a"]}}, "finite numbers"), ({"modes": 1.5}, "modes"),
                          ({"enabled": "yes"}, "enabled"), ({"bogus": 1}, "bogus")]:
         with pytest.raises(ConfigError, match=match):

@@ -15,7 +15,8 @@ latent unit (KL of e(z_j|x) to N(0, 1), averaged over the training set: `evaluat
 Collapse events: latent j collapses between the last point with kl_zj >= threshold and the
 next one (below it); the event's lambda is the linear interpolation of kl_zj in lambda between
 those two points to the threshold. A unit that is below the threshold at the start, or never
-falls below it, has no event. Written to events.csv and events.nc (dimension `event`).
+falls below it, has no event. Written to events.csv and events.nc (dimension `event`); the run's
+own [monitor] (crossings of kl_z* at the threshold) writes them into path.nc as it goes.
 
 Eigenvalues: the `n_eig` smallest (algebraic) eigenvalues of A = Hess_theta J at every point,
 matrix-free: continuation/stability.py's `lowest_eigenpairs` (the stability monitor's solver:
@@ -63,7 +64,7 @@ from problems.registry import mlp  # noqa: E402
 
 
 def config(quick: bool, lambda0: float, lambda_end: float, step: float, gamma: float, decoder_std: float,
-           hvp_batch: int) -> dict:
+           hvp_batch: int, threshold: float = 0.01) -> dict:
     problem = {"name": "mlp", "dataset": "digits", "hidden": 128, "latent": 8, "decoder_std": decoder_std,
                "samples": 1, "hvp_batch": hvp_batch}
     if quick:
@@ -77,6 +78,9 @@ def config(quick: bool, lambda0: float, lambda_end: float, step: float, gamma: f
         "corrector": {"name": "adam", "steps": 150 if quick else 300, "eta_max": 1e-3, "resample_every": 1},
         "steps": {"name": "fixed", "size": step},
         "stop": {"max_steps": 1000, "target": {"lambda": lambda_end}},
+        # the engine writes each unit's KL crossing the threshold as an event, interpolated between
+        # points (a stochastic problem); no eigenvalues in the run (modes = 0: the trace is below)
+        "monitor": {"modes": 0, "crossings": {f"kl_z{j}": [threshold] for j in range(problem["latent"])}},
         "output": {"progress": False, "checkpoint_every": 1},
     }
 
@@ -107,37 +111,11 @@ def collapse_events(ds, threshold: float) -> list[dict]:
     return sorted(events, key=lambda e: -e["lambda"])
 
 
-def add_events_to_path(path: Path, events: list[dict]) -> None:
-    """The collapse events in the path file itself, as event_* variables along `event` (the
-    schema of continuation/path.py: type "posterior_collapse", method "interpolate", the latent
-    in `detail`; R, D, C, F, gamma, t, s interpolated like lambda)."""
-    from continuation.path import EVENT_FLOAT, EVENT_INT, EVENT_TEXT
-
-    ds = load_path(path).load()
-    ds.close()
-    ds = ds.drop_vars([v for v in ds.data_vars if v.startswith("event_")])
-    rows = []
-    for e in events:
-        i0, i1 = e["step_before"], e["step_after"]
-        w = (e["lambda"] - e["lambda_before"]) / (e["lambda_after"] - e["lambda_before"])
-        row = {"type": "posterior_collapse", "method": "interpolate",
-               "detail": f"latent {e['latent']}: kl_z{e['latent']} < {e['threshold']:g} nats", "step": i1, "mode": -1,
-               "multiplicity": 1, "index_before": -1, "index_after": -1, "iterations": 0, "hvps": 0, "located": 1,
-               "checkpoint": -1, "eig": np.nan}
-        for k in ("s", "lambda", "gamma", "t", "R", "D", "C", "F"):
-            if k in ds:
-                a, b = float(ds[k].values[i0]), float(ds[k].values[i1])
-                row[k] = a + w * (b - a)
-        rows.append(row)
-    for k in EVENT_TEXT:
-        ds[f"event_{k}"] = ("event", np.asarray([r[k] for r in rows], dtype=object))
-    for k in EVENT_INT:
-        ds[f"event_{k}"] = ("event", np.asarray([int(r.get(k, -1)) for r in rows], dtype=np.int64))
-    for k in EVENT_FLOAT:
-        ds[f"event_{k}"] = ("event", np.asarray([float(r.get(k, np.nan)) for r in rows], dtype=np.float64))
-    tmp = path.with_name(path.name + ".events.tmp")
-    ds.to_netcdf(tmp)
-    tmp.replace(path)
+def engine_events(ds) -> list[dict]:
+    """The crossing events the run's monitor wrote into the path (event_* variables)."""
+    return [{"latent": int(str(ds["event_detail"].values[j]).split()[0][len("kl_z"):]),
+             "lambda": float(ds["event_lambda"].values[j]), "step": int(ds["event_step"].values[j])}
+            for j in range(ds.sizes.get("event", 0)) if str(ds["event_type"].values[j]) == "crossing"]
 
 
 def write_events(events: list[dict], out: Path) -> None:
@@ -334,7 +312,8 @@ def main(argv=None):
         args.lambda0, args.lambda_end, args.step = 0.8, 0.1, 0.1
         args.n_eig, args.eig_iters = 3, 10
     args.out.mkdir(parents=True, exist_ok=True)
-    cfg = config(args.quick, args.lambda0, args.lambda_end, args.step, args.gamma, args.decoder_std, args.hvp_batch)
+    cfg = config(args.quick, args.lambda0, args.lambda_end, args.step, args.gamma, args.decoder_std, args.hvp_batch,
+                 args.threshold)
     path = args.out / "path.nc"
     t0 = time.perf_counter()
     if args.rerun or not path.exists():
@@ -349,7 +328,13 @@ def main(argv=None):
     t1 = time.perf_counter()
     events = collapse_events(ds, args.threshold)
     write_events(events, args.out)
-    add_events_to_path(path, events)
+    # the engine's own events (the run's [monitor] crossings) against this script's interpolation
+    first = {}
+    for e in engine_events(ds):
+        first.setdefault(e["latent"], e)
+    gap = max((abs(first[e["latent"]]["lambda"] - e["lambda"]) for e in events if e["latent"] in first), default=0.0)
+    print(f"the run's monitor wrote {len(engine_events(ds))} crossing events; first per unit vs this script: "
+          f"max |lambda difference| {gap:.1e}", flush=True)
     eigs = eigen_trace(cfg, path, args.n_eig, args.eig_iters, args.eig_seed)
     eigs.to_netcdf(args.out / "eigs.nc")
     print(f"eigenvalues: {int(eigs['hvps'].sum())} HVPs ({time.perf_counter() - t1:.0f} s)", flush=True)
