@@ -15,8 +15,9 @@ parameterised by its arclength s in the weighted norm ||(dx, dp)||_w^2 = (w / N)
 
   normalised to ||tau||_w = 1. The border makes <tau, t>_w > 0: the tangent keeps its
   orientation through a fold, where tau_p changes sign and A is singular. With no previous
-  tangent (the start, or a resumed run) the border row is (0, direction): tau_p > 0 for
-  direction = +1 (A must be nonsingular there). s is arclength: the stop rule's targets in p
+  tangent (the start) the border row is (0, direction): tau_p > 0 for direction = +1 (A must be
+  nonsingular there); a resumed run orients along the secant from the saved point before
+  (continuation/start.py). s is arclength: the stop rule's targets in p
   are landed on the first time p reaches them along the path (past a fold, p goes back).
   Cost: one JVP (b) and one GMRES solve on N + 1 unknowns (one HVP an iteration).
 - predictor `pseudo-arclength`: the Euler step (x, p) + ds tau along the tangent, carrying the

@@ -207,6 +207,9 @@ def _main(args) -> int:
         print(f"wrote {plot_paths([out], out.with_suffix('.png'))}")
     print(f"wrote {out} ({n} points, s = {float(ds['s'][-1]):.4g}, lambda = {float(ds['lambda'][-1]):.6g}, "
           f"gamma = {float(ds['gamma'][-1]):.6g}): {ds.attrs['status']}: {ds.attrs['stop_reason']}")
+    for j in range(ds.sizes.get("event", 0)):  # what the monitor found (docs/stability.md)
+        print(f"  event {ds['event_type'].values[j]} at lambda = {float(ds['event_lambda'].values[j]):.10g}, "
+              f"gamma = {float(ds['event_gamma'].values[j]):.10g}: {ds['event_detail'].values[j]}")
     return 0 if ds.attrs["status"] == "finished" else 1
 
 

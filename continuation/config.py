@@ -29,6 +29,7 @@ import re
 import tomllib
 from pathlib import Path
 
+from problems.base import StochasticProblem
 from problems.data import DataFileError
 
 from .checks import check_reachable, check_strategies
@@ -267,6 +268,9 @@ def build_run(config: dict, *, check_start: bool = True) -> dict:
     except (TypeError, ValueError) as e:
         raise ConfigError(f"[stop] {_line(e)}") from None
     run["monitor"] = _monitor(config.get("monitor"))
+    if getattr(run["monitor"], "locate", None) == "newton" and isinstance(run["problem"], StochasticProblem):
+        raise ConfigError(f"[monitor] locate = 'newton' needs a deterministic problem; {run['problem'].name!r} draws "
+                          f"a new J with each batch (use 'interpolate' or 'auto')")
     if check_start:
         try:
             check_reachable(run["process"], run["stop"], (start["lambda"], start["gamma"], start["t"]))
@@ -286,13 +290,15 @@ def _monitor(table: dict | None):
     enabled = table.pop("enabled", True)
     if not isinstance(enabled, bool):
         raise ConfigError(f"[monitor] enabled must be true or false, got {enabled!r}")
-    options = _checked_options("monitor", table, _parameters(Monitor), "[monitor]", _annotations(Monitor))
+    options = _checked_options("monitor", table, {"enabled": True, **_parameters(Monitor)}, "[monitor]",
+                               _annotations(Monitor))
+    options.pop("enabled", None)
     if not enabled:
         return None
     try:
         return Monitor(**options)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"[monitor] {_line(e)}") from None
+        raise ConfigError(f"[monitor] {_line(e).removeprefix('monitor ')}") from None
 
 
 def _start_text(start) -> str:

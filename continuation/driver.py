@@ -86,7 +86,8 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, proj
     strategies = Strategies(process, predictor, corrector, control, stop, projection)
     template = theta0 if theta0 is not None else problem.init_params(0)
     if isinstance(monitor, str) and monitor == "auto":
-        monitor = None if isinstance(problem, StochasticProblem) else Monitor()
+        size = sum(v.numel() for v in stepper_template_leaves(theta0 if theta0 is not None else problem.init_params(0)))
+        monitor = None if isinstance(problem, StochasticProblem) else Monitor(modes=min(Monitor.modes, size))
     if monitor is not None and not isinstance(monitor, Monitor):
         raise ValueError(f"monitor must be a continuation.monitor.Monitor, None or 'auto', got {monitor!r}")
     stepper = Stepper(problem, strategies, solver=solver, template=template, hvp_mode=hvp_mode, resample=resample,
@@ -171,6 +172,15 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, proj
             lock.release()
 
 
+def stepper_template_leaves(theta) -> list:
+    """The tensors of a parameter pytree (dicts of tensors, nested)."""
+    if isinstance(theta, torch.Tensor):
+        return [theta]
+    if isinstance(theta, dict):
+        return [t for v in theta.values() for t in stepper_template_leaves(v)]
+    return []
+
+
 def _fingerprint(theta) -> dict:
     """SHA-256 of theta0's bytes (leaves in order): a resume with other initial parameters differs."""
     import hashlib
@@ -240,4 +250,4 @@ def _show(bar, stop, state, row, first, origin) -> None:
     bar.n = stop.progress(state.step, state.current.s, named(state.current.mu), origin)
     key = "train_C" if "train_C" in row else "C"
     bar.set_postfix(step=state.step, lam=f"{row['lambda']:.4g}", gam=f"{row['gamma']:.4g}", t=f"{row['t']:.3g}",
-                    drift=f"{(row[key] - first[key]) / abs(first[key]):.1e}", grad=f"{row['grad_norm']:.1e}")
+                    drift=f"{(row[key] - first[key]) / abs(first[key]):.1e}" if first[key] != 0 else "n/a", grad=f"{row['grad_norm']:.1e}")

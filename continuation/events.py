@@ -1,10 +1,11 @@
 """Events between two monitored points of a path: detection, location, branch switching.
 
 An event is a dict (one entry of the path's `event` dimension, continuation/path.py):
-type ("bifurcation", "branch_exchange", "branch_switch", "crossing"), step (the accepted point
-after which it lies), s, lambda, gamma, t, R, D, C, F, eig (the crossing eigenvalue there, ~0),
+type ("bifurcation", "fold", "branch_switch", "crossing", "saddle"; a bifurcation found on the
+branch the path left or joined says "branch exchange" in its detail), step (the first accepted
+point after it), s, lambda, gamma, t, R, D, C, F, eig (the crossing eigenvalue there, ~0),
 index_before / index_after (Morse index on either side), mode (which of the sorted eigenvalues),
-iterations and hvps (the location's cost), method ("illinois", "interpolate"), detail (one line),
+iterations and hvps (the location's cost), method ("illinois", "interpolate", "descent" for a switch, "none"), detail (one line),
 and the tensors x and null_vector (the event's point and the eigenvector; the writer saves them
 as a checkpoint, `event_checkpoint`).
 
@@ -187,7 +188,8 @@ class EventFinder:
             vals = c.spectrum.values
             scale = max(1e-12, float(vals.abs().max()) * 1e-6)
             mult = 1 + sum(1 for v in vals[j + 1:max(i0, i1)] if abs(float(v) - eig) <= scale)
-        what = "switch-on or collapse: the branch became a saddle" if i1 > i0 else "an unstable direction stabilised"
+        what = ("a direction of negative curvature appeared: the branch became a saddle (a latent direction switching "
+                "on, a collapse, another bifurcation)" if i1 > i0 else "an unstable direction stabilised")
         many = f"eigenvalues {j}-{j + mult - 1} of A (multiplicity {mult})" if mult > 1 else f"eigenvalue {j} of A"
         return self.event(kind, step, c, eig=eig, mode=j, multiplicity=mult, index_before=i0, index_after=i1,
                           iterations=iters, hvps=self.hvps, located=int(ok), method=self._method(),

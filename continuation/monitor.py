@@ -39,6 +39,7 @@ import torch
 from problems.base import FUNCTIONAL_NAMES
 
 from .checks import integer, positive
+from .errors import ContinuationError
 from .stability import Spectrum, lowest_eigenpairs
 from .strategy import Strategy
 
@@ -103,10 +104,10 @@ class Monitor(Strategy):
         return step % self.every == 0
 
     def check_crossings(self, available) -> None:
-        """ValueError (one line) for a crossing of a quantity the path does not have."""
+        """ContinuationError (one line) for a crossing of a quantity the path does not have."""
         missing = [n for n in self.crossings if n not in available]
         if missing:
-            raise ValueError(f"monitor crossings: {', '.join(map(repr, missing))} not among this problem's quantities "
+            raise ContinuationError(f"monitor crossings: {', '.join(map(repr, missing))} not among this problem's quantities "
                              f"({', '.join(available)})")
 
     def spectrum(self, system, x: torch.Tensor, mu: torch.Tensor, previous: Spectrum | None = None) -> Spectrum | None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .path import load_path
 
@@ -52,7 +53,7 @@ def plot_paths(paths, out, labels=None):
     # a band of +-2% around the start, so rounding noise does not look like drift
     key = lambda ds: "train_C" if "train_C" in ds else "C"  # noqa: E731
     c0 = [float(ds[key(ds)][0]) for ds in datasets]
-    spread = max(0.02 * abs(c) for c in c0)
+    spread = max(max(0.02 * abs(c) for c in c0), 1e-12)  # C identically 0 (an energy without gamma)
     lo = min(min(float(ds[key(ds)].min()) for ds in datasets), min(c0) - spread)
     hi = max(max(float(ds[key(ds)].max()) for ds in datasets), max(c0) + spread)
     ax[1, 0].set_ylim(lo, hi)
@@ -62,7 +63,11 @@ def plot_paths(paths, out, labels=None):
         ax[1, 1].set(xlabel="s", ylabel="|C - C0| / |C0|", title="C drift (floored at 1e-17)")
     if monitored:
         ax[2, 0].set(xlabel="s", ylabel="eigenvalue", title="lowest non-gauge eigenvalues of A (symlog)")
-        ax[2, 0].set_yscale("symlog", linthresh=1e-6)
+        scale = max((float(np.nanmax(np.abs(ds["eig"].values))) for ds in datasets if "eig" in ds
+                     and np.isfinite(ds["eig"].values).any()), default=1.0)
+        ax[2, 0].set_yscale("symlog", linthresh=max(1e-3 * scale, 1e-12))  # linear within 1e-3 of the largest
+        ax[2, 0].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        ax[2, 1].yaxis.set_major_locator(MaxNLocator(integer=True))
         ax[2, 0].axhline(0.0, color="k", lw=0.6)
         ax[2, 1].set(xlabel="s", ylabel="Morse index", title="Morse index (-1: not monitored)")
     first = datasets[0].attrs
@@ -82,15 +87,17 @@ EVENT_MARKERS = {"bifurcation": "X", "fold": "D", "branch_switch": ">", "crossin
 def _stability(ax, ds, s, c, label) -> None:
     """The eigenvalue trace and Morse index along s; events as vertical lines and markers."""
     eig = ds["eig"].values
+    seen = np.isfinite(eig[:, 0]) if eig.shape[1] else np.zeros(len(s), bool)  # monitored points (every > 1)
     for j in range(eig.shape[1]):
-        ax[2, 0].plot(s, eig[:, j], "-" if j == 0 else ":", color=c, label=f"{label}: eigenvalue {j}" if j < 2 else None)
-    ax[2, 1].step(s, ds["morse_index"].values, where="post", color=c, label=label)
+        ax[2, 0].plot(s[seen], eig[seen, j], "-" if j == 0 else ":", color=c, label=f"{label}: eigenvalue {j}" if j < 2 else None)
+    ax[2, 1].step(s[seen], ds["morse_index"].values[seen], where="post", color=c, label=label)
     r, d = ("train_R", "train_D") if "train_R" in ds else ("R", "D")
     for j in range(ds.sizes.get("event", 0)):
         kind, es = str(ds["event_type"].values[j]), float(ds["event_s"].values[j])
         for a in (ax[0, 1], ax[2, 0], ax[2, 1]):
             a.axvline(es, color=c, lw=0.8, ls="--", alpha=0.6)
-        ax[2, 0].plot([es], [float(ds["event_eig"].values[j])], EVENT_MARKERS.get(kind, "o"), color=c, ms=7,
+        e = float(ds["event_eig"].values[j])
+        ax[2, 0].plot([es], [e if np.isfinite(e) else 0.0], EVENT_MARKERS.get(kind, "o"), color=c, ms=7,
                       label=f"{kind} at lambda {float(ds['event_lambda'].values[j]):.6g}")
         if r == "R" and kind != "branch_switch":
             ax[0, 0].plot([float(ds["event_D"].values[j])], [float(ds["event_R"].values[j])],

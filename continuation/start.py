@@ -125,4 +125,24 @@ def resume(stepper: Stepper, out, template) -> tuple[State, list[dict]]:
         ctx = stepper.context(p.x, p.mu)
         ctx.reference = torch.cat([p.x - previous.x, p.mu - previous.mu]) / (previous.s_now - previous.s_prev)
         state = replace(state, current=replace(p, ctx=ctx, tangent=stepper.tangent_at(ctx)))
+    if stepper.monitor is not None:
+        state = replace(state, monitored=state.current, eig_history=eig_history(rows))
     return state, rows
+
+
+def eig_history(rows: list[dict]) -> tuple:
+    """The stepper's eig_history after the last row, rebuilt from the rows as Stepper.step built it:
+    (s, eigenvalues) of the monitored points before the last one, at most two, emptied at a row
+    whose events changed branch (anything but a crossing)."""
+    history, previous = (), None
+    for r in rows:
+        eig = r.get("eig")
+        if eig is None or int(r.get("morse_index", -1)) < 0:
+            continue  # not monitored
+        if previous is not None:
+            if any(e.get("type") != "crossing" for e in r.get("events", ())):
+                history = ()
+            else:
+                history = (history + ((float(previous["s"]), [float(v) for v in previous["eig"]]),))[-2:]
+        previous = r
+    return history

@@ -222,6 +222,11 @@ class Stepper:
         current, events = self.point(x, mu, s), []
         if self.monitor is not None:
             self.monitor.check_crossings(list(self.finder.quantities(current.ctx)))
+            d = self.system.deflation(x)
+            free = x.numel() - (0 if d is None else d.size)
+            if self.monitor.modes > free:
+                raise ContinuationError(f"monitor modes = {self.monitor.modes} exceeds the {free} parameters off the "
+                                        f"gauge orbit at the start; ask for at most {free}")
             current, events = self._leave_saddle(self.monitored(current), 0, None, [])
             if current.x is not x:  # switched off a saddle at the start
                 x, mu, grad_norm = current.x, current.mu, None
@@ -447,6 +452,11 @@ class Stepper:
             work.add(p.work)
             x_new, mu_new, ctx_new, grad_norm = p.x, p.mu, p.ctx, p.grad_norm
         ctx_new = ctx_new or self.context(x_new, mu_new)
+        if res.converged:
+            f = {**ctx_new.functionals(), "J": ctx_new.objective()}
+            if not all(math.isfinite(v) for v in f.values()):  # J defined but not finite there: not a point
+                raise FloatingPointError(f"R, D, C or J not finite at the corrected point {named(mu_new)}: "
+                                         + ", ".join(f"{k} = {v:.6g}" for k, v in f.items()))
         ctx_new.reference = current.tangent  # orients a tangent defined up to sign (pseudo-arclength)
         tangent = self.tangent_at(ctx_new) if res.converged else None
         drift = None

@@ -33,6 +33,8 @@ A dotted path that does not import, or names no callable, is one ValueError line
 
 from __future__ import annotations
 
+from continuation.errors import ContinuationError
+
 import importlib
 from typing import Callable
 
@@ -110,7 +112,13 @@ class EnergyProblem(Problem):
 
     def functionals(self, theta, mu):
         if self.user_functionals is not None:
-            return self.user_functionals(theta, mu)
+            out = self.user_functionals(theta, mu)
+            missing = [k for k in ("R", "D", "C") if not isinstance(out, dict) or k not in out]
+            if missing:
+                got = sorted(out) if isinstance(out, dict) else type(out).__name__
+                raise ContinuationError(f"energy problem {self.name!r}: functionals must return a dict with R, D and C "
+                                        f"(torch scalars); {', '.join(missing)} missing (got {got})")
+            return out
         J = self.objective(theta, mu)
         dmu = grad(lambda m: self.f(theta, m).reshape(()))(mu)
         D, C = dmu[0], dmu[1]

@@ -10,16 +10,22 @@ the minimising branch (F equal to the closed-form minimum to 1e-10, Morse index 
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 from scipy.optimize import brentq
 
 from continuation import continue_path
 from continuation.arclength import BorderedNewtonCorrector, PseudoArclength, PseudoArclengthPredictor
 from continuation.config import ConfigError, build_run
 from continuation.correctors import NewtonCorrector
+from continuation.errors import ContinuationError
 from continuation.monitor import Monitor
 from continuation.path import dataset_to_rows, event_file, load_path, rows_to_dataset
 from continuation.predictors import ODEPredictor
@@ -214,7 +220,7 @@ def test_crossings_alone_and_of_a_missing_quantity(case):
     assert int(path.monitor_hvps.sum()) == int(path.event_hvps.sum()) > 0  # the location's Newton trials only
     assert [str(t) for t in path.event_type.values] == ["crossing"]
     assert abs(float(path.event_lambda.values[0]) - lam_ref) <= 1e-8 * lam_ref
-    with pytest.raises(ValueError, match="'kl_z0' not among this problem's quantities \\(R, D, C, F\\)"):
+    with pytest.raises(ContinuationError, match="'kl_z0' not among this problem's quantities \\(R, D, C, F\\)"):
         continue_path(*args, monitor=Monitor(modes=0, crossings={"kl_z0": [0.01]}), **kw)
 
 
@@ -237,3 +243,49 @@ def test_monitor_options_are_checked():
                          ({"enabled": "yes"}, "enabled"), ({"bogus": 1}, "bogus")]:
         with pytest.raises(ConfigError, match=match):
             build_run({"monitor": table})
+
+
+CONFIGS = Path(__file__).parents[1] / "validation" / "configs"
+
+
+@pytest.mark.parametrize("config, kill_at", [("gaussian_switch_on.toml", "checkpoint:3"),
+                                             ("bratu_fold.toml", "checkpoint:5")])
+def test_killed_monitored_run_resumes_to_the_same_events(tmp_path, config, kill_at):
+    """A run killed after a branch switch (or past the fold) and resumed gives the uninterrupted
+    run's rows and events: the eigenvalue history and the monitored point are rebuilt from the file."""
+    cmd = [sys.executable, "-m", "continuation", "run", str(CONFIGS / config), "--quiet", "--out"]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]), OMP_NUM_THREADS="1")
+    full, part = tmp_path / "full.nc", tmp_path / "part.nc"
+    subprocess.run(cmd + [str(full)], check=True, env=env, capture_output=True)
+    killed = subprocess.run(cmd + [str(part)], env=dict(env, CONTINUATION_TEST_KILL_AT=kill_at), capture_output=True)
+    assert killed.returncode != 0 and load_path(part).attrs["status"] == "running"
+    subprocess.run(cmd + [str(part), "--resume"], check=True, env=env, capture_output=True)
+    a, b = load_path(full), load_path(part)
+    for ds in (a, b):
+        del ds.attrs["checkpoint_dir"]
+    assert [str(t) for t in a.event_type.values] == [str(t) for t in b.event_type.values]
+    xr.testing.assert_allclose(a.drop_vars(["seconds"]), b.drop_vars(["seconds"]), rtol=1e-9, atol=1e-12)
+
+
+def test_energy_run_from_the_command_line_with_its_progress_bar(tmp_path, capsys):
+    """C = 0 for an energy without gamma: the progress bar's drift must not divide by it; the
+    summary names the fold."""
+    from continuation.cli import main
+
+    assert main(["run", str(CONFIGS / "bratu_fold.toml"), "--out", str(tmp_path / "b.nc")]) == 0
+    out = capsys.readouterr().out
+    assert "finished" in out and "event fold at lambda = 3.5133843" in out
+
+
+def test_a_point_where_j_is_not_finite_is_rejected_not_written(tmp_path):
+    """J = lambda x^2 / 2 + log(2 - lambda): pseudo-arclength walks lambda past 2, where J is NaN at
+    every x; no row with a NaN is written, and the run does not claim to have finished."""
+    from problems.energy import EnergyProblem
+
+    problem = EnergyProblem(objective=lambda th, mu: 0.5 * mu[0] * (th["x"] ** 2).sum() + torch.log(2 - mu[0]),
+                            theta0={"x": torch.full((2,), 0.3, dtype=torch.float64)})
+    path = continue_path(problem, PseudoArclength(), PseudoArclengthPredictor(), BorderedNewtonCorrector(),
+                         AdaptiveSteps(initial=0.2, max_step=0.5), StopRule(target={"lambda": 3.0}),
+                         start=(1.0, 1.0), progress=False)
+    assert np.isfinite(path.F.values).all() and np.isfinite(path.R.values).all()
+    assert path.attrs["status"] == "stopped" and (path["lambda"].values < 2).all()
