@@ -25,7 +25,7 @@ from solvers import MINRES
 from . import start as starts
 from problems.base import StochasticProblem
 
-from .checks import check_inputs, check_strategies
+from .checks import _leaves, check_inputs, check_strategies
 from .monitor import Monitor
 from .errors import ContinuationError, OutputExists, RunInterrupted
 from .path import OutputLock, PathWriter, load_path, rows_to_dataset
@@ -86,7 +86,7 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, proj
     strategies = Strategies(process, predictor, corrector, control, stop, projection)
     template = theta0 if theta0 is not None else problem.init_params(0)
     if isinstance(monitor, str) and monitor == "auto":
-        size = sum(v.numel() for v in stepper_template_leaves(theta0 if theta0 is not None else problem.init_params(0)))
+        size = sum(v.numel() for v in _leaves(template).values())
         monitor = None if isinstance(problem, StochasticProblem) else Monitor(modes=min(Monitor.modes, size))
     if monitor is not None and not isinstance(monitor, Monitor):
         raise ValueError(f"monitor must be a continuation.monitor.Monitor, None or 'auto', got {monitor!r}")
@@ -170,15 +170,6 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, proj
     finally:
         if lock is not None:
             lock.release()
-
-
-def stepper_template_leaves(theta) -> list:
-    """The tensors of a parameter pytree (dicts of tensors, nested)."""
-    if isinstance(theta, torch.Tensor):
-        return [theta]
-    if isinstance(theta, dict):
-        return [t for v in theta.values() for t in stepper_template_leaves(v)]
-    return []
 
 
 def _fingerprint(theta) -> dict:

@@ -114,6 +114,7 @@ class Monitor(Strategy):
         """The lowest eigenpairs at (x, mu), or None when modes = 0."""
         if self.modes == 0:
             return None
-        k = min(self.modes, x.numel() - (0 if system.deflation(x) is None else system.deflation(x).size))
+        d = system.deflation(x)
+        k = min(self.modes, x.numel() - (0 if d is None else d.size))
         return lowest_eigenpairs(system, x, mu, k, previous=previous, tol=self.tol, maxiter=self.maxiter,
                                  dense_below=self.dense_below)
