@@ -13,9 +13,9 @@ Location: the Illinois variant of regula falsi (Dowell & Jarratt 1971; superline
 ~1.44, bracketed) on a scalar test function g(s) along the branch: the j-th lowest eigenvalue
 for a bifurcation, G(s) - value for a crossing of a functional. A trial point at s is the run's
 predictor from the bracket's base point, then Newton on grad J = 0 with the gauge deflated and
-no descent requirement (MINRES on the indefinite A; it converges to saddles, which is what
-following a branch through a bifurcation needs), then the eigenvalues (warm-started).
-Cost per trial: the predictor's solves, the Newton iterations' MINRES HVPs, and the monitor's
+no descent requirement (the bordered-newton corrector's fixed-mu Newton, continuation/arclength.py:
+it converges to saddles, which is what following a branch through a bifurcation needs), then the
+eigenvalues (warm-started). Cost per trial: the predictor's solves, the Newton iterations' HVPs, and the monitor's
 eigenvalue HVPs; reported per event.
 """
 
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import torch
 
 from problems.base import MU_NAMES, StochasticProblem
-from solvers import MINRES
 
+from .arclength import BorderedNewtonCorrector
 from .fold import detect_folds, locate_fold
 from .stability import Spectrum
 
@@ -59,21 +59,16 @@ class EventFinder:
         if mode == "newton" and not self.newton_ok:
             raise ValueError(f"monitor locate = 'newton' needs a deterministic problem; {stepper.problem.name!r} "
                              f"draws a new J with each batch (use 'interpolate' or 'auto')")
-        self.solver = MINRES(rtol=1e-12)
+        self.saddle_newton = BorderedNewtonCorrector(gtol=self.gtol, maxiter=30)
         self.hvps = 0
 
     # -- points ---------------------------------------------------------------------------------
-    def newton(self, x, mu, maxiter: int = 30):
-        """Newton on grad J = 0 at fixed mu, deflated MINRES, full steps (converges to saddles)."""
-        system = self.stepper.system
-        for _ in range(maxiter):
-            g = system.gradient(x, mu)
-            if float(g.norm()) <= self.gtol:
-                return x, True
-            r = system.solve_hessian(self.solver, x, mu, g)
-            self.hvps += r.iters
-            x = x - r.x
-        return x, float(system.gradient(x, mu).norm()) <= self.gtol
+    def newton(self, x, mu):
+        """Newton on grad J = 0 at fixed mu without a descent requirement (converges to saddles):
+        the bordered-newton corrector's fixed-mu solve (continuation/arclength.py)."""
+        r = self.saddle_newton.correct(self.stepper.system, x, mu)
+        self.hvps += r.hvps
+        return r.x, r.converged
 
     def spectrum(self, x, mu, previous):
         sp = self.monitor.spectrum(self.stepper.system, x, mu, previous)
