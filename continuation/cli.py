@@ -2,7 +2,8 @@
 
     python -m continuation run                      # the default run (continuation/defaults.py)
     python -m continuation run CONFIG.toml --out PATH.nc [--resume] [--from OLD.nc --from-step K]
-    python -m continuation plot PATH.nc [MORE.nc ...] --out FIG.png
+    python -m continuation sweep CONFIG.toml --out DIR [--workers N | --scheduler ADDRESS]
+    python -m continuation plot PATH.nc [MORE.nc ...] --out FIG.png     (or a sweep folder DIR)
     python -m continuation list
 
 Mistakes (an unknown key or name, a bad value, a missing file, a non-finite objective) print
@@ -48,6 +49,16 @@ def _parser():
     r.add_argument("--from-step", type=int, default=None, help="which point of --from (default: the last)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    sw = sub.add_parser("sweep", help="run a family of paths ([sweep] table) on Dask into one dataset along run")
+    sw.add_argument("config", type=Path, help="TOML configuration with a [sweep] table (continuation/sweep.py)")
+    sw.add_argument("--out", type=Path, required=True, help="the sweep folder: run_NNN.nc per member, sweep.nc "
+                                                            "(all members along run), sweep.json (the plan)")
+    sw.add_argument("--workers", type=int, default=None, help="worker processes of a local cluster, one torch "
+                                                              "thread each (default: the cores)")
+    sw.add_argument("--scheduler", default=None, help="address of a running Dask scheduler (tcp://HOST:8786); "
+                                                      "its workers must see --out at the same path")
+    sw.add_argument("--quiet", action="store_true", help="no progress")
+    sw.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     pl = sub.add_parser("plot", help="plot one or more paths")
     pl.add_argument("paths", type=Path, nargs="+")
     pl.add_argument("--out", type=Path, required=True)
@@ -177,6 +188,8 @@ def _main(args) -> int:
         _writable_target(args.out, "plot --out")
         print(f"wrote {plot_paths(args.paths, args.out)}")
         return 0
+    if args.command == "sweep":
+        return _sweep(args)
     from .run import run_config
 
     if args.from_step is not None and args.start_from is None:
@@ -190,6 +203,9 @@ def _main(args) -> int:
         print(f"default run: iso-classification on the bundled digits (continuation/defaults.py) -> {out}")
     else:
         config, out = load_config(args.config), args.out or Path("out") / f"{args.config.stem}.nc"
+        if "sweep" in config:
+            raise ConfigError(f"{args.config} has a [sweep] table: run it with `python -m continuation sweep "
+                              f"{args.config} --out DIR`")
     _writable_target(out, "--out")
     if args.resume and out.exists():
         _path_file(out, "--resume --out")
@@ -211,6 +227,28 @@ def _main(args) -> int:
         print(f"  event {ds['event_type'].values[j]} at lambda = {float(ds['event_lambda'].values[j]):.10g}, "
               f"gamma = {float(ds['event_gamma'].values[j]):.10g}: {ds['event_detail'].values[j]}")
     return 0 if ds.attrs["status"] == "finished" else 1
+
+
+def _sweep(args) -> int:
+    """`continuation sweep`: every member, a table of how each ended; exit 0 when all finished."""
+    from .sweep import run_sweep
+
+    config = load_config(args.config)
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    if args.out.exists() and not args.out.is_dir():
+        raise ConfigError(f"sweep --out {args.out} is a file; give a folder")
+    ds = run_sweep(config, args.out, workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
+    axes = [k for k in ds.coords if ds[k].dims == ("run",) and k != "run"]
+    print(f"wrote {args.out / 'sweep.nc'} ({ds.sizes['run']} members along run; axes {', '.join(axes)})")
+    for i in range(ds.sizes["run"]):
+        values = ", ".join(f"{k}={ds[k].values[i]}" for k in axes)
+        n = int(ds["length"].values[i])
+        end = f", lambda = {float(ds['lambda'].values[i, n - 1]):.6g}" if n else ""
+        why = str(ds["stop_reason"].values[i])
+        print(f"  {ds['file'].values[i]} ({values}): {ds['status'].values[i]}, {n} points{end}"
+              + (f": {why}" if why else ""))
+    return 0 if all(str(s) == "finished" for s in ds["status"].values) else 1
 
 
 if __name__ == "__main__":

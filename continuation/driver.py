@@ -39,7 +39,7 @@ __all__ = ["ContinuationError", "RunInterrupted", "continue_path"]
 def continue_path(problem, process, predictor, corrector, control, stop, *, projection=None, start=None,
                   theta0=None, equilibrate=True, settle: int = 1, start_from=None, out=None, resume=False,
                   config=None, solver=None, hvp_mode: str = "rev-rev", resample=None, progress=True,
-                  checkpoint_every: int = 1, start_settings: dict | None = None, monitor="auto"):
+                  checkpoint_every: int = 1, start_settings: dict | None = None, monitor="auto", on_point=None):
     """Run one continuation path; returns the path dataset (`xarray.Dataset` along `step`).
 
     Strategies (objects; continuation/config.py maps names to them): `process` (the law of mu),
@@ -63,6 +63,7 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, proj
     along `mode`, `morse_index`, `monitor_hvps` and the `event` dimension); "auto" (default):
     Monitor() for a deterministic problem, none for a stochastic one (the eigenvalues of a
     minibatch Hessian cost HVPs and are noisy: ask for them with a Monitor); None: off.
+    `on_point`: called as on_point(step, row) after every point is written (a sweep's progress).
     `start_settings`: how theta0 was made (run_config passes its [start] table: seed, pre-training),
     recorded with the settings; a Python run records a SHA-256 of theta0's bytes instead.
 
@@ -139,6 +140,8 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, proj
                     if out is not None:
                         writer = PathWriter(out, attrs, checkpoint_every, critical=guard.critical)
                     _record(writer, rows, row, state.current)
+                    if on_point is not None:
+                        on_point(0, rows[-1])
                 origin = {n: float(rows[0][n]) for n in ("lambda", "gamma", "t")}
                 bar = tqdm(total=1.0, disable=not progress, unit="", leave=True,
                            bar_format="{desc}{percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]")
@@ -148,6 +151,8 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, proj
                         if row is None:
                             break
                         _record(writer, rows, row, state.current)
+                        if on_point is not None:
+                            on_point(len(rows) - 1, rows[-1])
                         _show(bar, stop, state, row, rows[0], origin)
                 finally:
                     bar.close()

@@ -15,19 +15,20 @@ from .path import OutputLock
 from .system import EquilibriumSystem
 
 
-def run_config(config: dict, out=None, *, resume: bool = False, start_from=None, progress=None):
+def run_config(config: dict, out=None, *, resume: bool = False, start_from=None, progress=None, on_point=None):
     """Build every object from `config` (a parsed TOML dict) and run the path; returns the dataset.
 
     `out` is locked (OUT.lock) before any work: a second run on it, or a folder it cannot write
     to, is refused before pre-training. With `start_from` (path, step) the point is
     re-equilibrated by the corrector unless `[start] equilibrate = false` (a point of another
-    problem's path is not on this problem's surface)."""
+    problem's path is not on this problem's surface). `on_point(step, row)`: called after every
+    point is written (continue_path)."""
     r = build_run(config, check_start=start_from is None)
     with OutputLock(out) if out is not None else contextlib.nullcontext():
-        return _run(r, config, out, resume, start_from, progress)
+        return _run(r, config, out, resume, start_from, progress, on_point)
 
 
-def _run(r, config, out, resume, start_from, progress):
+def _run(r, config, out, resume, start_from, progress, on_point):
     problem, start = r["problem"], r["start"]
     show = r["output"]["progress"] if progress is None else progress
     if out is not None and Path(out).exists() and not resume:  # before any work (pre-training takes minutes)
@@ -51,4 +52,4 @@ def _run(r, config, out, resume, start_from, progress):
         start=(start["lambda"], start["gamma"], start["t"]), theta0=theta0, equilibrate=start["equilibrate"],
         out=out, resume=resume, config=config, solver=r["krylov"], progress=show,
         checkpoint_every=r["output"]["checkpoint_every"], start_from=start_from, hvp_mode=r["hvp_mode"],
-        settle=start["settle"], start_settings=start, monitor=r["monitor"])
+        settle=start["settle"], start_settings=start, monitor=r["monitor"], on_point=on_point)
