@@ -240,7 +240,8 @@ def _sweep(args) -> int:
         raise ConfigError(f"sweep --out {args.out} is a file; give a folder")
     ds = run_sweep(config, args.out, workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
     axes = [k for k in ds.coords if ds[k].dims == ("run",) and k != "run"]
-    print(f"wrote {args.out / 'sweep.nc'} ({ds.sizes['run']} members along run; axes {', '.join(axes)})")
+    m = ds.sizes['run']
+    print(f"wrote {args.out / 'sweep.nc'} ({m} member{'s' if m != 1 else ''} along run; axes {', '.join(axes)})")
     for i in range(ds.sizes["run"]):
         values = ", ".join(f"{k}={ds[k].values[i]}" for k in axes)
         n = int(ds["length"].values[i])

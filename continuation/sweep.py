@@ -54,6 +54,7 @@ from .config import SECTIONS, ConfigError, build_run
 SWEEP_FILE = "sweep.nc"
 PLAN_FILE = "sweep.json"
 TOPIC = "continuation-sweep"  # Dask event topic of the members' progress
+CONNECT_TIMEOUT = "10s"  # how long a Client tries to reach --scheduler
 DONE = ("finished", "stopped")  # a member whose file says so is not run again
 MODES = ("product", "zip")
 
@@ -264,7 +265,7 @@ def _client(scheduler: str | None, workers: int | None):
         if workers is not None:
             raise ConfigError("--workers and --scheduler exclude each other (the cluster has its own workers)")
         try:
-            return Client(scheduler, timeout="10s"), None
+            return Client(scheduler, timeout=CONNECT_TIMEOUT), None
         except (OSError, TimeoutError, ValueError) as e:
             raise ConfigError(f"--scheduler {scheduler}: could not connect to a Dask scheduler there "
                               f"({_first_line(e)})") from None
@@ -355,12 +356,15 @@ def _run_members(todo, out: Path, total: int, workers, scheduler, progress, clie
             if progress and time.monotonic() - shown > 1.0:
                 shown = time.monotonic()
                 failed = sum(r["status"] == "failed" for r in results.values())
-                running = sorted(i for i in where if any(m.index == i for m in pending.values()))
-                now = ", ".join(f"{i}: lambda {where[i]['lambda']:.4g}" for i in running)
+                running = _running(client, pending, where)
+                now = ", ".join(f"{i}: lambda {where[i]['lambda']:.4g}" for i in running if i in where)
                 bar.set_postfix_str(f"done {len(results) - failed}, running {len(running)}, queued "
                                     f"{len(pending) - len(running)}, failed {failed}" + (f" [{now}]" if now else ""))
             if pending:
                 time.sleep(0.25)
+        if progress:
+            failed = sum(r["status"] == "failed" for r in results.values())
+            bar.set_postfix_str(f"done {len(results) - failed}, failed {failed}")
     finally:
         bar.close()
         if own:
@@ -368,6 +372,16 @@ def _run_members(todo, out: Path, total: int, workers, scheduler, progress, clie
             if cluster is not None:
                 cluster.close()
     return results
+
+
+def _running(client, pending: dict, where: dict) -> list[int]:
+    """Indices of the pending members a worker is processing (the scheduler's view; else those
+    that reported a point)."""
+    try:
+        keys = {k for ks in client.processing().values() for k in ks}
+        return sorted(m.index for f, m in pending.items() if f.key in keys)
+    except Exception:  # noqa: BLE001 - progress only
+        return sorted(i for i in where if any(m.index == i for m in pending.values()))
 
 
 def combine(out, members: list[Member], failures: dict | None = None, *, config: dict | None = None) -> xr.Dataset:
@@ -493,10 +507,22 @@ def load_sweep(path) -> xr.Dataset:
     return ds
 
 
+MEMBER_VARIABLES = ("length", "n_events", "status", "stop_reason", "file", "config")
+
+
 def member_path(ds: xr.Dataset, run: int) -> xr.Dataset:
-    """Member `run` of a combined sweep dataset as the path dataset it was (padding removed)."""
+    """Member `run` of a combined sweep dataset as the path dataset it was: padding removed, the
+    per-member variables (status, stop_reason, config) back as attributes, the swept values as
+    attributes `sweep_<key>`."""
     one = ds.isel(run=run)
-    one = one.isel(step=slice(0, int(one["length"])))
+    n = int(one["length"])
+    one = one.isel(step=slice(0, n))
     if "event" in one.dims:
         one = one.isel(event=slice(0, int(one["n_events"])))
+    attrs = {k: v for k, v in ds.attrs.items() if not k.startswith("sweep_")}
+    attrs.update({k: str(one[k].values) for k in ("status", "stop_reason", "config")})
+    swept = [k for k in one.coords if k not in one.dims and k != "run"]
+    attrs.update({f"sweep_{k}": one[k].values.item() for k in swept})
+    one = one.drop_vars([*MEMBER_VARIABLES, *swept, "run"], errors="ignore")
+    one.attrs = attrs
     return one
