@@ -238,7 +238,22 @@ def _sweep(args) -> int:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     if args.out.exists() and not args.out.is_dir():
         raise ConfigError(f"sweep --out {args.out} is a file; give a folder")
-    ds = run_sweep(config, args.out, workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
+    import signal
+
+    def _term(signum, frame):  # SIGTERM as Ctrl-C: the cluster is closed on the way out
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, _term)
+    try:
+        ds = run_sweep(config, args.out, workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"error: sweep interrupted; every member keeps the points it wrote: resume with python -m continuation "
+              f"sweep {args.config} --out {args.out}", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, old)
     axes = [k for k in ds.coords if ds[k].dims == ("run",) and k != "run"]
     m = ds.sizes['run']
     print(f"wrote {args.out / 'sweep.nc'} ({m} member{'s' if m != 1 else ''} along run; axes {', '.join(axes)})")

@@ -214,7 +214,8 @@ def run_member(config: dict, path: str, index: int = 0) -> dict:
     report = _reporter(index)
     path = Path(path)
     try:
-        ds = run_config(config, path, resume=path.exists(), progress=False, on_point=report)
+        with _local_writes():
+            ds = run_config(config, path, resume=path.exists(), progress=False, on_point=report)
     except (ContinuationError, FileProblem, ConfigError, FileNotFoundError, OSError, ValueError) as e:
         return {"index": index, "status": "failed", "stop_reason": _first_line(e), "points": _points(path)}
     except Exception as e:  # noqa: BLE001 - a bug: still recorded, with its type
@@ -223,6 +224,14 @@ def run_member(config: dict, path: str, index: int = 0) -> dict:
     n = ds.sizes["step"]
     return {"index": index, "status": str(ds.attrs["status"]), "stop_reason": str(ds.attrs["stop_reason"]),
             "points": n, "lambda": float(ds["lambda"][-1]) if n else float("nan")}
+
+
+def _local_writes():
+    """xarray takes a distributed.Lock (a round trip to the scheduler) for every netCDF write when
+    it runs on a Dask worker; one process writes each file here, so a local lock is enough."""
+    import dask
+
+    return dask.config.set(scheduler="synchronous")
 
 
 def _points(path: Path) -> int:
@@ -407,7 +416,8 @@ def combine(out, members: list[Member], failures: dict | None = None, *, config:
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%dT%H:%M:%SZ} combined by continuation.sweep " \
         f"from {len(members)} member files"
     tmp = out / (SWEEP_FILE + ".tmp")
-    ds.to_netcdf(tmp, engine="netcdf4")
+    with _local_writes():
+        ds.to_netcdf(tmp, engine="netcdf4")
     os.replace(tmp, out / SWEEP_FILE)
     return ds
 
