@@ -263,3 +263,12 @@ def test_a_worker_killed_mid_sweep_loses_and_duplicates_no_point(tmp_path, seria
     members, paths = serial
     for i, path in enumerate(paths):
         _same_path(member_path(ds, i), path, f"member {i} after killing worker pid {killed[1]} at {killed}")
+
+
+def test_a_sweep_runs_on_an_existing_scheduler(client, tmp_path, serial):
+    """--scheduler ADDRESS: the cluster's own workers run the members (here the module's cluster)."""
+    text = SWEEP.replace("stop.target.lambda = [1.6, 1.8]", 'mode = "zip"')
+    ds = run_sweep(_config(text.replace("[1.0, 1.5]", "[1.5]")), tmp_path, scheduler=client.scheduler.address,
+                   progress=False)
+    assert list(ds["status"].values) == ["finished"]
+    _same_path(member_path(ds, 0), serial[1][3], "the member run on the scheduler's workers")
