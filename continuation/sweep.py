@@ -208,6 +208,7 @@ def run_member(config: dict, path: str, index: int = 0) -> dict:
     import torch
 
     torch.set_num_threads(1)
+    _seed_everything(config)
     from .errors import ContinuationError, FileProblem
     from .run import run_config
 
@@ -224,6 +225,21 @@ def run_member(config: dict, path: str, index: int = 0) -> dict:
     n = ds.sizes["step"]
     return {"index": index, "status": str(ds.attrs["status"]), "stop_reason": str(ds.attrs["stop_reason"]),
             "points": n, "lambda": float(ds["lambda"][-1]) if n else float("nan")}
+
+
+def _seed_everything(config: dict) -> None:
+    """The global generators (torch, numpy, random) from the member's [start] seed: the problems
+    draw from their own seeded generators, and anything that reaches for a global one draws the
+    same numbers on every worker."""
+    import random
+
+    import torch
+
+    seed = config.get("start", {}).get("seed", 0)
+    seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
 
 
 def _local_writes():
