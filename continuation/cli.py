@@ -59,9 +59,10 @@ def _parser():
                                                       "its workers must see --out at the same path")
     sw.add_argument("--quiet", action="store_true", help="no progress")
     sw.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
-    pl = sub.add_parser("plot", help="plot one or more paths")
-    pl.add_argument("paths", type=Path, nargs="+")
-    pl.add_argument("--out", type=Path, required=True)
+    pl = sub.add_parser("plot", help="plot one or more paths, or a sweep's family (its folder or sweep.nc)")
+    pl.add_argument("paths", type=Path, nargs="+", help="path files (PATH.nc ...), or one sweep folder DIR (or "
+                                                         "DIR/sweep.nc): its members coloured by the swept value")
+    pl.add_argument("--out", type=Path, required=True, help="the figure (its extension picks the format)")
     pl.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     sub.add_parser("list", help="list problems, processes, predictors, correctors, projections, Krylov solvers "
                                 "and step controls, with their options")
@@ -180,9 +181,19 @@ def _main(args) -> int:
         print(describe_registry())
         return 0
     if args.command == "plot":
-        from .plot import plot_paths
+        from .plot import is_sweep, plot_paths, plot_sweep
 
         _figure_format(args.out)
+        sweeps = [p for p in args.paths if is_sweep(p)]
+        if sweeps and len(args.paths) > 1:
+            raise ConfigError(f"plot: {sweeps[0]} is a sweep; give one sweep (its folder or sweep.nc) alone, or "
+                              f"path files only")
+        if sweeps:
+            _writable_target(args.out, "plot --out")
+            drawn = plot_sweep(sweeps[0], args.out)
+            note = f"; skipped, no points: {'; '.join(drawn.skipped.values())}" if drawn.skipped else ""
+            print(f"wrote {drawn.path}: {len(drawn.colors)} members{note}")
+            return 0
         for p in args.paths:
             _path_file(p, "plot")
         _writable_target(args.out, "plot --out")
