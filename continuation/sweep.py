@@ -11,6 +11,9 @@ dotted, with a list of values, and `mode = "product"` (every combination, the de
     start.gamma = [4, 6, 8, 10, 15]
     problem.seed = [0, 1]
 
+An axis may also be a whole section with a list of tables (`process = [{name = "iso-classification",
+tol = 0.005}, {name = "iso-classification-fd", h = 0.02}]`): each value replaces the section.
+
 Every member is an ordinary run (continuation/run.py) of the configuration with its values set,
 written to its own resumable path file DIR/run_NNN.nc (checkpoints in DIR/run_NNN.nc.ckpt/), and
 run as one Dask task: a `distributed.LocalCluster` of `workers` processes (default: the cores)
@@ -116,9 +119,11 @@ def sweep_axes(config: dict) -> tuple[dict, str]:
         raise ConfigError("[sweep] names no axes; give at least one, e.g. start.gamma = [4, 6, 8]")
     for key, values in axes.items():
         section = key.split(".")[0]
-        if section not in SECTIONS or "." not in key:
-            raise ConfigError(f"[sweep] {key}: an axis is a configuration key section.key, with section one of "
-                              f"{', '.join(SECTIONS)}")
+        whole = key in SECTIONS and isinstance(values, list) and bool(values) and \
+            all(isinstance(v, dict) for v in values)  # a section: one whole table per value
+        if section not in SECTIONS or ("." not in key and not whole):
+            raise ConfigError(f"[sweep] {key}: an axis is a configuration key section.key (or a section with a "
+                              f"list of whole tables), with section one of {', '.join(SECTIONS)}")
         if not isinstance(values, list) or not values:
             raise ConfigError(f"[sweep] {key} must be a non-empty list of values, got {values!r}")
         if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):

@@ -272,3 +272,13 @@ def test_a_sweep_runs_on_an_existing_scheduler(client, tmp_path, serial):
                    progress=False)
     assert list(ds["status"].values) == ["finished"]
     _same_path(member_path(ds, 0), serial[1][3], "the member run on the scheduler's workers")
+
+
+def test_an_axis_of_whole_tables_replaces_the_section():
+    text = BASE + '\n[sweep]\nmode = "zip"\nprocess = [{name = "iso-classification", tol = 1e-6}, ' \
+        '{name = "quasi-static", lambda_rate = 1.0}]\nprojection.name = ["newton", "none"]\n'
+    a, b = expand(_config(text))
+    assert a.config["process"] == {"name": "iso-classification", "tol": 1e-6}
+    assert b.config["process"] == {"name": "quasi-static", "lambda_rate": 1.0} and b.config["projection"]["name"] == "none"
+    with pytest.raises(ConfigError, match="section.key"):
+        expand(_config(BASE + "\n[sweep]\nprocess = [1.0, 2.0]\n"))
