@@ -2,7 +2,7 @@
 and along an iso-classification run.
 
     python validation/fig4_free_energy.py --out out/fig4                 # CPU mode, Fashion-MNIST
-    python validation/fig4_free_energy.py --path out/fig2/gamma4.nc      # (b) from a Fig. 2 run
+    python validation/fig4_free_energy.py --path out/fig2/run_000.nc     # (b) from a Fig. 2 sweep's member (gamma0 = 4)
     python validation/fig4_free_energy.py --device cuda --full
 
 (a) Adam from scratch at (0.5, 1) (the Fig. 2 CPU or full setup), `settle` corrector runs there,
