@@ -249,19 +249,22 @@ def _scalar(v):
 
 
 def dataset_to_rows(ds: xr.Dataset) -> list[dict]:
-    """The rows a path dataset was written from (the inverse of rows_to_dataset)."""
+    """The rows a path dataset was written from (the inverse of rows_to_dataset). Cost: O(points x
+    variables), each variable's values taken once."""
     n = ds.sizes["step"]
-    flat = [k for k in ds.data_vars if ds[k].dims == ("step",)]
-    rows = [{k: ds[k].values[i].item() for k in flat} for i in range(n)]
+    flat = {k: ds[k].values for k in ds.data_vars if ds[k].dims == ("step",)}
+    rows = [{k: values[i].item() for k, values in flat.items()} for i in range(n)]
     if "eig" in ds.data_vars:
+        eig = ds["eig"].values
         for i in range(n):
-            rows[i]["eig"] = tuple(float(v) for v in ds["eig"].values[i])
+            rows[i]["eig"] = tuple(float(v) for v in eig[i])
     if "event_type" in ds.data_vars:
         for r in rows:
             r["events"] = []
-        fields = EVENT_TEXT + EVENT_INT + EVENT_FLOAT
+        fields = {k: ds[f"event_{k}"].values for k in EVENT_TEXT + EVENT_INT + EVENT_FLOAT
+                  if f"event_{k}" in ds.data_vars}
         for j in range(ds.sizes.get("event", 0)):
-            e = {k: _scalar(ds[f"event_{k}"].values[j]) for k in fields if f"event_{k}" in ds.data_vars}
+            e = {k: _scalar(values[j]) for k, values in fields.items()}
             if 0 <= e["step"] < n:
                 rows[e["step"]]["events"].append(e)
     return rows

@@ -479,8 +479,9 @@ class PathWriter:
         try:
             with nc:
                 v = nc.variables
-                if len(nc.dimensions["step"]) != step or (layout.events and len(nc.dimensions["event"]) != self._events):
-                    return False
+                if len(nc.dimensions["step"]) != step or (layout.events and
+                                                          len(nc.dimensions["event"]) != self._events):
+                    return False  # not the file this writer last wrote
                 row = self.rows[step]
                 v["step"][step] = step
                 for i, name in enumerate(layout.names):
