@@ -16,7 +16,7 @@ ratio end / start of the means, and the total seconds; then the same at `--at` p
 
     python benchmarks/path_append.py [--points N] [--at M] [--chunk C]
 
-`--chunk` sets the chunk length along the unlimited dimensions (writer.CHUNK, 512). Times are
+`--chunk` sets the chunk length along the unlimited dimensions (writer.CHUNK, 128). Times are
 wall clock on a shared machine: the median is the figure to read when other work runs.
 """
 
