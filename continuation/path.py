@@ -1,5 +1,5 @@
-"""Paths are data: an `xarray.Dataset` along dimension `step`, written to netCDF after every
-accepted point, with theta at path points in checkpoints beside it.
+"""Paths are data: an `xarray.Dataset` along dimension `step`, appended to a netCDF file after
+every accepted point, with theta at path points in checkpoints beside it.
 
 Schema (one value per accepted point):
 
@@ -24,38 +24,157 @@ Schema (one value per accepted point):
 | checkpoint        | the step number of the checkpoint holding theta, or -1               |
 | val_loss, val_acc | validation metrics, where the problem has validation data           |
 
+With a monitor: `eig` along (step, mode), `morse_index`, `monitor_hvps`, and the events along
+`event` as event_<field> variables (continuation/events.py).
+
+Units and names: every variable carries `units` and `long_name` attributes (VARIABLE_ATTRS; kl_z<k>
+and the corrector's *_iters / *_updates by pattern; a variable not in the table gets its name as
+long_name and no units). The functionals R, D, C, F (J), train_*, kl_z<k> and val_loss are in
+"nats per sample" (natural-log information and losses averaged over samples); the multipliers,
+t, the clock s and ds, relative drifts and residuals, fractions and counters are "1"; seconds
+"s"; tangent_angle "degree"; grad_norm "nats per sample per parameter unit" and eig (eigenvalues
+of Hess_theta J) "nats per sample per squared parameter unit". The text event variables
+(event_type, event_method, event_detail) have a long_name and no units (a string has none).
+"nats per sample" is not a UDUNITS unit: the files follow their own convention, not CF.
+
 Attributes: problem, process, predictor, corrector, projection, step_control, corrector_counts,
 held (the functional the process holds, or "none"), settings (JSON: every strategy's options, the
 problem's, the start), config (JSON of the configuration given, or the settings), status
-("running", "finished", "stopped"), stop_reason, C0, G0, checkpoint_dir.
-Writes are atomic (temporary file, then rename), checkpoints first: a killed run leaves a
-readable file whose every point has its checkpoint. A checkpoint is deleted (pruned) only after
-a file that no longer names it has replaced the old one; the last two are always kept (the
-resumed point and the secant's previous one). One writer per output: `OutputLock` holds
-OUT.lock (the owner's pid) for the run. Test hook: the environment variable
-CONTINUATION_TEST_KILL_AT = "STAGE:STEP" SIGKILLs the writing process at STEP's STAGE:
-"checkpoint" (its theta saved, the file not yet written), "write" (OUT.tmp written, not yet
-renamed) or "prune" (renamed, the old checkpoint not yet deleted); tests/test_faults.py.
+("running", "finished", "stopped"), stop_reason, C0, G0, checkpoint_dir; and the conventions:
+Conventions = "continuation-path-1" (this schema), continuation_version (the package's version
+that wrote the file, "unknown" outside an installed package), history (one line per session
+that wrote the file: "ISO-UTC-time: command line"; a resume adds a line).
+
+On disk (continuation/writer.py): OUT is netCDF-4 with `step` and `event` unlimited; each point
+is appended in place, after its line in the write-ahead journal OUT.journal (JSON lines: the
+attributes first, then one line per point, committed by its trailing newline once the point is
+in OUT). While a run writes OUT the journal is the record: `load_path` reads the journal when
+there is one (a torn last line dropped), so a kill that leaves OUT half-appended or unreadable
+loses nothing committed; a resume rebuilds OUT from it; `finish` rewrites OUT whole and deletes
+the journal. Checkpoints are written first (a point on record always has its checkpoint) and one
+is deleted (pruned) only after the record no longer names it; the last two are always kept (the
+resumed point and the secant's previous one). One writer per output: `OutputLock` holds OUT.lock
+(the owner's pid) for the run. The writer, the lock and the test hook live in
+continuation/writer.py and are importable from here.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import os
-import shutil
-import signal
+import functools
+import os  # noqa: F401  (tests/test_faults.py reaches os.open through this module)
+import re
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 import xarray as xr
 
-from .errors import CheckpointMissing, OutputLocked, OutputNotWritable, PathFileError
+from .errors import CheckpointMissing, PathFileError
 
 INT_VARIABLES = ("krylov_iters", "hvps", "gradients", "corrector_runs", "rejected", "checkpoint")
 PATH_VARIABLES = ("s", "lambda", "gamma", "t")  # every path file has these along `step` (baselines too)
+CONVENTIONS = "continuation-path-1"
+DISTRIBUTION = "free-energy-continuation"
+
+NATS = "nats per sample"
+PER_PARAMETER = "nats per sample per parameter unit"
+EIG_UNITS = "nats per sample per squared parameter unit"
+
+# name -> (units or None, long_name); kl_z<k>, *_iters and *_updates by pattern (variable_attrs)
+VARIABLE_ATTRS = {
+    "step": ("1", "accepted point number (0: the start)"),
+    "s": ("1", "process clock s (mu' = d mu/ds by the process's law)"),
+    "lambda": ("1", "multiplier lambda of the distortion D in J = R + lambda D + gamma C"),
+    "gamma": ("1", "multiplier gamma of the classification loss C in J = R + lambda D + gamma C"),
+    "t": ("1", "task-path parameter t (0: the source task, 1: the target)"),
+    "R": (NATS, "rate R after correction"),
+    "D": (NATS, "distortion D after correction"),
+    "C": (NATS, "classification loss C after correction"),
+    "F": (NATS, "free energy J(theta; mu) = R + lambda D + gamma C after correction"),
+    "train_R": (NATS, "rate R on the whole training set (one fixed noise draw)"),
+    "train_D": (NATS, "distortion D on the whole training set (one fixed noise draw)"),
+    "train_C": (NATS, "classification loss C on the whole training set (one fixed noise draw)"),
+    "val_loss": (NATS, "validation cross-entropy of the classifier at the encoder mean"),
+    "val_acc": ("1", "validation accuracy (fraction correct)"),
+    "source_val_loss": (NATS, "source-task validation cross-entropy at the encoder mean"),
+    "source_val_acc": ("1", "source-task validation accuracy (fraction correct)"),
+    "grad_norm": (PER_PARAMETER, "norm of grad_theta J after correction"),
+    "krylov_iters": ("1", "Krylov matvecs (HVPs) of the step's tangent and projection solves"),
+    "hvps": ("1", "Hessian-vector products of the step (Krylov solves and corrector)"),
+    "gradients": ("1", "gradient evaluations of J by the step's corrector runs"),
+    "corrector_runs": ("1", "corrector calls of the step (its own, projection iterates, FD re-equilibrations)"),
+    "updates": ("1", "optimiser updates done so far"),
+    "seconds": ("s", "wall time of the step, rejected attempts included"),
+    "step_size": ("1", "process-clock increment ds of the accepted step"),
+    "next_step": ("1", "process-clock increment ds proposed for the next step"),
+    "rejected": ("1", "attempts rejected before the step was accepted"),
+    "C_drift": ("1", "relative drift of C from the start, (C - C0) / |C0|"),
+    "constraint_drift": ("1", "relative drift of the held functional from the start, (G - G0) / |G0|"),
+    "tangent_angle": ("degree", "angle the tangent turned since the previous point"),
+    "krylov_residual": ("1", "largest relative residual of the point's tangent solves"),
+    "checkpoint": ("1", "step number K of the checkpoint OUT.ckpt/step_K.pt holding theta, -1 when not kept"),
+    "morse_index": ("1", "Morse index: eigenvalues of Hess_theta J below -zero_tol, -1 when not monitored"),
+    "monitor_hvps": ("1", "Hessian-vector products of the stability monitor at the point"),
+    "eig": (EIG_UNITS, "lowest eigenvalues of Hess_theta J off the gauge orbit, ascending (NaN: not computed)"),
+    "event_type": (None, "kind of event: bifurcation, fold, branch_switch, crossing or saddle"),
+    "event_method": (None, "how the event was located: illinois, interpolate, descent or none"),
+    "event_detail": (None, "the event in one line"),
+    "event_step": ("1", "first accepted point after the event"),
+    "event_mode": ("1", "which of the sorted eigenvalues crossed (0: the lowest)"),
+    "event_multiplicity": ("1", "number of eigenvalues crossing together"),
+    "event_index_before": ("1", "Morse index before the event"),
+    "event_index_after": ("1", "Morse index after the event"),
+    "event_iterations": ("1", "iterations of the event's location"),
+    "event_hvps": ("1", "Hessian-vector products of the event's location"),
+    "event_located": ("1", "1 when the location converged, 0 when not"),
+    "event_checkpoint": ("1", "number K of the event's checkpoint OUT.ckpt/event_K.pt (x, null vector), -1 if none"),
+    "event_s": ("1", "process clock s at the event"),
+    "event_lambda": ("1", "multiplier lambda at the event"),
+    "event_gamma": ("1", "multiplier gamma at the event"),
+    "event_t": ("1", "task-path parameter t at the event"),
+    "event_R": (NATS, "rate R at the event"),
+    "event_D": (NATS, "distortion D at the event"),
+    "event_C": (NATS, "classification loss C at the event"),
+    "event_F": (NATS, "free energy J at the event"),
+    "event_eig": (EIG_UNITS, "the crossing eigenvalue of Hess_theta J at the located point (~0)"),
+}
+_KL = re.compile(r"kl_z(\d+)$")
+_CORRECTOR_NAMES = {"newton": "Newton", "adam": "Adam", "sgd": "SGD", "lbfgs": "L-BFGS"}
+
+
+def variable_attrs(name: str) -> dict:
+    """`units` and `long_name` of path variable `name` (VARIABLE_ATTRS, then the patterns kl_z<k>,
+    <corrector>_iters / <corrector>_updates); an unknown name: long_name = name, no units."""
+    if name in VARIABLE_ATTRS:
+        units, long_name = VARIABLE_ATTRS[name]
+    elif m := _KL.match(name):
+        units, long_name = NATS, f"KL of latent unit {m[1]}'s posterior to the prior (its rate), training set"
+    elif name.endswith("_iters") or name.endswith("_updates"):
+        kind, what = name.rsplit("_", 1)
+        what = "iterations" if what == "iters" else what
+        units, long_name = "1", f"{_CORRECTOR_NAMES.get(kind, kind)} {what} of the step's corrector runs"
+    else:
+        units, long_name = None, name
+    return {"long_name": long_name} if units is None else {"units": units, "long_name": long_name}
+
+
+@functools.lru_cache(maxsize=1)
+def package_version() -> str:
+    """The installed version of this package (distribution free-energy-continuation), or "unknown"."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def history_line(when: datetime | None = None) -> str:
+    """One line of the `history` attribute: "ISO-UTC-time: the command line" of this process."""
+    when = when or datetime.now(timezone.utc)
+    return f"{when.strftime('%Y-%m-%dT%H:%M:%SZ')}: {' '.join(sys.argv)}"
 
 
 def _is_int(name: str) -> bool:
@@ -74,6 +193,10 @@ def lock_file(path) -> Path:
     return Path(str(path) + ".lock")
 
 
+def journal_file(path) -> Path:
+    return Path(str(path) + ".journal")
+
+
 def tmp_file(path) -> Path:
     path = Path(path)
     return path.with_name(path.name + ".tmp")
@@ -86,25 +209,39 @@ EVENT_FLOAT = ("s", "lambda", "gamma", "t", "R", "D", "C", "F", "eig")
 
 def rows_to_dataset(rows: list[dict], attrs: dict) -> xr.Dataset:
     """Rows of scalars along `step`; a row's `eig` (a tuple) along (step, mode); the rows' `events`
-    (lists of dicts) along `event`, as event_<field> variables (continuation/events.py)."""
+    (lists of dicts) along `event`, as event_<field> variables (continuation/events.py).
+
+    The variables of rows[0] (a later row's extra keys are ignored, its missing ones NaN), each
+    with its units and long_name (variable_attrs); int64 for counters (_is_int, morse_index,
+    monitor_hvps), float64 otherwise. `attrs` with Conventions, continuation_version and history
+    (one line for this process) added where absent."""
     names = [n for n in (rows[0].keys() if rows else []) if n != "events"]
     data = {}
     for name in names:
         values = [r.get(name, np.nan) for r in rows]
         if name == "eig":
-            data[name] = (("step", "mode"), np.asarray(values, dtype=np.float64).reshape(len(rows), -1))
+            data[name] = (("step", "mode"), np.asarray(values, dtype=np.float64).reshape(len(rows), -1),
+                          variable_attrs(name))
             continue
         dtype = np.int64 if _is_int(name) or name == "morse_index" or name == "monitor_hvps" else np.float64
-        data[name] = ("step", np.asarray(values, dtype=dtype))
+        data[name] = ("step", np.asarray(values, dtype=dtype), variable_attrs(name))
     events = [e for r in rows for e in r.get("events", ())]
     if rows and "events" in rows[0]:
         for k in EVENT_TEXT:
-            data[f"event_{k}"] = ("event", np.asarray([str(e.get(k, "")) for e in events], dtype=object))
+            data[f"event_{k}"] = ("event", np.asarray([str(e.get(k, "")) for e in events], dtype=object),
+                                  variable_attrs(f"event_{k}"))
         for k in EVENT_INT:
-            data[f"event_{k}"] = ("event", np.asarray([int(e.get(k, -1)) for e in events], dtype=np.int64))
+            data[f"event_{k}"] = ("event", np.asarray([int(e.get(k, -1)) for e in events], dtype=np.int64),
+                                  variable_attrs(f"event_{k}"))
         for k in EVENT_FLOAT:
-            data[f"event_{k}"] = ("event", np.asarray([float(e.get(k, np.nan)) for e in events], dtype=np.float64))
-    return xr.Dataset(data, coords={"step": np.arange(len(rows))}, attrs=attrs)
+            data[f"event_{k}"] = ("event", np.asarray([float(e.get(k, np.nan)) for e in events], dtype=np.float64),
+                                  variable_attrs(f"event_{k}"))
+    attrs = dict(attrs)
+    attrs.setdefault("Conventions", CONVENTIONS)
+    attrs.setdefault("continuation_version", package_version())
+    attrs.setdefault("history", history_line())
+    step = xr.Variable("step", np.arange(len(rows)), variable_attrs("step"))
+    return xr.Dataset(data, coords={"step": step}, attrs=attrs)
 
 
 def _scalar(v):
@@ -112,19 +249,22 @@ def _scalar(v):
 
 
 def dataset_to_rows(ds: xr.Dataset) -> list[dict]:
-    """The rows a path dataset was written from (the inverse of rows_to_dataset)."""
+    """The rows a path dataset was written from (the inverse of rows_to_dataset). Cost: O(points x
+    variables), each variable's values taken once."""
     n = ds.sizes["step"]
-    flat = [k for k in ds.data_vars if ds[k].dims == ("step",)]
-    rows = [{k: ds[k].values[i].item() for k in flat} for i in range(n)]
+    flat = {k: ds[k].values for k in ds.data_vars if ds[k].dims == ("step",)}
+    rows = [{k: values[i].item() for k, values in flat.items()} for i in range(n)]
     if "eig" in ds.data_vars:
+        eig = ds["eig"].values
         for i in range(n):
-            rows[i]["eig"] = tuple(float(v) for v in ds["eig"].values[i])
+            rows[i]["eig"] = tuple(float(v) for v in eig[i])
     if "event_type" in ds.data_vars:
         for r in rows:
             r["events"] = []
-        fields = EVENT_TEXT + EVENT_INT + EVENT_FLOAT
+        fields = {k: ds[f"event_{k}"].values for k in EVENT_TEXT + EVENT_INT + EVENT_FLOAT
+                  if f"event_{k}" in ds.data_vars}
         for j in range(ds.sizes.get("event", 0)):
-            e = {k: _scalar(ds[f"event_{k}"].values[j]) for k in fields if f"event_{k}" in ds.data_vars}
+            e = {k: _scalar(values[j]) for k, values in fields.items()}
             if 0 <= e["step"] < n:
                 rows[e["step"]]["events"].append(e)
     return rows
@@ -139,243 +279,35 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
-def not_writable(target, e: BaseException) -> OutputNotWritable:
-    """The one-line error for a failed write of `target`: no space left, not writable, or the cause."""
-    code = getattr(e, "errno", None)
-    if code in (errno.ENOSPC, errno.EDQUOT):
-        why = "no space left on the device"
-    elif code in (errno.EROFS, errno.EACCES, errno.EPERM):
-        why = "not writable (read-only or forbidden folder)"
-    else:
-        try:
-            free = shutil.disk_usage(Path(target).parent).free
-        except OSError:
-            free = None
-        why = "no space left on the device" if free is not None and free < 1 << 20 else "could not be written"
-    return OutputNotWritable(f"{target}: {why} ({_first_line(e)})")
-
-
-def _test_kill(stage: str, step: int) -> None:
-    """The test hook (module docstring): SIGKILL this process at `stage` of point `step`."""
-    if os.environ.get("CONTINUATION_TEST_KILL_AT") == f"{stage}:{step}":
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
-
-
-class OutputLock:
-    """OUT.lock, created atomically (O_EXCL) with the owner's pid: one writer per output.
-
-    A lock whose pid is not alive (a killed run) is taken over, with a note on stderr. Re-entrant
-    within a process (run_config holds it around pre-training and continue_path)."""
-
-    _held: dict = {}  # lock file -> depth, in this process
-
-    def __init__(self, path):
-        self.path = Path(path)
-        self.file = lock_file(self.path)
-
-    def acquire(self) -> "OutputLock":
-        key = str(self.file.resolve())
-        if key in OutputLock._held:
-            OutputLock._held[key] += 1
-            return self
-        for _ in range(3):
-            try:
-                fd = os.open(self.file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                pid = self._owner()
-                if pid is not None and pid != os.getpid() and not _pid_alive(pid):
-                    print(f"note: {self.file}: taking over the lock of pid {pid}, which is no longer running",
-                          file=sys.stderr)
-                    with contextlib.suppress(FileNotFoundError):
-                        self.file.unlink()
-                    continue
-                if pid is None:
-                    raise OutputLocked(f"{self.path} is locked by {self.file}, which names no pid; remove it if no "
-                                       "run writes this output") from None
-                raise OutputLocked(f"{self.path} is being written by another run (pid {pid}, lock {self.file}); "
-                                   "wait for it, or use another --out") from None
-            except FileNotFoundError as e:
-                raise OutputNotWritable(f"{self.path}: its folder {self.path.parent} does not exist") from e
-            except OSError as e:
-                raise not_writable(self.path, e) from e
-            try:
-                os.write(fd, f"{os.getpid()}\n".encode())
-            except OSError as e:
-                os.close(fd)
-                self.file.unlink(missing_ok=True)
-                raise not_writable(self.file, e) from e
-            os.close(fd)
-            OutputLock._held[key] = 1
-            with contextlib.suppress(OSError):
-                tmp_file(self.path).unlink(missing_ok=True)  # a killed writer's leftover: ours now
-            return self
-        raise OutputLocked(f"{self.path}: could not take {self.file} (other runs are taking it)")
-
-    def _owner(self) -> int | None:
-        try:
-            text = self.file.read_text().strip()
-        except FileNotFoundError:
-            return None
-        except OSError:
-            return None
-        try:
-            return int(text)
-        except ValueError:
-            return None
-
-    def release(self) -> None:
-        key = str(self.file.resolve())
-        depth = OutputLock._held.get(key, 0)
-        if depth > 1:
-            OutputLock._held[key] = depth - 1
-            return
-        OutputLock._held.pop(key, None)
-        if depth == 1 and self._owner() == os.getpid():
-            with contextlib.suppress(OSError):
-                self.file.unlink()
-
-    def __enter__(self):
-        return self.acquire()
-
-    def __exit__(self, *exc):
-        self.release()
-
-
-class PathWriter:
-    """Appends points to a netCDF path and their theta to checkpoints, every point durable.
-
-    `critical`: a context manager factory that each write runs inside (the driver's: SIGINT and
-    SIGTERM wait until the write is done)."""
-
-    def __init__(self, path, attrs: dict, checkpoint_every: int = 1, rows=None, critical=None):
-        self.path = Path(path)
-        self.attrs = dict(attrs)
-        self.attrs["checkpoint_dir"] = checkpoint_dir(self.path).name
-        self.checkpoint_every = max(1, int(checkpoint_every))
-        self.rows = list(rows or [])
-        self.critical = critical or contextlib.nullcontext
-        folder = checkpoint_dir(self.path)
-        try:
-            if folder.exists() and not folder.is_dir():
-                raise PathFileError(f"{folder} (the checkpoint folder of {self.path}) is not a folder")
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise not_writable(folder, e) from e
-        self._forget_unnamed()
-
-    def _forget_unnamed(self) -> None:
-        """Delete checkpoints the file does not name (a run killed between its write and its pruning,
-        or before its write): nothing on disk refers to them."""
-        named = {int(r["checkpoint"]) for r in self.rows if int(r.get("checkpoint", -1)) >= 0}
-        for f in checkpoint_dir(self.path).glob("step_*.pt"):
-            try:
-                k = int(f.stem[len("step_"):])
-            except ValueError:
-                continue
-            if k not in named:
-                with contextlib.suppress(OSError):
-                    f.unlink()
-
-    def append(self, row: dict, x: torch.Tensor, mu: torch.Tensor) -> None:
-        step = len(self.rows)
-        if "events" in row:
-            base = sum(len(r.get("events", ())) for r in self.rows)
-            row = dict(row, events=[self._save_event(e, base + i) for i, e in enumerate(row["events"])])
-        with self.critical():
-            file = checkpoint_file(self.path, step)
-            try:
-                torch.save({"x": x.detach().cpu(), "mu": mu.detach().cpu(), "s": row["s"], "step": step}, file)
-            except (OSError, RuntimeError) as e:
-                with contextlib.suppress(OSError):
-                    file.unlink(missing_ok=True)
-                raise not_writable(file, e) from e
-            _test_kill("checkpoint", step)
-            self.rows.append(dict(row, checkpoint=step))
-            pruned = self._prunable(step)
-            if pruned is not None:
-                self.rows[pruned]["checkpoint"] = -1
-            try:
-                self._write()
-            except BaseException:
-                # the file on disk is the previous one: it names neither this point nor drops the pruned one
-                self.rows.pop()
-                if pruned is not None:
-                    self.rows[pruned]["checkpoint"] = pruned
-                raise
-            _test_kill("prune", step)
-            if pruned is not None:  # the file on disk no longer names it
-                checkpoint_file(self.path, pruned).unlink(missing_ok=True)
-
-    def _save_event(self, event: dict, k: int) -> dict:
-        """The event without its tensors, which go to OUT.ckpt/event_K.pt (never pruned)."""
-        x, v = event.get("x"), event.get("null_vector")
-        event = {k: val for k, val in event.items() if k not in ("x", "null_vector")}
-        if x is None:
-            return event
-        file = event_file(self.path, k)
-        try:
-            torch.save({"x": x.detach().cpu(), "null_vector": None if v is None else v.detach().cpu(),
-                        "event": event}, file)
-        except (OSError, RuntimeError) as e:
-            raise not_writable(file, e) from e
-        return dict(event, checkpoint=k)
-
-    def _prunable(self, step: int) -> int | None:
-        """Keep every checkpoint_every-th checkpoint and always the last two (resume, secant)."""
-        old = step - 2
-        if old >= 0 and old % self.checkpoint_every != 0 and self.rows[old]["checkpoint"] >= 0:
-            return old
-        return None
-
-    def finish(self, status: str, reason: str) -> xr.Dataset:
-        self.attrs.update(status=status, stop_reason=reason)
-        with self.critical():
-            return self._write()
-
-    def write(self) -> xr.Dataset:
-        with self.critical():
-            return self._write()
-
-    def _write(self) -> xr.Dataset:
-        ds = rows_to_dataset(self.rows, self.attrs)
-        tmp = tmp_file(self.path)
-        try:
-            ds.to_netcdf(tmp, engine="netcdf4")
-            _test_kill("write", len(self.rows) - 1)
-            os.replace(tmp, self.path)
-        except (OSError, RuntimeError) as e:  # netCDF4 reports a full disk as RuntimeError "NetCDF: HDF error"
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-            raise not_writable(self.path, e) from e
-        return ds
-
-
 def load_path(path) -> xr.Dataset:
     """Read a path dataset fully into memory (the file is closed on return).
 
+    While OUT.journal exists (a run writes the file, or was killed writing it) the dataset is
+    built from the journal's committed lines (rows_to_dataset: the same variables, dtypes and
+    attributes as the file once written whole), so a half-appended or damaged OUT is read as the
+    points on record; nothing is written. Cost: O(points) either way (the journal: one JSON line
+    per point).
+
     FileNotFoundError when there is no such file; PathFileError (one line naming the file) when
-    it is a folder, not a netCDF file, damaged or truncated, or not a continuation path."""
+    it is a folder, not a netCDF file, damaged or truncated, or not a continuation path, or when
+    its journal is damaged (a bad line before the last)."""
+    from .writer import read_journal
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"path file not found: {path}")
     if path.is_dir():
         raise PathFileError(f"{path} is a folder, not a path file")
-    try:
-        with xr.open_dataset(path, engine="netcdf4") as ds:
-            ds = ds.load()
-    except (OSError, RuntimeError, ValueError, KeyError, IndexError, TypeError) as e:
-        raise PathFileError(f"{path} is not a readable netCDF path file (damaged, truncated or another format: "
-                            f"{_first_line(e)})") from e
+    journal = read_journal(path)
+    if journal is not None:
+        ds = rows_to_dataset(journal[1], journal[0])
+    else:
+        try:
+            with xr.open_dataset(path, engine="netcdf4", decode_timedelta=False) as ds:
+                ds = ds.load()
+        except (OSError, RuntimeError, ValueError, KeyError, IndexError, TypeError) as e:
+            raise PathFileError(f"{path} is not a readable netCDF path file (damaged, truncated or another format: "
+                                f"{_first_line(e)})") from e
     if "step" not in ds.dims:
         raise PathFileError(f"{path} is not a continuation path: it has no 'step' dimension")
     missing = [v for v in PATH_VARIABLES if v not in ds.data_vars or ds[v].dims != ("step",)]
@@ -437,3 +369,17 @@ def _check_point(point, file, k: int, row: dict, size: int | None) -> None:
     if size is not None and x.numel() != size:
         raise PathFileError(f"checkpoint {file} holds {x.numel()} parameters; this run's problem has {size} "
                             "(a path written by a problem of another size)")
+
+
+# the writer's names, importable from here as before the split (continuation/writer.py imports
+# this module, so they are looked up on first use, not imported at the top)
+_WRITER_NAMES = frozenset({"PathWriter", "OutputLock", "not_writable", "read_journal", "_test_kill", "_pid_alive"})
+
+
+def __getattr__(name: str):
+    if name in _WRITER_NAMES:
+        from . import writer
+
+        return getattr(writer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+

@@ -116,6 +116,7 @@ def assert_same_path(full, part):
     a, b = load_path(full), load_path(part)
     for ds in (a, b):
         del ds.attrs["checkpoint_dir"]  # names the file's own checkpoint folder
+        del ds.attrs["history"]  # the sessions that wrote the file: a resume adds one
     xr.testing.assert_identical(a.drop_vars("seconds"), b.drop_vars("seconds"))
     assert torch.equal(load_point(full)["x"], load_point(part)["x"])
 
@@ -216,28 +217,43 @@ def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(tmp_path, compet
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_tmp(tmp_path, competition, monkeypatch):
+    import continuation.writer as writer_module
+
     out = tmp_path / "p.nc"
-    real = xr.Dataset.to_netcdf
-    calls = []
+    real = writer_module._open_append
+    appends = []
 
-    def full_disk(self, path, *a, **k):
-        calls.append(path)
-        if len(calls) == 2:  # the second point: a half-written temporary file, then ENOSPC
-            Path(path).write_bytes(b"\x89HDF" + b"\0" * 100)
+    class HalfAppended:
+        """The second point's append in place: its step written into OUT, then ENOSPC."""
+
+        def __init__(self, path):
+            with real(path) as nc:
+                nc["step"][len(nc.dimensions["step"])] = 99
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        @property
+        def variables(self):
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(self, path, *a, **k)
 
-    monkeypatch.setattr(xr.Dataset, "to_netcdf", full_disk)
+    def full_disk(path):
+        appends.append(path)
+        return HalfAppended(path) if len(appends) == 1 else real(path)
+
+    monkeypatch.setattr(writer_module, "_open_append", full_disk)
     with pytest.raises(OutputNotWritable) as err:
         small_run(competition, out)
     msg = str(err.value)
-    assert "\n" not in msg and str(out) in msg and "no space left" in msg
+    assert appends and "\n" not in msg and str(out) in msg and "no space left" in msg
     assert not tmp_file(out).exists() and not lock_file(out).exists()
     ds = load_path(out)  # the point before is intact, and so is every checkpoint it names
     assert ds.sizes["step"] == 1 and ds.attrs["status"] == "running"
     assert_every_named_checkpoint_exists(out)
     # netCDF's own report of a full disk (RuntimeError "NetCDF: HDF error") is one line too
-    calls.clear()
     monkeypatch.setattr(xr.Dataset, "to_netcdf", lambda self, path, *a, **k: (_ for _ in ()).throw(
         RuntimeError("NetCDF: HDF error")))
     with pytest.raises(OutputNotWritable, match=r"could not be written|no space left"):
