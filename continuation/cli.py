@@ -95,16 +95,13 @@ def _path_file(path: Path, what: str, step: int | None = None) -> None:
         raise ConfigError(f"{what} {path} is a directory, not a path file")
     if not path.exists():
         raise FileNotFoundError(f"{what} {path}: path file not found")
-    try:
-        import netCDF4
+    from .errors import PathFileError
+    from .path import load_path
 
-        with netCDF4.Dataset(path, "r") as nc:
-            n = len(nc.dimensions["step"]) if "step" in nc.dimensions else None
-    except OSError as e:
-        raise ConfigError(f"{what} {path}: not a readable netCDF file ({_first_line(e)}): truncated, damaged, or "
-                          f"not a path file") from None
-    if n is None:
-        raise ConfigError(f"{what} {path}: not a path file written by continuation (no 'step' dimension)")
+    try:  # load_path: a killed run's file is read from its journal (continuation/writer.py)
+        n = load_path(path).sizes["step"]
+    except PathFileError as e:
+        raise ConfigError(f"{what}: {_first_line(e)}") from None
     if step is not None and not -n <= step < n:
         raise ConfigError(f"--from-step {step} is out of range: {path} has {n} points (0 to {n - 1}, or -1 to "
                           f"-{n} from the end)")

@@ -28,7 +28,7 @@ from problems.base import StochasticProblem
 from .checks import _leaves, check_inputs, check_strategies
 from .monitor import Monitor
 from .errors import ContinuationError, OutputExists, RunInterrupted
-from .path import OutputLock, PathWriter, load_path, rows_to_dataset
+from .path import OutputLock, PathWriter, dataset_to_rows, journal_file, load_path, rows_to_dataset
 from .projections import NoProjection
 from .stepper import Stepper, Strategies, named
 from .strategy import settings_of
@@ -118,6 +118,10 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, proj
                     starts.same_setup(out, attrs)
                     old = starts.load_path(out)
                     if old.attrs.get("status") != "running":
+                        if journal_file(out).exists():  # killed inside finish: the journal has the status, OUT not yet
+                            done = PathWriter(out, dict(old.attrs), checkpoint_every, rows=dataset_to_rows(old),
+                                              critical=guard.critical)
+                            return done.finish(old.attrs["status"], old.attrs.get("stop_reason", ""))
                         return old
                     state, rows = starts.resume(stepper, out, template)
                     attrs.update({k: old.attrs[k] for k in ("C0", "G0", "start_draw") if k in old.attrs})

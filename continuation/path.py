@@ -306,7 +306,7 @@ def load_path(path) -> xr.Dataset:
             with xr.open_dataset(path, engine="netcdf4", decode_timedelta=False) as ds:
                 ds = ds.load()
         except (OSError, RuntimeError, ValueError, KeyError, IndexError, TypeError) as e:
-            raise PathFileError(f"{path} is not a readable netCDF path file (damaged, truncated or another format: "
+            raise PathFileError(f"{path} is not a readable netCDF file (a path file damaged, truncated, or another format: "
                                 f"{_first_line(e)})") from e
     if "step" not in ds.dims:
         raise PathFileError(f"{path} is not a continuation path: it has no 'step' dimension")

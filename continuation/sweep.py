@@ -219,6 +219,8 @@ def run_member(config: dict, path: str, index: int = 0) -> dict:
 
     report = _reporter(index)
     path = Path(path)
+    if report is not None:
+        report(-1, None)  # started (pre-training, if any, reports no point for a while)
     try:
         with _local_writes():
             ds = run_config(config, path, resume=path.exists(), progress=False, on_point=report)
@@ -273,10 +275,12 @@ def _reporter(index: int):
     except (ImportError, ValueError):
         return None
 
-    def report(step: int, row: dict) -> None:
+    def report(step: int, row: dict | None) -> None:
         try:
-            worker.log_event(TOPIC, {"index": index, "step": int(step), "lambda": float(row["lambda"]),
-                                     "gamma": float(row["gamma"]), "t": float(row["t"])})
+            msg = {"index": index, "step": int(step)}
+            if row is not None:
+                msg.update({k: float(row[k]) for k in ("lambda", "gamma", "t")})
+            worker.log_event(TOPIC, msg)
         except Exception:  # noqa: BLE001 - progress is best effort; the run is not
             pass
 
@@ -386,8 +390,8 @@ def _run_members(todo, out: Path, total: int, workers, scheduler, progress, clie
             if progress and time.monotonic() - shown > 1.0:
                 shown = time.monotonic()
                 failed = sum(r["status"] == "failed" for r in results.values())
-                running = _running(client, pending, where)
-                now = ", ".join(f"{i}: lambda {where[i]['lambda']:.4g}" for i in running if i in where)
+                running = _running(pending, where)
+                now = ", ".join(f"{i}: lambda {where[i]['lambda']:.4g}" for i in running if "lambda" in where[i])
                 bar.set_postfix_str(f"done {len(results) - failed}, running {len(running)}, queued "
                                     f"{len(pending) - len(running)}, failed {failed}" + (f" [{now}]" if now else ""))
             if pending:
@@ -404,14 +408,10 @@ def _run_members(todo, out: Path, total: int, workers, scheduler, progress, clie
     return results
 
 
-def _running(client, pending: dict, where: dict) -> list[int]:
-    """Indices of the pending members a worker is processing (the scheduler's view; else those
-    that reported a point)."""
-    try:
-        keys = {k for ks in client.processing().values() for k in ks}
-        return sorted(m.index for f, m in pending.items() if f.key in keys)
-    except Exception:  # noqa: BLE001 - progress only
-        return sorted(i for i in where if any(m.index == i for m in pending.values()))
+def _running(pending: dict, where: dict) -> list[int]:
+    """Indices of the pending members that have started on a worker (their first report: the
+    scheduler's `processing` also counts tasks queued on a worker behind another)."""
+    return sorted(i for i in where if any(m.index == i for m in pending.values()))
 
 
 def combine(out, members: list[Member], failures: dict | None = None, *, config: dict | None = None) -> xr.Dataset:

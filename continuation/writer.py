@@ -12,6 +12,10 @@ One point k (PathWriter.append), in this order:
   4. the newline -> OUT.journal: the point is on record
   5. the checkpoint of point k - 2 deleted, when pruned             hook "prune"
 
+At the end (finish): the status line -> OUT.journal (hook "finish": on record, OUT still says
+"running"; a resume then writes OUT whole and deletes the journal), OUT written whole, the
+journal deleted.
+
 A kill before 4 loses point k only (a torn last journal line is dropped on read, and the next
 writer forgets its checkpoint); after 4 the point is kept whatever state OUT is in: HDF5 can
 leave a file unreadable when killed during its metadata flush, but `load_path` reads the journal
@@ -434,6 +438,7 @@ class PathWriter:
             try:
                 if size is not None:
                     self._journal_put({"attrs": {"status": status, "stop_reason": reason}}, commit=True)
+                    _kill("finish", len(self.rows) - 1)
                 ds = self._write_whole()
             except BaseException:  # OUT is the running file still: the record says so too
                 self.attrs.update(before)

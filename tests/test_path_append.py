@@ -283,3 +283,23 @@ def test_killed_half_way_through_an_append_resumes_to_the_uninterrupted_path(tmp
     assert len(history) == 2 and f"run {cfg} --quiet --out {part}" in history[0]
     for name in b.variables:  # every variable of a real path has its name, and its units but for text
         assert b[name].attrs.get("long_name") and ("units" in b[name].attrs or b[name].dtype.kind in "OU"), name
+
+
+def test_killed_inside_finish_a_resume_writes_the_file_and_deletes_the_journal(tmp_path):
+    """SIGKILL after the status line is on record, before OUT is rewritten (hook "finish"): the
+    path reads as finished (from the journal); `--resume` writes OUT whole with that status and
+    removes the journal, computing nothing again."""
+    config = GAUSSIAN.replace("target = {lambda = 1.5}", "target = {lambda = 1.2}")
+    cfg = tmp_path / "g.toml"
+    cfg.write_text(config)
+    full, part = tmp_path / "full.nc", tmp_path / "part.nc"
+    assert cli.main(["run", str(cfg), "--quiet", "--out", str(full)]) == 0
+    n = load_path(full).sizes["step"]
+    run = subprocess.run(cli_cmd(cfg, part), env=env(CONTINUATION_TEST_KILL_AT=f"finish:{n - 1}"),
+                         capture_output=True)
+    assert run.returncode == -signal.SIGKILL, run.stderr.decode()[-2000:]
+    assert journal_file(part).exists() and read_nc(part).attrs["status"] == "running"
+    assert load_path(part).attrs["status"] == "finished"
+    assert cli.main(["run", str(cfg), "--quiet", "--out", str(part), "--resume"]) == 0
+    assert not journal_file(part).exists() and read_nc(part).attrs["status"] == "finished"
+    assert_same_path(full, part)
