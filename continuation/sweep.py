@@ -306,7 +306,9 @@ def _client(scheduler: str | None, workers: int | None):
     n = workers if workers is not None else (os.cpu_count() or 1)
     if not isinstance(n, int) or n < 1:
         raise ConfigError(f"--workers must be an integer >= 1, got {workers!r}")
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+    # ":0": the scheduler's HTTP server (health, and the dashboard where bokeh is installed) on a free
+    # port, so that two sweeps at once do not compete for 8787
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                            silence_logs=40)
     return Client(cluster), cluster
 

@@ -104,7 +104,7 @@ def client():
     """One LocalCluster of 2 single-threaded worker processes for the module (a start costs seconds)."""
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                       silence_logs=40) as cluster, Client(cluster) as c:
         yield c
 
