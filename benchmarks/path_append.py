@@ -3,7 +3,7 @@ the whole-file rewrite it replaced, side by side on the same rows.
 
 The row is a real one: the second point of the linear-Gaussian iso-C run of
 validation/configs/gaussian_iso_c.toml (3 points run here, a few seconds), with its attributes
-(settings and config as JSON) and its monitor variables: 26 variables along `step`, `eig` of 3
+(settings and config as JSON) and its monitor variables: 25 variables along `step`, `eig` of 3
 modes, no events; theta (4 parameters) checkpointed at every point (checkpoint_every = 1, so the
 pruning deletes one file a point in both). Each writer gets `--points` points (default 1000), s
 and lambda moving; every append is timed (its checkpoint included). Then, for the cost at a long

@@ -189,7 +189,8 @@ def _main(args) -> int:
             _writable_target(args.out, "plot --out")
             drawn = plot_sweep(sweeps[0], args.out)
             note = f"; skipped, no points: {'; '.join(drawn.skipped.values())}" if drawn.skipped else ""
-            print(f"wrote {drawn.path}: {len(drawn.colors)} members{note}")
+            k = len(drawn.colors)
+            print(f"wrote {drawn.path}: {k} member{'s' if k != 1 else ''}{note}")
             return 0
         for p in args.paths:
             _path_file(p, "plot")
@@ -248,7 +249,10 @@ def _sweep(args) -> int:
         raise ConfigError(f"sweep --out {args.out} is a file; give a folder")
     import signal
 
+    got = {"code": 130}
+
     def _term(signum, frame):  # SIGTERM as Ctrl-C: the cluster is closed on the way out
+        got["code"] = 128 + signum
         raise KeyboardInterrupt
 
     old = signal.signal(signal.SIGTERM, _term)
@@ -257,9 +261,10 @@ def _sweep(args) -> int:
     except KeyboardInterrupt:
         if args.debug:
             raise
-        print(f"error: sweep interrupted; every member keeps the points it wrote: resume with python -m continuation "
-              f"sweep {args.config} --out {args.out}", file=sys.stderr)
-        return 130
+        name = "SIGTERM" if got["code"] == 143 else "SIGINT"
+        print(f"error: sweep interrupted ({name}); every member keeps the points it wrote: resume with python -m "
+              f"continuation sweep {args.config} --out {args.out}", file=sys.stderr)
+        return got["code"]
     finally:
         signal.signal(signal.SIGTERM, old)
     axes = [k for k in ds.coords if ds[k].dims == ("run",) and k != "run"]

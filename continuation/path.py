@@ -171,10 +171,25 @@ def package_version() -> str:
         return "unknown"
 
 
+COMMAND: str | None = None  # the command a history line names, where it is not this process's (a sweep member)
+
+
+def command_line() -> str:
+    """This process's command line as it was typed (`python -m continuation run ...`: sys.orig_argv,
+    not sys.argv, whose first item is the module's file), quoted for a shell."""
+    import shlex
+
+    argv = list(getattr(sys, "orig_argv", None) or sys.argv)
+    if argv and Path(argv[0]).name.startswith("python"):
+        argv[0] = "python"
+    return shlex.join(argv)
+
+
 def history_line(when: datetime | None = None) -> str:
-    """One line of the `history` attribute: "ISO-UTC-time: the command line" of this process."""
+    """One line of the `history` attribute: "ISO-UTC-time: the command" (COMMAND where set, else
+    this process's command line)."""
     when = when or datetime.now(timezone.utc)
-    return f"{when.strftime('%Y-%m-%dT%H:%M:%SZ')}: {' '.join(sys.argv)}"
+    return f"{when.strftime('%Y-%m-%dT%H:%M:%SZ')}: {COMMAND or command_line()}"
 
 
 def _is_int(name: str) -> bool:

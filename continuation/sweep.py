@@ -31,9 +31,11 @@ The family: DIR/sweep.nc, every member's path along `run` (coordinate: the membe
 one coordinate along `run` per axis, named by its key, e.g. `start.gamma`). Paths are ragged:
 variables along `step` are padded to the longest member (NaN for floats, -1 for integers, "" for
 text) and `length` (run) says how many points each has; events likewise along `event` with
-`n_events`. Per member: `status` ("finished", "stopped", "running", "failed"), `stop_reason` (the
-failure's reason for a failed member), `file`, and `config` (JSON). Attributes shared by every
-member are the dataset's; `sweep_axes` (JSON), `sweep_mode`, `sweep_config` (JSON of the base
+`n_events` (the padding -1 of an integer variable is told from a real -1, e.g. `morse_index` or
+`checkpoint`, by `length` alone). Per member: `status` ("finished", "stopped", "running",
+"failed"), `stop_reason` (the failure's reason for a failed member), `file`, `config` (JSON), and
+`member_attrs` (JSON: the path attributes that differ between members, e.g. settings, C0,
+history). Attributes shared by every member are the dataset's; `sweep_axes` (JSON), `sweep_mode`, `sweep_config` (JSON of the base
 configuration) describe the sweep. `load_sweep(DIR)` reads it back.
 """
 
@@ -160,30 +162,62 @@ def expand(config: dict, *, check: bool = True) -> list[Member]:
     return members
 
 
+IGNORED = (("output", "progress"),)  # keys that change no number: a resume ignores them too
+
+
+def _without_ignored(config: dict) -> dict:
+    config = copy.deepcopy(config)
+    for section, key in IGNORED:
+        if isinstance(config.get(section), dict):
+            config[section].pop(key, None)
+            if not config[section]:
+                del config[section]
+    return config
+
+
 def _plan(config: dict, members: list[Member]) -> dict:
     axes, mode = sweep_axes(config)
-    return {"config": config, "axes": list(axes), "mode": mode,
+    return {"config": _without_ignored(config), "axes": list(axes), "mode": mode,
             "members": [{"index": m.index, "values": m.values, "file": m.file} for m in members]}
 
 
+def _first_difference(old, new, where: str = "") -> str | None:
+    """The first dotted key at which two JSON values differ, with both values."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in sorted(set(old) | set(new), key=str):
+            d = _first_difference(old.get(k, "(absent)"), new.get(k, "(absent)"), f"{where}.{k}" if where else str(k))
+            if d:
+                return d
+        return None
+    if old != new:
+        return f"{where or 'the sweep'}: {json.dumps(old)} in the folder, {json.dumps(new)} now"
+    return None
+
+
 def _check_plan(out: Path, plan: dict) -> None:
-    """DIR holds this sweep or none: a folder of another sweep's files is refused, one line."""
+    """DIR holds this sweep or none: a folder of another sweep's member files is refused, one line
+    naming the first difference. A plan whose members never wrote a file (a sweep that failed to
+    start) is replaced."""
     file = out / PLAN_FILE
+    written = sorted(p.name for p in out.glob("run_*.nc"))
     if not file.exists():
-        stray = sorted(p.name for p in out.glob("run_*.nc"))
-        if stray:
-            raise ConfigError(f"{out} holds path files ({', '.join(stray[:3])}) but no {PLAN_FILE}: not a sweep "
+        if written:
+            raise ConfigError(f"{out} holds path files ({', '.join(written[:3])}) but no {PLAN_FILE}: not a sweep "
                               "folder; use another --out")
+        return
+    if not written:
         return
     try:
         old = json.loads(file.read_text())
     except (OSError, ValueError) as e:
         raise ConfigError(f"{file} is not readable JSON ({e}); remove it, or use another --out") from None
     mine = json.loads(json.dumps(plan, sort_keys=True, default=str))
+    if isinstance(old.get("config"), dict):
+        old["config"] = _without_ignored(old["config"])
     if old != mine:
-        what = next((k for k in ("axes", "mode", "members", "config") if old.get(k) != mine.get(k)), "config")
-        raise ConfigError(f"{out} holds a sweep of another configuration (its {what} differ); re-run that "
-                          "configuration to resume it, or use another --out")
+        what = _first_difference(old.get("config"), mine.get("config")) or _first_difference(old, mine)
+        raise ConfigError(f"{out} holds a sweep of another configuration ({what}); re-run that configuration "
+                          "to resume it, or use another --out")
 
 
 def _member_status(path: Path) -> str | None:
@@ -203,10 +237,11 @@ def _first_line(e: BaseException) -> str:
     return text[0] if text else type(e).__name__
 
 
-def run_member(config: dict, path: str, index: int = 0) -> dict:
+def run_member(config: dict, path: str, index: int = 0, command: str | None = None) -> dict:
     """Run (or resume) one member into `path`; the Dask task. Returns {"status", "stop_reason",
     "points", "lambda"}; a member that raises returns status "failed" with the one-line reason
-    (the exception does not cross to the client, so the others go on).
+    (the exception does not cross to the client, so the others go on). `command`: the sweep's
+    command line, for the path's `history` (a worker's own command line says nothing).
 
     One torch thread (the worker's core); progress goes to the Dask event topic TOPIC when run on
     a worker."""
@@ -217,8 +252,11 @@ def run_member(config: dict, path: str, index: int = 0) -> dict:
     from .errors import ContinuationError, FileProblem
     from .run import run_config
 
+    from . import path as paths
+
     report = _reporter(index)
     path = Path(path)
+    paths.COMMAND = f"{command} (member {index})" if command else None  # the path's history names the sweep
     if report is not None:
         report(-1, None)  # started (pre-training, if any, reports no point for a while)
     try:
@@ -329,6 +367,13 @@ def run_sweep(config: dict, out, *, workers: int | None = None, scheduler: str |
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"--out {out}: cannot create the sweep folder ({e.strerror or e})") from None
+    from .path import OutputLock
+
+    with OutputLock(out / SWEEP_FILE):  # one sweep per folder (DIR/sweep.nc.lock, the pid)
+        return _run_locked(config, out, members, plan, workers, scheduler, progress, client)
+
+
+def _run_locked(config, out: Path, members, plan, workers, scheduler, progress, client) -> xr.Dataset:
     _check_plan(out, plan)
     (out / PLAN_FILE).write_text(json.dumps(plan, indent=1, sort_keys=True, default=str) + "\n")
     results = {}
@@ -364,13 +409,18 @@ def _run_members(todo, out: Path, total: int, workers, scheduler, progress, clie
             where[int(msg["index"])] = msg
 
     results: dict[int, dict] = {}
-    bar = tqdm(total=len(todo), disable=not progress, unit="member", leave=True, file=sys.stderr)
+    # the bar redraws in place on a terminal only; in a log (a batch job) there is a line per member
+    bar = tqdm(total=len(todo), disable=not (progress and sys.stderr.isatty()), unit="member", leave=True,
+               file=sys.stderr)
     try:
         try:
             client.subscribe_topic(TOPIC, on_event)
         except Exception:  # noqa: BLE001 - progress only
             pass
-        futures = {client.submit(run_member, m.config, str(out / m.file), m.index, key=f"sweep-{out.name}-{m.file}-"
+        from .path import command_line
+
+        command = command_line()
+        futures = {client.submit(run_member, m.config, str(out / m.file), m.index, command, key=f"sweep-{out.name}-{m.file}-"
                                  f"{time.time_ns()}", pure=False, retries=0): m for m in todo}
         pending = dict(futures)
         shown = 0.0
@@ -385,11 +435,12 @@ def _run_members(todo, out: Path, total: int, workers, scheduler, progress, clie
                 results[m.index] = r
                 where.pop(m.index, None)
                 bar.update(1)
+                shown = 0.0  # the counts now
                 if progress:
                     why = f": {r['stop_reason']}" if r.get("stop_reason") else ""
-                    bar.write(f"{m.file} ({m.label()}): {r['status']}, {r.get('points')} points{why}",
+                    tqdm.write(f"{m.file} ({m.label()}): {r['status']}, {r.get('points')} points{why}",
                               file=sys.stderr)
-            if progress and time.monotonic() - shown > 1.0:
+            if not bar.disable and time.monotonic() - shown > 1.0:
                 shown = time.monotonic()
                 failed = sum(r["status"] == "failed" for r in results.values())
                 running = _running(pending, where)
@@ -398,7 +449,7 @@ def _run_members(todo, out: Path, total: int, workers, scheduler, progress, clie
                                     f"{len(pending) - len(running)}, failed {failed}" + (f" [{now}]" if now else ""))
             if pending:
                 time.sleep(0.25)
-        if progress:
+        if not bar.disable:
             failed = sum(r["status"] == "failed" for r in results.values())
             bar.set_postfix_str(f"done {len(results) - failed}, failed {failed}")
     finally:
@@ -420,7 +471,7 @@ def combine(out, members: list[Member], failures: dict | None = None, *, config:
     """The sweep's members as one dataset along `run` (module docstring), written to DIR/sweep.nc
     (atomically: a temporary file, then a rename). `failures`: index -> {"stop_reason": ...} of the
     members that failed in this invocation."""
-    from .path import load_path
+    from .path import command_line, load_path
 
     out = Path(out)
     failures = failures or {}
@@ -436,8 +487,8 @@ def combine(out, members: list[Member], failures: dict | None = None, *, config:
     ds.attrs.update(sweep_axes=json.dumps(axes), sweep_mode=(sweep_axes(config)[1] if config else "product"),
                     sweep_config=json.dumps(config or {}, sort_keys=True, default=str))
     ds.attrs["history"] = (ds.attrs.get("history", "") + "\n" if ds.attrs.get("history") else "") + \
-        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%dT%H:%M:%SZ} combined by continuation.sweep " \
-        f"from {len(members)} member files"
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%dT%H:%M:%SZ}: {command_line()} (combined " \
+        f"{len(members)} member files)"
     tmp = out / (SWEEP_FILE + ".tmp")
     with _local_writes():
         ds.to_netcdf(tmp, engine="netcdf4")
@@ -445,7 +496,7 @@ def combine(out, members: list[Member], failures: dict | None = None, *, config:
     return ds
 
 
-_PER_MEMBER = ("status", "stop_reason", "config", "settings", "history", "checkpoint_dir", "C0", "G0", "start_draw")
+_OWN_VARIABLE = ("status", "stop_reason", "config")  # per-member attributes with a variable of their own
 
 
 def _fill(dtype):
@@ -485,7 +536,7 @@ def _stack(members, loaded, failures) -> xr.Dataset:
                                           "units": "1"})
     status, reason = [], []
     for m, d in zip(members, loaded):
-        if m.index in failures:
+        if m.index in failures and not (d is not None and d.attrs.get("status") in DONE):
             status.append("failed")
             reason.append(str(failures[m.index].get("stop_reason", "")))
         elif d is None:
@@ -512,11 +563,25 @@ def _stack(members, loaded, failures) -> xr.Dataset:
     attrs = {}
     if present:
         for k, v in present[0].attrs.items():
-            if k in _PER_MEMBER:
-                continue
-            if all(d.attrs.get(k) == v for d in present):
+            if k not in _OWN_VARIABLE and all(k in d.attrs and _same(d.attrs[k], v) for d in present):
                 attrs[k] = v
+    own = [{k: _plain(v) for k, v in d.attrs.items() if k not in attrs and k not in _OWN_VARIABLE}
+           if d is not None else {} for d in loaded]
+    data["member_attrs"] = text([json.dumps(a, sort_keys=True) for a in own],
+                                "the member's path attributes that differ between members (JSON: settings, "
+                                "C0, history, ...)")
     return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def _same(a, b) -> bool:
+    return bool(np.all(np.asarray(a) == np.asarray(b))) if np.shape(a) == np.shape(b) else False
+
+
+def _plain(v):
+    """An attribute value as JSON takes it (numpy scalars and arrays to Python)."""
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return v.item() if hasattr(v, "item") else v
 
 
 def load_sweep(path) -> xr.Dataset:
@@ -540,13 +605,13 @@ def load_sweep(path) -> xr.Dataset:
     return ds
 
 
-MEMBER_VARIABLES = ("length", "n_events", "status", "stop_reason", "file", "config")
+MEMBER_VARIABLES = ("length", "n_events", "status", "stop_reason", "file", "config", "member_attrs")
 
 
 def member_path(ds: xr.Dataset, run: int) -> xr.Dataset:
     """Member `run` of a combined sweep dataset as the path dataset it was: padding removed, the
-    per-member variables (status, stop_reason, config) back as attributes, the swept values as
-    attributes `sweep_<key>`."""
+    per-member variables (status, stop_reason, config, member_attrs) back as attributes, the swept
+    values as attributes `sweep_<key>`."""
     one = ds.isel(run=run)
     n = int(one["length"])
     one = one.isel(step=slice(0, n))
@@ -554,6 +619,8 @@ def member_path(ds: xr.Dataset, run: int) -> xr.Dataset:
         one = one.isel(event=slice(0, int(one["n_events"])))
     attrs = {k: v for k, v in ds.attrs.items() if not k.startswith("sweep_")}
     attrs.update({k: str(one[k].values) for k in ("status", "stop_reason", "config")})
+    if "member_attrs" in one:
+        attrs.update(json.loads(str(one["member_attrs"].values)))
     swept = [k for k in one.coords if k not in one.dims and k != "run"]
     attrs.update({f"sweep_{k}": one[k].values.item() for k in swept})
     one = one.drop_vars([*MEMBER_VARIABLES, *swept, "run"], errors="ignore")

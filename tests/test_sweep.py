@@ -161,6 +161,11 @@ def test_two_workers_give_the_paths_run_one_by_one(two_workers, serial):
     assert n < ds.sizes["step"] and np.isnan(short["lambda"].values[n:]).all()
     assert (short["hvps"].values[n:] == -1).all() and short["hvps"].dtype.kind == "i"
     assert load_sweep(folder)["lambda"].attrs == ds["lambda"].attrs
+    for i, m in enumerate(members):  # the member's attributes come back, those that differ between members too
+        back, file = member_path(ds, i).attrs, load_path(folder / m.file).attrs
+        for key in ("settings", "C0", "G0", "checkpoint_dir", "status", "stop_reason", "config", "history"):
+            assert back[key] == file[key], (i, key)
+        assert "sweep" in file["history"] and f"(member {i})" in file["history"]  # not the worker's command line
 
 
 def test_one_worker_gives_identical_data(two_workers, tmp_path):
@@ -186,7 +191,8 @@ def test_a_rerun_resumes_only_unfinished_members(two_workers, tmp_path, serial, 
     assert {f.name: f.stat().st_mtime_ns for f in tmp_path.glob("run_00[013].nc")} == before  # not run again
     _same_path(member_path(ds, 2), serial[1][2], "the re-run member")
     # another configuration in this folder is refused, one line
-    with pytest.raises(ConfigError, match="holds a sweep of another configuration"):
+    with pytest.raises(ConfigError, match=r"another configuration \(sweep.start.gamma: \[1.0, 1.5\] in the folder, "
+                                          r"\[1.0, 1.25\] now\)"):
         run_sweep(_config(SWEEP.replace("[1.0, 1.5]", "[1.0, 1.25]")), tmp_path, client=client, progress=False)
 
 
@@ -217,12 +223,30 @@ def test_the_cli_runs_a_sweep_and_says_how_each_member_ended(tmp_path):
         assert r.returncode == 2 and message in r.stderr and r.stderr.count("\n") == 1, (args, r.stderr)
 
 
-def test_an_unreachable_scheduler_is_one_line(tmp_path, monkeypatch):
+def test_an_unreachable_scheduler_is_one_line_and_leaves_the_folder_free(tmp_path, monkeypatch):
     import continuation.sweep as sweep
 
     monkeypatch.setattr(sweep, "CONNECT_TIMEOUT", "1s")
     with pytest.raises(ConfigError, match="could not connect to a Dask scheduler"):
         run_sweep(_config(SWEEP), tmp_path, scheduler="tcp://127.0.0.1:9", progress=False)
+    other = _config(SWEEP.replace("[1.0, 1.5]", "[2.0]"))  # no member wrote a file: another sweep may take the folder
+    sweep._check_plan(tmp_path, sweep._plan(other, expand(other)))
+    progress_only = _config(SWEEP + "\n[output]\nprogress = false\n")
+    (tmp_path / "run_000.nc").write_bytes(b"")  # a member file: the plan now binds, but [output] progress may change
+    sweep._check_plan(tmp_path, sweep._plan(progress_only, expand(progress_only)))
+
+
+def test_a_second_sweep_into_a_folder_being_swept_is_refused(tmp_path):
+    from continuation.errors import OutputLocked
+
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "sweep.nc.lock").write_text(f"{alive.pid}\n")  # a live sweep's lock
+        with pytest.raises(OutputLocked, match="is being written by another run"):
+            run_sweep(_config(SWEEP), tmp_path, workers=1, progress=False)
+        assert not (tmp_path / "sweep.json").exists()
+    finally:
+        alive.kill()
 
 
 @pytest.mark.slow
