@@ -20,7 +20,7 @@ import torch
 pytest.importorskip("distributed")
 
 from continuation.config import ConfigError  # noqa: E402
-from continuation.path import load_path  # noqa: E402
+from continuation.path import command_line, load_path  # noqa: E402
 from continuation.sweep import expand, load_sweep, member_path, run_member, run_sweep  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,9 +165,10 @@ def test_two_workers_give_the_paths_run_one_by_one(two_workers, serial):
         back, file = member_path(ds, i).attrs, load_path(folder / m.file).attrs
         for key in ("settings", "C0", "G0", "checkpoint_dir", "status", "stop_reason", "config", "history"):
             assert back[key] == file[key], (i, key)
-        assert "sweep" in file["history"] and f"(member {i})" in file["history"]  # not the worker's command line
+        assert file["history"].endswith(f"{command_line()} (member {i})")  # this process's command, not the worker's
 
 
+@pytest.mark.slow
 def test_one_worker_gives_identical_data(two_workers, tmp_path):
     _, two = two_workers
     one = run_sweep(_config(SWEEP), tmp_path, workers=1, progress=False)
