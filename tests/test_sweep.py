@@ -76,7 +76,7 @@ def _same_path(a, b, what: str) -> None:
     assert a.sizes["step"] == b.sizes["step"], f"{what}: {a.sizes['step']} points against {b.sizes['step']}"
     for k in names:
         x, y = a[k].values, b[k].values
-        if x.dtype == object or y.dtype == object or x.dtype.kind == "U":
+        if x.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":  # text (an empty event_* may read as float)
             assert [str(v) for v in np.ravel(x)] == [str(v) for v in np.ravel(y)], f"{what}: {k}"
         else:
             assert np.array_equal(x, y, equal_nan=True), f"{what}: {k} differs (max {np.nanmax(np.abs(x - y))})"
