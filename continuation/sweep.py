@@ -256,6 +256,7 @@ def run_member(config: dict, path: str, index: int = 0, command: str | None = No
 
     report = _reporter(index)
     path = Path(path)
+    before = paths.COMMAND
     paths.COMMAND = f"{command} (member {index})" if command else None  # the path's history names the sweep
     if report is not None:
         report(-1, None)  # started (pre-training, if any, reports no point for a while)
@@ -267,6 +268,8 @@ def run_member(config: dict, path: str, index: int = 0, command: str | None = No
     except Exception as e:  # noqa: BLE001 - a bug: still recorded, with its type
         return {"index": index, "status": "failed", "points": _points(path),
                 "stop_reason": f"unexpected {type(e).__name__}: {_first_line(e)} (a bug)"}
+    finally:
+        paths.COMMAND = before  # run in-process (no Dask), later paths name their own command
     n = ds.sizes["step"]
     return {"index": index, "status": str(ds.attrs["status"]), "stop_reason": str(ds.attrs["stop_reason"]),
             "points": n, "lambda": float(ds["lambda"][-1]) if n else float("nan")}
