@@ -4,6 +4,7 @@
     python benchmarks/iso_c_routes.py --dataset fashion-mnist --points 3 --out out/routes_fmnist
     python benchmarks/iso_c_routes.py --routes paper,default --threads 2
     python benchmarks/iso_c_routes.py --dataset mnist --data-dir DIR --full --device cuda
+    python benchmarks/iso_c_routes.py --set problem.limit=200 --set start.train_steps=50   # a smaller run
 
 A route is a process (exact iso-C law, or the paper's finite-difference law), a predictor, a
 corrector budget and a projection. Every route starts from the same equilibrated point (pre-trained
@@ -90,6 +91,24 @@ def base_config(dataset: str, full: bool, data_dir: str, device: str) -> dict:
     config["problem"]["device"] = device
     config["output"] = {"progress": False}
     return config
+
+
+def override(config: dict, settings: list[str]) -> dict:
+    """`config` with each "SECTION.KEY=VALUE" of `settings` set (VALUE a TOML value: 200, 0.5,
+    "cpu", [1, 2]); a malformed one is a ValueError naming it. The routes' own settings (process,
+    predictor, projection, corrector steps, step size, stop) are applied after these."""
+    c = copy.deepcopy(config)
+    for item in settings:
+        key, eq, text = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not (eq and dot and section and name):
+            raise ValueError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. problem.limit=200")
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"--set {item!r}: {text.strip()!r} is not a TOML value ({e})") from None
+        c.setdefault(section, {})[name] = value
+    return c
 
 
 def start_config(base: dict) -> dict:
@@ -246,6 +265,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads of every run (default 1)")
     p.add_argument("--out", default="", help="output folder (default out/routes_DATASET)")
     p.add_argument("--repeats", type=int, default=20, help="timings of the gradient and the HVP (median)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a setting of the base configuration (a TOML value; repeatable), e.g. "
+                        "--set problem.limit=200 --set start.train_steps=50")
     args = p.parse_args(argv)
     names = [n.strip() for n in args.routes.split(",") if n.strip()]
     bad = [n for n in names if n not in ROUTES]
@@ -264,7 +286,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from continuation.path import load_path
 
-    base = base_config(args.dataset, args.full, args.data_dir, args.device)
+    try:
+        base = override(base_config(args.dataset, args.full, args.data_dir, args.device), args.set)
+    except ValueError as e:
+        p.error(str(e))
     start = out / "start.nc"
     if not start.exists():
         write_toml(start_config(base), out / "start.toml")
