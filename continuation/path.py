@@ -114,6 +114,8 @@ VARIABLE_ATTRS = {
     "constraint_drift": ("1", "relative drift of the held functional from the start, (G - G0) / |G0|"),
     "tangent_angle": ("degree", "angle the tangent turned since the previous point"),
     "krylov_residual": ("1", "largest relative residual of the point's tangent solves"),
+    "secant_response": ("1", "the held functional's response to the secant's multiplier move over the tangents' "
+                             "prediction, measured at this step (secant projection, reuse_response; NaN: none)"),
     "checkpoint": ("1", "step number K of the checkpoint OUT.ckpt/step_K.pt holding theta, -1 when not kept"),
     "morse_index": ("1", "Morse index: eigenvalues of Hess_theta J below -zero_tol, -1 when not monitored"),
     "monitor_hvps": ("1", "Hessian-vector products of the stability monitor at the point"),

@@ -5,6 +5,7 @@ Each returns the stepper's first state (and, for the first two, its row)."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import replace
 
@@ -115,8 +116,10 @@ def resume(stepper: Stepper, out, template) -> tuple[State, list[dict]]:
     if "start_draw" in old.attrs:  # a stochastic problem: the draw the point's tangent was computed on
         problem.resample(n - 1 if stepper.resample and n > 1 else int(old.attrs["start_draw"]))
     recent = [(float(r["step_size"]), {name: float(r[name]) for name in MU_NAMES}) for r in rows]
+    response = float(rows[-1].get("secant_response", math.nan))  # the secant's learned response (reuse_response)
     state = stepper.resumed(x, mu, float(last["s"]), previous=previous, ds_next=float(rows[-1]["next_step"]),
-                            step=n - 1, C0=C0, G0=G0, drift=drift, recent=recent)
+                            step=n - 1, C0=C0, G0=G0, drift=drift, recent=recent,
+                            response=response if math.isfinite(response) else None)
     if getattr(stepper.s.process, "arclength", False) and previous is not None:
         # a tangent defined up to sign (pseudo-arclength) is oriented along the secant from the
         # point before, as the uninterrupted run had it along its previous tangent (past a fold

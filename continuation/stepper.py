@@ -70,6 +70,7 @@ class Point:
     tangent: torch.Tensor | None = None
     drift: float = 0.0  # relative drift of the held functional (0 where none is held)
     spectrum: object = None  # the monitor's lowest eigenpairs here (continuation/stability.Spectrum), if computed
+    response: float | None = None  # the held functional's measured response over the tangents' (secant projection)
 
 
 @dataclass
@@ -153,6 +154,8 @@ class Stepper:
                "constraint_drift": math.nan if G is None or state.G0 is None else _relative(G, state.G0),
                "tangent_angle": math.nan if angle is None else angle,
                "krylov_residual": max((r.rel_residual for r in point.ctx.solves), default=math.nan)}
+        if getattr(self.s.projection, "reuse_response", False):
+            row["secant_response"] = math.nan if point.response is None else point.response
         row.update(self.problem.validation_metrics(self.system.unflatten(point.x)))
         row.update(point.ctx.evaluation_metrics())
         if self.monitor is not None:
@@ -247,11 +250,11 @@ class Stepper:
         return self.judged(state), row
 
     def resumed(self, x, mu, s, *, previous: Previous | None, ds_next: float, step: int, C0: float,
-                G0: float | None, drift: float, recent=()) -> State:
+                G0: float | None, drift: float, recent=(), response: float | None = None) -> State:
         """The state of a run at a saved point (its tangent recomputed there, on the draw the
         uninterrupted run had: the caller sets the problem's draw first). `recent`: the last
         accepted points as the stop rule wants them (StopRule.history_length, from the file)."""
-        current = self.point(x, mu, s, drift)
+        current = replace(self.point(x, mu, s, drift), response=response)
         if self.monitor is not None:
             current = self.monitored(current)
         state = State(current, previous, ds_next, step, C0, G0, recent=tuple(recent)[-self.s.stop.history_length:],
@@ -309,7 +312,7 @@ class Stepper:
                 return replace(state, current=current, reason=reason, status="stopped"), None
         ds_try, landing = attempt["ds"], attempt["landing"]
         new = Point(attempt["x"], attempt["mu"], current.s + ds_try, attempt["ctx"], attempt["tangent"],
-                    attempt["drift"] or 0.0)
+                    attempt["drift"] or 0.0, response=attempt["response"])
         if not (landing is not None and ds_try < ds):  # a shortened landing step says nothing of ds
             ds = control.after_acceptance(ds, verdict.easy)
         events, monitored, history = [], state.monitored, state.eig_history
@@ -445,12 +448,12 @@ class Stepper:
         work.add_corrector(res)
         if cond is not None and res.converged and cond.distance(res.x, mu_new) > 0:
             ds = cond.distance(res.x, mu_new)  # s is arclength: the corrected point's projected distance
-        x_new, grad_norm, ctx_new = res.x, res.grad_norm, None
+        x_new, grad_norm, ctx_new, response = res.x, res.grad_norm, None, None
         if res.converged:
             p = s.projection.project(ProjectionTask(system, s.process, s.corrector, self.context, current, pred.x,
                                                     mu_new, res, state.G0, landing))
             work.add(p.work)
-            x_new, mu_new, ctx_new, grad_norm = p.x, p.mu, p.ctx, p.grad_norm
+            x_new, mu_new, ctx_new, grad_norm, response = p.x, p.mu, p.ctx, p.grad_norm, p.response
         ctx_new = ctx_new or self.context(x_new, mu_new)
         if res.converged:
             f = {**ctx_new.functionals(), "J": ctx_new.objective()}
@@ -464,4 +467,5 @@ class Stepper:
             drift = _relative(self.held(ctx_new), state.G0)
         work.add(ctx_new.work)
         return {"prediction_ok": pred.solves_ok, "result": res, "x": x_new, "mu": mu_new, "ctx": ctx_new,
-                "tangent": tangent, "drift": drift, "ds": ds, "grad_norm": grad_norm, "landing": landing}
+                "tangent": tangent, "drift": drift, "ds": ds, "grad_norm": grad_norm, "landing": landing,
+                "response": response}

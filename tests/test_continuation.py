@@ -362,6 +362,36 @@ def test_secant_projection_holds_c_even_when_the_tangents_are_wrong(competition,
     assert newton_runs.max() <= 60  # a handful of Newton solves per point
 
 
+def test_secant_reusing_the_measured_response_tends_to_one_on_exact_tangents(competition):
+    """reuse_response: the measured response (G(tau*) - G(0)) / tau* is the corrector's response
+    over the prediction of the tangents at the point the step left. With a Newton corrector and
+    converged tangents on the Gaussian problem it differs from 1 only because the tangents are
+    one step old: |k - 1| is first order in ds (halving ds halves it), and the path still lands
+    on the closed-form iso-C curve. With one MINRES iteration (crude tangents) k is further from 1
+    and reusing it saves corrector runs at the same accuracy."""
+    def run(maxiter, reuse, ds=0.2):
+        return continue_path(competition.problem, iso_classification(clock="lambda", tol=1e-11), NoPredictor(),
+                             NewtonCorrector(gtol=1e-12), FixedSteps(size=ds),
+                             StopRule(max_steps=60, target={"lambda": 1.8}),
+                             projection=SecantProjection(reuse_response=reuse), start=(1.0, 1.0), progress=False,
+                             solver=MINRES(rtol=1e-12, maxiter=maxiter))
+
+    errors = []
+    for ds in (0.2, 0.1):
+        exact = run(200, True, ds)
+        k = exact["secant_response"].values[1:]
+        assert np.isfinite(k).all() and gamma_errors(competition.closed, exact).max() <= 1e-9
+        errors.append(np.abs(k[0] - 1))  # the first step: from the same point (1, 1) for both ds
+    assert 0.02 < errors[0] < 0.3 and 1.7 < errors[0] / errors[1] < 2.3, errors
+    crude, crude_plain = run(1, True), run(1, False)
+    assert "secant_response" not in crude_plain
+    for ds in (crude, crude_plain):
+        assert np.abs(ds["C_drift"].values).max() <= 1e-10 and gamma_errors(competition.closed, ds).max() <= 1e-9
+    assert crude["corrector_runs"].values.sum() < crude_plain["corrector_runs"].values.sum()
+    with pytest.raises(ValueError, match="reuse_response must be true or false"):
+        SecantProjection(reuse_response="yes")
+
+
 def test_plain_law_drifts_at_first_order_in_the_step(competition):
     """Without projection the none predictor is Euler in mu: halving ds halves the C drift."""
     drifts = []

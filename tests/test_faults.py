@@ -83,7 +83,13 @@ target = {lambda = 0.9}
 [output]
 checkpoint_every = 3
 """
-CONFIGS = {"gaussian": GAUSSIAN, "mlp": MLP}
+# the same with training C held by the secant projection that reuses the last step's measured
+# response (continuation/projections.py), the paper's none predictor: a resume must read that
+# response back from the file
+MLP_SECANT = (MLP.replace('clock = "lambda"', 'clock = "lambda"\ntol = 0.001\nmeasure = "evaluation"')
+              .replace('[predictor]\nname = "secant"', '[predictor]\nname = "none"')
+              + '\n[projection]\nname = "secant"\nreuse_response = true\n')
+CONFIGS = {"gaussian": GAUSSIAN, "mlp": MLP, "mlp-secant": MLP_SECANT}
 
 
 def env(**extra):
@@ -129,7 +135,7 @@ def assert_every_named_checkpoint_exists(out):
 
 
 @pytest.mark.parametrize("name,kill_at", [("gaussian", "write:6"), ("gaussian", "checkpoint:7"),
-                                          ("mlp", "write:4"), ("mlp", "checkpoint:3")])
+                                          ("mlp", "write:4"), ("mlp", "checkpoint:3"), ("mlp-secant", "write:5")])
 def test_killed_during_a_write_or_at_a_checkpoint_resumes_to_the_uninterrupted_path(
         tmp_path, uninterrupted, capsys, name, kill_at):
     cfg, full = uninterrupted(name)
@@ -146,6 +152,15 @@ def test_killed_during_a_write_or_at_a_checkpoint_resumes_to_the_uninterrupted_p
     assert "taking over the lock" in capsys.readouterr().err
     assert not lock_file(part).exists() and not tmp_file(part).exists()
     assert_same_path(full, part)
+
+
+def test_the_secant_response_is_measured_and_written(uninterrupted):
+    """The reuse engaged in the run the resume test compares against: finite responses after the
+    first projected step, positive, within the clip [0.02, 50]."""
+    ds = load_path(uninterrupted("mlp-secant")[1])
+    k = ds["secant_response"].values
+    assert np.isnan(k[0]) and np.isfinite(k[2:]).all() and ((k[2:] >= 0.02) & (k[2:] <= 50)).all()
+    assert ds["secant_response"].attrs["units"] == "1"
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
