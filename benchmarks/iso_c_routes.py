@@ -4,13 +4,16 @@
     python benchmarks/iso_c_routes.py --dataset fashion-mnist --points 3 --out out/routes_fmnist
     python benchmarks/iso_c_routes.py --routes paper,default --threads 2
     python benchmarks/iso_c_routes.py --dataset mnist --data-dir DIR --full --device cuda
+    python benchmarks/iso_c_routes.py --from out/default/path.nc --from-step 0   # start: a point of a run
 
 A route is a process (exact iso-C law, or the paper's finite-difference law), a predictor, a
 corrector budget and a projection. Every route starts from the same equilibrated point (pre-trained
 once and written to OUT/start.nc; each route is `python -m continuation run ROUTE.toml --from
 OUT/start.nc` with `[start] equilibrate = false`) and takes the same lambda steps (0.075). Each
 route runs in its own process, one after another, so that its peak memory is its own and no two
-routes share the cores.
+routes share the cores. With `--from PATH.nc --from-step K` the start is point K of an earlier
+run of the same problem (point 0 of the default run is the digits start: the same pre-training
+and settling), taken as it is, without pre-training or re-equilibration.
 
 Reported per unit of lambda travelled (the start point's work is not counted):
 - gradient-equivalents: gradients + HVPs x (HVP cost / gradient cost). Both costs are timed in
@@ -92,10 +95,13 @@ def base_config(dataset: str, full: bool, data_dir: str, device: str) -> dict:
     return config
 
 
-def start_config(base: dict) -> dict:
+def start_config(base: dict, taken: bool = False) -> dict:
+    """The start run: pre-training and settling, no steps; `taken`: a point of an earlier run as it is."""
     c = copy.deepcopy(base)
     c["process"], c["projection"], c["predictor"] = dict(EXACT_LAW), {"name": "none"}, {"name": "none"}
     c["stop"] = {"max_steps": 0}
+    if taken:
+        c["start"] = {**c["start"], "equilibrate": False}
     return c
 
 
@@ -246,6 +252,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads of every run (default 1)")
     p.add_argument("--out", default="", help="output folder (default out/routes_DATASET)")
     p.add_argument("--repeats", type=int, default=20, help="timings of the gradient and the HVP (median)")
+    p.add_argument("--from", dest="start_from", default="", help="start from a point of this path file (of the same "
+                                                                 "problem) instead of pre-training")
+    p.add_argument("--from-step", type=int, default=0, help="which point of --from (default 0, the start)")
     args = p.parse_args(argv)
     names = [n.strip() for n in args.routes.split(",") if n.strip()]
     bad = [n for n in names if n not in ROUTES]
@@ -255,6 +264,8 @@ def main(argv=None) -> int:
         p.error(f"--points must be >= 1, got {args.points}")
     if args.dataset == "mnist" and not args.data_dir:
         p.error("--dataset mnist needs --data-dir (a folder with MNIST in torchvision's layout)")
+    if args.start_from and not Path(args.start_from).is_file():
+        p.error(f"--from {args.start_from}: no such path file")
     out = Path(args.out or f"out/routes_{args.dataset}")
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
@@ -267,10 +278,16 @@ def main(argv=None) -> int:
     base = base_config(args.dataset, args.full, args.data_dir, args.device)
     start = out / "start.nc"
     if not start.exists():
-        write_toml(start_config(base), out / "start.toml")
-        print(f"start: {base['start']['train_steps']} Adam updates and {base['start'].get('settle', 1)} corrector "
-              f"runs at (lambda, gamma) = ({base['start']['lambda']}, {base['start']['gamma']}) -> {start}", flush=True)
-        rc, wall, _, last = run_child(["run", str(out / "start.toml"), "--out", str(start), "--quiet"], env)
+        write_toml(start_config(base, taken=bool(args.start_from)), out / "start.toml")
+        if args.start_from:
+            print(f"start: point {args.from_step} of {args.start_from} -> {start}", flush=True)
+            taken = ["--from", str(Path(args.start_from).resolve()), "--from-step", str(args.from_step)]
+        else:
+            print(f"start: {base['start']['train_steps']} Adam updates and {base['start'].get('settle', 1)} corrector "
+                  f"runs at (lambda, gamma) = ({base['start']['lambda']}, {base['start']['gamma']}) -> {start}",
+                  flush=True)
+            taken = []
+        rc, wall, _, last = run_child(["run", str(out / "start.toml"), "--out", str(start), "--quiet", *taken], env)
         if rc != 0:
             print(f"iso_c_routes: the start run failed: {last}", file=sys.stderr)
             return 1
