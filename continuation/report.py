@@ -37,7 +37,7 @@ The claims:
 lambda steps for the default run, the routes for one step, the digits transfer at its quick size,
 the linear-Gaussian scripts' short forms): about 5 minutes on 2 cores. Without it the CPU-sized
 runs: the full default run, validation/fig5_transfer.py --dataset digits, the routes for 4 steps
-(about 15 minutes).
+(about 15 minutes, estimated from the runs' times).
 
 Verdicts: "holds" (every measured number within its tolerance), "does not hold" (one is not),
 "not measured (reason)" (a run failed: its one-line reason; the other checks go on). The exit
