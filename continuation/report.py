@@ -221,7 +221,8 @@ class Experiments:
     """The report's experiments, each run at most once (its result, or its failure, kept)."""
 
     def __init__(self, out: Path, quick: bool, say: Callable[[str], None] = print):
-        self.out, self.quick, self.say = Path(out), quick, say
+        # absolute: the scripts run from the repository root, whatever the caller's folder
+        self.out, self.quick, self.say = Path(out).resolve(), quick, say
         self.done: dict = {}
 
     def get(self, name: str) -> dict:

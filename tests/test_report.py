@@ -110,8 +110,10 @@ def test_markdown_states_claim_numbers_tolerances_verdicts_and_figures(tmp_path)
     assert saved["exit_code"] == 1 and [c["verdict"] for c in saved["checks"]] == [HOLDS, FAILS, NOT_MEASURED]
 
 
-def test_experiments_run_once_and_keep_their_failure(tmp_path):
+def test_experiments_run_once_and_keep_their_failure(tmp_path, monkeypatch):
     calls = []
+    monkeypatch.chdir(tmp_path)  # a relative --out is made absolute: the scripts run from the repository root
+    assert Experiments("rel", quick=True).out == (tmp_path / "rel").resolve()
 
     class Toy(Experiments):
         def _boom(self, folder):
@@ -206,7 +208,7 @@ def test_concavity_check_end_to_end_against_the_closed_form_free_energy(tmp_path
     # and the script's finite-difference Hess R(D, C) met it to the tolerance the row states
     assert rows["max |Hess R(D, C) Hess F + I|"]["value"] <= 1e-5
     assert np.allclose(-np.linalg.inv(H) @ framework, -np.eye(2), atol=1e-4)
-    assert [f["path"] for f in result["figures"]] == [str(tmp_path / "foundation" / "foundation.png")]
+    assert [f["path"] for f in result["figures"]] == [str((tmp_path / "foundation" / "foundation.png").resolve())]
     assert (tmp_path / "foundation" / "foundation.png").exists()
 
 
