@@ -2,16 +2,19 @@
 
     python benchmarks/iso_c_routes.py                                   # digits, every route, 4 points each
     python benchmarks/iso_c_routes.py --dataset fashion-mnist --points 3 --out out/routes_fmnist
-    python benchmarks/iso_c_routes.py --routes paper,default --threads 2
+    python benchmarks/iso_c_routes.py --routes paper,adam150-secant --threads 2
     python benchmarks/iso_c_routes.py --dataset mnist --data-dir DIR --full --device cuda
     python benchmarks/iso_c_routes.py --set problem.limit=200 --set start.train_steps=50   # a smaller run
+    python benchmarks/iso_c_routes.py --from out/default/path.nc --from-step 0   # start: a point of a run
 
 A route is a process (exact iso-C law, or the paper's finite-difference law), a predictor, a
 corrector budget and a projection. Every route starts from the same equilibrated point (pre-trained
 once and written to OUT/start.nc; each route is `python -m continuation run ROUTE.toml --from
 OUT/start.nc` with `[start] equilibrate = false`) and takes the same lambda steps (0.075). Each
 route runs in its own process, one after another, so that its peak memory is its own and no two
-routes share the cores.
+routes share the cores. With `--from PATH.nc --from-step K` the start is point K of an earlier
+run of the same problem (point 0 of the default run is the digits start: the same pre-training
+and settling), taken as it is, without pre-training or re-equilibration.
 
 Reported per unit of lambda travelled (the start point's work is not counted):
 - gradient-equivalents: gradients + HVPs x (HVP cost / gradient cost). Both costs are timed in
@@ -33,7 +36,9 @@ The routes (`ROUTES`):
   Adam 600, no projection;
 - law-adam150: the exact law alone with Adam 150 (no projection);
 - adam150-secant: today's default (`continuation/defaults.py`), Adam 150 with the secant;
-- adam75-secant: Adam 75 with the secant.
+- adam75-secant: Adam 75 with the secant;
+- adam150-secant-reuse: Adam 150 with the secant whose first iterate uses the response the
+  previous step measured (`reuse_response`), not the tangents' prediction.
 
 Output: the table on stdout and in OUT/routes.md, the numbers in OUT/routes.csv, each route's
 path OUT/ROUTE.nc, and OUT/routes.png (training C drift and the R-D trade-off along lambda).
@@ -69,6 +74,8 @@ ROUTES = {
     "law-adam150": {"projection": {"name": "none"}, "predictor": {"name": "none"}, "steps": 150},
     "adam150-secant": {"projection": {"name": "secant"}, "predictor": {"name": "none"}, "steps": 150},
     "adam75-secant": {"projection": {"name": "secant"}, "predictor": {"name": "none"}, "steps": 75},
+    "adam150-secant-reuse": {"projection": {"name": "secant", "reuse_response": True}, "predictor": {"name": "none"},
+                             "steps": 150},
 }
 EXACT_LAW = {"name": "iso-classification", "tol": 5e-3, "measure": "evaluation", "clock": "lambda"}
 
@@ -111,10 +118,13 @@ def override(config: dict, settings: list[str]) -> dict:
     return c
 
 
-def start_config(base: dict) -> dict:
+def start_config(base: dict, taken: bool = False) -> dict:
+    """The start run: pre-training and settling, no steps; `taken`: a point of an earlier run as it is."""
     c = copy.deepcopy(base)
     c["process"], c["projection"], c["predictor"] = dict(EXACT_LAW), {"name": "none"}, {"name": "none"}
     c["stop"] = {"max_steps": 0}
+    if taken:
+        c["start"] = {**c["start"], "equilibrate": False}
     return c
 
 
@@ -268,6 +278,9 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a setting of the base configuration (a TOML value; repeatable), e.g. "
                         "--set problem.limit=200 --set start.train_steps=50")
+    p.add_argument("--from", dest="start_from", default="", help="start from a point of this path file (of the same "
+                                                                 "problem) instead of pre-training")
+    p.add_argument("--from-step", type=int, default=0, help="which point of --from (default 0, the start)")
     args = p.parse_args(argv)
     names = [n.strip() for n in args.routes.split(",") if n.strip()]
     bad = [n for n in names if n not in ROUTES]
@@ -277,6 +290,8 @@ def main(argv=None) -> int:
         p.error(f"--points must be >= 1, got {args.points}")
     if args.dataset == "mnist" and not args.data_dir:
         p.error("--dataset mnist needs --data-dir (a folder with MNIST in torchvision's layout)")
+    if args.start_from and not Path(args.start_from).is_file():
+        p.error(f"--from {args.start_from}: no such path file")
     out = Path(args.out or f"out/routes_{args.dataset}")
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
@@ -292,10 +307,16 @@ def main(argv=None) -> int:
         p.error(str(e))
     start = out / "start.nc"
     if not start.exists():
-        write_toml(start_config(base), out / "start.toml")
-        print(f"start: {base['start']['train_steps']} Adam updates and {base['start'].get('settle', 1)} corrector "
-              f"runs at (lambda, gamma) = ({base['start']['lambda']}, {base['start']['gamma']}) -> {start}", flush=True)
-        rc, wall, _, last = run_child(["run", str(out / "start.toml"), "--out", str(start), "--quiet"], env)
+        write_toml(start_config(base, taken=bool(args.start_from)), out / "start.toml")
+        if args.start_from:
+            print(f"start: point {args.from_step} of {args.start_from} -> {start}", flush=True)
+            taken = ["--from", str(Path(args.start_from).resolve()), "--from-step", str(args.from_step)]
+        else:
+            print(f"start: {base['start']['train_steps']} Adam updates and {base['start'].get('settle', 1)} corrector "
+                  f"runs at (lambda, gamma) = ({base['start']['lambda']}, {base['start']['gamma']}) -> {start}",
+                  flush=True)
+            taken = []
+        rc, wall, _, last = run_child(["run", str(out / "start.toml"), "--out", str(start), "--quiet", *taken], env)
         if rc != 0:
             print(f"iso_c_routes: the start run failed: {last}", file=sys.stderr)
             return 1

@@ -6,13 +6,15 @@ Runs validation/configs/gaussian_iso_c.toml (lambda 1 -> 4, exact law, rk4 predi
 corrector), writes the path (iso_c.nc), its figure (iso_c.png), and prints, for that run and for
 each predictor x corrector variant and the paper's finite-difference law: the largest relative
 error of gamma against the closed-form curve C(lambda, gamma) = C0, the largest C drift, the
-first-law residual, and the work per accepted point.
+first-law residual, and the work per accepted point. With `--json FILE` the table is also
+written to FILE (one object per run, the columns by name; `python -m continuation report` reads it).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import shutil
 import sys
 import time
@@ -55,6 +57,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("out/gaussian_iso_c"))
     parser.add_argument("--quick", action="store_true", help="only the main run, no variant table")
+    parser.add_argument("--json", type=Path, default=None, help="also write the table to this JSON file")
     args = parser.parse_args(argv)
     if args.out.exists():
         shutil.rmtree(args.out)
@@ -93,7 +96,7 @@ def main(argv=None):
     header = f"{'run':<40} {'points':>6} {'lambda end':>10} {'max gamma err':>13} {'max |C drift|':>13} " \
              f"{'first law':>9} {'krylov/pt':>9} {'corr it/pt':>10} {'s/pt':>6}"
     print(header)
-    results = []
+    results, records = [], []
     for i, (label, cfg) in enumerate(runs):
         if closed is None:
             from problems import LinearGaussianClosedForm
@@ -107,12 +110,20 @@ def main(argv=None):
         row = (label, n, float(ds["lambda"][-1]), err.max(), np.abs(ds["C_drift"].values).max(), first_law(ds),
                ds["krylov_iters"].values[1:].mean(), ds[ds.attrs["corrector_counts"]].values[1:].mean(), seconds / n)
         results.append(row)
+        records.append({"run": label, "file": out.name, "points": n, "lambda_end": row[2], "max_gamma_err": row[3],
+                        "max_abs_C_drift": row[4], "first_law": row[5], "krylov_per_point": row[6],
+                        "corrector_iters_per_point": row[7], "seconds_per_point": row[8],
+                        "status": ds.attrs["status"], "stop_reason": ds.attrs["stop_reason"]})
         print(f"{row[0]:<40} {row[1]:>6d} {row[2]:>10.4g} {row[3]:>13.2e} {row[4]:>13.2e} {row[5]:>9.1e} "
               f"{row[6]:>9.1f} {row[7]:>10.1f} {row[8]:>6.3f}")
         if ds.attrs["status"] != "finished":
             print(f"  {label}: {ds.attrs['status']}: {ds.attrs['stop_reason']}")
     fig = plot_paths([args.out / "iso_c.nc"], args.out / "iso_c.png", labels=["iso-C, exact law"])
     print(f"wrote {args.out / 'iso_c.nc'} and {fig}")
+    if args.json is not None:
+        args.json.write_text(json.dumps({"config": str(CONFIG), "gamma_err_tolerance": 1e-6, "runs": records},
+                                        indent=1, default=float))
+        print(f"wrote {args.json}")
     return 0 if results[0][3] <= 1e-6 else 1
 
 
