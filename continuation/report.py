@@ -31,7 +31,7 @@ The claims:
 6. `exact-law-cost`: the exact law (eq. 22, tangents by Hessian-vector products) costs fewer
    gradient-equivalents per unit of lambda than the paper's finite-difference procedure (eq. 31)
    at a training-C drift within 0.5%: benchmarks/iso_c_routes.py, routes paper and
-   adam150-secant, from the default run's start point.
+   adam75-secant, from the default run's start point.
 
 `--quick` runs the smallest sizes that still check each claim (a shorter pre-training and larger
 lambda steps for the default run, the routes for one step, the digits transfer at its quick size,
@@ -306,7 +306,7 @@ class Experiments:
     def _routes(self, folder: Path) -> dict:
         import csv
 
-        args = ["--routes", "paper,adam150-secant", "--points", "1" if self.quick else "4", "--out", str(folder)]
+        args = ["--routes", "paper,adam75-secant", "--points", "1" if self.quick else "4", "--out", str(folder)]
         args += ["--repeats", "5"] if self.quick else []
         start = "its own pre-training (5,000 Adam updates)"
         try:  # the default run's first point is the routes' start: the same problem, pre-training and settling
@@ -542,11 +542,11 @@ def _measure_cost(res: Result, ex: Experiments) -> None:
     def digits():
         r = ex.get("routes")
         rows, part = r["rows"], "digits (iso_c_routes)"
-        missing = [n for n in ("paper", "adam150-secant") if n not in rows]
+        missing = [n for n in ("paper", "adam75-secant") if n not in rows]
         if missing:
             raise ExperimentFailed(f"route {missing[0]} wrote no row: {r['last']}")
-        paper, exact = rows["paper"], rows["adam150-secant"]
-        for name, row in (("paper", paper), ("adam150-secant", exact)):
+        paper, exact = rows["paper"], rows["adam75-secant"]
+        for name, row in (("paper", paper), ("adam75-secant", exact)):
             res.measure(part, f"{name}: status", row["status"], ok=row["status"] == "finished", tolerance="finished")
         pe, ee = float(paper["grad_equiv_per_lambda"]), float(exact["grad_equiv_per_lambda"])
         res.measure(part, f"gradient-equivalents per unit lambda, exact law / FD law ({ee:.0f} / {pe:.0f})",

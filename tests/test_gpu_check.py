@@ -91,7 +91,7 @@ def test_fig2_plan_shrinks_to_the_budget():
     assert 1 <= points < 13 and estimate <= 220
     assert gpu_check.plan_fig2(cfg, {"update_s": 2e-2, "startup_s": 5.0}, 220)[0] == 0
     points, routes, estimate, why = gpu_check.plan_routes(cfg, fast, 160, smoke=False)
-    assert points == 3 and routes[:2] == ["adam150-secant", "paper"] and estimate <= 160 and not why
+    assert points == 3 and routes[:2] == ["adam75-secant", "paper"] and estimate <= 160 and not why
     points, routes, _, why = gpu_check.plan_routes(cfg, {"update_s": 2e-2, "startup_s": 5.0}, 160, smoke=False)
     assert routes == [] and "the start alone" in why
 
