@@ -183,6 +183,11 @@ class SecantProjection(Projection):
         if not isinstance(self.reuse_response, bool):
             raise ValueError(f"reuse_response must be true or false, got {self.reuse_response!r}")
 
+    def _omit_settings(self) -> tuple:
+        """reuse_response is a setting only when on, so that a path written before the option
+        existed (the same run) still resumes."""
+        return () if self.reuse_response else ("reuse_response",)
+
     def project(self, task):
         process, G0, res, mu_pred = task.process, task.G0, task.result, task.mu_new
         if process.holds is None or G0 is None:

@@ -41,6 +41,8 @@ def settings_of(obj) -> dict:
         for f in dataclasses.fields(obj):
             if not f.name.startswith("_"):
                 out[f.name] = _plain(getattr(obj, f.name))
+        for name in getattr(obj, "_omit_settings", tuple)():  # options that are settings only when set
+            out.pop(name, None)
     return out
 
 
