@@ -35,8 +35,8 @@ The routes (`ROUTES`):
   along the tangent),
   Adam 600, no projection;
 - law-adam150: the exact law alone with Adam 150 (no projection);
-- adam150-secant: today's default (`continuation/defaults.py`), Adam 150 with the secant;
-- adam75-secant: Adam 75 with the secant;
+- adam150-secant: Adam 150 with the secant;
+- adam75-secant: today's default (`continuation/defaults.py`), Adam 75 with the secant;
 - adam150-secant-reuse: Adam 150 with the secant whose first iterate uses the response the
   previous step measured (`reuse_response`), not the tangents' prediction.
 
@@ -241,9 +241,47 @@ def table(rows: list[dict], weight: dict, header: str) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['route']} | {r['points']} | {r['grad_equiv_per_lambda']:.0f} | {r['wall_s_per_lambda']:.1f} | "
-                     f"{r['wall_s_per_lambda'] / paper:.3f} | {r['peak_rss_mib']:.0f} | {r['max_C_drift_pct']:.3f} | "
+                     f"{_ratio(r['wall_s_per_lambda'], paper)} | {r['peak_rss_mib']:.0f} | {r['max_C_drift_pct']:.3f} | "
                      f"{r['dR']:+.3f} | {r['dD']:+.3f} | {r['status']} |")
     return "\n".join(lines)
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.3f}" if b == b and b > 0 else "-"  # "-" without the paper's route in this run
+
+
+def _steps(n: int) -> str:
+    return f"{n} step{'s' if n != 1 else ''}"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments are one line (prog: error: ...) and exit 2, without the usage block."""
+
+    def error(self, message):
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def check_configs(p, base: dict, names: list[str], points: int, start_from: str, from_step: int) -> None:
+    """Every configuration the routes will run, checked before any work (ConfigError: one line)."""
+    from continuation.config import build, build_run
+
+    try:
+        build_run(copy.deepcopy(base), check_start=False)  # the base as given (the HVP timing builds it)
+        for name in names:
+            c = route_config(base, ROUTES[name], points)
+            for section in ("process", "predictor", "corrector", "projection", "steps"):
+                build(section, copy.deepcopy(c[section]))
+    except Exception as e:  # ConfigError, ValueError from a strategy, a device that is not there
+        p.error(f"{type(e).__name__}: {str(e).splitlines()[0]}" if not str(e).startswith("[") else str(e).splitlines()[0])
+    if start_from:
+        from continuation.path import load_path
+        try:
+            n = load_path(start_from).sizes["step"]
+        except Exception as e:
+            p.error(f"--from {start_from}: {str(e).splitlines()[0]}")
+        if not -n <= from_step < n:
+            p.error(f"--from-step {from_step}: {start_from} has {n} points (0 .. {n - 1})")
 
 
 def plot(paths: dict, out: Path) -> None:
@@ -265,7 +303,7 @@ def plot(paths: dict, out: Path) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="digits", choices=["digits", "fashion-mnist", "mnist"])
     p.add_argument("--data-dir", default="", help="folder of MNIST (torchvision layout) for --dataset mnist")
     p.add_argument("--full", action="store_true", help="the full-size Fig. 2 problem (fig2_mnist_full.toml; for one GPU)")
@@ -280,8 +318,15 @@ def main(argv=None) -> int:
                         "--set problem.limit=200 --set start.train_steps=50")
     p.add_argument("--from", dest="start_from", default="", help="start from a point of this path file (of the same "
                                                                  "problem) instead of pre-training")
-    p.add_argument("--from-step", type=int, default=0, help="which point of --from (default 0, the start)")
+    p.add_argument("--from-step", type=int, default=None, help="which point of --from (default 0, the start)")
     args = p.parse_args(argv)
+    if args.from_step is not None and not args.start_from:
+        p.error("--from-step needs --from (the path file to take the point from)")
+    args.from_step = 0 if args.from_step is None else args.from_step
+    if args.threads < 1:
+        p.error(f"--threads must be >= 1, got {args.threads}")
+    if args.repeats < 1:
+        p.error(f"--repeats must be >= 1, got {args.repeats}")
     names = [n.strip() for n in args.routes.split(",") if n.strip()]
     bad = [n for n in names if n not in ROUTES]
     if bad or not names:
@@ -293,7 +338,12 @@ def main(argv=None) -> int:
     if args.start_from and not Path(args.start_from).is_file():
         p.error(f"--from {args.start_from}: no such path file")
     out = Path(args.out or f"out/routes_{args.dataset}")
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        p.error(f"--out {out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        p.error(f"--out {out}: cannot create the folder ({e.strerror})")
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     os.environ.update({k: env[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")})
@@ -305,6 +355,7 @@ def main(argv=None) -> int:
         base = override(base_config(args.dataset, args.full, args.data_dir, args.device), args.set)
     except ValueError as e:
         p.error(str(e))
+    check_configs(p, base, names, args.points, args.start_from, args.from_step)
     start = out / "start.nc"
     if not start.exists():
         write_toml(start_config(base, taken=bool(args.start_from)), out / "start.toml")
@@ -330,7 +381,7 @@ def main(argv=None) -> int:
         write_toml(route_config(base, ROUTES[name], args.points), cfg_path)
         for stale in (path, Path(str(path) + ".journal")):
             stale.unlink(missing_ok=True)
-        print(f"route {name}: {args.points} steps of {STEP} ...", end=" ", flush=True)
+        print(f"route {name}: {_steps(args.points)} of {STEP} ...", end=" ", flush=True)
         rc, wall, rss, last = run_child(["run", str(cfg_path), "--from", str(start), "--out", str(path), "--quiet"], env)
         print(f"{wall:.0f} s{'' if rc == 0 else ' (failed: ' + last + ')'}", flush=True)
         if not path.exists():
@@ -340,7 +391,7 @@ def main(argv=None) -> int:
         rows.append(summarise(name, ds, weight["weight"], rss, rc, last))
     header = (f"Iso-C routes on {args.dataset}{' (full size)' if args.full else ''}, device {args.device}, "
               f"{args.threads} thread(s), torch {torch.__version__}; from lambda = {base['start']['lambda']}, "
-              f"gamma = {base['start']['gamma']}, {args.points} steps of {STEP} per route")
+              f"gamma = {base['start']['gamma']}, {_steps(args.points)} of {STEP} per route")
     text = table(rows, weight, header)
     print("\n" + text)
     (out / "routes.md").write_text(text + "\n")

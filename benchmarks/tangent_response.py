@@ -182,8 +182,16 @@ def plot(resp, pred, newton, out: Path):
         fig.savefig(out / "newton.png", dpi=120)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments are one line (prog: error: ...) and exit 2, without the usage block."""
+
+    def error(self, message):
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--start", default="", help="path file whose last point is the start (default: pre-train here)")
     p.add_argument("--budgets", type=int, nargs="+", default=[75, 150, 600, 2400])
     p.add_argument("--newton-iters", type=int, default=30, help="Newton steps and L-BFGS calls in part 2 (0: skip)")
@@ -191,15 +199,25 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if any(b < 1 for b in args.budgets):
         p.error(f"--budgets must be >= 1, got {args.budgets}")
-    if args.start and not Path(args.start).exists():
-        p.error(f"--start {args.start}: no such file")
+    if args.start and not Path(args.start).is_file():
+        p.error(f"--start {args.start}: no such path file")
+    if args.newton_iters < 0:
+        p.error(f"--newton-iters must be >= 0, got {args.newton_iters}")
     from continuation.defaults import DEFAULT_CONFIG
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        p.error(f"--out {out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        p.error(f"--out {out}: cannot create the folder ({e.strerror})")
     config = copy.deepcopy(DEFAULT_CONFIG)
     _, problem, system = build(config)
-    x, mu = start_point(config, system, args.start or None)
+    try:
+        x, mu = start_point(config, system, args.start or None)
+    except (ValueError, OSError, KeyError) as e:  # PathFileError: not a path file, or another problem's
+        p.error(f"--start {args.start}: {str(e).splitlines()[0]}")
     h = {"lambda": config["steps"]["size"], "gamma": 0.1 * float(mu[1])}
     print(f"start (lambda, gamma) = ({float(mu[0]):g}, {float(mu[1]):g}); h = {h}", flush=True)
     pred = {}

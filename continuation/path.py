@@ -110,7 +110,8 @@ VARIABLE_ATTRS = {
     "step_size": ("1", "process-clock increment ds of the accepted step"),
     "next_step": ("1", "process-clock increment ds proposed for the next step"),
     "rejected": ("1", "attempts rejected before the step was accepted"),
-    "C_drift": ("1", "relative drift of C from the start, (C - C0) / |C0|"),
+    "C_drift": ("1", "relative drift of C on the step's batch from the start, (C - C0) / |C0| (the held "
+                     "value, on its own measure: constraint_drift)"),
     "constraint_drift": ("1", "relative drift of the held functional from the start, (G - G0) / |G0|"),
     "tangent_angle": ("degree", "angle the tangent turned since the previous point"),
     "krylov_residual": ("1", "largest relative residual of the point's tangent solves"),

@@ -692,7 +692,7 @@ def _json_default(o):
 
 def select(only: str | None) -> list[Check]:
     """The checks named in a comma-separated list (all when None); ValueError naming an unknown one."""
-    if not only:
+    if only is None:
         return list(CHECKS)
     names = [n.strip() for n in only.split(",") if n.strip()]
     known = {c.name: c for c in CHECKS}

@@ -149,6 +149,8 @@ def check(args) -> None:
     args.part_list = [x for x in PARTS if x in parts]
     if any(b < 2 for b in args.batches):
         raise Refused(f"--batches must be >= 2 (batch norm), got {args.batches}")
+    if args.device == "cpu" and not args.smoke:
+        raise Refused("--device cpu runs only with --smoke (the full-size parts are sized for one GPU)")
     if args.device.startswith("cuda"):
         import torch
 
@@ -247,6 +249,24 @@ def child_env() -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT)] + ([path] if path else [])), "PYTHONUNBUFFERED": "1"}
 
 
+def stop_group(p: subprocess.Popen) -> None:
+    """SIGTERM to the child's process group, SIGKILL 15 s later if it is still there."""
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 30)):
+        try:
+            os.killpg(p.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            p.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _terminated(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds through run_limited, which stops the running child's group
+
+
 def run_limited(cmd: list, timeout: float, log: Path) -> tuple[int | None, float, str]:
     """Run `cmd` in its own process group, output appended to `log`; past `timeout` seconds the
     group gets SIGTERM, then SIGKILL 15 s later. (exit code or None when stopped, wall s, last line)."""
@@ -261,16 +281,10 @@ def run_limited(cmd: list, timeout: float, log: Path) -> tuple[int | None, float
             rc = p.wait(timeout=max(timeout, 1.0))
         except subprocess.TimeoutExpired:
             rc = None
-            for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 30)):
-                try:
-                    os.killpg(p.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    p.wait(timeout=wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+            stop_group(p)
+        except BaseException:  # Ctrl-C, or SIGTERM turned into SystemExit by main: the group goes too
+            stop_group(p)
+            raise
         wall = time.perf_counter() - t
     text = log.read_bytes()[start:].decode(errors="replace").strip().splitlines()
     last = next((ln for ln in reversed(text) if ln.strip()), "")
@@ -686,6 +700,7 @@ def main(argv=None) -> int:
         return stage_data()
     if args._part == "hvp":
         return hvp_child(args)
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         check(args)
     except Refused as e:
