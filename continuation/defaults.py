@@ -19,7 +19,7 @@ Why these settings (issue 14; measured with `python -m continuation run`, one th
   neither exact nor convex) as the secant's first slope, the paper's "none" predictor, and Adam
   with a fixed budget of 75 updates per corrector run (noise re-drawn every 5 updates; no
   gradient tolerance). Training C (one fixed noise draw over the training set) is held to 0.5%
-  by a secant on gamma: a finite Adam run moves C by a fifth to a third of what the
+  by a secant on gamma: a finite Adam run moves C by a sixth to a third of what the
   equilibrium tangents predict, whatever its budget (75 to 2,400 updates,
   benchmarks/tangent_response.py), so the law alone lets C drift by several percent. On
   Fashion-MNIST (CPU size, 3 steps from one start) this route cost 3,863 gradient-equivalents
