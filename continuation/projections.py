@@ -231,25 +231,4 @@ class SecantProjection(Projection):
                 if math.isfinite(measured) and measured > 0:
                     response = min(max(measured, 0.02), 50.0)
         return Projected(best[1], best[2], best[3], best[4], work, response)
-        taus, rs = [0.0], [r0]
-        tau = bounded(-rs[0], 0.0, d, mu_pred, self.factor)
-        for _ in range(self.max_iter):
-            mu = mu_pred + tau * d
-            if not (float(mu[0]) > 0 and float(mu[1]) > 0):
-                break
-            r = task.corrector.correct(task.system, task.x_pred, mu)
-            work.add_corrector(r)
-            if not r.converged:
-                break
-            ctx = task.make_context(r.x, mu)
-            g = process.value(ctx) - G0
-            if abs(g) < best[0]:
-                best = (abs(g), r.x, mu, ctx, r.grad_norm)
-            if abs(g) <= tol or g == rs[-1]:
-                break
-            taus.append(tau)
-            rs.append(g)
-            tau = bounded(taus[-1] - rs[-1] * (taus[-1] - taus[-2]) / (rs[-1] - rs[-2]), taus[-1], d, mu_pred,
-                          self.factor)
-        return Projected(best[1], best[2], best[3], best[4], work)
 
