@@ -50,7 +50,6 @@ import argparse
 import copy
 import csv
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -178,27 +177,15 @@ def run_child(args: list[str], env: dict) -> tuple[int, float, float, str]:
     return p.returncode, wall, usage.ru_maxrss / 1024, lines[-1]
 
 
-def timed(fn, repeats, sync):
-    out = []
-    for _ in range(repeats):
-        sync()
-        t = time.perf_counter()
-        fn()
-        sync()
-        out.append(time.perf_counter() - t)
-    return statistics.median(out)
-
-
-def hvp_weight(config: dict, start: Path, repeats: int) -> dict:
-    """HVP cost over gradient cost at the start point, as the routes pay them."""
+def hvp_weight(r: dict, config: dict, start: Path, repeats: int) -> dict:
+    """HVP cost over gradient cost at the start point, as the routes pay them (r: build_run(config))."""
     import torch
 
-    from continuation.config import build_run
+    from benchmarks.hvp_cost import timed
     from continuation.start import from_point
     from continuation.system import EquilibriumSystem
     from solvers import hessian_operator
 
-    r = build_run(copy.deepcopy(config), check_start=False)
     problem = r["problem"]
     system = EquilibriumSystem(problem, problem.init_params(0))
     x, mu = from_point(start, -1, system.flatten(problem.init_params(0)))
@@ -254,20 +241,13 @@ def _steps(n: int) -> str:
     return f"{n} step{'s' if n != 1 else ''}"
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """Bad arguments are one line (prog: error: ...) and exit 2, without the usage block."""
-
-    def error(self, message):
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
-def check_configs(p, base: dict, names: list[str], points: int, start_from: str, from_step: int) -> None:
-    """Every configuration the routes will run, checked before any work (ConfigError: one line)."""
+def check_configs(p, base: dict, names: list[str], points: int, start_from: str, from_step: int) -> dict:
+    """Every configuration the routes will run, checked before any work (ConfigError: one line);
+    returns build_run(base)."""
     from continuation.config import build, build_run
 
     try:
-        build_run(copy.deepcopy(base), check_start=False)  # the base as given (the HVP timing builds it)
+        built = build_run(copy.deepcopy(base), check_start=False)  # the base as given (the HVP timing uses it)
         for name in names:
             c = route_config(base, ROUTES[name], points)
             for section in ("process", "predictor", "corrector", "projection", "steps"):
@@ -282,6 +262,7 @@ def check_configs(p, base: dict, names: list[str], points: int, start_from: str,
             p.error(f"--from {start_from}: {str(e).splitlines()[0]}")
         if not -n <= from_step < n:
             p.error(f"--from-step {from_step}: {start_from} has {n} points (0 .. {n - 1})")
+    return built
 
 
 def plot(paths: dict, out: Path) -> None:
@@ -303,6 +284,8 @@ def plot(paths: dict, out: Path) -> None:
 
 
 def main(argv=None) -> int:
+    from continuation.cli import OneLineParser
+
     p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="digits", choices=["digits", "fashion-mnist", "mnist"])
     p.add_argument("--data-dir", default="", help="folder of MNIST (torchvision layout) for --dataset mnist")
@@ -355,7 +338,7 @@ def main(argv=None) -> int:
         base = override(base_config(args.dataset, args.full, args.data_dir, args.device), args.set)
     except ValueError as e:
         p.error(str(e))
-    check_configs(p, base, names, args.points, args.start_from, args.from_step)
+    built = check_configs(p, base, names, args.points, args.start_from, args.from_step)
     start = out / "start.nc"
     if not start.exists():
         write_toml(start_config(base, taken=bool(args.start_from)), out / "start.toml")
@@ -374,7 +357,7 @@ def main(argv=None) -> int:
         print(f"  {wall:.0f} s", flush=True)
     else:
         print(f"start: reusing {start}", flush=True)
-    weight = hvp_weight(base, start, args.repeats)
+    weight = hvp_weight(built, base, start, args.repeats)
     rows, paths = [], {}
     for name in names:
         cfg_path, path = out / f"{name}.toml", out / f"{name}.nc"

@@ -36,12 +36,10 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,15 +180,9 @@ def plot(resp, pred, newton, out: Path):
         fig.savefig(out / "newton.png", dpi=120)
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """Bad arguments are one line (prog: error: ...) and exit 2, without the usage block."""
-
-    def error(self, message):
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
 def main(argv=None) -> int:
+    from continuation.cli import OneLineParser
+
     p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--start", default="", help="path file whose last point is the start (default: pre-train here)")
     p.add_argument("--budgets", type=int, nargs="+", default=[75, 150, 600, 2400])

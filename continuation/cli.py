@@ -37,6 +37,15 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(f"{self.prog}: {message} (see --help)")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """For scripts (benchmarks/): a bad argument is one line (prog: error: ...) and exit 2,
+    without argparse's usage block."""
+
+    def error(self, message):
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def _parser():
     p = _Parser(prog="continuation", description="Continuation on the free-energy equilibrium surface.")
     p.add_argument("--debug", action="store_true", help="show tracebacks (by default every failure is one line)")
