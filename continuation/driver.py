@@ -104,7 +104,8 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, proj
     attrs = {"problem": problem.name, "process": process.name, "predictor": predictor.name,
              "corrector": corrector.name, "projection": projection.name, "step_control": control.name,
              "monitor": "none" if monitor is None else monitor.name,
-             "corrector_counts": corrector.counts, "held": process.holds or "none",
+             "corrector_counts": corrector.counts,
+             "held": (process.holds or "none") + (f" and {process.also_holds}" if process.also_holds else ""),
              "config": json.dumps(config, default=str, sort_keys=True) if config is not None else settings_json,
              "settings": settings_json, "status": "running", "stop_reason": ""}
     out = Path(out) if out is not None else None
@@ -124,7 +125,7 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, proj
                             return done.finish(old.attrs["status"], old.attrs.get("stop_reason", ""))
                         return old
                     state, rows = starts.resume(stepper, out, template)
-                    attrs.update({k: old.attrs[k] for k in ("C0", "G0", "start_draw") if k in old.attrs})
+                    attrs.update({k: old.attrs[k] for k in ("C0", "G0", "H0", "start_draw") if k in old.attrs})
                     writer = PathWriter(out, attrs, checkpoint_every, rows=rows, critical=guard.critical)
                 else:
                     if out is not None and out.exists():
@@ -139,6 +140,8 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, proj
                         raise ValueError("continue_path needs start=(lambda, gamma[, t]) or start_from=(path, step)")
                     state, row = starts.fresh(stepper, x, mu, equilibrate=equilibrate, settle=settle)
                     attrs.update(C0=state.C0, G0="none" if state.G0 is None else state.G0)
+                    if state.H0 is not None:
+                        attrs["H0"] = state.H0  # the second held functional's start value (geodesic transfer)
                     if isinstance(problem, StochasticProblem):
                         attrs["start_draw"] = int(problem.seed)  # the draw of point 0 (a resume there redraws it)
                     if out is not None:

@@ -19,6 +19,7 @@ Schema (one value per accepted point):
 | step_size         | ds of the accepted step; next_step: the ds proposed for the next    |
 | rejected          | attempts rejected before this one was accepted                      |
 | C_drift           | (C - C0) / |C0|; constraint_drift: the same for the held functional |
+|                   | (constraint2_drift: a second held one, H0 the attribute, geodesic)  |
 | tangent_angle     | degrees the tangent turned since the previous point                 |
 | krylov_residual   | largest relative residual of the tangent solves at this point       |
 | checkpoint        | the step number of the checkpoint holding theta, or -1               |
@@ -40,7 +41,7 @@ of Hess_theta J) "nats per sample per squared parameter unit". The text event va
 Attributes: problem, process, predictor, corrector, projection, step_control, corrector_counts,
 held (the functional the process holds, or "none"), settings (JSON: every strategy's options, the
 problem's, the start), config (JSON of the configuration given, or the settings), status
-("running", "finished", "stopped"), stop_reason, C0, G0, checkpoint_dir; and the conventions:
+("running", "finished", "stopped"), stop_reason, C0, G0 (H0 where a second functional is held), checkpoint_dir; and the conventions:
 Conventions = "continuation-path-1" (this schema), continuation_version (the package's version
 that wrote the file, "unknown" outside an installed package), history (one line per session
 that wrote the file: "ISO-UTC-time: command line"; a resume adds a line).
@@ -113,6 +114,8 @@ VARIABLE_ATTRS = {
     "C_drift": ("1", "relative drift of C on the step's batch from the start, (C - C0) / |C0| (the held "
                      "value, on its own measure: constraint_drift)"),
     "constraint_drift": ("1", "relative drift of the held functional from the start, (G - G0) / |G0|"),
+    "constraint2_drift": ("1", "relative drift of the second held functional from the start, (H - H0) / |H0| "
+                               "(the geodesic transfer's D - k R)"),
     "tangent_angle": ("degree", "angle the tangent turned since the previous point"),
     "krylov_residual": ("1", "largest relative residual of the point's tangent solves"),
     "secant_response": ("1", "the held functional's response to the secant's multiplier move over the tangents' "

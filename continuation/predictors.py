@@ -144,17 +144,49 @@ class SecantPredictor(Predictor):
                           True, "")
 
 
+def clipped_multipliers(mu, step, factor: float):
+    """`step` (a change of mu) with its (lambda, gamma) part scaled down by one common s <= 1 so
+    that neither multiplier changes by more than `factor` (up or down); t's part unchanged."""
+    scale = 1.0
+    for i in (0, 1):
+        a, d = float(mu[i]), float(step[i])
+        if d > 0 and a + d > a * factor:
+            scale = min(scale, (a * factor - a) / d)
+        elif d < 0 and a + d < a / factor:
+            scale = min(scale, (a / factor - a) / d)
+    if scale < 1.0:
+        step = step.clone()
+        step[:2] *= scale
+    return step
+
+
 @final
 @dataclass
 class NoPredictor(Predictor):
     """The paper's procedure: mu += ds mu', theta unchanged; the corrector does the rest.
 
-    No solves beyond the law at the start point."""
+    factor: None (default), the law's step as it is; or a number > 1: the step of (lambda, gamma)
+    is scaled down so that neither changes by more than that factor, its direction kept (a trust
+    region on the prediction, for laws whose rates are far off: on a neural problem the
+    tangents' C_gamma at a stochastic equilibrium, or the infinite slope of the soft-label floor
+    at t = 0, can send gamma below 0 in one step of 0.1 in t; a projection then finds the
+    multipliers). No solves beyond the law at the start point."""
 
+    factor: float | None = None
     name: ClassVar[str] = "none"
     uses_theta_tangent: ClassVar[bool] = False
 
+    def __post_init__(self):
+        if self.factor is not None and not (_finite(self.factor) and self.factor > 1):
+            raise ValueError(f"factor must be a number > 1 (or unset), got {self.factor!r}")
+
+    def _omit_settings(self) -> tuple:
+        """factor is a setting only when set, so that a path written before it existed resumes."""
+        return () if self.factor is not None else ("factor",)
+
     def predict(self, make_context, start, ds, previous, process):
-        mu_dot = start.velocity(process)
-        return Prediction(start.x.clone(), start.mu + ds * mu_dot, 1, start.solves_converged, start.solve_report())
+        step = ds * start.velocity(process)
+        if self.factor is not None:
+            step = clipped_multipliers(start.mu, step, self.factor)
+        return Prediction(start.x.clone(), start.mu + step, 1, start.solves_converged, start.solve_report())
 

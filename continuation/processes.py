@@ -62,6 +62,19 @@ class Process(Strategy):
         """(G, {"lambda": G_lambda, "gamma": G_gamma}): G and its total derivatives along the surface."""
         raise TypeError(f"process {self.name!r} holds no functional")
 
+    # A process may hold a second functional H = H0 beside G (the geodesic transfer holds C and
+    # D - k R): `also_holds` is its label, `also_value` / `also_constraint` as for G. A projection
+    # then moves both multipliers (a 2 x 2 Newton or secant; continuation/projections.py).
+    also_holds: ClassVar[str | None] = None
+
+    def also_value(self, ctx: PointContext) -> float:
+        """The second held functional H at the point."""
+        raise TypeError(f"process {self.name!r} holds no second functional")
+
+    def also_constraint(self, ctx: PointContext):
+        """(H, {"lambda": H_lambda, "gamma": H_gamma})."""
+        raise TypeError(f"process {self.name!r} holds no second functional")
+
 
 def _checked(option: str, value, valid: tuple):
     if value not in valid:

@@ -58,6 +58,7 @@ class ProjectionTask:
     result: object
     G0: float | None
     landing: tuple | None
+    H0: float | None = None  # the second held functional's start value (process.also_holds)
 
 
 class Projection(Strategy):
@@ -93,6 +94,44 @@ def newton_shift(r: float, grad: dict, along, landing, mu) -> torch.Tensor:
     return shift
 
 
+def _two_held(task) -> bool:
+    """Whether the projection holds G and the process's second functional H in (lambda, gamma):
+    the process holds two, both multipliers may move, and none just landed on a milestone
+    (then only G is held, along the other)."""
+    p = task.process
+    return (p.also_holds is not None and task.H0 is not None and set(FREE) <= set(p.project_along)
+            and (task.landing is None or task.landing[0] not in FREE))
+
+
+def _jacobian(process, ctx):
+    """(G, H), the 2 x 2 Jacobian d(G, H)/d(lambda, gamma) of the tangents (float64, CPU)."""
+    G, g = process.constraint(ctx)
+    H, h = process.also_constraint(ctx)
+    return (torch.tensor([G, H], dtype=torch.float64),
+            torch.tensor([[g["lambda"], g["gamma"]], [h["lambda"], h["gamma"]]], dtype=torch.float64))
+
+
+def _residual(process, ctx, G0, H0) -> torch.Tensor:
+    return torch.tensor([process.value(ctx) - G0, process.also_value(ctx) - H0], dtype=torch.float64)
+
+
+def _free_shift(mu, dmu2) -> torch.Tensor:
+    """A shift of mu (all three entries) from a (lambda, gamma) shift."""
+    shift = torch.zeros_like(mu)
+    for name, v in zip(FREE, dmu2.tolist()):
+        shift[mu_index(name)] = v
+    return shift
+
+
+def _solve2(J, r) -> torch.Tensor | None:
+    """-J^{-1} r, or None where J is singular or the step not finite."""
+    try:
+        d = -torch.linalg.solve(J, r)
+    except RuntimeError:  # torch.linalg.LinAlgError: a singular J
+        return None
+    return d if bool(torch.isfinite(d).all()) else None
+
+
 @final
 @dataclass
 class NewtonProjection(Projection):
@@ -111,6 +150,8 @@ class NewtonProjection(Projection):
         process = task.process
         if process.holds is None or task.G0 is None:
             return _unprojected(task)
+        if _two_held(task):
+            return self._project2(task)
         free = [n for n in process.project_along if task.landing is None or n != task.landing[0]]
         x, mu, grad_norm = task.result.x, task.mu_new, task.result.grad_norm
         work = Work()
@@ -133,6 +174,46 @@ class NewtonProjection(Projection):
             work.add(ctx.work)
             x, mu, grad_norm = res.x, mu + dmu, res.grad_norm
             ctx = task.make_context(x, mu)
+        return Projected(x, mu, ctx, grad_norm, work)
+
+    def _project2(self, task):
+        """Damped Newton on (G - G0, H - H0) = 0 in (lambda, gamma) with the tangents' 2 x 2
+        Jacobian, each iterate re-equilibrated from the last, to both within process.tol
+        (relative): the Newton step is halved (at most 5 times) until max(|r_i| / tol_i) falls, so a
+        poor prediction far from the curve does not throw the iterates about. Cost per trial: one
+        corrector run, and the two tangent solves at each accepted iterate."""
+        process = task.process
+        x, mu, grad_norm = task.result.x, task.mu_new, task.result.grad_norm
+        target = torch.tensor([task.G0, task.H0], dtype=torch.float64)
+        tol = process.tol * torch.clamp(target.abs(), min=1e-300)
+        work = Work()
+        ctx = task.make_context(x, mu)
+        for _ in range(self.max_iter):
+            values, J = _jacobian(process, ctx)
+            size = float(((values - target).abs() / tol).max())
+            if size <= 1.0:
+                break
+            d = _solve2(J, values - target)
+            if d is None:
+                break
+            work.add(ctx.work)
+            step, accepted = 1.0, None
+            for _ in range(6):
+                dmu = _free_shift(mu, step * d)
+                trial = mu + dmu
+                if float(trial[0]) > 0 and float(trial[1]) > 0:
+                    res = task.corrector.correct(task.system, x + ctx.theta_dot(dmu), trial)
+                    work.add_corrector(res)
+                    if res.converged:
+                        c = task.make_context(res.x, trial)
+                        if float(((_residual(process, c, task.G0, task.H0)).abs() / tol).max()) < size:
+                            accepted = (res, trial, c)
+                            break
+                step /= 2
+            if accepted is None:
+                break
+            res, mu, ctx = accepted
+            x, grad_norm = res.x, res.grad_norm
         return Projected(x, mu, ctx, grad_norm, work)
 
 
@@ -192,6 +273,8 @@ class SecantProjection(Projection):
         process, G0, res, mu_pred = task.process, task.G0, task.result, task.mu_new
         if process.holds is None or G0 is None:
             return _unprojected(task)
+        if _two_held(task):
+            return self._project2(task)
         _, grad = process.constraint(task.current.ctx)
         d = newton_shift(-1.0, grad, process.project_along, task.landing, mu_pred)
         ctx = task.make_context(res.x, mu_pred)
@@ -232,3 +315,57 @@ class SecantProjection(Projection):
                     response = min(max(measured, 0.02), 50.0)
         return Projected(best[1], best[2], best[3], best[4], work, response)
 
+    def _project2(self, task):
+        """Broyden's secant method (the multi-dimensional secant; Broyden 1965, Dennis & Schnabel
+        section 8.1) on r(mu) = (G - G0, H - H0) in (lambda, gamma), every iterate the corrector
+        run from the same prediction x_pred, so that r is one smooth function of mu on a
+        stochastic problem. Coordinates u_i = mu_i / mu_pred_i - 1 (lambda and gamma on one
+        scale); the first Jacobian is the tangents' at the last point (divided by the response
+        the previous step measured, with reuse_response), then rank-one updates
+        J += ((dr - J du) du^T) / |du|^2. No iterate moves a multiplier by more than `factor`.
+        Returns the iterate with the smallest max(|r_i| / tol_i). Cost: one corrector run per
+        iterate (the Jacobian's two tangent solves were made at the last point already)."""
+        process, res, mu_pred = task.process, task.result, task.mu_new
+        G0H0 = torch.tensor([task.G0, task.H0], dtype=torch.float64)
+        tol = process.tol * torch.clamp(G0H0.abs(), min=1e-300)
+        scale = torch.tensor([float(mu_pred[mu_index(n)]) for n in FREE], dtype=torch.float64)
+        _, J = _jacobian(process, task.current.ctx)
+        J = J * scale[None, :]  # d r / d u
+        previous = getattr(task.current, "response", None)
+        if self.reuse_response and previous is not None:
+            J = J * previous
+        ctx = task.make_context(res.x, mu_pred)
+        u, r = torch.zeros(2, dtype=torch.float64), _residual(process, ctx, task.G0, task.H0)
+        best = (float((r.abs() / tol).max()), res.x, mu_pred, ctx, res.grad_norm)
+        work = Work()
+        for _ in range(self.max_iter):
+            if best[0] <= 1.0:
+                break
+            du = _solve2(J, r)
+            if du is None:
+                break
+            # at most a factor `factor` per multiplier from the current iterate
+            now, new = 1.0 + u, 1.0 + u + du
+            limit = 1.0
+            for a, b in zip(now.tolist(), new.tolist()):
+                if b > a * self.factor:
+                    limit = min(limit, (a * self.factor - a) / (b - a))
+                elif b < a / self.factor:
+                    limit = min(limit, (a / self.factor - a) / (b - a))
+            du = du * limit
+            mu = mu_pred + _free_shift(mu_pred, scale * (u + du))
+            if not (float(mu[0]) > 0 and float(mu[1]) > 0):
+                break
+            out = task.corrector.correct(task.system, task.x_pred, mu)
+            work.add_corrector(out)
+            if not out.converged:
+                break
+            ctx = task.make_context(out.x, mu)
+            r_new = _residual(process, ctx, task.G0, task.H0)
+            size = float((r_new.abs() / tol).max())
+            if size < best[0]:
+                best = (size, out.x, mu, ctx, out.grad_norm)
+            dr = r_new - r
+            J = J + torch.outer(dr - J @ du, du) / float(du @ du)
+            u, r = u + du, r_new
+        return Projected(best[1], best[2], best[3], best[4], work, previous if self.reuse_response else None)

@@ -81,6 +81,7 @@ class State:
     step: int  # the index of the current point along the path
     C0: float
     G0: float | None
+    H0: float | None = None  # the second held functional's start value (process.also_holds), or None
     reason: str | None = None  # why the run ends, once it does
     status: str = "running"  # then "finished" (the stop rule's end reached) or "stopped" (StopRule.judge)
     recent: tuple = ()  # the last accepted points, oldest first: (step size, mu named), for StopRule.judge
@@ -139,6 +140,9 @@ class Stepper:
     def held(self, ctx) -> float | None:
         return None if self.s.process.holds is None else self.s.process.value(ctx)
 
+    def also_held(self, ctx) -> float | None:
+        return None if self.s.process.also_holds is None else self.s.process.also_value(ctx)
+
     def point(self, x, mu, s, drift=0.0) -> Point:
         ctx = self.context(x, mu)
         return Point(x, mu, s, ctx, self.tangent_at(ctx), drift)
@@ -154,6 +158,9 @@ class Stepper:
                "constraint_drift": math.nan if G is None or state.G0 is None else _relative(G, state.G0),
                "tangent_angle": math.nan if angle is None else angle,
                "krylov_residual": max((r.rel_residual for r in point.ctx.solves), default=math.nan)}
+        if self.s.process.also_holds is not None:
+            H = self.also_held(point.ctx)
+            row["constraint2_drift"] = math.nan if H is None or state.H0 is None else _relative(H, state.H0)
         if getattr(self.s.projection, "reuse_response", False):
             row["secant_response"] = math.nan if point.response is None else point.response
         row.update(self.problem.validation_metrics(self.system.unflatten(point.x)))
@@ -237,7 +244,8 @@ class Stepper:
         if not all(math.isfinite(v) for v in f.values()):
             raise ContinuationError(f"start point {named(mu)}: R, D, C not finite: {f}")
         C0, G0 = f["C"], self.held(current.ctx)
-        state = State(current, None, self.s.control.initial_step, 0, C0, G0, recent=((0.0, named(mu)),),
+        state = State(current, None, self.s.control.initial_step, 0, C0, G0, self.also_held(current.ctx),
+                      recent=((0.0, named(mu)),),
                       monitored=current if self.monitor is not None else None)
         work = work or Work()
         work.add(current.ctx.work)
@@ -250,14 +258,15 @@ class Stepper:
         return self.judged(state), row
 
     def resumed(self, x, mu, s, *, previous: Previous | None, ds_next: float, step: int, C0: float,
-                G0: float | None, drift: float, recent=(), response: float | None = None) -> State:
+                G0: float | None, drift: float, recent=(), response: float | None = None,
+                H0: float | None = None) -> State:
         """The state of a run at a saved point (its tangent recomputed there, on the draw the
         uninterrupted run had: the caller sets the problem's draw first). `recent`: the last
         accepted points as the stop rule wants them (StopRule.history_length, from the file)."""
         current = replace(self.point(x, mu, s, drift), response=response)
         if self.monitor is not None:
             current = self.monitored(current)
-        state = State(current, previous, ds_next, step, C0, G0, recent=tuple(recent)[-self.s.stop.history_length:],
+        state = State(current, previous, ds_next, step, C0, G0, H0, recent=tuple(recent)[-self.s.stop.history_length:],
                       monitored=current if self.monitor is not None else None)
         return self.judged(state)
 
@@ -451,7 +460,7 @@ class Stepper:
         x_new, grad_norm, ctx_new, response = res.x, res.grad_norm, None, None
         if res.converged:
             p = s.projection.project(ProjectionTask(system, s.process, s.corrector, self.context, current, pred.x,
-                                                    mu_new, res, state.G0, landing))
+                                                    mu_new, res, state.G0, landing, state.H0))
             work.add(p.work)
             x_new, mu_new, ctx_new, grad_norm, response = p.x, p.mu, p.ctx, p.grad_norm, p.response
         ctx_new = ctx_new or self.context(x_new, mu_new)

@@ -70,6 +70,14 @@ class Problem(ABC):
         """Held-out metrics (val_loss, val_acc, ...); none for a problem without held-out data."""
         return {}
 
+    def label_floor(self, t: float, measure: str = "batch") -> float:
+        """The theta-independent part of C at task time t (nats per sample): the entropy the
+        labels themselves carry, which no classifier can remove (soft labels on a task path;
+        0 for hard labels). `measure` is where C is measured: "batch" (the step's draw) or
+        "evaluation" (`evaluation_metrics`'s fixed draw). Used by the iso-classification
+        transfer that holds C - C_floor(t) (continuation/transfer_processes.py)."""
+        return 0.0
+
     def gauge_directions(self, theta: dict) -> list[dict]:
         """Tangents at theta of a continuous symmetry orbit along which J is constant (exact zero
         modes of A, e.g. latent rotations); none by default."""

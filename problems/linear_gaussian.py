@@ -246,3 +246,9 @@ class LinearGaussianTransferProblem(LinearGaussianGibbs):
 
     def data_moment(self, mu):
         return self.moments.second_moment(mu[2]), self.moments.label_spread(mu[2])
+
+    def label_floor(self, t: float, measure: str = "batch") -> float:
+        """kappa(t) = label_spread(t) / (2 sigma_c^2): the soft label's theta-independent part of C
+        (docs/transfer.md), the same on either measure (the expectations are exact)."""
+        spread = self.moments.label_spread(torch.tensor(float(t), dtype=self.dtype))
+        return float(self._label_term(spread))

@@ -14,6 +14,7 @@ four-way head for CIFAR-10 vehicles -> animals). Validation metrics are on the t
 
 from __future__ import annotations
 
+import math
 from typing import final
 
 import torch
@@ -110,11 +111,7 @@ class TransferProblem(NetworkProblem):
                                self._make_batch(torch.arange(len(self.target), device=self.device), g, self.target))
                 f = self._path_functionals(theta, b, t)
             else:
-                i, j, w = self.sampler.all_pairs()
-                n = len(self.train) + len(self.target)
-                if len(i) > 4 * n:
-                    i, j = self.sampler.sample(n, g)
-                    w = torch.full((n,), 1.0 / n, dtype=torch.float64)
+                i, j, w = self._evaluation_pairs(g)
                 f = {"R": 0.0, "D": 0.0, "C": 0.0}
                 chunk = 8192
                 for a in range(0, len(i), chunk):
@@ -124,6 +121,40 @@ class TransferProblem(NetworkProblem):
                     part = self._path_functionals(theta, b, t, w[sl].to(device=self.device, dtype=self.dtype))
                     f = {k: f[k] + part[k] for k in f}
         return {f"train_{k}": float(v) for k, v in f.items()}
+
+    def _evaluation_pairs(self, g):
+        """The pairs (i, j) and weights evaluation_metrics measures the OT path on: every pair of
+        the coupling's support with its weight, or, when the support has more than 4 (n_s + n_t)
+        pairs (an entropic plan), n_s + n_t pairs drawn from Gamma with `g` (its first use)."""
+        i, j, w = self.sampler.all_pairs()
+        n = len(self.train) + len(self.target)
+        if len(i) > 4 * n:
+            i, j = self.sampler.sample(n, g)
+            w = torch.full((n,), 1.0 / n, dtype=torch.float64)
+        return i, j, w
+
+    def label_mismatch(self, measure: str = "batch", seed: int = 12345) -> float:
+        """q = sum_ij Gamma_ij 1[y_i^s != y_j^t] over the pairs C is measured on: the step's batch
+        (uniform weights) or evaluation_metrics's pairs (`seed` is its seed); 0 on the mixture."""
+        if self.path == "mixture":
+            return 0.0
+        if measure == "batch":
+            return float((self.batch.source.y != self.batch.target.y).double().mean())
+        if getattr(self, "_q_evaluation", None) is None or self._q_evaluation[0] != seed:
+            i, j, w = self._evaluation_pairs(torch.Generator().manual_seed(seed))
+            differ = (self.train.y[i.to(self.train.y.device)].cpu() != self.target.y[j.to(self.target.y.device)].cpu())
+            self._q_evaluation = (seed, float((w * differ.double()).sum() / w.sum()))
+        return self._q_evaluation[1]
+
+    def label_floor(self, t: float, measure: str = "batch") -> float:
+        """C_floor(t) = q h(t), h(t) = -(1-t) log(1-t) - t log t: on the OT path a pair whose
+        labels differ has the soft label (1 - t, t) of entropy h(t), which its cross-entropy
+        cannot go below (Remark 11; docs/transfer.md); 0 on the mixture path (hard labels)."""
+        if self.path == "mixture":
+            return 0.0
+        t = min(max(float(t), 0.0), 1.0)
+        h = -sum(p * math.log(p) for p in (t, 1.0 - t) if p > 0.0)
+        return self.label_mismatch(measure) * h
 
     @torch.no_grad()
     def validation_metrics(self, theta, batch_size: int = 2048) -> dict:

@@ -9,14 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy.optimize import brentq
 from torchdiffeq import odeint
 
 from continuation import EquilibriumSystem, continue_path
 from continuation.correctors import NewtonCorrector
 from continuation.step_control import AdaptiveSteps, FixedSteps, StopRule
 from continuation.predictors import ODEPredictor
-from continuation.transfer_processes import iso_classification_transfer, quasi_static_transfer
-from continuation.projections import NewtonProjection
+from continuation.transfer_processes import (IsoClassificationTransfer, iso_classification_transfer,
+                                             quasi_static_transfer)
+from continuation.projections import NewtonProjection, SecantProjection
 from continuation.tangents import solve_tangents
 from problems import LinearGaussianData, make_mu
 from problems.task_path import (CoupledMoments, CouplingSampler, coupled_sample_joint, coupling, gaussian_ot_joint,
@@ -154,6 +156,90 @@ def test_projection_holds_c_along_gamma(case):
     C0 = float(ds["C"][0])
     assert np.max(np.abs(ds["C"].values - C0)) < 1e-10
     np.testing.assert_allclose(ds["lambda"].values, LAM + 0.3 * ds["t"].values, atol=1e-12)
+
+
+@pytest.mark.parametrize("projection", [NewtonProjection(), SecantProjection(max_iter=12)], ids=["newton", "secant"])
+def test_geodesic_projection_holds_c_and_d_minus_kr_in_both_multipliers(case, projection):
+    """A coarse euler law (0.25 in t) with the 2 x 2 projection on (C, D - k R): both held to
+    the tolerance at every point, and (lambda, gamma) on the closed-form geodesic (a 2-D root of
+    C = C0, D - k R = D0 - k R0, computed without tangents)."""
+    k, tol = 0.5, 1e-9
+    process = IsoClassificationTransfer(condition="geodesic", k=k, tol=tol)
+    ds = case.run(process, ODEPredictor("euler"), step=0.25, projection=projection)
+    assert ds.attrs["status"] == "finished" and float(ds["t"][-1]) == 1.0
+    f0 = case.closed.functionals(LAM, GAM, 0.0)
+    invariant, guess = f0["D"] - k * f0["R"], (LAM, GAM)
+    assert float(ds.attrs["H0"]) == pytest.approx(invariant, rel=1e-10)
+    for i in range(1, ds.sizes["step"]):
+        t = float(ds["t"][i])
+        lam, gam = case.closed.geodesic_multipliers(t, k, f0["C"], invariant, guess)
+        guess = (lam, gam)
+        f = case.closed.functionals(float(ds["lambda"][i]), float(ds["gamma"][i]), t)
+        assert abs(f["C"] - f0["C"]) <= 1.01 * tol * abs(f0["C"])
+        assert abs(f["D"] - k * f["R"] - invariant) <= 1.01 * tol * abs(invariant)
+        assert float(ds["lambda"][i]) == pytest.approx(lam, rel=1e-6)
+        assert float(ds["gamma"][i]) == pytest.approx(gam, rel=1e-6)
+        assert abs(float(ds["constraint2_drift"][i])) <= 1.01 * tol
+    assert abs(float(ds["lambda"][-1]) - LAM) > 0.01  # both multipliers moved: not vacuous
+
+
+def test_iso_c_transfer_holding_c_less_its_label_floor_matches_closed_form():
+    """hold = "kl" on the Gaussian OT path: C - kappa(t) held (kappa = c t (1 - t), the soft
+    label's theta-free part). With the Newton projection: gamma(t) against brentq on the closed
+    form's hard-label C (LinearGaussianClosedForm at S(t), no kappa in it). The law alone
+    (dopri5) misses by exactly what the floor's chord slope leaves at the start: over t < w it
+    is c (1 - t - w) against c (1 - 2 t), which integrates to -c w^2 / 2, and the same error of
+    the other sign over the last w cancels it at t = 1."""
+    case = TransferCase("ot")
+    hard = lambda lam, gam, t: case.closed.at(t).functionals(lam, gam)["C"]  # noqa: E731
+    C0 = hard(LAM, GAM, 0.0)
+    c = 4 * case.closed.spread(0.5) / 2  # kappa(t) = c t (1 - t), sigma_c = 1
+    assert c > 0.1  # the floor is there: holding C instead would differ
+    w = 0.05
+    process = IsoClassificationTransfer(condition="lambda", k=0.0, hold="kl", tol=1e-11, floor_window=w)
+    law = case.run(process, ODEPredictor("dopri5", rtol=1e-9, atol=1e-10), step=0.25)
+    drift = law["constraint_drift"].values
+    np.testing.assert_allclose(drift[1:-1], -c * w**2 / 2 / C0, rtol=1e-4)
+    assert abs(drift[-1]) < 1e-7
+    ds = case.run(process, ODEPredictor("euler"), step=0.25, projection=NewtonProjection())
+    assert ds.attrs["status"] == "finished" and ds.attrs["held"] == "C - C_floor(t)"
+    moved = 0.0
+    for i in range(1, ds.sizes["step"]):
+        t = float(ds["t"][i])
+        g = math.exp(brentq(lambda v: hard(LAM, math.exp(v), t) - C0, math.log(1e-3), math.log(1e3), xtol=1e-14))
+        assert float(ds["gamma"][i]) == pytest.approx(g, rel=1e-7)
+        assert abs(hard(LAM, float(ds["gamma"][i]), t) - C0) <= 1.01e-11 * C0
+        moved = max(moved, abs(g - GAM) / GAM)
+    assert moved > 0.5
+    # C itself is not held: it carries kappa(t) on top of C0
+    t2 = float(ds["t"][2])
+    assert float(ds["C"][2]) - C0 == pytest.approx(c * t2 * (1 - t2), rel=1e-8)
+
+
+def test_label_floor_slope_is_the_central_difference_inside_and_the_chord_at_the_ends():
+    case = TransferCase("ot")
+    process = IsoClassificationTransfer(hold="kl", floor_window=0.05)
+
+    class Ctx:  # what floor_slope reads: the problem and t
+        def __init__(self, t):
+            self.mu = make_mu(LAM, GAM, t)
+            self.system = case.system
+
+    kappa = lambda t: case.closed.spread(t) / 2  # noqa: E731  (sigma_c = 1)
+    # kappa is c t (1 - t): its central difference is exact, c (1 - 2 t)
+    c = kappa(0.5) * 4
+    assert process.floor_slope(Ctx(0.4)) == pytest.approx(c * (1 - 0.8), rel=1e-10)
+    assert process.floor_slope(Ctx(0.0)) == pytest.approx((kappa(0.05) - kappa(0.0)) / 0.05, rel=1e-10)
+    assert process.floor_slope(Ctx(1.0)) == pytest.approx((kappa(1.0) - kappa(0.95)) / 0.05, rel=1e-10)
+    assert IsoClassificationTransfer(hold="C").floor_slope(Ctx(0.4)) == 0.0
+
+
+@pytest.mark.parametrize("bad, why", [({"hold": "D"}, "hold must be one of"),
+                                      ({"floor_window": 0.0}, "floor_window must be in"),
+                                      ({"floor_window": 0.7}, "floor_window must be in")])
+def test_transfer_hold_options_are_checked(bad, why):
+    with pytest.raises(ValueError, match=why):
+        IsoClassificationTransfer(**bad)
 
 
 # -- optimal transport ---------------------------------------------------------------------------

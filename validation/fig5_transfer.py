@@ -16,10 +16,18 @@ Runs, all with the same model and corrector:
    (lambda0, gamma0); its first row is the source model's accuracy on the target;
 4. from scratch on the target at the transfer's final (lambda1, gamma1), and at (lambda0, gamma0).
 
-Task path: --path mixture (eq. 23, default) or ot (eq. 37, POT coupling, soft labels).
-Prints the table of the issue (max |C - C0| / C0 over t, target validation accuracy at t = 1
-against from-scratch, fine-tuning's start), writes one netCDF per run and fig5.png. Exit status
-1 when transfer misses 3% on C or 2 points of accuracy against from-scratch at (lambda1, gamma1).
+Task path: --path mixture (eq. 23, default) or ot (eq. 37, POT coupling, soft labels). What is
+held (--hold): C, or C less the soft labels' entropy floor q h(t) (the mean KL divergence from
+the soft label; the default on the OT path, where C itself cannot stay below q h(t):
+docs/transfer.md). With --condition geodesic the process also holds D - k R, and the secant
+projection moves lambda and gamma together (Broyden's 2-D secant).
+
+Prints the table along t (the held functionals' drift, multipliers, accuracy) and the summary
+(target validation accuracy at t = 1 against from-scratch, fine-tuning's start), writes one
+netCDF per run and fig5.png. Exit status 1 when the transfer misses a target: t = 1 reached; the
+held functional within 3% (C with lambda' = k), 1% (geodesic) or 0.5% (C - q h(t)); D - k R
+within 2% (geodesic); gamma within a factor 10 of its start (C - q h(t)); target accuracy within
+2 points of from-scratch at (lambda1, gamma1).
 `--quick` (digits only): the smallest size that still checks the targets (1,000 training
 updates, T = 100, 200 fine-tuning updates, t in steps of 0.25); `--json FILE` writes the table's
 numbers and whether the targets were met (`python -m continuation report` reads it).
@@ -57,38 +65,72 @@ SIZES = {  # CPU mode: training images per task, training updates, corrector T, 
 }
 
 
+SIZE_KEYS = ("limit", "train_steps", "T", "fine_tune", "hidden", "latent", "batch", "step", "width", "krylov_maxiter")
+
+
+def sizes_of(args) -> dict:
+    """The run's sizes: the data set's CPU-mode row of SIZES (--quick: digits-quick), or with
+    --full the paper's (24,000 training images per task: 120 epochs of pre-training, T = 5
+    epochs, 20 of fine-tuning, batch 500), then --sizes's overrides (validation/full_transfer.py
+    sizes the full runs to a time budget that way)."""
+    size = dict(SIZES["digits-quick"] if getattr(args, "quick", False) else SIZES.get(args.dataset,
+                                                                                       SIZES["fashion-mnist"]))
+    if args.full:
+        n_train, batch = 24_000, size["batch"]
+        size.update(limit=0, train_steps=120 * n_train // batch, T=5 * n_train // batch,
+                    fine_tune=20 * n_train // batch)
+    extra = json.loads(args.sizes) if getattr(args, "sizes", None) else {}
+    unknown = sorted(set(extra) - set(SIZE_KEYS))
+    if unknown:
+        raise ValueError(f"--sizes: unknown key {unknown[0]!r}; valid: {', '.join(SIZE_KEYS)}")
+    size.update(extra)
+    return size
+
+
 def base_config(args) -> tuple[dict, dict]:
     """The transfer run's configuration, and the baselines' update counts."""
-    size = SIZES["digits-quick"] if getattr(args, "quick", False) else SIZES.get(args.dataset, SIZES["fashion-mnist"])
+    size = sizes_of(args)
     cifar = args.dataset == "cifar10"
     problem = {"name": "transfer-resnet" if cifar else "transfer-mlp", "dataset": args.dataset, "path": args.path,
                "ot_method": args.ot_method, "grad_batch": size["batch"], "hvp_batch": size["batch"], "samples": 1,
                "device": args.device}
     if cifar:
         problem.update(source="vehicles", target="animals")
+        if "width" in size:
+            problem["width"] = size["width"]
     else:
         problem.update(hidden=size["hidden"], latent=size["latent"])
     if args.data_dir:
         problem["data_dir"] = args.data_dir
-    if size["limit"] and not args.full:
+    if size["limit"]:
         problem["limit"] = size["limit"]
-    n_train = 24_000 if args.full else (size["limit"] or 720)
-    train_steps = 120 * n_train // size["batch"] if args.full else size["train_steps"]
-    T = 5 * n_train // size["batch"] if args.full else size["T"]
     return {
         "problem": problem,
-        "start": {"lambda": args.lambda0, "gamma": args.gamma0, "t": 0.0, "train_steps": train_steps,
+        "start": {"lambda": args.lambda0, "gamma": args.gamma0, "t": 0.0, "train_steps": size["train_steps"],
                   "train_lr": 2e-3, "train_resample_every": 1, "settle": 3, "seed": 0},
         "process": {"name": "iso-classification-transfer", "condition": args.condition, "k": args.k,
-                    "tol": 5e-3, "measure": "evaluation"},
+                    "tol": 5e-3, "measure": "evaluation", **({"hold": "kl"} if hold(args) == "kl" else {})},
         "projection": {"name": "secant"},
-        "predictor": {"name": "none"},
-        "corrector": {"name": "adam", "steps": T, "eta_max": 1.5e-3, "resample_every": 1},
-        "krylov": {"name": "minres", "rtol": 1e-2, "maxiter": 30, "shift": -0.1},
+        "predictor": {"name": "none", "factor": 2.0},  # the law moves a multiplier by at most a factor 2
+        "corrector": {"name": "adam", "steps": size["T"], "eta_max": 1.5e-3, "resample_every": 1},
+        "krylov": {"name": "minres", "rtol": 1e-2, "maxiter": size.get("krylov_maxiter", 30), "shift": -0.1},
         "steps": {"name": "fixed", "size": size.get("step", 0.1)},
         "stop": {"max_steps": 100, "target": {"t": 1.0}},
         "output": {"progress": False},
-    }, {"train_steps": train_steps, "fine_tune": 20 * n_train // size["batch"] if args.full else size["fine_tune"]}
+    }, {"train_steps": size["train_steps"], "fine_tune": size["fine_tune"]}
+
+
+def hold(args) -> str:
+    """What the transfer holds: --hold, or by default C less its floor on the OT path, C on the mixture."""
+    choice = getattr(args, "hold", "auto")
+    return ("kl" if args.path == "ot" else "C") if choice == "auto" else choice
+
+
+def tolerances(s: dict) -> dict:
+    """The targets of the issue: the held functional's drift (C - q h(t): 0.5%; geodesic: 1%;
+    otherwise 3%), D - k R's (2%, geodesic), gamma's range (a factor 10, C - q h(t))."""
+    return {"held": 0.005 if s["held"] != "C" else 0.01 if s["held2"] else 0.03, "held2": 0.02,
+            "gamma_factor": 10.0 if s["held"] != "C" else None, "accuracy": 0.02}
 
 
 def quasi_static(cfg: dict) -> dict:
@@ -102,7 +144,14 @@ def quasi_static(cfg: dict) -> dict:
 
 def summary(transfer, qs, tune, scratch1, scratch0) -> dict:
     c = transfer["train_C"].values
-    return {"C0": float(c[0]), "max_C_change": float(np.max(np.abs(c - c[0])) / c[0]),
+    g = transfer["gamma"].values
+    held2 = transfer["constraint2_drift"].values if "constraint2_drift" in transfer else None
+    out = {"C0": float(c[0]), "max_C_change": float(np.max(np.abs(c - c[0])) / c[0]),
+            "held": transfer.attrs["held"].split(" and ")[0],
+            "held2": transfer.attrs["held"].split(" and ")[1] if " and " in transfer.attrs["held"] else "",
+            "max_held_change": float(np.max(np.abs(transfer["constraint_drift"].values))),
+            "max_held2_change": float(np.max(np.abs(held2))) if held2 is not None else float("nan"),
+            "gamma_factor": float(max(g.max() / g[0], g[0] / g.min())),
             "qs_C_change": float((qs["train_C"].values[-1] - qs["train_C"].values[0]) / qs["train_C"].values[0]),
             "lam": (float(transfer["lambda"][0]), float(transfer["lambda"][-1])),
             "gam": (float(transfer["gamma"][0]), float(transfer["gamma"][-1])),
@@ -115,10 +164,36 @@ def summary(transfer, qs, tune, scratch1, scratch0) -> dict:
             "scratch1_C": float(scratch1["train_C"][-1]), "points": transfer.sizes["step"],
             "t_end": float(transfer["t"][-1]), "status": transfer.attrs["status"],
             "stop_reason": transfer.attrs["stop_reason"]}
+    tol = tolerances(out)
+    out.update(C_tolerance=tol["held"], accuracy_tolerance=tol["accuracy"], held2_tolerance=tol["held2"],
+               gamma_factor_limit=tol["gamma_factor"])
+    return out
 
 
 def meets(s: dict) -> bool:
-    return s["t_end"] == 1.0 and s["max_C_change"] <= 0.03 and abs(s["acc_t1"] - s["scratch1"]) <= 0.02
+    return (s["t_end"] == 1.0 and s["max_held_change"] <= s["C_tolerance"]
+            and (not s["held2"] or s["max_held2_change"] <= s["held2_tolerance"])
+            and (s["gamma_factor_limit"] is None or s["gamma_factor"] <= s["gamma_factor_limit"])
+            and abs(s["acc_t1"] - s["scratch1"]) <= s["accuracy_tolerance"])
+
+
+def along_t(transfer, k: float) -> list[str]:
+    """The table along t: multipliers, the held functionals and their drift, accuracy."""
+    held = transfer.attrs["held"].split(" and ")
+    head = f"  {'t':>6} {'lambda':>8} {'gamma':>9} {'train C':>8} {held[0] + ' %':>16}"
+    if len(held) > 1:
+        head += f" {held[1]:>12} {'drift %':>8}"
+    lines = [head + f" {'val acc %':>9}"]
+    has2 = "constraint2_drift" in transfer
+    for i in range(transfer.sizes["step"]):
+        r = transfer.isel(step=i)
+        line = (f"  {float(r['t']):>6.3f} {float(r['lambda']):>8.4f} {float(r['gamma']):>9.4f} "
+                f"{float(r['train_C']):>8.4f} {100 * float(r['constraint_drift']):>+16.3f}")
+        if has2:
+            dk = float(r["train_D"]) - k * float(r["train_R"])
+            line += f" {dk:>12.4f} {100 * float(r['constraint2_drift']):>+8.3f}"
+        lines.append(line + f" {100 * float(r['val_acc']):>9.2f}")
+    return lines
 
 
 def print_table(s: dict, minutes: float):
@@ -128,6 +203,9 @@ def print_table(s: dict, minutes: float):
           f"gamma {s['gam'][0]:.3f} -> {s['gam'][1]:.3f}; {minutes:.1f} min in all")
     print(f"  training C: C0 = {s['C0']:.4f}, max |C - C0| / C0 over t = {100 * s['max_C_change']:.2f}% "
           f"(quasi-static transfer at fixed multipliers: {100 * s['qs_C_change']:+.1f}% at t = 1)")
+    print(f"  held {s['held']}: max relative drift {100 * s['max_held_change']:.3f}%"
+          + (f"; {s['held2']}: {100 * s['max_held2_change']:.3f}%" if s["held2"] else "")
+          + f"; gamma within a factor {s['gamma_factor']:.3g} of its start")
     print(f"  {'model':<44} {'target val acc %':>16}")
     rows = [("iso-C transfer, t = 0 (source model)", s["acc_t0"]), ("iso-C transfer, t = 1", s["acc_t1"]),
             ("quasi-static transfer, t = 1", s["qs_acc_t1"]), ("fine-tuning, start (source model)", s["tune_start"]),
@@ -137,8 +215,13 @@ def print_table(s: dict, minutes: float):
     for name, acc in rows:
         print(f"  {name:<44} {100 * acc:>16.2f}")
     print(f"  source val acc along the transfer: {100 * s['source_acc_t0']:.2f}% -> {100 * s['source_acc_t1']:.2f}%")
+    targets = [f"{s['held']} within {100 * s['C_tolerance']:g}%"]
+    if s["held2"]:
+        targets.append(f"{s['held2']} within {100 * s['held2_tolerance']:g}%")
+    if s["gamma_factor_limit"] is not None:
+        targets.append(f"gamma within a factor {s['gamma_factor_limit']:g}")
     print(f"  |transfer - from scratch (lambda1, gamma1)| = {100 * abs(s['acc_t1'] - s['scratch1']):.2f} points; "
-          f"targets (t = 1 reached, C within 3%, accuracy within 2 points): {'met' if meets(s) else 'MISSED'}")
+          f"targets (t = 1 reached, {', '.join(targets)}, accuracy within 2 points): {'met' if meets(s) else 'MISSED'}")
 
 
 def plot(transfer, qs, tune, scratch1, scratch0, out: Path) -> Path:
@@ -153,11 +236,16 @@ def plot(transfer, qs, tune, scratch1, scratch0, out: Path) -> Path:
     ax[1].plot([1.0], [100 * float(scratch0["val_acc"][-1])], "P", ms=9, label="from scratch (lambda0, gamma0)")
     ax[1].set(xlabel="t / progress", ylabel="target validation accuracy %", title="(b) validation accuracy")
     c = transfer["train_C"].values
-    ax[2].plot(transfer["t"], 100 * (c / c[0] - 1), "o-", ms=3, label="iso-C transfer")
+    ax[2].plot(transfer["t"], 100 * (c / c[0] - 1), "o-", ms=3, label="iso-C transfer: training C")
+    held = transfer.attrs["held"].split(" and ")
+    if held[0] != "C":
+        ax[2].plot(transfer["t"], 100 * transfer["constraint_drift"], "d-", ms=3, label=f"iso-C transfer: {held[0]}")
+    if len(held) > 1:
+        ax[2].plot(transfer["t"], 100 * transfer["constraint2_drift"], "v-", ms=3, label=f"iso-C transfer: {held[1]}")
     ax[2].plot(qs["t"], 100 * (qs["train_C"].values / qs["train_C"].values[0] - 1), "s--", ms=3,
                label="quasi-static transfer")
     ax[2].axhspan(-3, 3, color="0.9", zorder=0)
-    ax[2].set(xlabel="t", ylabel="% change of training C", title="training C at t (band: +-3%)")
+    ax[2].set(xlabel="t", ylabel="% change from t = 0", title="held functionals at t (band: +-3%)")
     ax[3].plot(transfer["t"], transfer["gamma"], "o-", ms=3, label="gamma")
     ax[3].plot(transfer["t"], transfer["lambda"], "s-", ms=3, label="lambda")
     ax[3].set(xlabel="t", ylabel="multiplier", title="multipliers along the transfer")
@@ -172,19 +260,27 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--full", action="store_true", help="the paper's sizes (for one GPU)")
     parser.add_argument("--path", default="mixture", choices=["mixture", "ot"])
-    parser.add_argument("--ot-method", default="emd", choices=["emd", "sinkhorn"])
+    parser.add_argument("--ot-method", default="emd", choices=["emd", "sinkhorn", "assignment"],
+                        help="the OT plan: emd (POT, exact, dense), sinkhorn (entropic), assignment (exact for equal "
+                             "task sizes, sparse: 10,000+ points)")
     parser.add_argument("--condition", default="lambda", choices=["lambda", "geodesic"])
     parser.add_argument("--k", type=float, default=0.0, help="lambda' (condition lambda) or dD/dR (geodesic)")
+    parser.add_argument("--hold", default="auto", choices=["auto", "C", "kl"],
+                        help="hold C, or C less the soft labels' entropy floor q h(t) (kl); auto: kl on the OT path")
     parser.add_argument("--lambda0", type=float, default=0.25)
     parser.add_argument("--gamma0", type=float, default=8.0)
     parser.add_argument("--quick", action="store_true", help="digits only: the smallest size (1,000 training updates)")
     parser.add_argument("--json", type=Path, default=None, help="also write the summary to this JSON file")
+    parser.add_argument("--sizes", default="", help=f"JSON overrides of the sizes ({', '.join(SIZE_KEYS)})")
     args = parser.parse_args(argv)
     if args.quick and (args.dataset != "digits" or args.full):
         parser.error("--quick is the digits' smallest size: give --dataset digits, without --full")
     args.out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    cfg, sizes = base_config(args)
+    try:
+        cfg, sizes = base_config(args)
+    except ValueError as e:  # --sizes
+        parser.error(str(e))
     files = {name: args.out / f"{name}.nc" for name in ("transfer", "quasi_static", "fine_tune", "scratch1",
                                                          "scratch0")}
     for f in files.values():
@@ -211,12 +307,13 @@ def main(argv=None):
     scratch0, _ = from_scratch(problem, lam0, gam0, steps=sizes["train_steps"], out=files["scratch0"], **scratch_lr)
 
     s = summary(transfer, qs, tune, scratch1, scratch0)
+    print("\nalong the transfer:")
+    print("\n".join(along_t(transfer, args.k)))
     print_table(s, (time.perf_counter() - t_start) / 60)
     fig = plot(transfer, qs, tune, scratch1, scratch0, args.out / "fig5.png")
     print(f"wrote {fig}")
     if args.json is not None:
-        args.json.write_text(json.dumps({**s, "met": meets(s), "C_tolerance": 0.03, "accuracy_tolerance": 0.02,
-                                         "sizes": sizes, "minutes": (time.perf_counter() - t_start) / 60},
+        args.json.write_text(json.dumps({**s, "met": meets(s), "sizes": sizes, "minutes": (time.perf_counter() - t_start) / 60},
                                         indent=1, default=float))
         print(f"wrote {args.json}")
     return 0 if meets(s) else 1
