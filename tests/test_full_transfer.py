@@ -34,7 +34,7 @@ def test_full_transfer_runs_every_case_at_smoke_size(tmp_path, capsys):
 
     settings = json.loads(load_path(tmp_path / "cifar10-ot" / "transfer.nc").attrs["settings"])
     assert settings["problem"]["name"].startswith("transfer-resnet:cifar10[vehicles->animals, ot]")
-    assert settings["problem"]["ot_method"] == "assignment"
+    assert settings["problem"]["ot_method"] == "emd" and settings["problem"]["ot_max_iter"] == full_transfer.EMD_BUDGET
     assert printed.count("| mnist-") == 2 and "wrote" in printed
 
 
@@ -69,8 +69,13 @@ def test_plan_follows_the_budget_formula():
     assert p["limit"] == min(n, 23_500) and p["train_steps"] == 120 * p["limit"] // 500
     assert p["T"] == 5 * p["limit"] // 500 and p["fine_tune"] == 20 * p["limit"] // 500
     assert (p["estimate_s"] - 30) * 1.3 <= share - 30  # the estimate with its margin fits the share less start-up
-    # the OT case is capped by --ot-limit, a slow update skips the case with the reason
-    assert full_transfer.plan("mnist-ot", {**cal, "update_s": 1e-4}, 540.0, 10_000)["limit"] == 10_000
+    # the OT case is capped by --ot-limit and pays for its plan; a slow update skips the case
+    ot = full_transfer.plan("mnist-ot", {**cal, "update_s": 1e-4}, 2000.0, 10_000)
+    assert ot["limit"] == 10_000 and ot["estimate_s"] > 65.0
+    ot = full_transfer.plan("mnist-ot", {**cal, "update_s": 2e-3}, 540.0, 10_000)
+    per = 2e-3 * (645 / 500 + 55 * 8 / 1500) * 1.3
+    assert 30 + full_transfer.plan_seconds(ot["limit"]) * 1.3 + ot["limit"] * per <= 0.15 * 540 \
+        < 30 + full_transfer.plan_seconds(ot["limit"] + 500) * 1.3 + (ot["limit"] + 500) * per
     assert "does not fit" in full_transfer.plan("cifar10-ot", {**cal, "update_s": 1.0}, 540.0, 10_000)["skip"]
 
 

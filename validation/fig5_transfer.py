@@ -102,6 +102,8 @@ def base_config(args) -> tuple[dict, dict]:
         problem.update(hidden=size["hidden"], latent=size["latent"])
     if args.data_dir:
         problem["data_dir"] = args.data_dir
+    if getattr(args, "ot_max_iter", 0):
+        problem["ot_max_iter"] = args.ot_max_iter
     if size["limit"]:
         problem["limit"] = size["limit"]
     return {
@@ -271,7 +273,10 @@ def main(argv=None):
     parser.add_argument("--gamma0", type=float, default=8.0)
     parser.add_argument("--quick", action="store_true", help="digits only: the smallest size (1,000 training updates)")
     parser.add_argument("--json", type=Path, default=None, help="also write the summary to this JSON file")
+    parser.add_argument("--ot-max-iter", type=int, default=0, help="emd's iteration budget (default: the problem's)")
     parser.add_argument("--sizes", default="", help=f"JSON overrides of the sizes ({', '.join(SIZE_KEYS)})")
+    parser.add_argument("--projection", default="", help='JSON options of the secant projection, e.g. '
+                                                         '\'{"max_iter": 10, "reuse_response": true}\'')
     args = parser.parse_args(argv)
     if args.quick and (args.dataset != "digits" or args.full):
         parser.error("--quick is the digits' smallest size: give --dataset digits, without --full")
@@ -279,7 +284,9 @@ def main(argv=None):
     t_start = time.perf_counter()
     try:
         cfg, sizes = base_config(args)
-    except ValueError as e:  # --sizes
+        if args.projection:
+            cfg["projection"].update(json.loads(args.projection))
+    except ValueError as e:  # --sizes, --projection (json.JSONDecodeError is a ValueError)
         parser.error(str(e))
     files = {name: args.out / f"{name}.nc" for name in ("transfer", "quasi_static", "fine_tune", "scratch1",
                                                          "scratch0")}

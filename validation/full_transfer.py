@@ -20,8 +20,9 @@ update per batch): 792 n / 500 update-equivalents. Each data set's Adam update i
 device first (5 warm-up and 20 timed updates); n is the largest multiple of 500 up to the
 smaller task's training set (MNIST: 23,523 images of 5-9 after the validation split) for which
 that estimate, times 1.3, fits the case's share less 30 s of start-up, and at most --ot-limit
-(default 10,000) on the OT path: the plan is scipy's exact linear_sum_assignment on the n x n
-cost matrix (problems/task_path.py), on the CPU. A case that does not fit at n = 500 is skipped
+(default 10,000) on the OT path, whose share also pays for the exact emd plan on the CPU (65 s
+at n = 10,000 on one core of this project's machines, about n^2.7: benchmarks/ot_scale.py;
+computed once per case, problems/task_path.py keeps it). A case that does not fit at n = 500 is skipped
 with the reason; one that runs past twice its share is stopped (SIGTERM), and its table row says so.
 
 --smoke: MNIST and CIFAR-10 stand-ins written in torchvision's layout to OUT/stand_ins (the
@@ -61,6 +62,13 @@ BATCH = 500
 UPDATES_PER_IMAGE = 645 / BATCH  # Adam updates per training image per task (docstring)
 EVAL_PER_IMAGE = 55 * 2 * 4 / (3 * BATCH)  # evaluation passes, in update-equivalents per image
 SAFETY, STARTUP_S, MIN_N = 1.3, 30.0, 500
+EMD_BUDGET = 100_000_000  # emd's iterations: enough at 10,000 points per task (benchmarks/ot_scale.py)
+
+
+def plan_seconds(n: int) -> float:
+    """The emd plan's time at n points per task on one CPU core, from benchmarks/ot_scale.py
+    (Fashion-MNIST: 10 s at 5,000, 65 s at 10,000: about n^2.7), computed once per case."""
+    return 65.0 * (n / 10_000) ** 2.7
 SMOKE_SIZES = {"limit": 100, "train_steps": 30, "T": 10, "fine_tune": 10, "hidden": 16, "latent": 3, "batch": 50,
                "step": 0.5, "width": 16, "krylov_maxiter": 3}
 # the ResNet on one CPU thread takes seconds per update even at width 16: smaller still
@@ -159,14 +167,17 @@ def plan(case: str, cal: dict, budget: float, ot_limit: int) -> dict:
     per_image = cal["update_s"] * (UPDATES_PER_IMAGE + EVAL_PER_IMAGE) * SAFETY
     n = int((share - STARTUP_S) / per_image) // BATCH * BATCH
     n = min(n, min(cal["n_source"], cal["n_target"]) // BATCH * BATCH)
-    if case.endswith("-ot"):
+    ot = case.endswith("-ot")
+    if ot:
         n = min(n, ot_limit // BATCH * BATCH)
+        while n >= MIN_N and STARTUP_S + plan_seconds(n) * SAFETY + n * per_image > share:
+            n -= BATCH
     if n < MIN_N:
         return {"skip": f"does not fit its share of {share:.0f} s at n = {MIN_N} images per task "
                         f"({cal['update_s'] * 1e3:.1f} ms per update)"}
     epochs = n // BATCH
     return {"limit": n, "train_steps": 120 * epochs, "T": 5 * epochs, "fine_tune": 20 * epochs,
-            "estimate_s": STARTUP_S + n * per_image / SAFETY, "share_s": share}
+            "estimate_s": STARTUP_S + n * per_image / SAFETY + (plan_seconds(n) if ot else 0.0), "share_s": share}
 
 
 # -- the cases -----------------------------------------------------------------------------------
@@ -183,7 +194,7 @@ def run_case(case: str, sizes: dict, data_dir: str, args, folder: Path) -> dict:
            path, "--device", args.device, "--out", str(folder), "--json", str(folder / "summary.json"),
            "--sizes", json.dumps({k: v for k, v in sizes.items() if k in SMOKE_SIZES})]
     if path == "ot":
-        cmd += ["--ot-method", "assignment"]
+        cmd += ["--ot-method", "emd", "--ot-max-iter", str(EMD_BUDGET)]
     cmd = [sys.executable, "-c", SKIP_CIFAR_MD5, *cmd] if args.smoke else [sys.executable, *cmd]
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", PYTHONUNBUFFERED="1")
     start = time.perf_counter()
