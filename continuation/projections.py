@@ -217,6 +217,18 @@ class NewtonProjection(Projection):
         return Projected(x, mu, ctx, grad_norm, work)
 
 
+def _rerun(task, mu, work):
+    """The corrector from the prediction x_pred at mu (same random numbers at every call), its
+    work counted: (result, context), or None outside lambda, gamma > 0 or when it failed."""
+    if not (float(mu[0]) > 0 and float(mu[1]) > 0):
+        return None
+    r = task.corrector.correct(task.system, task.x_pred, mu)
+    work.add_corrector(r)
+    if not r.converged:
+        return None
+    return r, task.make_context(r.x, mu)
+
+
 def bounded(tau, tau_from, d, mu_pred, factor=2.0):
     """tau clipped so that, from the iterate at tau_from, no multiplier changes by more than
     `factor` (up or down) in one secant iterate. A first guess from tangents that are far off
@@ -290,13 +302,10 @@ class SecantProjection(Projection):
         tau = bounded(-rs[0] / k, 0.0, d, mu_pred, self.factor)
         for _ in range(self.max_iter):
             mu = mu_pred + tau * d
-            if not (float(mu[0]) > 0 and float(mu[1]) > 0):
+            run = _rerun(task, mu, work)
+            if run is None:
                 break
-            r = task.corrector.correct(task.system, task.x_pred, mu)
-            work.add_corrector(r)
-            if not r.converged:
-                break
-            ctx = task.make_context(r.x, mu)
+            r, ctx = run
             g = process.value(ctx) - G0
             if abs(g) < best[0]:
                 best = (abs(g), r.x, mu, ctx, r.grad_norm, tau, g)
@@ -354,13 +363,10 @@ class SecantProjection(Projection):
                     limit = min(limit, (a / self.factor - a) / (b - a))
             du = du * limit
             mu = mu_pred + _free_shift(mu_pred, scale * (u + du))
-            if not (float(mu[0]) > 0 and float(mu[1]) > 0):
+            run = _rerun(task, mu, work)
+            if run is None:
                 break
-            out = task.corrector.correct(task.system, task.x_pred, mu)
-            work.add_corrector(out)
-            if not out.converged:
-                break
-            ctx = task.make_context(out.x, mu)
+            out, ctx = run
             r_new = _residual(process, ctx, task.G0, task.H0)
             size = float((r_new.abs() / tol).max())
             if size < best[0]:
