@@ -34,7 +34,8 @@ iterations). tests/test_full_transfer.py runs it.
 
 Writes OUT/summary.md and OUT/summary.json (one row per case), each case's folder (its netCDF
 files, fig5.png, its summary.json and log). Exit status 0 when every case ran (met or not: the
-table says), 1 when one failed or was stopped, 2 for a bad argument (one line).
+table says) or was skipped (no data folder, or too slow for its share: the table says why), 1
+when one failed or was stopped, 2 for a bad argument (one line).
 """
 
 from __future__ import annotations
@@ -236,7 +237,7 @@ def parse(argv):
     p.add_argument("--out", type=Path, default=Path("out/full_transfer"))
     p.add_argument("--mnist-dir", default="", help="the folder holding MNIST/raw/ (torchvision's layout)")
     p.add_argument("--cifar-dir", default="", help="the folder holding cifar-10-batches-py/")
-    p.add_argument("--device", default="cuda")
+    p.add_argument("--device", default="cuda", help="cuda (default; refused where there is none) or cpu")
     p.add_argument("--budget", type=float, default=540.0, help="seconds for all cases (default 540)")
     p.add_argument("--ot-limit", type=int, default=10_000, help="images per task on the OT path (default 10,000)")
     p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, from {', '.join(CASES)}")
