@@ -321,12 +321,7 @@ def main(argv=None) -> int:
     if args.start_from and not Path(args.start_from).is_file():
         p.error(f"--from {args.start_from}: no such path file")
     out = Path(args.out or f"out/routes_{args.dataset}")
-    if out.exists() and not out.is_dir():
-        p.error(f"--out {out}: exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        p.error(f"--out {out}: cannot create the folder ({e.strerror})")
+    p.out_folder(out)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     os.environ.update({k: env[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")})

@@ -198,12 +198,7 @@ def main(argv=None) -> int:
     from continuation.defaults import DEFAULT_CONFIG
 
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        p.error(f"--out {out}: exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        p.error(f"--out {out}: cannot create the folder ({e.strerror})")
+    p.out_folder(out)
     config = copy.deepcopy(DEFAULT_CONFIG)
     _, problem, system = build(config)
     try:

@@ -45,6 +45,16 @@ class OneLineParser(argparse.ArgumentParser):
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         sys.exit(2)
 
+    def out_folder(self, out: Path) -> Path:
+        """--out as a folder, created if need be; a file there, or one that cannot be made, is one line."""
+        if out.exists() and not out.is_dir():
+            self.error(f"--out {out}: exists and is not a folder")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            self.error(f"--out {out}: cannot create the folder ({e.strerror})")
+        return out
+
 
 def _parser():
     p = _Parser(prog="continuation", description="Continuation on the free-energy equilibrium surface.")
