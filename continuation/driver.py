@@ -125,7 +125,7 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, proj
                             return done.finish(old.attrs["status"], old.attrs.get("stop_reason", ""))
                         return old
                     state, rows = starts.resume(stepper, out, template)
-                    attrs.update({k: old.attrs[k] for k in ("C0", "G0", "H0", "start_draw") if k in old.attrs})
+                    attrs.update({k: old.attrs[k] for k in ("C0", "G0", "H0", "H_scale", "start_draw") if k in old.attrs})
                     writer = PathWriter(out, attrs, checkpoint_every, rows=rows, critical=guard.critical)
                 else:
                     if out is not None and out.exists():
@@ -142,6 +142,7 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, proj
                     attrs.update(C0=state.C0, G0="none" if state.G0 is None else state.G0)
                     if state.H0 is not None:
                         attrs["H0"] = state.H0  # the second held functional's start value (geodesic transfer)
+                        attrs["H_scale"] = state.H_scale  # the scale of its relative drift
                     if isinstance(problem, StochasticProblem):
                         attrs["start_draw"] = int(problem.seed)  # the draw of point 0 (a resume there redraws it)
                     if out is not None:

@@ -41,7 +41,7 @@ of Hess_theta J) "nats per sample per squared parameter unit". The text event va
 Attributes: problem, process, predictor, corrector, projection, step_control, corrector_counts,
 held (the functional the process holds, or "none"), settings (JSON: every strategy's options, the
 problem's, the start), config (JSON of the configuration given, or the settings), status
-("running", "finished", "stopped"), stop_reason, C0, G0 (H0 where a second functional is held), checkpoint_dir; and the conventions:
+("running", "finished", "stopped"), stop_reason, C0, G0 (H0 and H_scale where a second functional is held), checkpoint_dir; and the conventions:
 Conventions = "continuation-path-1" (this schema), continuation_version (the package's version
 that wrote the file, "unknown" outside an installed package), history (one line per session
 that wrote the file: "ISO-UTC-time: command line"; a resume adds a line).
@@ -114,8 +114,8 @@ VARIABLE_ATTRS = {
     "C_drift": ("1", "relative drift of C on the step's batch from the start, (C - C0) / |C0| (the held "
                      "value, on its own measure: constraint_drift)"),
     "constraint_drift": ("1", "relative drift of the held functional from the start, (G - G0) / |G0|"),
-    "constraint2_drift": ("1", "relative drift of the second held functional from the start, (H - H0) / |H0| "
-                               "(the geodesic transfer's D - k R)"),
+    "constraint2_drift": ("1", "relative drift of the second held functional from the start, (H - H0) / H_scale "
+                               "(the geodesic transfer's D - k R; H_scale = |D0 - D_floor| + |k| R0)"),
     "tangent_angle": ("degree", "angle the tangent turned since the previous point"),
     "krylov_residual": ("1", "largest relative residual of the point's tangent solves"),
     "secant_response": ("1", "the held functional's response to the secant's multiplier move over the tangents' "

@@ -75,6 +75,11 @@ class Process(Strategy):
         """(H, {"lambda": H_lambda, "gamma": H_gamma})."""
         raise TypeError(f"process {self.name!r} holds no second functional")
 
+    def also_scale(self, ctx: PointContext) -> float:
+        """The scale H's relative drift is measured on, (H - H0) / scale, taken at the start: |H| by
+        default; a process whose H carries an arbitrary constant gives the size of its terms."""
+        return abs(self.also_value(ctx))
+
 
 def _checked(option: str, value, valid: tuple):
     if value not in valid:

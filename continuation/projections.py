@@ -59,6 +59,7 @@ class ProjectionTask:
     G0: float | None
     landing: tuple | None
     H0: float | None = None  # the second held functional's start value (process.also_holds)
+    H_scale: float | None = None  # the scale of H's relative tolerance (process.also_scale at the start; default |H0|)
 
 
 class Projection(Strategy):
@@ -113,6 +114,12 @@ def _jacobian(process, ctx):
 
 def _residual(process, ctx, G0, H0) -> torch.Tensor:
     return torch.tensor([process.value(ctx) - G0, process.also_value(ctx) - H0], dtype=torch.float64)
+
+
+def _tolerances(task) -> torch.Tensor:
+    """The absolute tolerances on (G - G0, H - H0): process.tol times |G0| and H's scale (|H0| by default)."""
+    scale = task.H_scale if task.H_scale is not None else abs(task.H0)
+    return task.process.tol * torch.clamp(torch.tensor([abs(task.G0), scale], dtype=torch.float64), min=1e-300)
 
 
 def _free_shift(mu, dmu2) -> torch.Tensor:
@@ -185,7 +192,7 @@ class NewtonProjection(Projection):
         process = task.process
         x, mu, grad_norm = task.result.x, task.mu_new, task.result.grad_norm
         target = torch.tensor([task.G0, task.H0], dtype=torch.float64)
-        tol = process.tol * torch.clamp(target.abs(), min=1e-300)
+        tol = _tolerances(task)
         work = Work()
         ctx = task.make_context(x, mu)
         for _ in range(self.max_iter):
@@ -335,8 +342,7 @@ class SecantProjection(Projection):
         Returns the iterate with the smallest max(|r_i| / tol_i). Cost: one corrector run per
         iterate (the Jacobian's two tangent solves were made at the last point already)."""
         process, res, mu_pred = task.process, task.result, task.mu_new
-        G0H0 = torch.tensor([task.G0, task.H0], dtype=torch.float64)
-        tol = process.tol * torch.clamp(G0H0.abs(), min=1e-300)
+        tol = _tolerances(task)
         scale = torch.tensor([float(mu_pred[mu_index(n)]) for n in FREE], dtype=torch.float64)
         _, J = _jacobian(process, task.current.ctx)
         J = J * scale[None, :]  # d r / d u

@@ -16,7 +16,7 @@ from .correctors import CORRECTORS
 from .predictors import NoPredictor, ODEPredictor, SecantPredictor
 from .processes import IsoClassification, IsoClassificationFD, IsoCPlusROverBeta, QuasiStatic
 from .projections import NewtonProjection, NoProjection, SecantProjection
-from .step_control import AdaptiveSteps, FixedSteps
+from .step_control import AdaptiveSteps, FixedSteps, HeldSteps
 from .transfer_processes import IsoClassificationTransfer, QuasiStaticTransfer
 
 
@@ -29,7 +29,7 @@ PROCESSES = _table(QuasiStatic, IsoClassification, IsoClassificationFD, IsoCPlus
 PREDICTORS = _table(ODEPredictor, SecantPredictor, NoPredictor, PseudoArclengthPredictor)
 CORRECTOR_TABLE = {**CORRECTORS, **_table(BorderedNewtonCorrector)}
 PROJECTIONS = _table(NoProjection, NewtonProjection, SecantProjection)
-STEP_CONTROLS = _table(AdaptiveSteps, FixedSteps)
+STEP_CONTROLS = _table(AdaptiveSteps, FixedSteps, HeldSteps)
 
 REGISTRY = {"problem": PROBLEMS, "process": PROCESSES, "predictor": PREDICTORS, "corrector": CORRECTOR_TABLE,
             "projection": PROJECTIONS, "krylov": KRYLOV_SOLVERS, "steps": STEP_CONTROLS}

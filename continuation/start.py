@@ -106,6 +106,8 @@ def resume(stepper: Stepper, out, template) -> tuple[State, list[dict]]:
         G0 = None if G0 in (None, "none") else float(G0)
         H0 = old.attrs.get("H0")
         H0 = None if H0 in (None, "none") else float(H0)
+        H_scale = old.attrs.get("H_scale")
+        H_scale = None if H_scale in (None, "none") else float(H_scale)
     except (KeyError, TypeError, ValueError) as e:
         raise PathFileError(f"{out} lacks its held values C0, G0 (attributes): not a file a run wrote") from e
     drift = float(rows[-1]["constraint_drift"]) if G0 is not None else 0.0
@@ -121,7 +123,7 @@ def resume(stepper: Stepper, out, template) -> tuple[State, list[dict]]:
     response = float(rows[-1].get("secant_response", math.nan))  # the secant's learned response (reuse_response)
     state = stepper.resumed(x, mu, float(last["s"]), previous=previous, ds_next=float(rows[-1]["next_step"]),
                             step=n - 1, C0=C0, G0=G0, drift=drift, recent=recent,
-                            response=response if math.isfinite(response) else None, H0=H0)
+                            response=response if math.isfinite(response) else None, H0=H0, H_scale=H_scale)
     if getattr(stepper.s.process, "arclength", False) and previous is not None:
         # a tangent defined up to sign (pseudo-arclength) is oriented along the secant from the
         # point before, as the uninterrupted run had it along its previous tangent (past a fold

@@ -15,6 +15,18 @@ accepted whenever the corrector converged (a stochastic corrector on a fixed bud
 iteration count and drift say nothing of the step). A step whose corrector did not converge or
 whose prediction left the domain is retried at ds * shrink down to `min_step` (unset: no
 retries); below that the run stops with the reason. The step after a retried one is `size` again.
+
+`HeldSteps` ("held"): for a process that holds functionals with a projection on a stochastic
+corrector (transfer): a step is accepted when the corrector converged and the projection left
+every held functional within `max_miss` (relative) of its start value, and (with `max_factor`)
+moved neither lambda nor gamma by more than that factor; otherwise it is retried at ds * shrink
+down to `min_step`, below which the run stops with the reason. After an accepted
+step the next ds is ds * grow, up to `max_step`. Where the surface moves fast (the first steps
+of a transfer, where the new task's data first enter) a finite corrector run cannot keep the
+held value from a long step, but can from a short one: the steps shrink there and grow back
+where the projection holds easily. The factor bound keeps the multipliers from running ahead of
+the corrector: where it cannot keep up, the projection makes up by raising gamma far beyond the
+equilibrium's (measured on the digits OT path, docs/transfer.md).
 """
 
 from __future__ import annotations
@@ -54,8 +66,12 @@ class StepControl(Strategy):
     def largest_step(self) -> float: ...
 
     @abstractmethod
-    def assess(self, corrector, result, prediction_ok: bool, drift: float | None, angle: float | None) -> Verdict:
-        """Accept or reject one attempt; `drift` is this step's change of the held functional's relative drift."""
+    def assess(self, corrector, result, prediction_ok: bool, drift: float | None, angle: float | None,
+               miss: float | None = None, factor: float | None = None) -> Verdict:
+        """Accept or reject one attempt; `drift` is this step's change of the held functional's
+        relative drift, `miss` the largest relative distance of a held functional from its start
+        value at the attempt (after the projection; None where nothing is held), `factor` the
+        largest factor by which lambda or gamma changed in the step (max(new/old, old/new))."""
 
     @abstractmethod
     def after_rejection(self, ds: float) -> float:
@@ -98,7 +114,7 @@ class AdaptiveSteps(StepControl):
     def largest_step(self):
         return self.max_step
 
-    def assess(self, corrector, result, prediction_ok, drift, angle):
+    def assess(self, corrector, result, prediction_ok, drift, angle, miss=None, factor=None):
         max_iters = self.max_iters if self.max_iters is not None else corrector.max_iters
         easy_iters = self.easy_iters if self.easy_iters is not None else corrector.easy_iters
         if not prediction_ok and self.krylov_must_converge:
@@ -150,7 +166,7 @@ class FixedSteps(StepControl):
     def largest_step(self):
         return self.size
 
-    def assess(self, corrector, result, prediction_ok, drift, angle):
+    def assess(self, corrector, result, prediction_ok, drift, angle, miss=None, factor=None):
         if not result.converged:
             return Verdict(False, False, f"corrector {result.status} (|grad| {result.grad_norm:.2e})")
         return Verdict(True, False, "accepted")
@@ -164,6 +180,67 @@ class FixedSteps(StepControl):
 
     def after_acceptance(self, ds, easy):
         return self.size
+
+
+@final
+@dataclass
+class HeldSteps(StepControl):
+    """Accept a step when the projection held every held functional within `max_miss`
+    (relative); shrink on rejection, grow after acceptance (module docstring). Cost: a rejected
+    step costs its corrector and projection runs again at the shorter step."""
+
+    initial: float = 0.1
+    max_miss: float = 5e-3
+    min_step: float = 1e-3
+    max_step: float = 0.1
+    grow: float = 2.0
+    shrink: float = 0.5
+    max_factor: float | None = None  # reject a step that moved lambda or gamma by more than this factor
+    name: ClassVar[str] = "held"
+
+    def __post_init__(self):
+        for key in ("initial", "max_miss", "min_step", "max_step", "grow", "shrink"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{key} must be a finite number, got {v!r}")
+        if not 0 < self.min_step <= self.initial <= self.max_step:
+            raise ValueError(f"steps must satisfy 0 < min_step <= initial <= max_step, got "
+                             f"{self.min_step}, {self.initial}, {self.max_step}")
+        if not self.max_miss > 0:
+            raise ValueError(f"max_miss must be > 0, got {self.max_miss}")
+        if self.max_factor is not None and (isinstance(self.max_factor, bool) or not isinstance(
+                self.max_factor, (int, float)) or not self.max_factor > 1):
+            raise ValueError(f"max_factor must be a number > 1 (or unset), got {self.max_factor!r}")
+        if not (0 < self.shrink < 1 and self.grow >= 1):
+            raise ValueError(f"need 0 < shrink < 1 and grow >= 1, got shrink {self.shrink}, grow {self.grow}")
+
+    @property
+    def initial_step(self):
+        return self.initial
+
+    @property
+    def largest_step(self):
+        return self.max_step
+
+    def assess(self, corrector, result, prediction_ok, drift, angle, miss=None, factor=None):
+        if not result.converged:
+            return Verdict(False, False, f"corrector {result.status} (|grad| {result.grad_norm:.2e})")
+        if self.max_factor is not None and factor is not None and not factor <= self.max_factor:
+            return Verdict(False, False, f"a multiplier changed by a factor {factor:.3g} in one step "
+                                         f"(max_factor {self.max_factor:g})")
+        if miss is not None and not miss <= self.max_miss:  # NaN misses too
+            return Verdict(False, False, f"the projection left a held functional {100 * miss:.3g}% from its "
+                                         f"start (max_miss {100 * self.max_miss:.3g}%)")
+        return Verdict(True, True, "accepted")
+
+    def after_rejection(self, ds):
+        ds = ds * self.shrink
+        if ds < self.min_step:
+            raise StepsExhausted(f"step size {ds:.3g} below min_step {self.min_step}")
+        return ds
+
+    def after_acceptance(self, ds, easy):
+        return min(ds * self.grow, self.max_step)
 
 
 

@@ -82,6 +82,7 @@ class State:
     C0: float
     G0: float | None
     H0: float | None = None  # the second held functional's start value (process.also_holds), or None
+    H_scale: float | None = None  # the scale of H's relative drift (process.also_scale at the start)
     reason: str | None = None  # why the run ends, once it does
     status: str = "running"  # then "finished" (the stop rule's end reached) or "stopped" (StopRule.judge)
     recent: tuple = ()  # the last accepted points, oldest first: (step size, mu named), for StopRule.judge
@@ -101,6 +102,17 @@ def _angle(a, b) -> float | None:
         return 0.0
     c = max(-1.0, min(1.0, float(a @ b) / (na * nb)))
     return math.degrees(math.acos(c))
+
+
+def _factor(mu_old, mu_new) -> float:
+    """The largest factor max(new/old, old/new) by which lambda or gamma changed (inf where one left > 0)."""
+    out = 1.0
+    for i in (0, 1):
+        a, b = float(mu_old[i]), float(mu_new[i])
+        if not (a > 0 and b > 0):
+            return math.inf
+        out = max(out, b / a, a / b)
+    return out
 
 
 def _relative(value, ref) -> float:
@@ -143,6 +155,12 @@ class Stepper:
     def also_held(self, ctx) -> float | None:
         return None if self.s.process.also_holds is None else self.s.process.also_value(ctx)
 
+    @staticmethod
+    def drift2(H: float, state) -> float:
+        """(H - H0) / H_scale: the second held functional's relative drift (|H0| where no scale is recorded)."""
+        scale = state.H_scale if state.H_scale is not None else abs(state.H0)
+        return (H - state.H0) / max(scale, 1e-300)
+
     def point(self, x, mu, s, drift=0.0) -> Point:
         ctx = self.context(x, mu)
         return Point(x, mu, s, ctx, self.tangent_at(ctx), drift)
@@ -160,7 +178,7 @@ class Stepper:
                "krylov_residual": max((r.rel_residual for r in point.ctx.solves), default=math.nan)}
         if self.s.process.also_holds is not None:
             H = self.also_held(point.ctx)
-            row["constraint2_drift"] = math.nan if H is None or state.H0 is None else _relative(H, state.H0)
+            row["constraint2_drift"] = math.nan if H is None or state.H0 is None else self.drift2(H, state)
         if getattr(self.s.projection, "reuse_response", False):
             row["secant_response"] = math.nan if point.response is None else point.response
         row.update(self.problem.validation_metrics(self.system.unflatten(point.x)))
@@ -244,8 +262,9 @@ class Stepper:
         if not all(math.isfinite(v) for v in f.values()):
             raise ContinuationError(f"start point {named(mu)}: R, D, C not finite: {f}")
         C0, G0 = f["C"], self.held(current.ctx)
-        state = State(current, None, self.s.control.initial_step, 0, C0, G0, self.also_held(current.ctx),
-                      recent=((0.0, named(mu)),),
+        H0 = self.also_held(current.ctx)
+        H_scale = None if H0 is None else self.s.process.also_scale(current.ctx)
+        state = State(current, None, self.s.control.initial_step, 0, C0, G0, H0, H_scale, recent=((0.0, named(mu)),),
                       monitored=current if self.monitor is not None else None)
         work = work or Work()
         work.add(current.ctx.work)
@@ -259,14 +278,14 @@ class Stepper:
 
     def resumed(self, x, mu, s, *, previous: Previous | None, ds_next: float, step: int, C0: float,
                 G0: float | None, drift: float, recent=(), response: float | None = None,
-                H0: float | None = None) -> State:
+                H0: float | None = None, H_scale: float | None = None) -> State:
         """The state of a run at a saved point (its tangent recomputed there, on the draw the
         uninterrupted run had: the caller sets the problem's draw first). `recent`: the last
         accepted points as the stop rule wants them (StopRule.history_length, from the file)."""
         current = replace(self.point(x, mu, s, drift), response=response)
         if self.monitor is not None:
             current = self.monitored(current)
-        state = State(current, previous, ds_next, step, C0, G0, H0, recent=tuple(recent)[-self.s.stop.history_length:],
+        state = State(current, previous, ds_next, step, C0, G0, H0, H_scale, recent=tuple(recent)[-self.s.stop.history_length:],
                       monitored=current if self.monitor is not None else None)
         return self.judged(state)
 
@@ -300,7 +319,8 @@ class Stepper:
                 verdict = control.assess(self.s.corrector, attempt["result"], attempt["prediction_ok"],
                                          None if attempt["drift"] is None else attempt["drift"] - current.drift,
                                          _angle(current.tangent, attempt["tangent"])
-                                         if attempt["result"].converged else None)
+                                         if attempt["result"].converged else None, miss=attempt["miss"],
+                                         factor=_factor(current.mu, attempt["mu"]))
                 why = verdict.reason
             except (FloatingPointError, torch.linalg.LinAlgError) as e:
                 # a stage or a corrector iterate left the domain where J is defined
@@ -460,7 +480,7 @@ class Stepper:
         x_new, grad_norm, ctx_new, response = res.x, res.grad_norm, None, None
         if res.converged:
             p = s.projection.project(ProjectionTask(system, s.process, s.corrector, self.context, current, pred.x,
-                                                    mu_new, res, state.G0, landing, state.H0))
+                                                    mu_new, res, state.G0, landing, state.H0, state.H_scale))
             work.add(p.work)
             x_new, mu_new, ctx_new, grad_norm, response = p.x, p.mu, p.ctx, p.grad_norm, p.response
         ctx_new = ctx_new or self.context(x_new, mu_new)
@@ -471,10 +491,13 @@ class Stepper:
                                          + ", ".join(f"{k} = {v:.6g}" for k, v in f.items()))
         ctx_new.reference = current.tangent  # orients a tangent defined up to sign (pseudo-arclength)
         tangent = self.tangent_at(ctx_new) if res.converged else None
-        drift = None
+        drift = miss = None
         if res.converged and state.G0 is not None:
             drift = _relative(self.held(ctx_new), state.G0)
+            miss = abs(drift)
+            if state.H0 is not None and self.s.process.also_holds is not None:
+                miss = max(miss, abs(self.drift2(self.also_held(ctx_new), state)))
         work.add(ctx_new.work)
         return {"prediction_ok": pred.solves_ok, "result": res, "x": x_new, "mu": mu_new, "ctx": ctx_new,
-                "tangent": tangent, "drift": drift, "ds": ds, "grad_norm": grad_norm, "landing": landing,
+                "tangent": tangent, "drift": drift, "miss": miss, "ds": ds, "grad_norm": grad_norm, "landing": landing,
                 "response": response}

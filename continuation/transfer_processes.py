@@ -142,6 +142,16 @@ class IsoClassificationTransfer(IsoFunctional):
         f = self._values(ctx)
         return f["D"] - self.k * f["R"]
 
+    def also_scale(self, ctx) -> float:
+        """|D - D_floor| + |k| R at the point: the size of H's terms, without the decoder's
+        theta-independent normaliser D_floor (Problem.distortion_floor; 58.8 nats of the digits'
+        D at decoder_std 1, against a data term near 1.4), on which H's relative drift is
+        measured (a relative drift against H itself would depend on that constant)."""
+        if self.also_holds is None:
+            return super().also_scale(ctx)
+        f = self._values(ctx)
+        return abs(f["D"] - ctx.system.problem.distortion_floor()) + abs(self.k) * abs(f["R"])
+
     def also_constraint(self, ctx):
         if self.also_holds is None:
             return super().also_constraint(ctx)

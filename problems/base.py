@@ -78,6 +78,14 @@ class Problem(ABC):
         transfer that holds C - C_floor(t) (continuation/transfer_processes.py)."""
         return 0.0
 
+    def distortion_floor(self) -> float:
+        """The theta-independent part of D (nats per sample): for a Gaussian decoder
+        N(x; dec(z), sigma^2 I_d) the normaliser d/2 log(2 pi sigma^2), which no decoder removes;
+        0 where none is split off. The geodesic transfer measures D - k R's drift on the scale
+        |D - D_floor| + |k| R (continuation/transfer_processes.py): a relative drift against a
+        value that carries an arbitrary constant says nothing."""
+        return 0.0
+
     def gauge_directions(self, theta: dict) -> list[dict]:
         """Tangents at theta of a continuous symmetry orbit along which J is constant (exact zero
         modes of A, e.g. latent rotations); none by default."""

@@ -129,6 +129,11 @@ class LinearGaussianGibbs(Problem):
         self.second_moment = second_moment
         self.dtype = dtype
 
+    def distortion_floor(self) -> float:
+        """n/2 log(2 pi sigma_d^2): D's Gaussian normaliser (Problem.distortion_floor)."""
+        h = self.hamiltonian
+        return 0.5 * h.n * math.log(2 * math.pi * h.sigma_d**2)
+
     def settings(self) -> dict:
         h = self.hamiltonian
         return {**super().settings(), "n": h.n, "m": h.m, "latent_dim": h.latent_dim, "sigma_d": h.sigma_d,

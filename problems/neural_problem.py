@@ -65,6 +65,10 @@ class NetworkProblem(StochasticProblem):
         self.dtype, self.device = dtype, torch.device(device)
         self.resample(seed)
 
+    def distortion_floor(self) -> float:
+        """d/2 log(2 pi decoder_std^2), d the number of pixels: D's Gaussian normaliser (Problem.distortion_floor)."""
+        return 0.5 * self.train.x[0].numel() * math.log(2 * math.pi * self.decoder_std**2)
+
     # -- parameters and noise -----------------------------------------------------------------
     def init_params(self, seed: int = 0) -> dict:
         g = torch.Generator().manual_seed(seed)

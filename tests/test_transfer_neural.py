@@ -195,8 +195,12 @@ def test_geodesic_transfer_on_a_network_runs_the_2d_secant(tmp_path):
     assert ds.attrs["status"] == "finished" and float(ds["t"][-1]) == 1.0 and ds.attrs["held"] == "C and D - 0.5 R"
     c, h = ds["train_C"].values, ds["train_D"].values - k * ds["train_R"].values
     assert float(ds.attrs["H0"]) == pytest.approx(h[0], rel=1e-12)
-    np.testing.assert_allclose(ds["constraint2_drift"].values, (h - h[0]) / h[0], rtol=1e-6, atol=1e-12)
-    assert np.max(np.abs(c[:4] / c[0] - 1)) <= 0.005 + 1e-9 and np.max(np.abs(h[:4] / h[0] - 1)) <= 0.005 + 1e-9
+    # H's drift on the size of its terms: D less its Gaussian normaliser d/2 log(2 pi) (64 pixels), plus k R
+    scale = abs(ds["train_D"].values[0] - 32 * math.log(2 * math.pi)) + k * ds["train_R"].values[0]
+    assert float(ds.attrs["H_scale"]) == pytest.approx(scale, rel=1e-10)
+    np.testing.assert_allclose(ds["constraint2_drift"].values, (h - h[0]) / scale, rtol=1e-6, atol=1e-12)
+    assert np.max(np.abs(c[:4] / c[0] - 1)) <= 0.005 + 1e-9
+    assert np.max(np.abs(ds["constraint2_drift"].values[:4])) <= 0.005 + 1e-9
     assert np.ptp(ds["lambda"].values[:4]) > 0.05  # lambda moved: the 2-D projection did something
 
 
