@@ -14,7 +14,7 @@ from torchdiffeq import odeint
 
 from continuation import EquilibriumSystem, continue_path
 from continuation.correctors import NewtonCorrector
-from continuation.step_control import AdaptiveSteps, FixedSteps, StopRule
+from continuation.step_control import AdaptiveSteps, FixedSteps, HeldSteps, StopRule
 from continuation.predictors import ODEPredictor
 from continuation.transfer_processes import (IsoClassificationTransfer, iso_classification_transfer,
                                              quasi_static_transfer)
@@ -342,3 +342,42 @@ def test_a_start_outside_the_bounds_is_stopped(case):
                        start=(LAM, GAM, 0.0), progress=False)
     assert ds.sizes["step"] == 1 and ds.attrs["status"] == "stopped"
     assert ds.attrs["stop_reason"].endswith("is outside its bounds [100.0, 200.0] at the start")
+
+
+def test_held_steps_shrink_until_the_law_holds_c_within_max_miss(case):
+    """HeldSteps on the Euler law alone (no projection): its drift of C grows with the step
+    (order ds per unit t). With max_miss a third of what fixed steps of 0.25 end with, the steps
+    shrink where the drift would exceed it: the run finishes, every point within max_miss, some
+    steps rejected and shorter than 0.25."""
+    process = iso_classification_transfer("lambda", k=0.5)
+    fixed = case.run(process, ODEPredictor("euler"), step=0.25)
+    worst = float(np.max(np.abs(fixed["constraint_drift"].values)))
+    assert worst > 1e-4  # the law alone drifts: the bound below bites
+    held = continue_path(case.problem, process, ODEPredictor("euler"), NewtonCorrector(gtol=1e-12),
+                         HeldSteps(initial=0.25, max_step=0.25, min_step=1e-3, max_miss=worst / 3),
+                         StopRule(max_steps=200, target={"t": 1.0}), start=(LAM, GAM, 0.0), progress=False)
+    assert held.attrs["status"] == "finished" and float(held["t"][-1]) == 1.0
+    assert np.all(np.abs(held["constraint_drift"].values) <= worst / 3)
+    assert int(held["rejected"].sum()) > 0 and float(held["step_size"][1:].min()) < 0.25
+
+
+def test_held_steps_verdicts():
+    """max_miss and max_factor reject, a NaN miss too; rejection halves down to min_step, then
+    stops with the reason; acceptance doubles up to max_step; bad options are one line."""
+    from continuation.step_control import StepsExhausted
+
+    ok = type("R", (), {"converged": True, "status": "converged", "grad_norm": 0.0})()
+    c = HeldSteps(initial=0.1, max_step=0.1, min_step=0.02, max_miss=0.01, max_factor=1.5)
+    assert c.assess(None, ok, True, None, None, miss=0.009, factor=1.4).accepted
+    assert "held functional 1.1%" in c.assess(None, ok, True, None, None, miss=0.011, factor=1.0).reason
+    assert not c.assess(None, ok, True, None, None, miss=float("nan"), factor=1.0).accepted
+    assert "factor 1.6" in c.assess(None, ok, True, None, None, miss=0.0, factor=1.6).reason
+    assert c.after_rejection(0.1) == pytest.approx(0.05) and c.after_rejection(0.05) == pytest.approx(0.025)
+    with pytest.raises(StepsExhausted, match="below min_step 0.02"):
+        c.after_rejection(0.025)
+    assert c.after_acceptance(0.025, True) == pytest.approx(0.05) and c.after_acceptance(0.08, True) == 0.1
+    for bad, why in [({"max_miss": 0}, "max_miss must be > 0"), ({"max_factor": 1.0}, "max_factor must be"),
+                     ({"min_step": 0.2}, "0 < min_step <= initial"), ({"grow": 0.5}, "grow >= 1"),
+                     ({"initial": "x"}, "initial must be a finite number")]:
+        with pytest.raises(ValueError, match=why):
+            HeldSteps(**bad)
