@@ -11,10 +11,13 @@ Runs, all with the same model and corrector:
    runs, then t 0 -> 1 in steps of 0.1 by the law of eq. 38 (lambda' = k, default 0: gamma alone
    moves) or eq. 30 (--condition geodesic, slope k), training C held by the secant projection
    on gamma (measured on one fixed noise draw over the whole training distribution at t);
-2. quasi-static transfer: the same steps at fixed (lambda0, gamma0) (C left free);
+2. quasi-static transfer: steps of 0.1 at fixed (lambda0, gamma0) (C left free);
 3. fine-tuning: the source model (point 0 of run 1) trained by Adam on the target at
    (lambda0, gamma0); its first row is the source model's accuracy on the target;
 4. from scratch on the target at the transfer's final (lambda1, gamma1), and at (lambda0, gamma0).
+
+Steps: t in steps of 0.1 that halve where the projection cannot hold the held functional to its
+target (`[steps] name = "held"`, --steps to change its options), fixed steps for the geodesic.
 
 Task path: --path mixture (eq. 23, default) or ot (eq. 37, POT coupling, soft labels). What is
 held (--hold): C, or C less the soft labels' entropy floor q h(t) (the mean KL divergence from
@@ -26,7 +29,8 @@ Prints the table along t (the held functionals' drift, multipliers, accuracy) an
 (target validation accuracy at t = 1 against from-scratch, fine-tuning's start), writes one
 netCDF per run and fig5.png. Exit status 1 when the transfer misses a target: t = 1 reached; the
 held functional within 3% (C with lambda' = k), 1% (geodesic) or 0.5% (C - q h(t)); D - k R
-within 2% (geodesic); gamma within a factor 10 of its start (C - q h(t)); target accuracy within
+within 2% (geodesic; of its terms' size |D0 - D_floor| + |k| R0, D_floor the decoder's Gaussian
+normaliser); gamma within a factor 10 of its start (C - q h(t)); target accuracy within
 2 points of from-scratch at (lambda1, gamma1).
 `--quick` (digits only): the smallest size that still checks the targets (1,000 training
 updates, T = 100, 200 fine-tuning updates, t in steps of 0.25); `--json FILE` writes the table's
