@@ -11,7 +11,8 @@
     [krylov]     name = "minres" | "cg", rtol, maxiter; hvp_mode = "fwd-rev" | "rev-rev" (for the tangents)
     [steps]      name = "adaptive" (initial, min_step, max_step, grow, shrink, max_angle_deg,
                  max_drift, ...) | "fixed" (size) | "held" (initial, max_miss, min_step, max_step,
-                 grow, shrink: steps that shrink where the projection cannot hold the held value)
+                 grow, shrink, max_factor: steps that shrink where the projection cannot hold
+                 the held value, or where lambda or gamma moves by more than max_factor)
     [stop]       max_steps, max_s, target = {lambda = 4.0}, milestones = {lambda = [2, 3]}, bounds = {...}
     [monitor]    stability monitoring and events (continuation/monitor.py): enabled (default: on for
                  a deterministic problem, off for a stochastic one), every, modes, zero_tol, locate_tol,

@@ -67,11 +67,12 @@ class StepControl(Strategy):
 
     @abstractmethod
     def assess(self, corrector, result, prediction_ok: bool, drift: float | None, angle: float | None,
-               miss: float | None = None, factor: float | None = None) -> Verdict:
+               miss: float | None = None, factor: float | None = None, ds: float | None = None) -> Verdict:
         """Accept or reject one attempt; `drift` is this step's change of the held functional's
         relative drift, `miss` the largest relative distance of a held functional from its start
         value at the attempt (after the projection; None where nothing is held), `factor` the
-        largest factor by which lambda or gamma changed in the step (max(new/old, old/new))."""
+        largest factor by which lambda or gamma changed in the step (max(new/old, old/new)), `ds`
+        the step's length."""
 
     @abstractmethod
     def after_rejection(self, ds: float) -> float:
@@ -114,7 +115,7 @@ class AdaptiveSteps(StepControl):
     def largest_step(self):
         return self.max_step
 
-    def assess(self, corrector, result, prediction_ok, drift, angle, miss=None, factor=None):
+    def assess(self, corrector, result, prediction_ok, drift, angle, miss=None, factor=None, ds=None):
         max_iters = self.max_iters if self.max_iters is not None else corrector.max_iters
         easy_iters = self.easy_iters if self.easy_iters is not None else corrector.easy_iters
         if not prediction_ok and self.krylov_must_converge:
@@ -166,7 +167,7 @@ class FixedSteps(StepControl):
     def largest_step(self):
         return self.size
 
-    def assess(self, corrector, result, prediction_ok, drift, angle, miss=None, factor=None):
+    def assess(self, corrector, result, prediction_ok, drift, angle, miss=None, factor=None, ds=None):
         if not result.converged:
             return Verdict(False, False, f"corrector {result.status} (|grad| {result.grad_norm:.2e})")
         return Verdict(True, False, "accepted")
@@ -185,9 +186,15 @@ class FixedSteps(StepControl):
 @final
 @dataclass
 class HeldSteps(StepControl):
-    """Accept a step when the projection held every held functional within `max_miss`
-    (relative); shrink on rejection, grow after acceptance (module docstring). Cost: a rejected
-    step costs its corrector and projection runs again at the shorter step."""
+    """Accept a step when the projection held every held functional within `max_miss` (relative
+    to |G0| for the held functional, to the process's scale for a second one: H_scale) and, with
+    `max_factor`, the step (law and projection together) moved neither lambda nor gamma by more
+    than that factor; shrink on rejection, grow after acceptance (module docstring). The factor
+    bound only shortens steps: a step at the shortest length (ds * shrink < min_step) that holds
+    the functionals is accepted however far the multipliers moved (the secant projection alone
+    may move gamma by its own factor per iterate). A failed Krylov solve in the predictor does
+    not reject (truncated solves are the rule on stochastic networks). Cost: a rejected step
+    costs its corrector and projection runs again at the shorter step."""
 
     initial: float = 0.1
     max_miss: float = 5e-3
@@ -222,10 +229,11 @@ class HeldSteps(StepControl):
     def largest_step(self):
         return self.max_step
 
-    def assess(self, corrector, result, prediction_ok, drift, angle, miss=None, factor=None):
+    def assess(self, corrector, result, prediction_ok, drift, angle, miss=None, factor=None, ds=None):
         if not result.converged:
             return Verdict(False, False, f"corrector {result.status} (|grad| {result.grad_norm:.2e})")
-        if self.max_factor is not None and factor is not None and not factor <= self.max_factor:
+        shorter = ds is None or ds * self.shrink >= self.min_step  # a shorter step is still allowed
+        if self.max_factor is not None and factor is not None and not factor <= self.max_factor and shorter:
             return Verdict(False, False, f"a multiplier changed by a factor {factor:.3g} in one step "
                                          f"(max_factor {self.max_factor:g})")
         if miss is not None and not miss <= self.max_miss:  # NaN misses too

@@ -320,7 +320,7 @@ class Stepper:
                                          None if attempt["drift"] is None else attempt["drift"] - current.drift,
                                          _angle(current.tangent, attempt["tangent"])
                                          if attempt["result"].converged else None, miss=attempt["miss"],
-                                         factor=_factor(current.mu, attempt["mu"]))
+                                         factor=_factor(current.mu, attempt["mu"]), ds=attempt["ds"])
                 why = verdict.reason
             except (FloatingPointError, torch.linalg.LinAlgError) as e:
                 # a stage or a corrector iterate left the domain where J is defined

@@ -50,8 +50,8 @@ class NetworkProblem(StochasticProblem):
                  name: str | None = None, options: dict | None = None):
         if len(train) == 0:
             raise ValueError("the training set is empty")
-        if not decoder_std > 0:
-            raise ValueError(f"decoder_std must be > 0, got {decoder_std}")
+        if not (decoder_std > 0 and math.isfinite(decoder_std) and decoder_std**2 > 0):
+            raise ValueError(f"decoder_std must be a finite number > 0 (its square too), got {decoder_std}")
         if name is not None:
             self.name = name
         self.options = dict(options or {})

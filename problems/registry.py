@@ -189,8 +189,8 @@ def _check_network(o: dict) -> None:
             _at_least(key, o[key], 1)
     if not 0 < _finite("val_fraction", o["val_fraction"]) < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {o['val_fraction']!r}")
-    if not _finite("decoder_std", o["decoder_std"]) > 0:
-        raise ValueError(f"decoder_std must be > 0, got {o['decoder_std']!r}")
+    if not (_finite("decoder_std", o["decoder_std"]) > 0 and o["decoder_std"] ** 2 > 0):
+        raise ValueError(f"decoder_std must be a finite number > 0 (its square too), got {o['decoder_std']!r}")
     if "dropout" in o and not 0 <= _finite("dropout", o["dropout"]) < 1:
         raise ValueError(f"dropout must be in [0, 1), got {o['dropout']!r}")
     if "ot_reg" in o:

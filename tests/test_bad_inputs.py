@@ -163,7 +163,7 @@ NETWORK_CASES = [
     ("samples-zero", {"samples": 0}, "samples must be an integer >= 1"),
     ("samples-negative", {"samples": -1}, "samples must be an integer >= 1"),
     ("val-limit-negative", {"val_limit": -3}, "val_limit must be"),
-    ("decoder-std", {"decoder_std": 0.0}, "decoder_std must be > 0"),
+    ("decoder-std", {"decoder_std": 0.0}, "decoder_std must be a finite number > 0"),
 ]
 
 

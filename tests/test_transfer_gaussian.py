@@ -371,7 +371,10 @@ def test_held_steps_verdicts():
     assert c.assess(None, ok, True, None, None, miss=0.009, factor=1.4).accepted
     assert "held functional 1.1%" in c.assess(None, ok, True, None, None, miss=0.011, factor=1.0).reason
     assert not c.assess(None, ok, True, None, None, miss=float("nan"), factor=1.0).accepted
-    assert "factor 1.6" in c.assess(None, ok, True, None, None, miss=0.0, factor=1.6).reason
+    assert "factor 1.6" in c.assess(None, ok, True, None, None, miss=0.0, factor=1.6, ds=0.04).reason
+    # at the shortest step (0.03 * 0.5 < min_step) the factor bound yields; the miss does not
+    assert c.assess(None, ok, True, None, None, miss=0.0, factor=1.6, ds=0.03).accepted
+    assert not c.assess(None, ok, True, None, None, miss=0.02, factor=1.0, ds=0.03).accepted
     assert c.after_rejection(0.1) == pytest.approx(0.05) and c.after_rejection(0.05) == pytest.approx(0.025)
     with pytest.raises(StepsExhausted, match="below min_step 0.02"):
         c.after_rejection(0.025)

@@ -256,7 +256,8 @@ def test_fig5_script_at_smoke_size(tmp_path, monkeypatch, capsys):
     code = fig5_transfer.main(["--dataset", "digits", "--out", str(tmp_path)])
     printed = capsys.readouterr().out
     assert "max |C - C0| / C0 over t" in printed and "fine-tuning, start (source model)" in printed
-    assert ("targets (t = 1 reached, C within 3%, accuracy within 2 points): met" in printed) == (code == 0)
+    assert ("targets: t = 1 reached: met, C within 3%: met, accuracy within 2 points: met; all met" in printed) \
+        == (code == 0)
     for name in ("transfer", "quasi_static", "fine_tune", "scratch1", "scratch0"):
         assert (tmp_path / f"{name}.nc").exists()
     assert (tmp_path / "fig5.png").stat().st_size > 10_000
