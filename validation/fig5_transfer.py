@@ -347,7 +347,9 @@ def main(argv=None):
     try:
         cfg, sizes = base_config(args)
         cfg["projection"].update(json_options("--projection", args.projection))
-        cfg["steps"].update(json_options("--steps", args.steps))
+        steps = json_options("--steps", args.steps)
+        # another step control by name: its own options only (not the held control's defaults)
+        cfg["steps"] = steps if steps.get("name", cfg["steps"]["name"]) != cfg["steps"]["name"] else {**cfg["steps"], **steps}
         build_run(cfg)  # every option checked (and the data found) before any run: one line, not a traceback
     except (ValueError, OSError) as e:  # --sizes, --projection, a bad option (ConfigError), missing data
         parser.error(str(e).splitlines()[0] if str(e) else type(e).__name__)

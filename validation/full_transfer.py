@@ -12,11 +12,13 @@ nothing is downloaded. A case whose folder is not given is skipped with the reas
 Sizing to the budget (--budget seconds for all cases, default 540; shares: each MNIST case 15%,
 each CIFAR-10 case 35%): the paper's schedule in epochs at n training images per task (batch
 500: 120 epochs of pre-training, a corrector run of T = 5 epochs, 20 epochs of fine-tuning,
-t in steps of 0.1). One case then costs about 645 n / 500 Adam updates (pre-training three
-times: the transfer's start and two from-scratch runs; fine-tuning; 53 corrector runs: 3 to
-settle, 10 points of about 4 secant iterates, 10 quasi-static points) and 55 evaluation passes
-over the 2 n training pairs with 4 noise samples (a forward pass, counted as a third of an
-update per batch): 792 n / 500 update-equivalents. Each data set's Adam update is timed on the
+t in steps of 0.1 that fig5's held step control shortens where the held functional slips). One
+case then costs (380 + 5 r) n / 500 Adam updates (pre-training three times: the transfer's
+start and two from-scratch runs; fine-tuning; r corrector runs: 3 to settle, the transfer's,
+10 quasi-static points; r = 53 on the mixture, 263 on the OT path, from the transfer's
+corrector runs measured on the digits: 37 holding C, 206-244 holding C - q h(t)) and r + 2
+evaluation passes over the 2 n training pairs with 4 noise samples (a forward pass, counted as
+a third of an update per batch). Each data set's Adam update is timed on the
 device first (5 warm-up and 20 timed updates); n is the largest multiple of 500 up to the
 smaller task's training set (MNIST: 23,523 images of 5-9 after the validation split) for which
 that estimate, times 1.3, fits the case's share less 30 s of start-up, and at most --ot-limit
@@ -29,8 +31,9 @@ with the reason; one that runs past twice its share is stopped (SIGTERM), and it
 scikit-learn digits, 8x8 scaled to 28x28 and to 32x32 RGB; CIFAR-10's class k is digit k), whose
 CIFAR-10 batches cannot carry the real files' md5 sums, so torchvision's integrity check is
 skipped for them in the case processes; every size is tiny (MNIST: n = 100, tens of updates;
-CIFAR-10: n = 16, a few updates, the ResNet at width 16; t in steps of 0.5, Krylov solves of 2-3
-iterations). tests/test_full_transfer.py runs it.
+CIFAR-10: n = 16, a few updates, the ResNet at width 16; fixed steps of 0.5 in t, since corrector
+runs of a few updates hold nothing and fig5's held step control would stop at t = 0; Krylov
+solves of 2-3 iterations). tests/test_full_transfer.py runs it.
 
 Writes OUT/summary.md and OUT/summary.json (one row per case), each case's folder (its netCDF
 files, fig5.png, its summary.json and log). Exit status 0 when every case ran (met or not: the
@@ -60,8 +63,22 @@ if str(ROOT) not in sys.path:
 CASES = ("mnist-mixture", "mnist-ot", "cifar10-mixture", "cifar10-ot")
 SHARES = {"mnist-mixture": 0.15, "mnist-ot": 0.15, "cifar10-mixture": 0.35, "cifar10-ot": 0.35}
 BATCH = 500
-UPDATES_PER_IMAGE = 645 / BATCH  # Adam updates per training image per task (docstring)
-EVAL_PER_IMAGE = 55 * 2 * 4 / (3 * BATCH)  # evaluation passes, in update-equivalents per image
+# corrector runs per case (docstring): 3 to settle, the transfer's (measured on the digits with
+# fig5's held steps: 37 on the mixture holding C, 206-244 on the OT path holding C - q h(t)), 10
+# quasi-static
+CORRECTOR_RUNS = {"mixture": 3 + 40 + 10, "ot": 3 + 250 + 10}
+
+
+def updates_per_image(path: str) -> float:
+    """Adam updates per training image per task: 120 epochs of pre-training three times, 20 of
+    fine-tuning, 5 per corrector run."""
+    return (3 * 120 + 20 + 5 * CORRECTOR_RUNS[path]) / BATCH
+
+
+def eval_per_image(path: str) -> float:
+    """Evaluation passes (one per corrector run and two more) over the 2 n pairs with 4 noise
+    samples, a forward pass counted as a third of an update per batch: update-equivalents per image."""
+    return (CORRECTOR_RUNS[path] + 2) * 2 * 4 / (3 * BATCH)
 SAFETY, STARTUP_S, MIN_N = 1.3, 30.0, 500
 EMD_BUDGET = 100_000_000  # emd's iterations: enough at 10,000 points per task (benchmarks/ot_scale.py)
 
@@ -165,7 +182,8 @@ def calibrate(dataset: str, data_dir: str, device: str, smoke: bool) -> dict:
 def plan(case: str, cal: dict, budget: float, ot_limit: int) -> dict:
     """The case's sizes (n per task and the paper's epochs at n), or {"skip": reason}."""
     share = SHARES[case] * budget
-    per_image = cal["update_s"] * (UPDATES_PER_IMAGE + EVAL_PER_IMAGE) * SAFETY
+    path = case.split("-")[1]
+    per_image = cal["update_s"] * (updates_per_image(path) + eval_per_image(path)) * SAFETY
     n = int((share - STARTUP_S) / per_image) // BATCH * BATCH
     n = min(n, min(cal["n_source"], cal["n_target"]) // BATCH * BATCH)
     ot = case.endswith("-ot")
@@ -196,6 +214,8 @@ def run_case(case: str, sizes: dict, data_dir: str, args, folder: Path) -> dict:
            "--sizes", json.dumps({k: v for k, v in sizes.items() if k in SMOKE_SIZES})]
     if path == "ot":
         cmd += ["--ot-method", "emd", "--ot-max-iter", str(EMD_BUDGET)]
+    if args.smoke:  # a few updates per corrector run hold nothing: the held step control would stop at t = 0
+        cmd += ["--steps", json.dumps({"name": "fixed", "size": sizes.get("step", 0.1)})]
     cmd = [sys.executable, "-c", SKIP_CIFAR_MD5, *cmd] if args.smoke else [sys.executable, *cmd]
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", PYTHONUNBUFFERED="1")
     start = time.perf_counter()
