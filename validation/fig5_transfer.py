@@ -115,7 +115,7 @@ def base_config(args) -> tuple[dict, dict]:
         problem["decoder_std"] = args.decoder_std
     if args.data_dir:
         problem["data_dir"] = args.data_dir
-    if getattr(args, "ot_max_iter", 0):
+    if args.path == "ot" and getattr(args, "ot_max_iter", 0):
         problem["ot_max_iter"] = args.ot_max_iter
     if size["limit"]:
         problem["limit"] = size["limit"]
@@ -329,7 +329,9 @@ def main(argv=None):
     parser.add_argument("--gamma0", type=float, default=8.0)
     parser.add_argument("--quick", action="store_true", help="digits only: the smallest size (1,000 training updates)")
     parser.add_argument("--json", type=Path, default=None, help="also write the summary to this JSON file")
-    parser.add_argument("--ot-max-iter", type=int, default=0, help="emd's iteration budget (default: the problem's)")
+    parser.add_argument("--ot-max-iter", type=int, default=100_000_000,
+                        help="emd's iteration budget (default 1e8: enough at 10,000 points per task, "
+                             "benchmarks/ot_scale.py; emd stops at the optimum before it)")
     parser.add_argument("--sizes", default="", help=f"JSON overrides of the sizes ({', '.join(SIZE_KEYS)})")
     parser.add_argument("--projection", default="", help='JSON options of the secant projection, e.g. '
                                                          '\'{"max_iter": 10, "reuse_response": true}\'')
