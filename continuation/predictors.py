@@ -170,22 +170,37 @@ class NoPredictor(Predictor):
     region on the prediction, for laws whose rates are far off: on a neural problem the
     tangents' C_gamma at a stochastic equilibrium, or the infinite slope of the soft-label floor
     at t = 0, can send gamma below 0 in one step of 0.1 in t; a projection then finds the
-    multipliers). No solves beyond the law at the start point."""
+    multipliers). Clipping keeps a direction whose length may not vanish with ds: where the
+    law's rate is huge (a near-singular 2 x 2 law, the geodesic's on a stochastic network) even
+    a tiny step moves a multiplier by the full factor.
+
+    move: "all" (default), mu by the law; "clock", only t by the law (t' = 1 on a task path),
+    lambda and gamma kept for a projection to find (a transfer whose law's multiplier rates
+    cannot be trusted). No solves beyond the law at the start point."""
 
     factor: float | None = None
+    move: str = "all"
     name: ClassVar[str] = "none"
     uses_theta_tangent: ClassVar[bool] = False
 
     def __post_init__(self):
         if self.factor is not None and not (_finite(self.factor) and self.factor > 1):
             raise ValueError(f"factor must be a number > 1 (or unset), got {self.factor!r}")
+        if self.move not in ("all", "clock"):
+            raise ValueError(f"move must be 'all' or 'clock', got {self.move!r}")
 
     def _omit_settings(self) -> tuple:
-        """factor is a setting only when set, so that a path written before it existed resumes."""
-        return () if self.factor is not None else ("factor",)
+        """factor and move are settings only when set, so that a path written before they existed resumes."""
+        return (() if self.factor is not None else ("factor",)) + (("move",) if self.move == "all" else ())
 
     def predict(self, make_context, start, ds, previous, process):
         step = ds * start.velocity(process)
+        if self.move == "clock":
+            step = step.clone()
+            step[:2] = 0.0
+            if not bool(step.any()):
+                raise ValueError(f"predictor 'none' with move = 'clock' needs a process that moves t; "
+                                 f"{process.name!r} moves only lambda and gamma")
         if self.factor is not None:
             step = clipped_multipliers(start.mu, step, self.factor)
         return Prediction(start.x.clone(), start.mu + step, 1, start.solves_converged, start.solve_report())

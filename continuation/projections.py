@@ -274,6 +274,8 @@ class SecantProjection(Projection):
     max_iter: int = 6
     factor: float = 2.0
     reuse_response: bool = False
+    jacobian: str = "tangents"
+    probe: float = 0.1
     name: ClassVar[str] = "secant"
 
     def __post_init__(self):
@@ -282,11 +284,16 @@ class SecantProjection(Projection):
             raise ValueError(f"factor must be > 1, got {self.factor}")
         if not isinstance(self.reuse_response, bool):
             raise ValueError(f"reuse_response must be true or false, got {self.reuse_response!r}")
+        if self.jacobian not in ("tangents", "probe"):
+            raise ValueError(f"jacobian must be 'tangents' or 'probe', got {self.jacobian!r}")
+        if not (number("probe", self.probe) > 0 and self.probe < 1):
+            raise ValueError(f"probe must be in (0, 1), got {self.probe}")
 
     def _omit_settings(self) -> tuple:
-        """reuse_response is a setting only when on, so that a path written before the option
-        existed (the same run) still resumes."""
-        return () if self.reuse_response else ("reuse_response",)
+        """reuse_response, jacobian and probe are settings only when changed, so that a path
+        written before the options existed (the same run) still resumes."""
+        return ((() if self.reuse_response else ("reuse_response",))
+                + (("jacobian", "probe") if self.jacobian == "tangents" else ()))
 
     def project(self, task):
         process, G0, res, mu_pred = task.process, task.G0, task.result, task.mu_new
@@ -340,7 +347,13 @@ class SecantProjection(Projection):
         the previous step measured, with reuse_response), then rank-one updates
         J += ((dr - J du) du^T) / |du|^2. No iterate moves a multiplier by more than `factor`.
         Returns the iterate with the smallest max(|r_i| / tol_i). Cost: one corrector run per
-        iterate (the Jacobian's two tangent solves were made at the last point already)."""
+        iterate (the Jacobian's two tangent solves were made at the last point already).
+
+        jacobian = "probe": the first Jacobian is measured instead, by forward differences of
+        the corrector's own response, (r(u + probe e_i) - r(u)) / probe for i = lambda, gamma
+        (two more corrector runs, which also count as iterates for the best). On a stochastic
+        network the tangents' Jacobian of the 2-D law can be near singular and its first step
+        throws the multipliers by the full factor (docs/transfer.md)."""
         process, res, mu_pred = task.process, task.result, task.mu_new
         tol = _tolerances(task)
         scale = torch.tensor([float(mu_pred[mu_index(n)]) for n in FREE], dtype=torch.float64)
@@ -353,6 +366,21 @@ class SecantProjection(Projection):
         u, r = torch.zeros(2, dtype=torch.float64), _residual(process, ctx, task.G0, task.H0)
         best = (float((r.abs() / tol).max()), res.x, mu_pred, ctx, res.grad_norm)
         work = Work()
+        if self.jacobian == "probe" and best[0] > 1.0:
+            J = torch.zeros(2, 2, dtype=torch.float64)
+            for i in range(2):
+                du = torch.zeros(2, dtype=torch.float64)
+                du[i] = self.probe
+                mu = mu_pred + _free_shift(mu_pred, scale * du)
+                run = _rerun(task, mu, work)
+                if run is None:
+                    return Projected(best[1], best[2], best[3], best[4], work, None)
+                out, c = run
+                r_i = _residual(process, c, task.G0, task.H0)
+                J[:, i] = (r_i - r) / self.probe
+                size = float((r_i.abs() / tol).max())
+                if size < best[0]:
+                    best = (size, out.x, mu, c, out.grad_norm)
         for _ in range(self.max_iter):
             if best[0] <= 1.0:
                 break

@@ -384,3 +384,46 @@ def test_held_steps_verdicts():
                      ({"initial": "x"}, "initial must be a finite number")]:
         with pytest.raises(ValueError, match=why):
             HeldSteps(**bad)
+
+
+def test_geodesic_from_kept_multipliers_with_a_probed_jacobian(case):
+    """The predictor "none" with move = "clock" advances t alone (lambda, gamma kept); the 2-D
+    secant measures its first Jacobian by forward differences of the corrector's response
+    (jacobian = "probe"), then Broyden: (lambda, gamma) on the closed form's 2-D root at every
+    point, C and D - k R held to the tolerance."""
+    from continuation.predictors import NoPredictor
+
+    k, tol = 0.5, 1e-9
+    process = IsoClassificationTransfer(condition="geodesic", k=k, tol=tol)
+    ds = case.run(process, NoPredictor(move="clock"), step=0.25,
+                  projection=SecantProjection(max_iter=12, jacobian="probe", probe=0.05))
+    assert ds.attrs["status"] == "finished" and float(ds["t"][-1]) == 1.0
+    f0 = case.closed.functionals(LAM, GAM, 0.0)
+    invariant, guess = f0["D"] - k * f0["R"], (LAM, GAM)
+    for i in range(1, ds.sizes["step"]):
+        t = float(ds["t"][i])
+        lam, gam = case.closed.geodesic_multipliers(t, k, f0["C"], invariant, guess)
+        guess = (lam, gam)
+        assert float(ds["lambda"][i]) == pytest.approx(lam, rel=1e-6)
+        assert float(ds["gamma"][i]) == pytest.approx(gam, rel=1e-6)
+        assert abs(float(ds["constraint_drift"][i])) <= 1.01 * tol
+        assert abs(float(ds["constraint2_drift"][i])) <= 1.01 * tol
+    assert abs(float(ds["lambda"][-1]) - LAM) > 0.01
+
+
+def test_kept_multipliers_move_only_t_and_need_a_process_that_moves_t(case):
+    from continuation.predictors import NoPredictor
+    from continuation.processes import IsoClassification
+
+    x = case.system.flatten(case.problem.init_params(0))
+    with pytest.raises(ValueError, match="move must be 'all' or 'clock'"):
+        NoPredictor(move="t")
+    ds = case.run(quasi_static_transfer(lambda_rate=0.5, gamma_rate=-0.5), NoPredictor(move="clock"), step=0.25)
+    np.testing.assert_allclose(ds["lambda"].values, LAM, rtol=0, atol=0)
+    np.testing.assert_allclose(ds["gamma"].values, GAM, rtol=0, atol=0)
+    np.testing.assert_allclose(ds["t"].values, [0, 0.25, 0.5, 0.75, 1.0], atol=1e-15)
+    # a process that moves only the multipliers (iso-C along lambda) gives nothing to move
+    start = type("Start", (), {"x": x, "mu": torch.tensor([LAM, GAM, 0.0], dtype=torch.float64),
+                               "velocity": lambda self, p: torch.tensor([1.0, 0.3, 0.0], dtype=torch.float64)})()
+    with pytest.raises(ValueError, match="needs a process that moves t; 'iso-classification' moves only"):
+        NoPredictor(move="clock").predict(None, start, 0.1, None, IsoClassification(alpha=1.0))

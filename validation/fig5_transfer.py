@@ -335,6 +335,8 @@ def main(argv=None):
     parser.add_argument("--sizes", default="", help=f"JSON overrides of the sizes ({', '.join(SIZE_KEYS)})")
     parser.add_argument("--projection", default="", help='JSON options of the secant projection, e.g. '
                                                          '\'{"max_iter": 10, "reuse_response": true}\'')
+    parser.add_argument("--predictor", default="", help='JSON options of the predictor "none" (factor, move), '
+                                                        'e.g. \'{"move": "clock"}\'')
     parser.add_argument("--steps", default="", help='JSON options of the step control: "held" (C and C - q h(t) '
                         'holds; initial = max_step = the step, min_step = step / 64, max_miss = the held target, '
                         'grow 2, shrink 0.5, max_factor 1.5 for C - q h(t)) or "fixed" (the geodesic: size, '
@@ -349,6 +351,7 @@ def main(argv=None):
     try:
         cfg, sizes = base_config(args)
         cfg["projection"].update(json_options("--projection", args.projection))
+        cfg["predictor"].update(json_options("--predictor", args.predictor))
         steps = json_options("--steps", args.steps)
         # another step control by name: its own options only (not the held control's defaults)
         cfg["steps"] = steps if steps.get("name", cfg["steps"]["name"]) != cfg["steps"]["name"] else {**cfg["steps"], **steps}
