@@ -180,31 +180,34 @@ def test_ot_transfer_holding_c_less_its_floor(tmp_path):
     assert float(held_c["gamma"][-1]) > 100 * float(ds["gamma"].max())
 
 
-def test_geodesic_transfer_on_a_network_runs_the_2d_secant(tmp_path):
-    """condition = "geodesic" on the digits mixture runs to t = 1 (the law alone stopped at
-    t = 0.003: docs/transfer.md), the 2-D secant (Broyden) moving lambda and gamma; H0 and
-    constraint2_drift are D - k R's start and relative drift as computed from train_D, train_R;
-    C and D - k R held to the tolerance over the first three steps (measured: the fourth misses
-    C by 3%, docs/transfer.md)."""
-    p = small("mixture", samples=1)
+def test_geodesic_transfer_on_a_network_holds_c_and_d_minus_kr_at_every_t(tmp_path):
+    """condition = "geodesic" on the digits mixture (decoder std 0.3), as fig5 runs it: the
+    multipliers kept at each prediction (move = "clock"), the 2-D secant (Broyden) from a probed
+    Jacobian, steps that shrink where the projection misses 1% (HeldSteps). It runs to t = 1 (the
+    law alone stopped at t = 0.003: docs/transfer.md) with C and D - k R within 1% at every
+    point; H0, H_scale and constraint2_drift are D - k R's start, the size of its terms and its
+    drift on that size as computed from train_D, train_R."""
+    std = 0.3
+    p = small("mixture", samples=1, decoder_std=std)
     theta0 = _equilibrated(p, make_mu(0.5, 1.0, 0.0))
     corrector = AdamCorrector(steps=100, gtol=float("inf"), resample_every=1)
     k = 0.5
     process = IsoClassificationTransfer(condition="geodesic", k=k, tol=5e-3, measure="evaluation")
-    ds = continue_path(p, process, NoPredictor(factor=2.0), corrector, FixedSteps(size=0.25),
+    ds = continue_path(p, process, NoPredictor(factor=2.0, move="clock"), corrector,
+                       HeldSteps(initial=0.25, max_step=0.25, min_step=0.25 / 64, max_miss=0.01),
                        StopRule(target={"t": 1.0}), start=(0.5, 1.0, 0.0), theta0=theta0, progress=False,
                        resample=True, solver=MINRES(rtol=1e-2, maxiter=10, shift=-0.1), out=tmp_path / "geo.nc",
-                       projection=SecantProjection(max_iter=8))
+                       projection=SecantProjection(max_iter=8, jacobian="probe"))
     assert ds.attrs["status"] == "finished" and float(ds["t"][-1]) == 1.0 and ds.attrs["held"] == "C and D - 0.5 R"
     c, h = ds["train_C"].values, ds["train_D"].values - k * ds["train_R"].values
     assert float(ds.attrs["H0"]) == pytest.approx(h[0], rel=1e-12)
-    # H's drift on the size of its terms: D less its Gaussian normaliser d/2 log(2 pi) (64 pixels), plus k R
-    scale = abs(ds["train_D"].values[0] - 32 * math.log(2 * math.pi)) + k * ds["train_R"].values[0]
+    # H's drift on the size of its terms: D less its Gaussian normaliser d/2 log(2 pi std^2) (64 pixels), plus k R
+    scale = abs(ds["train_D"].values[0] - 32 * math.log(2 * math.pi * std**2)) + k * ds["train_R"].values[0]
     assert float(ds.attrs["H_scale"]) == pytest.approx(scale, rel=1e-10)
     np.testing.assert_allclose(ds["constraint2_drift"].values, (h - h[0]) / scale, rtol=1e-6, atol=1e-12)
-    assert np.max(np.abs(c[:4] / c[0] - 1)) <= 0.005 + 1e-9
-    assert np.max(np.abs(ds["constraint2_drift"].values[:4])) <= 0.005 + 1e-9
-    assert np.ptp(ds["lambda"].values[:4]) > 0.05  # lambda moved: the 2-D projection did something
+    assert np.max(np.abs(c / c[0] - 1)) <= 0.01 + 1e-9
+    assert np.max(np.abs(ds["constraint2_drift"].values)) <= 0.01 + 1e-9
+    assert np.ptp(ds["lambda"].values) > 0.05  # lambda moved: the 2-D projection did something
 
 
 def test_bad_task_options_are_one_line():
