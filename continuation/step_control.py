@@ -83,9 +83,35 @@ class StepControl(Strategy):
         """The ds to propose for the next step."""
 
 
+class ShrinkingSteps(StepControl):
+    """Steps between min_step and max_step that start at `initial`, shrink by `shrink` on a
+    rejection (below min_step the run stops) and grow by `grow` (the subclass's fields)."""
+
+    def _check_sizes(self):
+        if not 0 < self.min_step <= self.initial <= self.max_step:
+            raise ValueError(f"steps must satisfy 0 < min_step <= initial <= max_step, got "
+                             f"{self.min_step}, {self.initial}, {self.max_step}")
+        if not (0 < self.shrink < 1 and self.grow >= 1):
+            raise ValueError(f"need 0 < shrink < 1 and grow >= 1, got shrink {self.shrink}, grow {self.grow}")
+
+    @property
+    def initial_step(self):
+        return self.initial
+
+    @property
+    def largest_step(self):
+        return self.max_step
+
+    def after_rejection(self, ds):
+        ds = ds * self.shrink
+        if ds < self.min_step:
+            raise StepsExhausted(f"step size {ds:.3g} below min_step {self.min_step}")
+        return ds
+
+
 @final
 @dataclass
-class AdaptiveSteps(StepControl):
+class AdaptiveSteps(ShrinkingSteps):
     """Accept or reject by corrector work, drift and turning angle; shrink on rejection, grow when easy."""
 
     initial: float = 0.05
@@ -101,19 +127,7 @@ class AdaptiveSteps(StepControl):
     name: ClassVar[str] = "adaptive"
 
     def __post_init__(self):
-        if not 0 < self.min_step <= self.initial <= self.max_step:
-            raise ValueError(f"steps must satisfy 0 < min_step <= initial <= max_step, got "
-                             f"{self.min_step}, {self.initial}, {self.max_step}")
-        if not (0 < self.shrink < 1 and self.grow >= 1):
-            raise ValueError(f"need 0 < shrink < 1 and grow >= 1, got shrink {self.shrink}, grow {self.grow}")
-
-    @property
-    def initial_step(self):
-        return self.initial
-
-    @property
-    def largest_step(self):
-        return self.max_step
+        self._check_sizes()
 
     def assess(self, corrector, result, prediction_ok, drift, angle, miss=None, factor=None, ds=None):
         max_iters = self.max_iters if self.max_iters is not None else corrector.max_iters
@@ -130,12 +144,6 @@ class AdaptiveSteps(StepControl):
             return Verdict(False, False, f"tangent turned {angle:.1f} > {self.max_angle_deg} degrees")
         easy = (easy_iters is None or result.iters <= easy_iters) and (angle is None or angle < self.max_angle_deg / 2)
         return Verdict(True, easy, "accepted")
-
-    def after_rejection(self, ds):
-        ds = ds * self.shrink
-        if ds < self.min_step:
-            raise StepsExhausted(f"step size {ds:.3g} below min_step {self.min_step}")
-        return ds
 
     def after_acceptance(self, ds, easy):
         return min(ds * self.grow, self.max_step) if easy else ds
@@ -185,11 +193,12 @@ class FixedSteps(StepControl):
 
 @final
 @dataclass
-class HeldSteps(StepControl):
-    """Accept a step when the projection held every held functional within `max_miss` (relative
-    to |G0| for the held functional, to the process's scale for a second one: H_scale) and, with
-    `max_factor`, the step (law and projection together) moved neither lambda nor gamma by more
-    than that factor; shrink on rejection, grow after acceptance (module docstring). The factor
+class HeldSteps(ShrinkingSteps):
+    """Accept a step when the projection held the held functionals within max_miss; shrink on rejection, grow after.
+
+    max_miss is relative to |G0| for the held functional, to the process's scale for a second
+    one (H_scale); with `max_factor`, the step (law and projection together) must also move
+    neither lambda nor gamma by more than that factor (module docstring). The factor
     bound only shortens steps: a step at the shortest length (ds * shrink < min_step) that holds
     the functionals is accepted however far the multipliers moved (the secant projection alone
     may move gamma by its own factor per iterate). A failed Krylov solve in the predictor does
@@ -210,24 +219,12 @@ class HeldSteps(StepControl):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ValueError(f"{key} must be a finite number, got {v!r}")
-        if not 0 < self.min_step <= self.initial <= self.max_step:
-            raise ValueError(f"steps must satisfy 0 < min_step <= initial <= max_step, got "
-                             f"{self.min_step}, {self.initial}, {self.max_step}")
+        self._check_sizes()
         if not self.max_miss > 0:
             raise ValueError(f"max_miss must be > 0, got {self.max_miss}")
         if self.max_factor is not None and (isinstance(self.max_factor, bool) or not isinstance(
                 self.max_factor, (int, float)) or not self.max_factor > 1):
             raise ValueError(f"max_factor must be a number > 1 (or unset), got {self.max_factor!r}")
-        if not (0 < self.shrink < 1 and self.grow >= 1):
-            raise ValueError(f"need 0 < shrink < 1 and grow >= 1, got shrink {self.shrink}, grow {self.grow}")
-
-    @property
-    def initial_step(self):
-        return self.initial
-
-    @property
-    def largest_step(self):
-        return self.max_step
 
     def assess(self, corrector, result, prediction_ok, drift, angle, miss=None, factor=None, ds=None):
         if not result.converged:
@@ -240,12 +237,6 @@ class HeldSteps(StepControl):
             return Verdict(False, False, f"the projection left a held functional {100 * miss:.3g}% from its "
                                          f"start (max_miss {100 * self.max_miss:.3g}%)")
         return Verdict(True, True, "accepted")
-
-    def after_rejection(self, ds):
-        ds = ds * self.shrink
-        if ds < self.min_step:
-            raise StepsExhausted(f"step size {ds:.3g} below min_step {self.min_step}")
-        return ds
 
     def after_acceptance(self, ds, easy):
         return min(ds * self.grow, self.max_step)
