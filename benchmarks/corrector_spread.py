@@ -56,7 +56,14 @@ def main(argv=None) -> int:
         x0 = load_point(args.path, 0)["x"]
     except (ValueError, OSError, KeyError) as e:
         p.error(f"--path {args.path}: not a path file with its config ({str(e).splitlines()[0]})")
-    k = args.k if args.k is not None else float(config.get("process", {}).get("k", 0.5) or 0.5)
+    process = config.get("process", {})
+    if args.k is not None:
+        k = args.k
+    elif process.get("condition") == "geodesic":
+        k = float(process.get("k", 0.0))
+    else:
+        k = 0.5
+        print("the run is not a geodesic: D - k R with k = 0.5 (--k to choose)")
     problem = build("problem", config["problem"])
     corrector = build("corrector", config["corrector"])
     system = EquilibriumSystem(problem, problem.init_params(0))
@@ -74,7 +81,8 @@ def main(argv=None) -> int:
     print(f"start {args.path}: (lambda, gamma, t) = ({mu[0]:g}, {mu[1]:g}, {mu[2]:g}); C0 = {C0:.5f}, "
           f"D0 = {D0:.4f} (floor {floor:.4f}), R0 = {R0:.4f}; D - {k:g} R on the scale {scale:.4f} nats")
     print(f"corrector: {config['corrector']}")
-    print(f"  {'draw':>4} {'C change %':>11} {'D - kR change, % of scale':>26} {'R change':>9} {'D change':>9}")
+    print(f"  {'draw':>4} {'C change %':>11} {'D - kR change, % of scale':>26} {'R change, nats':>15} "
+          f"{'D change, nats':>15}")
     changes = []
     for draw in range(1, args.draws + 1):
         problem.resample(draw)
@@ -82,7 +90,7 @@ def main(argv=None) -> int:
         C, D, R = values(r.x)
         dc, dh = 100 * (C / C0 - 1), 100 * ((D - k * R) - H0) / scale
         changes.append((dc, dh))
-        print(f"  {draw:>4} {dc:>+11.2f} {dh:>+26.2f} {R - R0:>+9.4f} {D - D0:>+9.4f}", flush=True)
+        print(f"  {draw:>4} {dc:>+11.2f} {dh:>+26.2f} {R - R0:>+15.4f} {D - D0:>+15.4f}", flush=True)
     n = len(changes)
     rms = [math.sqrt(sum(c[i] ** 2 for c in changes) / n) for i in (0, 1)]
     print(f"  rms over {n} draws: C {rms[0]:.2f}%, D - kR {rms[1]:.2f}% of scale")

@@ -163,7 +163,9 @@ def clipped_multipliers(mu, step, factor: float):
 @final
 @dataclass
 class NoPredictor(Predictor):
-    """The paper's procedure: mu += ds mu', theta unchanged; the corrector does the rest.
+    """The paper's procedure: mu += ds mu' (clipped by factor; t alone with move = "clock"), theta unchanged.
+
+    The corrector does the rest.
 
     factor: None (default), the law's step as it is; or a number > 1: the step of (lambda, gamma)
     is scaled down so that neither changes by more than that factor, its direction kept (a trust

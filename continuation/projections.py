@@ -256,7 +256,7 @@ def bounded(tau, tau_from, d, mu_pred, factor=2.0):
 @final
 @dataclass
 class SecantProjection(Projection):
-    """Restore G = G0 by a secant on the corrector's response, re-run from one prediction.
+    """Restore G = G0 (and H = H0: Broyden in lambda, gamma) by a secant on the corrector's response from one prediction.
 
     tau moves mu along the Newton direction d of the last point's tangents, in units where the
     tangents predict G - G0 to change by tau; the first iterate is tau = -(G - G0) / k, then

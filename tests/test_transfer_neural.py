@@ -253,6 +253,21 @@ def test_iso_c_transfer_holds_training_c_and_baselines_share_the_format(tmp_path
     assert {"s", "t", "lambda", "gamma", "train_C", "val_acc"} <= set(scratch.data_vars) & set(ds.data_vars)
 
 
+@pytest.mark.parametrize("argv, why", [
+    (["--predictor", '{"move": "sideways"}'], "move must be 'all' or 'clock'"),
+    (["--projection", '{"jacobian": "exact"}'], "jacobian must be 'tangents' or 'probe'"),
+    (["--steps", '{"max_miss": -1}'], "max_miss must be > 0"),
+    (["--steps", "[1]"], "--steps must be a JSON object"),
+    (["--decoder-std", "0"], "decoder_std must be a finite number > 0"),
+])
+def test_fig5_bad_options_are_one_line_before_any_run(tmp_path, capsys, argv, why):
+    with pytest.raises(SystemExit) as e:
+        fig5_transfer.main(["--dataset", "digits", "--out", str(tmp_path / "out"), *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and why in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
 def test_fig5_script_at_smoke_size(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(fig5_transfer.SIZES, "digits", {"limit": 150, "train_steps": 200, "T": 40, "fine_tune": 20,
                                                          "hidden": 16, "latent": 3, "batch": 75})

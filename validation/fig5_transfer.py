@@ -321,7 +321,9 @@ def plot(transfer, qs, tune, scratch1, scratch0, out: Path) -> Path:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from continuation.cli import OneLineParser
+
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("out/fig5"))
     parser.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "digits", "mnist", "cifar10"])
     parser.add_argument("--data-dir", default="", help="folder of the data set (mnist, cifar10)")
