@@ -357,11 +357,12 @@ class SecantProjection(Projection):
         process, res, mu_pred = task.process, task.result, task.mu_new
         tol = _tolerances(task)
         scale = torch.tensor([float(mu_pred[mu_index(n)]) for n in FREE], dtype=torch.float64)
-        _, J = _jacobian(process, task.current.ctx)
-        J = J * scale[None, :]  # d r / d u
         previous = getattr(task.current, "response", None)
-        if self.reuse_response and previous is not None:
-            J = J * previous
+        if self.jacobian == "tangents":
+            _, J = _jacobian(process, task.current.ctx)
+            J = J * scale[None, :]  # d r / d u
+            if self.reuse_response and previous is not None:
+                J = J * previous
         ctx = task.make_context(res.x, mu_pred)
         u, r = torch.zeros(2, dtype=torch.float64), _residual(process, ctx, task.G0, task.H0)
         best = (float((r.abs() / tol).max()), res.x, mu_pred, ctx, res.grad_norm)
@@ -374,7 +375,7 @@ class SecantProjection(Projection):
                 mu = mu_pred + _free_shift(mu_pred, scale * du)
                 run = _rerun(task, mu, work)
                 if run is None:
-                    return Projected(best[1], best[2], best[3], best[4], work, None)
+                    return Projected(best[1], best[2], best[3], best[4], work, previous if self.reuse_response else None)
                 out, c = run
                 r_i = _residual(process, c, task.G0, task.H0)
                 J[:, i] = (r_i - r) / self.probe

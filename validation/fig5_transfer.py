@@ -189,8 +189,9 @@ def hold(args) -> str:
 def tolerances(s: dict) -> dict:
     """The targets of the issue: the held functional's drift (C - q h(t): 0.5%; geodesic: 1%;
     otherwise 3%), D - k R's (2%, geodesic), gamma's range (a factor 10, C - q h(t))."""
-    return {"held": 0.005 if s["held"] != "C" else 0.01 if s["held2"] else 0.03, "held2": 0.02,
-            "gamma_factor": 10.0 if s["held"] != "C" else None, "accuracy": 0.02}
+    held = "C" if s["held"] == "C" else "kl"
+    return {"held": held_target(held, "geodesic" if s["held2"] else "lambda"), "held2": 0.02,
+            "gamma_factor": 10.0 if held == "kl" else None, "accuracy": 0.02}
 
 
 def quasi_static(cfg: dict) -> dict:
