@@ -302,3 +302,43 @@ def test_cifar_shape_model_on_a_task_path():
     diff = system.gradient(x, make_mu(0.5, 2.0, 1.0, dtype=torch.float32)) - \
         system.gradient(x, make_mu(0.5, 2.0, 0.0, dtype=torch.float32))
     torch.testing.assert_close(b, -diff, rtol=1e-4, atol=1e-5)
+
+
+def test_fig5_interrupted_transfer_resumes_from_its_points(tmp_path, monkeypatch, capsys):
+    """SIGINT after the transfer's third point: exit 130 with one line naming the file, its points
+    and the command that continues it; that command (--resume) keeps those points and reaches t = 1."""
+    import os
+    import signal
+
+    from continuation.path import load_path
+
+    monkeypatch.setitem(fig5_transfer.SIZES, "digits", {"limit": 150, "train_steps": 200, "T": 40, "fine_tune": 20,
+                                                         "hidden": 16, "latent": 3, "batch": 75})
+    shown = fig5_transfer.point_line
+
+    def interrupting(t_start):
+        show = shown(t_start)
+
+        def on_point(step, row):
+            show(step, row)
+            if step == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+        return on_point
+
+    argv = ["--dataset", "digits", "--out", str(tmp_path), "--steps", '{"name": "fixed", "size": 0.25}']
+    monkeypatch.setattr(fig5_transfer, "point_line", interrupting)
+    assert fig5_transfer.main(argv) == 130
+    out, err = capsys.readouterr()
+    assert "point   2: t = 0.50000" in out and "point   3" not in out
+    err = err.strip().splitlines()
+    assert len(err) == 1 and "keeps 3 points" in err[0] and err[0].endswith("--resume"), err
+    before = load_path(tmp_path / "transfer.nc")
+    assert before.attrs["status"] == "running" and before.sizes["step"] == 3
+    monkeypatch.setattr(fig5_transfer, "point_line", shown)
+    fig5_transfer.main([*argv, "--resume"])
+    out = capsys.readouterr().out
+    assert "(resumed)" in out and "point   4: t = 1.00000" in out
+    after = load_path(tmp_path / "transfer.nc")
+    assert after.attrs["status"] == "finished" and after.sizes["step"] == 5
+    for name in ("t", "gamma", "constraint_drift"):
+        np.testing.assert_array_equal(after[name].values[:3], before[name].values)

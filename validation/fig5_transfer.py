@@ -27,6 +27,10 @@ the soft label; the default on the OT path, where C itself cannot stay below q h
 docs/transfer.md). With --condition geodesic the process also holds D - k R, and the secant
 projection moves lambda and gamma together (Broyden's 2-D secant).
 
+Prints a line per point of the transfer as it is written (t, multipliers, the held drift, minutes).
+Interrupted (Ctrl-C, SIGTERM), the transfer keeps its points and the script exits 130 / 143 with
+the command that continues it (the same with --resume; the baselines are run again).
+
 Prints the table along t (the held functionals' drift, multipliers, accuracy) and the summary
 (target validation accuracy at t = 1 against from-scratch, fine-tuning's start), writes one
 netCDF per run and fig5.png. Exit status 1 when the transfer misses a target: t = 1 reached; the
@@ -44,6 +48,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -56,6 +61,7 @@ import numpy as np  # noqa: E402
 
 from continuation.baselines import fine_tune, from_scratch  # noqa: E402
 from continuation.config import build, build_run  # noqa: E402
+from continuation.errors import RunInterrupted  # noqa: E402
 from continuation.path import load_point  # noqa: E402
 from continuation.plot import save_figure  # noqa: E402
 from continuation.run import run_config  # noqa: E402
@@ -199,6 +205,18 @@ def tolerances(s: dict) -> dict:
     held = "C" if s["held"] == "C" else "kl"
     return {"held": held_target(held, "geodesic" if s["held2"] else "lambda"), "held2": 0.02,
             "gamma_factor": 10.0 if held == "kl" else None, "accuracy": 0.02}
+
+
+def point_line(t_start: float):
+    """on_point for the transfer: one line per point written (t, the multipliers, the held
+    functionals' drift, minutes so far), so that a run of an hour shows how far it is."""
+    def show(step, row):
+        drift = f"  held {100 * float(row.get('constraint_drift', 0.0)):+.3f}%"
+        if "constraint2_drift" in row and np.isfinite(float(row["constraint2_drift"])):
+            drift += f", D - kR {100 * float(row['constraint2_drift']):+.3f}%"
+        print(f"  point {step:3d}: t = {float(row['t']):.5f}  lambda = {float(row['lambda']):.4g}  "
+              f"gamma = {float(row['gamma']):.4g}{drift}  ({(time.perf_counter() - t_start) / 60:.1f} min)", flush=True)
+    return show
 
 
 def quasi_static(cfg: dict) -> dict:
@@ -349,6 +367,9 @@ def main(argv=None):
     parser.add_argument("--lambda0", type=float, default=0.25)
     parser.add_argument("--gamma0", type=float, default=8.0)
     parser.add_argument("--quick", action="store_true", help="digits only: the smallest size (1,000 training updates)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue OUT/transfer.nc from its last point (after an interrupt: the same command "
+                             "with --resume); the baselines are run again")
     parser.add_argument("--json", type=Path, default=None, help="also write the summary to this JSON file")
     parser.add_argument("--ot-max-iter", type=int, default=100_000_000,
                         help="emd's iteration budget (default 1e8: enough at 10,000 points per task, "
@@ -382,11 +403,18 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     files = {name: args.out / f"{name}.nc" for name in ("transfer", "quasi_static", "fine_tune", "scratch1",
                                                          "scratch0")}
-    for f in files.values():
-        if f.exists():
+    resume = args.resume and files["transfer"].exists()
+    for name, f in files.items():
+        if f.exists() and not (resume and name == "transfer"):
             f.unlink()
-    print(f"iso-C transfer -> {files['transfer']}", flush=True)
-    transfer = run_config(cfg, files["transfer"])
+    print(f"iso-C transfer -> {files['transfer']}{' (resumed)' if resume else ''}", flush=True)
+    try:
+        transfer = run_config(cfg, files["transfer"], resume=resume, on_point=point_line(t_start))
+    except RunInterrupted as e:  # the transfer keeps its points: the same command with --resume continues it
+        argv = [a for a in (sys.argv[1:] if argv is None else list(argv)) if a != "--resume"]
+        print(f"error: {e.signal_name}: {e.file} keeps {e.points} points; continue it with: "
+              f"{shlex.join(['python', 'validation/fig5_transfer.py', *argv, '--resume'])}", file=sys.stderr)
+        return e.exit_code
     if transfer.attrs["status"] != "finished":
         print(f"  transfer {transfer.attrs['status']}: {transfer.attrs['stop_reason']}")
     print(f"quasi-static transfer -> {files['quasi_static']}", flush=True)
