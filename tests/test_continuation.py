@@ -265,6 +265,7 @@ def test_nan_objective_is_one_line(competition, capsys, monkeypatch, tmp_path):
     assert err.startswith("error: start point") and "not finite" in err and "\n" not in err
 
 
+@pytest.mark.slow  # default suite's time: run with -m slow (and in .ci/run)
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     cfg = write_config(tmp_path / "c.toml", **{"initial = 0.25": "initial = 0.05", "max_step = 1.0": "max_step = 0.05",
                                                "target = {lambda = 4.0}": "target = {lambda = 2.0}"})

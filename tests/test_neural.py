@@ -79,6 +79,7 @@ def test_validation_metrics():
     assert 0.0 <= m["val_acc"] <= 1.0 and m["val_loss"] > 0
 
 
+@pytest.mark.slow  # default suite's time: run with -m slow (and in .ci/run)
 def test_cifar_shape_model_takes_one_iso_classification_step():
     g = torch.Generator().manual_seed(0)
     data = Data(torch.rand(6, 3, 32, 32, generator=g), torch.randint(0, 10, (6,), generator=g),

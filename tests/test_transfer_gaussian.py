@@ -188,6 +188,7 @@ def test_geodesic_projection_holds_c_and_d_minus_kr_in_both_multipliers(case, pr
     assert abs(float(ds["lambda"][-1]) - LAM) > 0.01  # both multipliers moved: not vacuous
 
 
+@pytest.mark.slow  # default suite's time: run with -m slow (and in .ci/run)
 def test_iso_c_transfer_holding_c_less_its_label_floor_matches_closed_form():
     """hold = "kl" on the Gaussian OT path: C - kappa(t) held (kappa = c t (1 - t), the soft
     label's theta-free part). With the Newton projection: gamma(t) against brentq on the closed

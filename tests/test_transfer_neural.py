@@ -153,6 +153,7 @@ def _ot_transfer(p, theta0, hold, max_steps=100, steps=None):
                          projection=SecantProjection())
 
 
+@pytest.mark.slow  # default suite's time: run with -m slow (and in .ci/run)
 def test_ot_transfer_holding_c_less_its_floor(tmp_path):
     """On the OT path with soft labels, hold = "kl" holds C - q h(t) (the mean KL from the soft
     label) by the secant on gamma; the held value is train_C less q h(t) with q from the dense
@@ -180,6 +181,7 @@ def test_ot_transfer_holding_c_less_its_floor(tmp_path):
     assert float(held_c["gamma"][-1]) > 100 * float(ds["gamma"].max())
 
 
+@pytest.mark.slow  # default suite's time: run with -m slow (and in .ci/run)
 def test_geodesic_transfer_on_a_network_holds_c_and_d_minus_kr_at_every_t(tmp_path):
     """condition = "geodesic" on the digits mixture (decoder std 0.3), as fig5 runs it: the
     multipliers kept at each prediction (move = "clock"), the 2-D secant (Broyden) from a probed

@@ -173,6 +173,7 @@ def compare_sweep(main_config: dict, out: Path) -> None:
     combine(out, members)
 
 
+@pytest.mark.slow  # default suite's time: run with -m slow (and in .ci/run)
 def test_fig2_runs_summarises_and_plots(tmp_path, capsys):
     config = load("fig2_digits.toml")
     ds = run_sweep(config, tmp_path / "fig2", workers=2, progress=False)
