@@ -261,6 +261,10 @@ def test_iso_c_transfer_holds_training_c_and_baselines_share_the_format(tmp_path
     (["--steps", '{"max_miss": -1}'], "max_miss must be > 0"),
     (["--steps", "[1]"], "--steps must be a JSON object"),
     (["--decoder-std", "0"], "decoder_std must be a finite number > 0"),
+    (["--sizes", '{"ot_T": -5}'], "--sizes: ot_T must be an integer >= 1, got -5"),
+    (["--sizes", '{"T": 0}'], "--sizes: T must be an integer >= 1, got 0"),
+    (["--sizes", '{"step": 2}'], "--sizes: step must be a number in (0, 1], got 2"),
+    (["--sizes", '{"hidden": 12.5}'], "--sizes: hidden must be an integer >= 1, got 12.5"),
 ])
 def test_fig5_bad_options_are_one_line_before_any_run(tmp_path, capsys, argv, why):
     with pytest.raises(SystemExit) as e:

@@ -104,6 +104,15 @@ def sizes_of(args) -> dict:
     unknown = sorted(set(extra) - set(SIZE_KEYS))
     if unknown:
         raise ValueError(f"--sizes: unknown key {unknown[0]!r}; valid: {', '.join(SIZE_KEYS)}")
+    for key, value in extra.items():  # every size a count (>= 0 for limit: all images), step in (0, 1]
+        if key == "step":
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1
+        else:
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= (0 if key == "limit" else 1)
+        if not ok:
+            want = "a number in (0, 1]" if key == "step" else "an integer >= 0 (0: every image)" if key == "limit" \
+                else "an integer >= 1"
+            raise ValueError(f"--sizes: {key} must be {want}, got {value!r}")
     size.update(extra)
     if getattr(args, "path", "mixture") == "ot" and "ot_T" in size and "T" not in extra and not args.full:
         size["T"] = size["ot_T"]
