@@ -341,6 +341,17 @@ def test_fig5_interrupted_transfer_resumes_from_its_points(tmp_path, monkeypatch
     before = load_path(tmp_path / "transfer.nc")
     assert before.attrs["status"] == "running" and before.sizes["step"] == 3
     monkeypatch.setattr(fig5_transfer, "point_line", shown)
+    # the same command without --resume does not discard the kept points; another live run's lock is refused
+    assert fig5_transfer.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds an interrupted transfer (3 points)" in err[0], err
+    lock = tmp_path / "transfer.nc.lock"
+    lock.write_text(str(os.getppid()))  # a live process that is not this one
+    assert fig5_transfer.main([*argv, "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "another run" in err[0], err
+    lock.unlink()
+    assert load_path(tmp_path / "transfer.nc").sizes["step"] == 3
     fig5_transfer.main([*argv, "--resume"])
     out = capsys.readouterr().out
     assert "(resumed)" in out and "point   4: t = 1.00000" in out

@@ -49,7 +49,9 @@ import argparse
 import copy
 import json
 import shlex
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -58,13 +60,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import xarray as xr  # noqa: E402
 
 from continuation.baselines import fine_tune, from_scratch  # noqa: E402
 from continuation.config import build, build_run  # noqa: E402
-from continuation.errors import RunInterrupted  # noqa: E402
+from continuation.errors import ContinuationError, FileProblem, OutputExists, RunInterrupted  # noqa: E402
 from continuation.path import load_point  # noqa: E402
 from continuation.plot import save_figure  # noqa: E402
 from continuation.run import run_config  # noqa: E402
+from continuation.writer import OutputLock  # noqa: E402
 from continuation.system import EquilibriumSystem  # noqa: E402
 
 SIZES = {  # CPU mode: training images per task, training updates, corrector T, fine-tune updates
@@ -294,7 +298,8 @@ def print_table(s: dict, minutes: float):
     print(f"\niso-C transfer: {s['points']} points, t 0 -> {s['t_end']:.4g}; lambda {s['lam'][0]:.3f} -> {s['lam'][1]:.3f}, "
           f"gamma {s['gam'][0]:.3f} -> {s['gam'][1]:.3f}; {minutes:.1f} min in all")
     print(f"  training C: C0 = {s['C0']:.4f}, max |C - C0| / C0 over t = {100 * s['max_C_change']:.2f}% "
-          f"(quasi-static transfer at fixed multipliers: {100 * s['qs_C_change']:+.1f}% at t = 1)")
+          f"(quasi-static transfer at fixed multipliers: {100 * s['qs_C_change']:+.1f}% at t = 1)"
+          + ("; not held: C - q h(t) is, C itself rises with the soft labels' floor" if s["held"] != "C" else ""))
     print(f"  held {s['held']}: max relative drift {100 * s['max_held_change']:.3f}%"
           + (f"; {s['held2']}: {100 * s['max_held2_change']:.3f}%" if s["held2"] else "")
           + f"; gamma within a factor {s['gamma_factor']:.3g} of its start")
@@ -409,21 +414,82 @@ def main(argv=None):
         build_run(cfg)  # every option checked (and the data found) before any run: one line, not a traceback
     except (ValueError, OSError) as e:  # --sizes, --projection, a bad option (ConfigError), missing data
         parser.error(str(e).splitlines()[0] if str(e) else type(e).__name__)
-    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        parser.error(f"--out {args.out}: {e.strerror or e}")
     files = {name: args.out / f"{name}.nc" for name in ("transfer", "quasi_static", "fine_tune", "scratch1",
                                                          "scratch0")}
-    resume = args.resume and files["transfer"].exists()
+    command = [a for a in (sys.argv[1:] if argv is None else [str(a) for a in argv]) if a != "--resume"]
+    command = shlex.join(["python", "validation/fig5_transfer.py", *command, "--resume"])
+    got = {"signal": "SIGINT", "code": 130}
+
+    def on_term(signum, frame):  # SIGTERM as Ctrl-C outside the transfer (the driver has its own inside)
+        got.update(signal="SIGTERM", code=143)
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, on_term) if threading.current_thread() is threading.main_thread() else None
+    try:
+        with OutputLock(files["transfer"]):  # before anything is deleted: a second run on OUT is refused
+            return run_all(args, cfg, sizes, files, t_start, command)
+    except RunInterrupted as e:  # inside the transfer: its points are kept
+        print(f"error: {e.signal_name}: {e.file} keeps {plural(e.points, 'point')}; continue it with: {command}",
+              file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:  # pre-training, or the baselines after the transfer
+        print(f"error: {got['signal']}: {interrupted_at(files['transfer'], command)}", file=sys.stderr)
+        return got["code"]
+    except ContinuationError as e:  # another run on OUT, a file of another configuration, a solver that failed
+        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2 if isinstance(e, FileProblem) else 1
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def interrupted_at(transfer: Path, command: str) -> str:
+    """Where an interrupt outside the transfer's steps left the run, and what continues it."""
+    if not transfer.exists():
+        return "interrupted before the transfer's first point; nothing to resume"
+    try:
+        status, points = transfer_state(transfer)
+    except FileProblem as e:
+        return str(e)
+    if status == "running":
+        return f"{transfer} keeps {plural(points, 'point')}; continue it with: {command}"
+    return f"interrupted after the transfer ({transfer}: {status}, kept); the baselines run again with: {command}"
+
+
+def transfer_state(transfer: Path) -> tuple[str, int]:
+    """(status, points) of a transfer path file; FileProblem (one line) when it cannot be read."""
+    try:
+        with xr.open_dataset(transfer) as ds:
+            return str(ds.attrs.get("status", "?")), int(ds.sizes.get("step", 0))
+    except (OSError, ValueError) as e:
+        raise FileProblem(f"{transfer}: not a readable path file ({str(e).splitlines()[0]}); delete it or use "
+                          f"another --out") from None
+
+
+def run_all(args, cfg: dict, sizes: dict, files: dict, t_start: float, command: str) -> int:
+    """The transfer, the quasi-static transfer and the baselines, the table and the plot (OUT locked)."""
+    transfer_file = files["transfer"]
+    status = None
+    if transfer_file.exists():
+        status, points = transfer_state(transfer_file)
+        if status == "running" and not args.resume:
+            raise OutputExists(f"{transfer_file} holds an interrupted transfer ({plural(points, 'point')}): continue "
+                               f"it with {command}, or use another --out")
+    resume = args.resume and status is not None
     for name, f in files.items():
         if f.exists() and not (resume and name == "transfer"):
             f.unlink()
-    print(f"iso-C transfer -> {files['transfer']}{' (resumed)' if resume else ''}", flush=True)
-    try:
-        transfer = run_config(cfg, files["transfer"], resume=resume, on_point=point_line(t_start))
-    except RunInterrupted as e:  # the transfer keeps its points: the same command with --resume continues it
-        argv = [a for a in (sys.argv[1:] if argv is None else list(argv)) if a != "--resume"]
-        print(f"error: {e.signal_name}: {e.file} keeps {e.points} points; continue it with: "
-              f"{shlex.join(['python', 'validation/fig5_transfer.py', *argv, '--resume'])}", file=sys.stderr)
-        return e.exit_code
+    note = "" if not resume else " (resumed)" if status == "running" else f" (kept: {status} already)"
+    print(f"iso-C transfer -> {transfer_file}{note}", flush=True)
+    transfer = run_config(cfg, transfer_file, resume=resume, on_point=point_line(t_start))
     if transfer.attrs["status"] != "finished":
         print(f"  transfer {transfer.attrs['status']}: {transfer.attrs['stop_reason']}")
     print(f"quasi-static transfer -> {files['quasi_static']}", flush=True)
