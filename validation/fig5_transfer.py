@@ -45,6 +45,18 @@ numbers and whether the targets were met (`python -m continuation report` reads 
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # Ctrl-C or SIGTERM while torch loads (seconds): one line, not a traceback
+    import signal as _signal
+    import sys as _sys
+
+    def _starting(signum, frame):
+        print(f"error: {_signal.Signals(signum).name}: interrupted while starting; nothing to resume",
+              file=_sys.stderr)
+        raise SystemExit(128 + signum)
+
+    for _sig in (_signal.SIGINT, _signal.SIGTERM):
+        _signal.signal(_sig, _starting)
+
 import argparse
 import copy
 import json
@@ -60,12 +72,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
 
 from continuation.baselines import fine_tune, from_scratch  # noqa: E402
 from continuation.config import build, build_run  # noqa: E402
 from continuation.errors import ContinuationError, FileProblem, OutputExists, RunInterrupted  # noqa: E402
-from continuation.path import load_point  # noqa: E402
+from continuation.path import load_path, load_point  # noqa: E402
 from continuation.plot import save_figure  # noqa: E402
 from continuation.run import run_config  # noqa: E402
 from continuation.writer import OutputLock  # noqa: E402
@@ -361,6 +372,28 @@ def plot(transfer, qs, tune, scratch1, scratch0, out: Path) -> Path:
 
 
 def main(argv=None):
+    """The command line (exit 0: every target met; 1: one missed, or a run failed; 2: a bad option
+    or file; 130 / 143: SIGINT / SIGTERM, with the command that continues the run)."""
+    got = {"signal": "SIGINT", "code": 130}
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as KeyboardInterrupt from here on
+
+    def on_term(signum, frame):  # SIGTERM as Ctrl-C outside the transfer (the driver has its own inside)
+        got.update(signal="SIGTERM", code=143)
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, on_term) if threading.current_thread() is threading.main_thread() else None
+    try:
+        return _main(argv, got)
+    except KeyboardInterrupt:  # while the options are checked (the data loaded): nothing written yet
+        print(f"error: {got['signal']}: interrupted before the transfer started; nothing to resume", file=sys.stderr)
+        return got["code"]
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
+def _main(argv, got: dict) -> int:
     from continuation.cli import OneLineParser
 
     parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -403,6 +436,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.quick and (args.dataset != "digits" or args.full):
         parser.error("--quick is the digits' smallest size: give --dataset digits, without --full")
+    if args.json is not None and not args.json.resolve().parent.is_dir():
+        parser.error(f"--json {args.json}: no folder {args.json.parent} to write it in")
     t_start = time.perf_counter()
     try:
         cfg, sizes = base_config(args)
@@ -422,19 +457,11 @@ def main(argv=None):
                                                          "scratch0")}
     command = [a for a in (sys.argv[1:] if argv is None else [str(a) for a in argv]) if a != "--resume"]
     command = shlex.join(["python", "validation/fig5_transfer.py", *command, "--resume"])
-    got = {"signal": "SIGINT", "code": 130}
-
-    def on_term(signum, frame):  # SIGTERM as Ctrl-C outside the transfer (the driver has its own inside)
-        got.update(signal="SIGTERM", code=143)
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, on_term) if threading.current_thread() is threading.main_thread() else None
     try:
         with OutputLock(files["transfer"]):  # before anything is deleted: a second run on OUT is refused
             return run_all(args, cfg, sizes, files, t_start, command)
-    except RunInterrupted as e:  # inside the transfer: its points are kept
-        print(f"error: {e.signal_name}: {e.file} keeps {plural(e.points, 'point')}; continue it with: {command}",
-              file=sys.stderr)
+    except RunInterrupted as e:  # inside a run (the transfer, or the quasi-static transfer after it)
+        print(f"error: {e.signal_name}: {interrupted_at(files['transfer'], command)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:  # pre-training, or the baselines after the transfer
         print(f"error: {got['signal']}: {interrupted_at(files['transfer'], command)}", file=sys.stderr)
@@ -442,9 +469,6 @@ def main(argv=None):
     except ContinuationError as e:  # another run on OUT, a file of another configuration, a solver that failed
         print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2 if isinstance(e, FileProblem) else 1
-    finally:
-        if old is not None:
-            signal.signal(signal.SIGTERM, old)
 
 
 def plural(n: int, word: str) -> str:
@@ -465,13 +489,13 @@ def interrupted_at(transfer: Path, command: str) -> str:
 
 
 def transfer_state(transfer: Path) -> tuple[str, int]:
-    """(status, points) of a transfer path file; FileProblem (one line) when it cannot be read."""
+    """(status, points) of a transfer path file (`load_path`: from its journal while one is left);
+    FileProblem (one line) when it cannot be read."""
     try:
-        with xr.open_dataset(transfer) as ds:
-            return str(ds.attrs.get("status", "?")), int(ds.sizes.get("step", 0))
-    except (OSError, ValueError) as e:
-        raise FileProblem(f"{transfer}: not a readable path file ({str(e).splitlines()[0]}); delete it or use "
-                          f"another --out") from None
+        ds = load_path(transfer)  # the journal's points where the file was being written
+    except (OSError, ContinuationError) as e:
+        raise FileProblem(f"{str(e).splitlines()[0]}; delete it or use another --out") from None
+    return str(ds.attrs.get("status", "?")), int(ds.sizes.get("step", 0))
 
 
 def run_all(args, cfg: dict, sizes: dict, files: dict, t_start: float, command: str) -> int:
@@ -515,8 +539,12 @@ def run_all(args, cfg: dict, sizes: dict, files: dict, t_start: float, command: 
     fig = plot(transfer, qs, tune, scratch1, scratch0, args.out / "fig5.png")
     print(f"wrote {fig}")
     if args.json is not None:
-        args.json.write_text(json.dumps({**s, "met": meets(s), "sizes": sizes, "minutes": (time.perf_counter() - t_start) / 60},
-                                        indent=1, default=float))
+        text = json.dumps({**s, "met": meets(s), "sizes": sizes, "minutes": (time.perf_counter() - t_start) / 60},
+                          indent=1, default=float)
+        try:
+            args.json.write_text(text)
+        except OSError as e:
+            raise FileProblem(f"--json {args.json}: {e.strerror or e} (the runs' files in {args.out} are kept)") from None
         print(f"wrote {args.json}")
     return 0 if meets(s) else 1
 
