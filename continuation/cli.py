@@ -17,9 +17,12 @@ exception (a bug) is one line too, with `--debug` for its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from problems.data import DataFileError
@@ -313,6 +316,30 @@ def _report(args) -> int:
     return report.exit_code(results)
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM raised as KeyboardInterrupt, SIGINT as Python's default, while inside (main thread
+    only; elsewhere the caller's handling stands); yields {"signal": "SIGINT" | "SIGTERM",
+    "code": 130 | 143}, the last one seen, for the one line and the exit status. The old handlers
+    are restored on the way out."""
+    got = {"signal": "SIGINT", "code": 130}
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+
+    def _term(signum, frame):
+        got.update(signal="SIGTERM", code=128 + signum)
+        raise KeyboardInterrupt
+
+    old = {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+           signal.SIGTERM: signal.signal(signal.SIGTERM, _term)}
+    try:
+        yield got
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
 def _sweep(args) -> int:
     """`continuation sweep`: every member, a table of how each ended; exit 0 when all finished."""
     from .sweep import run_sweep
@@ -322,26 +349,15 @@ def _sweep(args) -> int:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     if args.out.exists() and not args.out.is_dir():
         raise ConfigError(f"sweep --out {args.out} is a file; give a folder")
-    import signal
-
-    got = {"code": 130}
-
-    def _term(signum, frame):  # SIGTERM as Ctrl-C: the cluster is closed on the way out
-        got["code"] = 128 + signum
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, _term)
     try:
-        ds = run_sweep(config, args.out, workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
+        with sigterm_as_interrupt() as got:  # SIGTERM as Ctrl-C: the cluster is closed on the way out
+            ds = run_sweep(config, args.out, workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
     except KeyboardInterrupt:
         if args.debug:
             raise
-        name = "SIGTERM" if got["code"] == 143 else "SIGINT"
-        print(f"error: sweep interrupted ({name}); every member keeps the points it wrote: resume with python -m "
-              f"continuation sweep {args.config} --out {args.out}", file=sys.stderr)
+        print(f"error: sweep interrupted ({got['signal']}); every member keeps the points it wrote: resume with "
+              f"python -m continuation sweep {args.config} --out {args.out}", file=sys.stderr)
         return got["code"]
-    finally:
-        signal.signal(signal.SIGTERM, old)
     axes = [k for k in ds.coords if ds[k].dims == ("run",) and k != "run"]
     m = ds.sizes['run']
     print(f"wrote {args.out / 'sweep.nc'} ({m} member{'s' if m != 1 else ''} along run; axes {', '.join(axes)})")

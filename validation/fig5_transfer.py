@@ -61,9 +61,7 @@ import argparse
 import copy
 import json
 import shlex
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -374,23 +372,14 @@ def plot(transfer, qs, tune, scratch1, scratch0, out: Path) -> Path:
 def main(argv=None):
     """The command line (exit 0: every target met; 1: one missed, or a run failed; 2: a bad option
     or file; 130 / 143: SIGINT / SIGTERM, with the command that continues the run)."""
-    got = {"signal": "SIGINT", "code": 130}
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as KeyboardInterrupt from here on
+    from continuation.cli import sigterm_as_interrupt
 
-    def on_term(signum, frame):  # SIGTERM as Ctrl-C outside the transfer (the driver has its own inside)
-        got.update(signal="SIGTERM", code=143)
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, on_term) if threading.current_thread() is threading.main_thread() else None
     try:
-        return _main(argv, got)
+        with sigterm_as_interrupt() as got:  # the driver sets its own handlers inside the transfer
+            return _main(argv, got)
     except KeyboardInterrupt:  # while the options are checked (the data loaded): nothing written yet
         print(f"error: {got['signal']}: interrupted before the transfer started; nothing to resume", file=sys.stderr)
         return got["code"]
-    finally:
-        if old is not None:
-            signal.signal(signal.SIGTERM, old)
 
 
 def _main(argv, got: dict) -> int:
