@@ -8,10 +8,10 @@ import time
 
 import numpy as np
 
-from continuation.arclength import BorderedNewtonCorrector, PseudoArclength, PseudoArclengthPredictor
-from continuation.fold import fold_events
-from continuation.step_control import AdaptiveSteps, StopRule
-from continuation.stepper import Stepper, Strategies
+from continuation.strategies.arclength import BorderedNewtonCorrector, PseudoArclength, PseudoArclengthPredictor
+from continuation.singular.fold import fold_events
+from continuation.strategies.step_control import AdaptiveSteps, StopRule
+from continuation.engine.stepper import Stepper, Strategies
 from problems import make_mu
 from problems.bratu import FOLD_CONTINUUM, bratu_problem
 from solvers import MINRES

@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
 
 
 def main(argv=None) -> int:
-    from continuation.cli import OneLineParser
+    from continuation.apps.cli import OneLineParser
 
     p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--path", required=True, help="a transfer path file (validation/fig5_transfer.py's transfer.nc)")
@@ -45,9 +45,9 @@ def main(argv=None) -> int:
 
     import xarray as xr
 
-    from continuation.config import build
-    from continuation.path import load_point
-    from continuation.system import EquilibriumSystem
+    from continuation.files.config import build
+    from continuation.files.path import load_point
+    from continuation.surface.system import EquilibriumSystem
 
     try:
         with xr.open_dataset(args.path) as ds:

@@ -36,7 +36,7 @@ The routes (`ROUTES`):
   Adam 600, no projection;
 - law-adam150: the exact law alone with Adam 150 (no projection);
 - adam150-secant: Adam 150 with the secant;
-- adam75-secant: today's default (`continuation/defaults.py`), Adam 75 with the secant;
+- adam75-secant: today's default (`continuation/apps/defaults.py`), Adam 75 with the secant;
 - adam150-secant-reuse: Adam 150 with the secant whose first iterate uses the response the
   previous step measured (`reuse_response`), not the tangents' prediction.
 
@@ -83,7 +83,7 @@ def base_config(dataset: str, full: bool, data_dir: str, device: str) -> dict:
     """The problem, start and corrector settings of the route family: the default run's on the
     digits, the Fig. 2 sweep's (CPU size, or `_full` with `full`) on Fashion-MNIST or MNIST."""
     if dataset == "digits":
-        from continuation.defaults import DEFAULT_CONFIG
+        from continuation.apps.defaults import DEFAULT_CONFIG
         config = copy.deepcopy(DEFAULT_CONFIG)
     else:
         name = {"fashion-mnist": "fig2_mnist_full" if full else "fig2_fashion_mnist", "mnist": "fig2_mnist_full"}[dataset]
@@ -182,8 +182,8 @@ def hvp_weight(r: dict, config: dict, start: Path, repeats: int) -> dict:
     import torch
 
     from benchmarks.hvp_cost import timed
-    from continuation.start import from_point
-    from continuation.system import EquilibriumSystem
+    from continuation.engine.start import from_point
+    from continuation.surface.system import EquilibriumSystem
     from solvers import hessian_operator
 
     problem = r["problem"]
@@ -244,7 +244,7 @@ def _steps(n: int) -> str:
 def check_configs(p, base: dict, names: list[str], points: int, start_from: str, from_step: int) -> dict:
     """Every configuration the routes will run, checked before any work (ConfigError: one line);
     returns build_run(base)."""
-    from continuation.config import build, build_run
+    from continuation.files.config import build, build_run
 
     try:
         built = build_run(copy.deepcopy(base), check_start=False)  # the base as given (the HVP timing uses it)
@@ -255,7 +255,7 @@ def check_configs(p, base: dict, names: list[str], points: int, start_from: str,
     except Exception as e:  # ConfigError, ValueError from a strategy, a device that is not there
         p.error(f"{type(e).__name__}: {str(e).splitlines()[0]}" if not str(e).startswith("[") else str(e).splitlines()[0])
     if start_from:
-        from continuation.path import load_path
+        from continuation.files.path import load_path
         try:
             n = load_path(start_from).sizes["step"]
         except Exception as e:
@@ -284,7 +284,7 @@ def plot(paths: dict, out: Path) -> None:
 
 
 def main(argv=None) -> int:
-    from continuation.cli import OneLineParser
+    from continuation.apps.cli import OneLineParser
 
     p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="digits", choices=["digits", "fashion-mnist", "mnist"])
@@ -327,7 +327,7 @@ def main(argv=None) -> int:
     os.environ.update({k: env[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")})
     import torch
     torch.set_num_threads(args.threads)
-    from continuation.path import load_path
+    from continuation.files.path import load_path
 
     try:
         base = override(base_config(args.dataset, args.full, args.data_dir, args.device), args.set)

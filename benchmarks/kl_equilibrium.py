@@ -5,7 +5,7 @@
 
 From a transfer path's first point (the source model theta0 at (lambda0, gamma0, t = 0)), Adam
 is run at fixed multipliers (lambda0, gamma, t) for `--rounds` rounds of `--updates` updates
-each (`continuation.equilibrate`, its cosine schedule from `--lr` every round, a new batch every
+each (`continuation.surface.equilibrate`, its cosine schedule from `--lr` every round, a new batch every
 update), and after every round the KL divergence from the soft label, C - q h(t) on the run's
 evaluation measure (the whole plan, one fixed noise draw; `Problem.label_floor`), is printed
 against KL0 = C at the start. A transfer that holds KL0 along t needs, at each t, a gamma whose
@@ -41,7 +41,7 @@ def floats(flag: str, text: str) -> list[float]:
 
 
 def main(argv=None) -> int:
-    from continuation.cli import OneLineParser
+    from continuation.apps.cli import OneLineParser
 
     p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--path", required=True, help="an OT transfer path file (fig5_transfer.py --path ot's transfer.nc)")
@@ -66,10 +66,10 @@ def main(argv=None) -> int:
 
     import xarray as xr
 
-    from continuation.config import build
-    from continuation.equilibrate import equilibrate
-    from continuation.path import load_point
-    from continuation.system import EquilibriumSystem
+    from continuation.files.config import build
+    from continuation.surface.equilibrate import equilibrate
+    from continuation.files.path import load_point
+    from continuation.surface.system import EquilibriumSystem
     from problems import make_mu
 
     try:

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 from continuation import continue_path
-from continuation.arclength import BorderedNewtonCorrector, PseudoArclength, PseudoArclengthPredictor
-from continuation.correctors import NewtonCorrector
-from continuation.monitor import Monitor
-from continuation.predictors import ODEPredictor
-from continuation.processes import QuasiStatic
-from continuation.step_control import AdaptiveSteps, StopRule
+from continuation.strategies.arclength import BorderedNewtonCorrector, PseudoArclength, PseudoArclengthPredictor
+from continuation.strategies.correctors import NewtonCorrector
+from continuation.singular.monitor import Monitor
+from continuation.strategies.predictors import ODEPredictor
+from continuation.strategies.processes import QuasiStatic
+from continuation.strategies.step_control import AdaptiveSteps, StopRule
 from problems import LinearGaussianData, LinearGaussianGibbsProblem
 from problems.bratu import bratu_problem
 from problems.linear_gaussian_closed_form import LinearGaussianClosedForm

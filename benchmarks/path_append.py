@@ -1,4 +1,4 @@
-"""What writing a path costs per accepted point: the append in place (continuation/writer.py) and
+"""What writing a path costs per accepted point: the append in place (continuation/files/writer.py) and
 the whole-file rewrite it replaced, side by side on the same rows.
 
 The row is a real one: the second point of the linear-Gaussian iso-C run of
@@ -37,10 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from continuation import writer as writer_module  # noqa: E402
-from continuation.config import load_config  # noqa: E402
-from continuation.path import checkpoint_dir, checkpoint_file, rows_to_dataset, tmp_file  # noqa: E402
-from continuation.run import run_config  # noqa: E402
-from continuation.writer import PathWriter  # noqa: E402
+from continuation.files.config import load_config  # noqa: E402
+from continuation.files.schema import checkpoint_dir, checkpoint_file, rows_to_dataset, tmp_file  # noqa: E402
+from continuation.apps.run import run_config  # noqa: E402
+from continuation.files.writer import PathWriter  # noqa: E402
 
 
 def real_row() -> tuple[dict, dict, torch.Tensor]:
@@ -49,7 +49,7 @@ def real_row() -> tuple[dict, dict, torch.Tensor]:
     config["stop"] = {"max_steps": 2}
     config.setdefault("output", {})["progress"] = False
     ds = run_config(config)
-    from continuation.path import dataset_to_rows
+    from continuation.files.schema import dataset_to_rows
 
     row = dataset_to_rows(ds)[1]
     row.pop("checkpoint")
@@ -136,7 +136,8 @@ def main(argv=None) -> None:
 
         # finish and a resume's rebuild at --points points
         out = Path(folder) / "0.nc"
-        from continuation.path import dataset_to_rows, load_path
+        from continuation.files.schema import dataset_to_rows
+        from continuation.files.path import load_path
 
         t = time.perf_counter()
         ds = load_path(out)

@@ -53,8 +53,8 @@ CURVATURES = {  # name: (hvp_batch, shift multiplier)
 
 
 def build(config: dict):
-    from continuation.config import build_run
-    from continuation.system import EquilibriumSystem
+    from continuation.files.config import build_run
+    from continuation.surface.system import EquilibriumSystem
 
     r = build_run(copy.deepcopy(config), check_start=False)
     problem = r["problem"]
@@ -62,8 +62,8 @@ def build(config: dict):
 
 
 def start_point(config: dict, system, start: str | None):
-    from continuation.equilibrate import equilibrate
-    from continuation.start import from_point
+    from continuation.surface.equilibrate import equilibrate
+    from continuation.engine.start import from_point
 
     template = system.flatten(system.problem.init_params(0))
     if start:
@@ -83,7 +83,7 @@ def metrics(problem, system, x) -> dict:
 
 def predicted(config, x, mu, hvp_batch: int, shift_factor: float) -> dict:
     """dF/dlambda, dF/dgamma for F in C, R, D from the equilibrium tangents (eq. 17)."""
-    from continuation.context import PointContext
+    from continuation.surface.context import PointContext
     from solvers import MINRES
 
     c = copy.deepcopy(config)
@@ -97,7 +97,7 @@ def predicted(config, x, mu, hvp_batch: int, shift_factor: float) -> dict:
 
 
 def actual(corrector_config: dict, config, x, mu, budgets, h: dict) -> dict:
-    from continuation.config import build as build_strategy
+    from continuation.files.config import build as build_strategy
 
     _, problem, system = build(config)
     out = {}
@@ -120,7 +120,7 @@ def actual(corrector_config: dict, config, x, mu, budgets, h: dict) -> dict:
 
 def newton_trace(config, x, mu, iters: int) -> dict:
     """||grad J|| along Newton-CG and L-BFGS on the deterministic float64 model."""
-    from continuation.config import build as build_strategy
+    from continuation.files.config import build as build_strategy
     from solvers import NewtonCG
 
     c = copy.deepcopy(config)
@@ -181,7 +181,7 @@ def plot(resp, pred, newton, out: Path):
 
 
 def main(argv=None) -> int:
-    from continuation.cli import OneLineParser
+    from continuation.apps.cli import OneLineParser
 
     p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--start", default="", help="path file whose last point is the start (default: pre-train here)")
@@ -195,7 +195,7 @@ def main(argv=None) -> int:
         p.error(f"--start {args.start}: no such path file")
     if args.newton_iters < 0:
         p.error(f"--newton-iters must be >= 0, got {args.newton_iters}")
-    from continuation.defaults import DEFAULT_CONFIG
+    from continuation.apps.defaults import DEFAULT_CONFIG
 
     out = Path(args.out)
     p.out_folder(out)

@@ -74,3 +74,13 @@ class RunInterrupted(ContinuationError):
         if "--resume" not in args:
             args.append("--resume")
         return f"{self}: {shlex.join(['python', '-m', 'continuation', *args])}"
+
+
+def first_line(e: BaseException, *, typed: bool = True) -> str:
+    """The first line of an exception's message, "Type: line" (typed, how a cause is quoted inside
+    a one-line error or a status) or the line alone (typed=False, an error shown to the user as
+    it is); the type's name alone for an empty message."""
+    text = str(e).strip().splitlines()
+    if not text:
+        return type(e).__name__
+    return f"{type(e).__name__}: {text[0]}" if typed else text[0]

@@ -75,14 +75,14 @@ class Problem(ABC):
         labels themselves carry, which no classifier can remove (soft labels on a task path;
         0 for hard labels). `measure` is where C is measured: "batch" (the step's draw) or
         "evaluation" (`evaluation_metrics`'s fixed draw). Used by the iso-classification
-        transfer that holds C - C_floor(t) (continuation/transfer_processes.py)."""
+        transfer that holds C - C_floor(t) (continuation/strategies/transfer_processes.py)."""
         return 0.0
 
     def distortion_floor(self) -> float:
         """The theta-independent part of D (nats per sample): for a Gaussian decoder
         N(x; dec(z), sigma^2 I_d) the normaliser d/2 log(2 pi sigma^2), which no decoder removes;
         0 where none is split off. The geodesic transfer measures D - k R's drift on the scale
-        |D - D_floor| + |k| R (continuation/transfer_processes.py): a relative drift against a
+        |D - D_floor| + |k| R (continuation/strategies/transfer_processes.py): a relative drift against a
         value that carries an arbitrary constant says nothing."""
         return 0.0
 

@@ -2,7 +2,7 @@
 
 Each entry builds a problem from keyword options; adding a problem is adding one function here
 (or registering one from a script: `PROBLEMS["mine"] = make_mine`). A factory's signature is
-its configuration surface (continuation/config.py reads option names and defaults from it), so
+its configuration surface (continuation/files/config.py reads option names and defaults from it), so
 each one spells its options out; the factory passes the problem's name and its options
 (`locals()` at entry: exactly the keyword arguments) to the constructor, and the problem's
 `settings()` records them.

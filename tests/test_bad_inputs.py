@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from continuation import checks
-from continuation.cli import main
-from continuation.config import ConfigError, build_run
-from continuation.correctors import NewtonCorrector
-from continuation.predictors import ODEPredictor
-from continuation.processes import IsoClassification, QuasiStatic
-from continuation.step_control import StopRule
+from continuation.apps.cli import main
+from continuation.files.config import ConfigError, build_run
+from continuation.strategies.correctors import NewtonCorrector
+from continuation.strategies.predictors import ODEPredictor
+from continuation.strategies.processes import IsoClassification, QuasiStatic
+from continuation.strategies.step_control import StopRule
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "validation" / "configs" / "gaussian_iso_c.toml"
@@ -298,7 +298,7 @@ def test_output_targets(tmp_path, capsys, good_path):
 
 def test_read_only_output_is_refused_before_pre_training(tmp_path, capsys, monkeypatch):
     """The writability check comes first: pre-training (minutes on real data) is never reached."""
-    import continuation.run as run_module
+    import continuation.apps.run as run_module
 
     monkeypatch.setattr(run_module, "equilibrate", lambda *a, **k: pytest.fail("pre-training ran"))
     config = tomllib.loads(MLP)
@@ -371,7 +371,7 @@ def test_diverging_pre_training_names_train_lr(tmp_path, capsys):
 
 
 def test_unexpected_exception_is_one_line_and_debug_shows_it(tmp_path, capsys, monkeypatch):
-    import continuation.run as run_module
+    import continuation.apps.run as run_module
 
     def broken(*a, **k):
         raise KeyError("a bug")
@@ -385,7 +385,7 @@ def test_unexpected_exception_is_one_line_and_debug_shows_it(tmp_path, capsys, m
         main(["--debug", "run", str(cfg), "--out", str(tmp_path / "x.nc")])
 
 
-# --- Python API (continuation/checks.py, strategies' __post_init__) -----------------------------
+# --- Python API (continuation/strategies/checks.py, strategies' __post_init__) -----------------------------
 
 def test_stop_rule_and_strategy_options_are_checked_where_made():
     for kwargs, needle in [({"max_steps": 2.5}, "max_steps must be an integer"),

@@ -17,15 +17,15 @@ import torch
 import xarray as xr
 from scipy.optimize import brentq
 
-from continuation.cli import main
-from continuation.context import PointContext
-from continuation.correctors import AdamCorrector, LBFGSCorrector, NewtonCorrector
-from continuation.driver import ContinuationError, continue_path
-from continuation.projections import NewtonProjection, SecantProjection, bounded
-from continuation.path import load_path, load_point
-from continuation.predictors import NoPredictor, ODEPredictor, SecantPredictor
-from continuation.processes import IsoClassificationFD, QuasiStatic, iso_c_plus_r_over_beta, iso_classification
-from continuation.step_control import AdaptiveSteps as StepControl, FixedSteps, StopRule
+from continuation.apps.cli import main
+from continuation.surface.context import PointContext
+from continuation.strategies.correctors import AdamCorrector, LBFGSCorrector, NewtonCorrector
+from continuation.engine.driver import ContinuationError, continue_path
+from continuation.strategies.projections import NewtonProjection, SecantProjection, bounded
+from continuation.files.path import load_path, load_point
+from continuation.strategies.predictors import NoPredictor, ODEPredictor, SecantPredictor
+from continuation.strategies.processes import IsoClassificationFD, QuasiStatic, iso_c_plus_r_over_beta, iso_classification
+from continuation.strategies.step_control import AdaptiveSteps as StepControl, FixedSteps, StopRule
 from problems import Problem, make_mu
 from solvers import MINRES
 
@@ -463,7 +463,7 @@ def test_a_float32_step_that_ends_within_rounding_of_the_target_lands_on_it():
 
 
 def test_importing_the_plot_module_leaves_the_matplotlib_backend_alone():
-    code = "import continuation.plot, matplotlib; print(matplotlib.get_backend())"
+    code = "import continuation.apps.plot, matplotlib; print(matplotlib.get_backend())"
     env = dict(os.environ, MPLBACKEND="template", PYTHONPATH=str(ROOT))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "template"

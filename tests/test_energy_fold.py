@@ -15,18 +15,18 @@ import pytest
 import torch
 from scipy.optimize import fsolve
 
-from continuation.arclength import (BorderedNewtonCorrector, PseudoArclength, PseudoArclengthPredictor,
+from continuation.strategies.arclength import (BorderedNewtonCorrector, PseudoArclength, PseudoArclengthPredictor,
                                     extended_tangent)
-from continuation.cli import main
-from continuation.config import ConfigError, build_run
-from continuation.driver import continue_path
-from continuation.fold import detect_folds, fold_events, locate_fold
-from continuation.path import load_path
-from continuation.predictors import ODEPredictor
-from continuation.processes import QuasiStatic
-from continuation.spectrum import non_gauge_eigenvalues
-from continuation.step_control import AdaptiveSteps, StopRule
-from continuation.stepper import Stepper, Strategies
+from continuation.apps.cli import main
+from continuation.files.config import ConfigError, build_run
+from continuation.engine.driver import continue_path
+from continuation.singular.fold import detect_folds, fold_events, locate_fold
+from continuation.files.path import load_path
+from continuation.strategies.predictors import ODEPredictor
+from continuation.strategies.processes import QuasiStatic
+from continuation.singular.spectrum import non_gauge_eigenvalues
+from continuation.strategies.step_control import AdaptiveSteps, StopRule
+from continuation.engine.stepper import Stepper, Strategies
 from problems import make_mu
 from problems.bratu import FOLD_CONTINUUM, bratu_energy, bratu_problem
 from problems.energy import EnergyProblem

@@ -2,7 +2,7 @@
 (the Gaussian and a small stochastic MLP), one writer per output, SIGINT / SIGTERM, a full disk
 and a read-only folder, damaged path files and checkpoints, and statuses that tell the truth.
 
-The kills are placed by the test hook CONTINUATION_TEST_KILL_AT (continuation/path.py)."""
+The kills are placed by the test hook CONTINUATION_TEST_KILL_AT (continuation/files/writer.py)."""
 
 import errno
 import os
@@ -18,15 +18,17 @@ import torch
 import xarray as xr
 
 from continuation import cli
-from continuation.correctors import NewtonCorrector
-from continuation.driver import continue_path
+from continuation.strategies.correctors import NewtonCorrector
+from continuation.engine.driver import continue_path
 from continuation.errors import (CheckpointMissing, ContinuationError, OutputLocked, OutputNotWritable,
                                  PathFileError, RunInterrupted)
-from continuation.path import PathWriter, checkpoint_file, load_path, load_point, lock_file, tmp_file
-from continuation.predictors import NoPredictor, ODEPredictor
-from continuation.processes import QuasiStatic, iso_classification
-from continuation.projections import NewtonProjection
-from continuation.step_control import AdaptiveSteps, FixedSteps, StopRule
+from continuation.files.writer import PathWriter
+from continuation.files.schema import checkpoint_file, lock_file, tmp_file
+from continuation.files.path import load_path, load_point
+from continuation.strategies.predictors import NoPredictor, ODEPredictor
+from continuation.strategies.processes import QuasiStatic, iso_classification
+from continuation.strategies.projections import NewtonProjection
+from continuation.strategies.step_control import AdaptiveSteps, FixedSteps, StopRule
 
 ROOT = Path(__file__).parents[1]
 BASE = (ROOT / "validation" / "configs" / "gaussian_iso_c.toml").read_text()
@@ -84,7 +86,7 @@ target = {lambda = 0.9}
 checkpoint_every = 3
 """
 # the same with training C held by the secant projection that reuses the last step's measured
-# response (continuation/projections.py), the paper's none predictor: a resume must read that
+# response (continuation/strategies/projections.py), the paper's none predictor: a resume must read that
 # response back from the file
 MLP_SECANT = (MLP.replace('clock = "lambda"', 'clock = "lambda"\ntol = 0.001\nmeasure = "evaluation"')
               .replace('[predictor]\nname = "secant"', '[predictor]\nname = "none"')
@@ -232,7 +234,7 @@ def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(tmp_path, compet
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_tmp(tmp_path, competition, monkeypatch):
-    import continuation.writer as writer_module
+    import continuation.files.writer as writer_module
 
     out = tmp_path / "p.nc"
     real = writer_module._open_append
@@ -282,12 +284,12 @@ def test_a_read_only_folder_is_one_line(tmp_path, competition, monkeypatch):
     if os.geteuid() != 0:  # root writes anywhere: then the refusal of the file system is simulated
         folder.chmod(0o555)
     else:
-        import continuation.path as path_module
+        import continuation.files.writer as path_module
 
         def read_only(*a, **k):
             raise OSError(errno.EROFS, "Read-only file system")
 
-        monkeypatch.setattr(path_module.os, "open", read_only)
+        monkeypatch.setattr(os, "open", read_only)
     try:
         with pytest.raises(OutputNotWritable) as err:
             small_run(competition, folder / "p.nc")
@@ -371,7 +373,7 @@ def test_pruning_waits_for_the_file_that_no_longer_names_the_checkpoint(tmp_path
     """A write that fails (or a kill) between the checkpoint and the rename leaves the old file,
     which still names checkpoint k - 2: it must still be there. A kill after the rename leaves an
     orphan checkpoint, which the next writer removes."""
-    import continuation.path as path_module
+    import continuation.files.writer as path_module
 
     out = tmp_path / "p.nc"
     x, mu = torch.zeros(3, dtype=torch.float64), torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64)

@@ -30,7 +30,7 @@ def test_full_transfer_runs_every_case_at_smoke_size(tmp_path, capsys):
     # the CIFAR-10 cases ran the ResNet on the stand-in's vehicles -> animals
     log = (tmp_path / "cifar10-ot" / "log.txt").read_text()
     assert "iso-C transfer" in log
-    from continuation.path import load_path
+    from continuation.files.path import load_path
 
     settings = json.loads(load_path(tmp_path / "cifar10-ot" / "transfer.nc").attrs["settings"])
     assert settings["problem"]["name"].startswith("transfer-resnet:cifar10[vehicles->animals, ot]")

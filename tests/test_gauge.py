@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from continuation import continue_path, solve_tangents
-from continuation.correctors import NewtonCorrector
-from continuation.predictors import ODEPredictor
-from continuation.processes import IsoClassification
-from continuation.projections import NewtonProjection
-from continuation.step_control import AdaptiveSteps, StopRule
+from continuation.strategies.correctors import NewtonCorrector
+from continuation.strategies.predictors import ODEPredictor
+from continuation.strategies.processes import IsoClassification
+from continuation.strategies.projections import NewtonProjection
+from continuation.strategies.step_control import AdaptiveSteps, StopRule
 from problems import LinearGaussianData, LinearGaussianGibbsProblem, make_mu
 from solvers import MINRES, Deflation, orthonormal_basis
 

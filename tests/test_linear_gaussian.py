@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.optimize import root
 
-from continuation.spectrum import gauge_basis, non_gauge_eigenvalues
+from continuation.singular.spectrum import gauge_basis, non_gauge_eigenvalues
 from continuation import free_energy_hessian, functional_derivatives, maxwell_gap, solve_tangents
 from problems import (LinearGaussianClosedForm, LinearGaussianData, LinearGaussianGibbsProblem,
                       ScalarGaussianClosedForm, make_mu)

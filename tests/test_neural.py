@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from continuation import EquilibriumSystem
-from continuation.correctors import AdamCorrector
-from continuation.driver import continue_path
-from continuation.predictors import NoPredictor
-from continuation.processes import iso_classification
-from continuation.step_control import FixedSteps, StopRule
+from continuation.strategies.correctors import AdamCorrector
+from continuation.engine.driver import continue_path
+from continuation.strategies.predictors import NoPredictor
+from continuation.strategies.processes import iso_classification
+from continuation.strategies.step_control import FixedSteps, StopRule
 from problems import make_mu
 from problems.data import (FASHION_MNIST_DIR, Data, class_subset, load_cifar10, load_digits, load_fashion_mnist,
                            load_mnist, train_val_split)
@@ -167,7 +167,7 @@ def test_missing_data_folders_are_one_line(tmp_path):
 
 
 def test_equilibration_from_scratch_learns_the_digits():
-    from continuation.equilibrate import equilibrate, learning_rate
+    from continuation.surface.equilibrate import equilibrate, learning_rate
 
     tr, va = train_val_split(load_digits(), 0.2, seed=0)
     problem = NeuralProblem(*paper_mlp(input_dim=64, hidden=64, latent=4), tr, va, hvp_batch=256)
@@ -202,7 +202,7 @@ def test_stochastic_path_resamples_between_points_and_records_fixed_noise_metric
 
 
 def test_mlp_problem_runs_from_a_configuration(tmp_path, capsys):
-    from continuation.cli import main
+    from continuation.apps.cli import main
 
     cfg = tmp_path / "digits.toml"
     cfg.write_text("""
@@ -239,7 +239,7 @@ max_steps = 2
 """)
     out = tmp_path / "p.nc"
     assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
-    from continuation.path import load_path
+    from continuation.files.path import load_path
     ds = load_path(out)
     assert ds.sizes["step"] == 3 and ds.attrs["problem"] == "mlp:digits"
     for name in ("train_C", "val_acc", "val_loss"):
@@ -259,9 +259,9 @@ def test_default_run_shows_the_rate_distortion_trade_off_at_constant_c(tmp_path)
     read from the run. Validation accuracy (360 images, 0.28 points each) stays above 0.93."""
     import math
 
-    from continuation.cli import main
-    from continuation.defaults import DEFAULT_CONFIG
-    from continuation.path import load_path
+    from continuation.apps.cli import main
+    from continuation.apps.defaults import DEFAULT_CONFIG
+    from continuation.files.path import load_path
 
     out = tmp_path / "default.nc"
     assert main(["run", "--out", str(out), "--quiet"]) == 0
@@ -282,7 +282,7 @@ def test_default_run_shows_the_rate_distortion_trade_off_at_constant_c(tmp_path)
 
 
 def test_iso_classification_can_hold_c_on_the_fixed_noise_measure(competition):
-    from continuation.context import PointContext
+    from continuation.surface.context import PointContext
 
     problem = small_problem(dtype=torch.float64, hvp_batch=16)
     system = EquilibriumSystem(problem, problem.init_params(0))

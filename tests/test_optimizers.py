@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from continuation import EquilibriumSystem
-from continuation.correctors import (CORRECTORS, AdamCorrector, Corrector, LBFGSCorrector, NewtonCorrector,
+from continuation.strategies.correctors import (CORRECTORS, AdamCorrector, Corrector, LBFGSCorrector, NewtonCorrector,
                                      SGDCorrector, paper_schedule)
-from continuation.equilibrate import equilibrate, learning_rate
+from continuation.surface.equilibrate import equilibrate, learning_rate
 from problems import make_mu
 from problems.data import Data
 from problems.models import paper_mlp

@@ -3,7 +3,7 @@ journal OUT.journal, a damaged or half-appended OUT read from the journal and re
 resume, a torn journal line dropped, a real kill mid-append resumed to the uninterrupted path;
 units, long_name, Conventions, history and continuation_version on every path.
 
-continuation/writer.py has the order of a point's writes and the test hook."""
+continuation/files/writer.py has the order of a point's writes and the test hook."""
 
 import json
 import re
@@ -17,12 +17,13 @@ import pytest
 import torch
 import xarray as xr
 
-import continuation.path as path_module
+import continuation.files.writer as path_module
 from continuation import cli
 from continuation.errors import PathFileError
-from continuation.path import (CONVENTIONS, checkpoint_file, dataset_to_rows, journal_file, load_path, load_point,
-                               rows_to_dataset, variable_attrs)
-from continuation.writer import PathWriter, read_journal
+from continuation.files.schema import CONVENTIONS, checkpoint_file, dataset_to_rows, journal_file, rows_to_dataset, variable_attrs
+from continuation.files.path import load_path, load_point
+from continuation.files.writer import PathWriter
+from continuation.files.journal import read_journal
 
 from test_faults import GAUSSIAN, assert_same_path, cli_cmd, env
 

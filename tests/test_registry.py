@@ -7,11 +7,11 @@ from typing import ClassVar, final
 import pytest
 import torch
 
-from continuation.cli import main
-from continuation.path import load_path
-from continuation.predictors import Prediction, Predictor
-from continuation.registry import REGISTRY, register
-from continuation.work import Work
+from continuation.apps.cli import main
+from continuation.files.path import load_path
+from continuation.strategies.predictors import Prediction, Predictor
+from continuation.strategies.registry import REGISTRY, register
+from continuation.surface.work import Work
 from problems import LinearGaussianClosedForm
 from problems.registry import PROBLEMS
 
@@ -97,9 +97,9 @@ def test_register_refuses_a_nameless_factory_or_an_unknown_role():
 def test_heun_is_second_order_on_the_tangent_ode(heun_registered):
     """Error of one Heun prediction (no corrector) against the closed-form surface: slope 3 in ds
     (local error of a second-order method), a check that the registered strategy is a real one."""
-    from continuation.context import PointContext
-    from continuation.processes import QuasiStatic
-    from continuation.system import EquilibriumSystem
+    from continuation.surface.context import PointContext
+    from continuation.strategies.processes import QuasiStatic
+    from continuation.surface.system import EquilibriumSystem
     from problems import make_mu
     from solvers import MINRES, NewtonCG
 

@@ -1,4 +1,4 @@
-"""The validation report (continuation/report.py, `python -m continuation report`): verdicts and
+"""The validation report (continuation/apps/report.py, `python -m continuation report`): verdicts and
 the markdown on synthetic checks, failures recorded while the other checks go on, exit codes,
 bad --out refused in one line, and one real check (Lemma 3 on the linear-Gaussian problem) end to
 end against the closed-form free energy."""
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from continuation import report
-from continuation.cli import main
-from continuation.report import (FAILS, HOLDS, NOT_MEASURED, Check, Experiments, ExperimentFailed, Result, decide,
+from continuation.apps.cli import main
+from continuation.apps.report import (FAILS, HOLDS, NOT_MEASURED, Check, Experiments, ExperimentFailed, Result, decide,
                                  exit_code, run_checks, verdict_text, write_markdown)
 
 
@@ -139,8 +139,8 @@ def test_experiments_run_once_and_keep_their_failure(tmp_path, monkeypatch):
 
 
 def test_quick_default_config_is_valid_toml_of_the_default_run(tmp_path):
-    from continuation.config import build_run
-    from continuation.defaults import DEFAULT_CONFIG
+    from continuation.files.config import build_run
+    from continuation.apps.defaults import DEFAULT_CONFIG
 
     config = {k: dict(v) for k, v in DEFAULT_CONFIG.items()}
     for section, values in report.QUICK_DEFAULT.items():

@@ -22,19 +22,20 @@ import xarray as xr
 from scipy.optimize import brentq
 
 from continuation import continue_path
-from continuation.arclength import BorderedNewtonCorrector, PseudoArclength, PseudoArclengthPredictor
-from continuation.config import ConfigError, build_run
-from continuation.correctors import NewtonCorrector
+from continuation.strategies.arclength import BorderedNewtonCorrector, PseudoArclength, PseudoArclengthPredictor
+from continuation.files.config import ConfigError, build_run
+from continuation.strategies.correctors import NewtonCorrector
 from continuation.errors import ContinuationError
-from continuation.monitor import Monitor
-from continuation.path import dataset_to_rows, event_file, load_path, rows_to_dataset
-from continuation.predictors import ODEPredictor
-from continuation.processes import IsoClassification, QuasiStatic
-from continuation.projections import NewtonProjection
-from continuation.spectrum import non_gauge_eigenvalues
-from continuation.stability import lowest_eigenpairs
-from continuation.step_control import AdaptiveSteps, StopRule
-from continuation.system import EquilibriumSystem
+from continuation.singular.monitor import Monitor
+from continuation.files.schema import dataset_to_rows, event_file, rows_to_dataset
+from continuation.files.path import load_path
+from continuation.strategies.predictors import ODEPredictor
+from continuation.strategies.processes import IsoClassification, QuasiStatic
+from continuation.strategies.projections import NewtonProjection
+from continuation.singular.spectrum import non_gauge_eigenvalues
+from continuation.singular.stability import lowest_eigenpairs
+from continuation.strategies.step_control import AdaptiveSteps, StopRule
+from continuation.surface.system import EquilibriumSystem
 from problems import LinearGaussianData, LinearGaussianGibbsProblem, make_mu
 from problems.bratu import bratu_problem
 from problems.linear_gaussian_closed_form import LinearGaussianClosedForm
@@ -270,7 +271,7 @@ def test_killed_monitored_run_resumes_to_the_same_events(tmp_path, config, kill_
 def test_energy_run_from_the_command_line_with_its_progress_bar(tmp_path, capsys):
     """C = 0 for an energy without gamma: the progress bar's drift must not divide by it; the
     summary names the fold."""
-    from continuation.cli import main
+    from continuation.apps.cli import main
 
     assert main(["run", str(CONFIGS / "bratu_fold.toml"), "--out", str(tmp_path / "b.nc")]) == 0
     out = capsys.readouterr().out

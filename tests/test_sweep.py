@@ -1,4 +1,4 @@
-"""Sweeps (continuation/sweep.py): members on Dask equal the same paths run one by one, on any
+"""Sweeps (continuation/apps/sweep.py): members on Dask equal the same paths run one by one, on any
 number of workers; a failed member is recorded and the others go on; a re-run resumes only the
 unfinished members; a worker killed mid-sweep loses and duplicates no point; bad sweeps are one line."""
 
@@ -19,9 +19,10 @@ import torch
 
 pytest.importorskip("distributed")
 
-from continuation.config import ConfigError  # noqa: E402
-from continuation.path import command_line, load_path  # noqa: E402
-from continuation.sweep import expand, load_sweep, member_path, run_member, run_sweep  # noqa: E402
+from continuation.files.config import ConfigError  # noqa: E402
+from continuation.files.schema import command_line  # noqa: E402
+from continuation.files.path import load_path
+from continuation.apps.sweep import expand, load_sweep, member_path, run_member, run_sweep  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -225,7 +226,7 @@ def test_the_cli_runs_a_sweep_and_says_how_each_member_ended(tmp_path):
 
 
 def test_an_unreachable_scheduler_is_one_line_and_leaves_the_folder_free(tmp_path, monkeypatch):
-    import continuation.sweep as sweep
+    import continuation.apps.sweep as sweep
 
     monkeypatch.setattr(sweep, "CONNECT_TIMEOUT", "1s")
     with pytest.raises(ConfigError, match="could not connect to a Dask scheduler"):

@@ -1,5 +1,5 @@
 """`continuation plot DIR`: a sweep's family on one figure, each member coloured by its swept value
-(continuation/plot.py plot_sweep), from a small linear-Gaussian sweep made once for the module."""
+(continuation/apps/plot.py plot_sweep), from a small linear-Gaussian sweep made once for the module."""
 
 import json
 import shutil
@@ -8,10 +8,10 @@ import matplotlib as mpl
 import numpy as np
 import pytest
 
-from continuation.cli import main
-from continuation.plot import plot_paths, plot_sweep
-from continuation.run import run_config
-from continuation.sweep import Member, combine, expand, load_sweep
+from continuation.apps.cli import main
+from continuation.apps.plot import plot_paths, plot_sweep
+from continuation.apps.run import run_config
+from continuation.apps.sweep import Member, combine, expand, load_sweep
 
 GAMMAS = [1.0, 1.5, 2.0]
 BASE = {

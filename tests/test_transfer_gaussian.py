@@ -13,13 +13,13 @@ from scipy.optimize import brentq
 from torchdiffeq import odeint
 
 from continuation import EquilibriumSystem, continue_path
-from continuation.correctors import NewtonCorrector
-from continuation.step_control import AdaptiveSteps, FixedSteps, HeldSteps, StopRule
-from continuation.predictors import ODEPredictor
-from continuation.transfer_processes import (IsoClassificationTransfer, iso_classification_transfer,
+from continuation.strategies.correctors import NewtonCorrector
+from continuation.strategies.step_control import AdaptiveSteps, FixedSteps, HeldSteps, StopRule
+from continuation.strategies.predictors import ODEPredictor
+from continuation.strategies.transfer_processes import (IsoClassificationTransfer, iso_classification_transfer,
                                              quasi_static_transfer)
-from continuation.projections import NewtonProjection, SecantProjection
-from continuation.tangents import solve_tangents
+from continuation.strategies.projections import NewtonProjection, SecantProjection
+from continuation.surface.tangents import solve_tangents
 from problems import LinearGaussianData, make_mu
 from problems.task_path import (CoupledMoments, CouplingSampler, coupled_sample_joint, coupling, gaussian_ot_joint,
                                 gaussian_ot_map, interpolate)
@@ -97,7 +97,7 @@ def test_quasi_static_transfer_path_and_its_rates(case):
         for name in "RDC":
             assert float(ds[name][i]) == pytest.approx(ref[name], abs=1e-9)
     # C_t along the surface against a central difference of the closed form
-    from continuation.context import PointContext
+    from continuation.surface.context import PointContext
 
     t = 0.4
     x = NewtonCG(gtol=1e-13).solve(case.system.objective, case.system.flatten(case.problem.init_params(0)),
@@ -365,7 +365,7 @@ def test_held_steps_shrink_until_the_law_holds_c_within_max_miss(case):
 def test_held_steps_verdicts():
     """max_miss and max_factor reject, a NaN miss too; rejection halves down to min_step, then
     stops with the reason; acceptance doubles up to max_step; bad options are one line."""
-    from continuation.step_control import StepsExhausted
+    from continuation.strategies.step_control import StepsExhausted
 
     ok = type("R", (), {"converged": True, "status": "converged", "grad_norm": 0.0})()
     c = HeldSteps(initial=0.1, max_step=0.1, min_step=0.02, max_miss=0.01, max_factor=1.5)
@@ -392,7 +392,7 @@ def test_geodesic_from_kept_multipliers_with_a_probed_jacobian(case):
     secant measures its first Jacobian by forward differences of the corrector's response
     (jacobian = "probe"), then Broyden: (lambda, gamma) on the closed form's 2-D root at every
     point, C and D - k R held to the tolerance."""
-    from continuation.predictors import NoPredictor
+    from continuation.strategies.predictors import NoPredictor
 
     k, tol = 0.5, 1e-9
     process = IsoClassificationTransfer(condition="geodesic", k=k, tol=tol)
@@ -413,8 +413,8 @@ def test_geodesic_from_kept_multipliers_with_a_probed_jacobian(case):
 
 
 def test_kept_multipliers_move_only_t_and_need_a_process_that_moves_t(case):
-    from continuation.predictors import NoPredictor
-    from continuation.processes import IsoClassification
+    from continuation.strategies.predictors import NoPredictor
+    from continuation.strategies.processes import IsoClassification
 
     x = case.system.flatten(case.problem.init_params(0))
     with pytest.raises(ValueError, match="move must be 'all' or 'clock'"):

@@ -11,15 +11,15 @@ import pytest
 import torch
 
 from continuation import EquilibriumSystem
-from continuation.baselines import fine_tune, from_scratch
-from continuation.config import ConfigError, build, build_run
-from continuation.correctors import AdamCorrector
-from continuation.driver import continue_path
-from continuation.predictors import NoPredictor
-from continuation.transfer_processes import (IsoClassificationTransfer, iso_classification_transfer,
+from continuation.apps.baselines import fine_tune, from_scratch
+from continuation.files.config import ConfigError, build, build_run
+from continuation.strategies.correctors import AdamCorrector
+from continuation.engine.driver import continue_path
+from continuation.strategies.predictors import NoPredictor
+from continuation.strategies.transfer_processes import (IsoClassificationTransfer, iso_classification_transfer,
                                              quasi_static_transfer)
-from continuation.projections import SecantProjection
-from continuation.step_control import FixedSteps, HeldSteps, StopRule
+from continuation.strategies.projections import SecantProjection
+from continuation.strategies.step_control import FixedSteps, HeldSteps, StopRule
 from problems import make_mu
 from problems.registry import transfer_mlp
 from solvers import MINRES
@@ -135,7 +135,7 @@ def test_label_floor_is_the_soft_labels_entropy_share_and_c_stays_above_it():
 
 
 def _equilibrated(p, mu, steps=600):
-    from continuation.equilibrate import equilibrate
+    from continuation.surface.equilibrate import equilibrate
 
     system = EquilibriumSystem(p, p.init_params(0))
     return system.unflatten(equilibrate(system, system.flatten(p.init_params(0)), mu, steps=steps, lr=3e-3,
@@ -224,7 +224,7 @@ def test_bad_task_options_are_one_line():
 def test_iso_c_transfer_holds_training_c_and_baselines_share_the_format(tmp_path):
     p = small("mixture", samples=1)
     system = EquilibriumSystem(p, p.init_params(0))
-    from continuation.equilibrate import equilibrate
+    from continuation.surface.equilibrate import equilibrate
 
     # gamma0 = 1 keeps C0 (0.3) within reach of 100 Adam updates at t = 0.25; from an overfit
     # source (gamma0 = 8, C0 = 0.01) no gamma brings C back in 100-150 updates (the corrector
@@ -285,7 +285,7 @@ def test_fig5_script_at_smoke_size(tmp_path, monkeypatch, capsys):
     for name in ("transfer", "quasi_static", "fine_tune", "scratch1", "scratch0"):
         assert (tmp_path / f"{name}.nc").exists()
     assert (tmp_path / "fig5.png").stat().st_size > 10_000
-    from continuation.path import load_path
+    from continuation.files.path import load_path
 
     transfer, tune = load_path(tmp_path / "transfer.nc"), load_path(tmp_path / "fine_tune.nc")
     assert float(tune["val_acc"][0]) == float(transfer["val_acc"][0])  # both: the source model on the target
@@ -316,7 +316,7 @@ def test_fig5_interrupted_transfer_resumes_from_its_points(tmp_path, monkeypatch
     import os
     import signal
 
-    from continuation.path import load_path
+    from continuation.files.path import load_path
 
     monkeypatch.setitem(fig5_transfer.SIZES, "digits", {"limit": 150, "train_steps": 200, "T": 40, "fine_tune": 20,
                                                          "hidden": 16, "latent": 3, "batch": 75})

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from continuation.sweep import Member, combine, expand, load_sweep, run_member, run_sweep
+from continuation.apps.sweep import Member, combine, expand, load_sweep, run_member, run_sweep
 
 ROOT = Path(__file__).parents[1]
 CONFIGS = ROOT / "validation" / "configs"

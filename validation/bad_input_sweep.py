@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from continuation.cli import main  # noqa: E402
+from continuation.apps.cli import main  # noqa: E402
 
 GAUSSIAN = tomllib.loads((ROOT / "validation/configs/gaussian_iso_c.toml").read_text())
 GAUSSIAN["stop"] = {"max_steps": 2}  # no target: the valid run ends "finished" at max_steps

@@ -1,6 +1,6 @@
 """Paper Fig. 2: iso-classification runs of the paper's MLP from lambda0 = 0.25 and several gamma0.
 
-The runs are a sweep (continuation/sweep.py); this script plots and tabulates its folder:
+The runs are a sweep (continuation/apps/sweep.py); this script plots and tabulates its folder:
 
     python -m continuation sweep validation/configs/fig2_fashion_mnist.toml --out out/fig2   # CPU size
     python validation/fig2_iso_c.py out/fig2                         # fig2.png and the table
@@ -57,8 +57,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from continuation.plot import save_figure  # noqa: E402
-from continuation.sweep import load_sweep, member_path  # noqa: E402
+from continuation.apps.plot import save_figure  # noqa: E402
+from continuation.apps.sweep import load_sweep, member_path  # noqa: E402
 
 CONFIGS = Path(__file__).parent / "configs"
 HVP_COST = 1.5  # one minibatch HVP in minibatch gradients (benchmarks/hvp_cost.py: 1.05-1.53, rev-rev)
@@ -201,8 +201,8 @@ def main(argv=None, figure: str = "fig2.png", doc: str = __doc__, compare: bool 
     args = parser.parse_args(argv)
     try:
         if args.run is not None:
-            from continuation.config import load_config
-            from continuation.sweep import run_sweep
+            from continuation.files.config import load_config
+            from continuation.apps.sweep import run_sweep
 
             run_sweep(load_config(args.run), args.folder, workers=args.workers)
         runs = members(args.folder)

@@ -1,7 +1,7 @@
 """Paper Fig. 3: iso-classification runs of the CIFAR-shape model (ResNet-18 encoder, FC + 4
 deconvolutions, linear classifier) from lambda0 = 0.5 and gamma0 in {5, 10, 15, 20}.
 
-The runs are a sweep (continuation/sweep.py); this script plots and tabulates its folder:
+The runs are a sweep (continuation/apps/sweep.py); this script plots and tabulates its folder:
 
     python -m continuation sweep validation/configs/fig3_fashion_mnist.toml --out out/fig3   # CPU smoke size
     python validation/fig3_iso_c_cifar.py out/fig3                    # fig3.png and the table

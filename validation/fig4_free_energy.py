@@ -30,10 +30,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from continuation.config import build_run  # noqa: E402
-from continuation.equilibrate import equilibrate  # noqa: E402
-from continuation.path import load_path  # noqa: E402
-from continuation.system import EquilibriumSystem  # noqa: E402
+from continuation.files.config import build_run  # noqa: E402
+from continuation.surface.equilibrate import equilibrate  # noqa: E402
+from continuation.files.path import load_path  # noqa: E402
+from continuation.surface.system import EquilibriumSystem  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 import fig2_iso_c  # noqa: E402
@@ -92,7 +92,7 @@ def main(argv=None):
     path = args.path or args.out / "iso_c_gamma4.nc"
     if not path.exists():
         print(f"(b) running an iso-C path from (0.25, 4) -> {path}", flush=True)
-        from continuation.run import run_config
+        from continuation.apps.run import run_config
         run_config(fig2_iso_c.base_config(args.dataset, args.data_dir, args.device, args.full), path)
     ds = load_path(path)
     F_path = (ds["train_R"] + ds["lambda"] * ds["train_D"] + ds["gamma"] * ds["train_C"]).values

@@ -71,14 +71,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from continuation.baselines import fine_tune, from_scratch  # noqa: E402
-from continuation.config import build, build_run  # noqa: E402
+from continuation.apps.baselines import fine_tune, from_scratch  # noqa: E402
+from continuation.files.config import build, build_run  # noqa: E402
 from continuation.errors import ContinuationError, FileProblem, OutputExists, RunInterrupted  # noqa: E402
-from continuation.path import load_path, load_point  # noqa: E402
-from continuation.plot import save_figure  # noqa: E402
-from continuation.run import run_config  # noqa: E402
-from continuation.writer import OutputLock  # noqa: E402
-from continuation.system import EquilibriumSystem  # noqa: E402
+from continuation.files.path import load_path, load_point  # noqa: E402
+from continuation.apps.plot import save_figure  # noqa: E402
+from continuation.apps.run import run_config  # noqa: E402
+from continuation.files.lock import OutputLock  # noqa: E402
+from continuation.surface.system import EquilibriumSystem  # noqa: E402
 
 SIZES = {  # CPU mode: training images per task, training updates, corrector T, fine-tune updates
     "digits": {"limit": 0, "train_steps": 3000, "T": 200, "fine_tune": 600, "hidden": 128, "latent": 8,
@@ -186,7 +186,7 @@ def decoder_std(args) -> float:
     geodesic: at 1 the digits' D has a data term of 1.4 nats that lambda barely moves (a 10%
     change of lambda moves D - 0.5 R by 0.001 nats, measured: docs/transfer.md), so D - k R
     cannot be held by lambda; at 0.3 the data term is about 11 times larger (as in the default
-    run, continuation/defaults.py)."""
+    run, continuation/apps/defaults.py)."""
     std = getattr(args, "decoder_std", None)
     return std if std is not None else 0.3 if args.condition == "geodesic" else 1.0
 
@@ -194,7 +194,7 @@ def decoder_std(args) -> float:
 def held_steps(step: float, target: float, held: str) -> dict:
     """Steps of `step` in t that halve (down to step / 64) where the projection cannot bring the
     held functionals within `target` of their starts, and double back after each accepted step
-    (continuation/step_control.py, HeldSteps): near t = 0 the new task's data enter and a finite
+    (continuation/strategies/step_control.py, HeldSteps): near t = 0 the new task's data enter and a finite
     corrector run cannot keep up with a full step. Holding C - q h(t), a step may also move gamma
     by at most a factor 1.5: where the corrector lags the moving task, the projection otherwise
     raises gamma far past the equilibrium's (docs/transfer.md)."""
@@ -372,7 +372,7 @@ def plot(transfer, qs, tune, scratch1, scratch0, out: Path) -> Path:
 def main(argv=None):
     """The command line (exit 0: every target met; 1: one missed, or a run failed; 2: a bad option
     or file; 130 / 143: SIGINT / SIGTERM, with the command that continues the run)."""
-    from continuation.cli import sigterm_as_interrupt
+    from continuation.apps.cli import sigterm_as_interrupt
 
     try:
         with sigterm_as_interrupt() as got:  # the driver sets its own handlers inside the transfer
@@ -383,7 +383,7 @@ def main(argv=None):
 
 
 def _main(argv, got: dict) -> int:
-    from continuation.cli import OneLineParser
+    from continuation.apps.cli import OneLineParser
 
     parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("out/fig5"))

@@ -151,9 +151,9 @@ def calibrate(dataset: str, data_dir: str, device: str, smoke: bool) -> dict:
     warm-up, 20 timed), and the two tasks' training-set sizes."""
     import torch
 
-    from continuation.config import build
-    from continuation.equilibrate import equilibrate
-    from continuation.system import EquilibriumSystem
+    from continuation.files.config import build
+    from continuation.surface.equilibrate import equilibrate
+    from continuation.surface.system import EquilibriumSystem
     from problems import make_mu
 
     batch = SMOKE_SIZES["batch"] if smoke else BATCH

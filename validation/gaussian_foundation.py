@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from continuation import EquilibriumSystem, free_energy_hessian, maxwell_gap, solve_tangents
-from continuation.spectrum import non_gauge_eigenvalues
+from continuation.singular.spectrum import non_gauge_eigenvalues
 from problems import LinearGaussianClosedForm, LinearGaussianData, LinearGaussianGibbsProblem, make_mu
 from solvers import NewtonCG
 

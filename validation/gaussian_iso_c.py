@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import brentq
 
-from continuation.config import build_run, load_config
-from continuation.plot import plot_paths
-from continuation.run import run_config
+from continuation.files.config import build_run, load_config
+from continuation.apps.plot import plot_paths
+from continuation.apps.run import run_config
 
 CONFIG = Path(__file__).parent / "configs" / "gaussian_iso_c.toml"
 

@@ -31,11 +31,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from continuation import continue_path  # noqa: E402
-from continuation.correctors import NewtonCorrector  # noqa: E402
-from continuation.predictors import ODEPredictor  # noqa: E402
-from continuation.transfer_processes import iso_classification_transfer, quasi_static_transfer  # noqa: E402
-from continuation.plot import save_figure  # noqa: E402
-from continuation.step_control import AdaptiveSteps, FixedSteps, StopRule  # noqa: E402
+from continuation.strategies.correctors import NewtonCorrector  # noqa: E402
+from continuation.strategies.predictors import ODEPredictor  # noqa: E402
+from continuation.strategies.transfer_processes import iso_classification_transfer, quasi_static_transfer  # noqa: E402
+from continuation.apps.plot import save_figure  # noqa: E402
+from continuation.strategies.step_control import AdaptiveSteps, FixedSteps, StopRule  # noqa: E402
 from problems import LinearGaussianData, LinearGaussianHamiltonian  # noqa: E402
 from problems.linear_gaussian import LinearGaussianTransferProblem  # noqa: E402
 from problems.linear_gaussian_closed_form import TransferClosedForm  # noqa: E402

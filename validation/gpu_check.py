@@ -306,9 +306,9 @@ def hvp_child(args) -> int:
     import torch
 
     from benchmarks import hvp_cost
-    from continuation.config import build_run
-    from continuation.equilibrate import equilibrate
-    from continuation.system import EquilibriumSystem
+    from continuation.files.config import build_run
+    from continuation.surface.equilibrate import equilibrate
+    from continuation.surface.system import EquilibriumSystem
     from problems import make_mu
 
     res["torch"] = torch.__version__
@@ -602,8 +602,8 @@ def part_fig2(args, budget: float, log: Path, calib: dict) -> dict:
     notes = []
     if rc is None:
         notes.append(f"the sweep was stopped at its share ({wall:.0f} s); sweep.nc combined from the members' files")
-        r2, _, last2 = run_limited([sys.executable, "-c", "import sys; from continuation.config import load_config; "
-                                    "from continuation.sweep import combine, expand; c = load_config(sys.argv[1]); "
+        r2, _, last2 = run_limited([sys.executable, "-c", "import sys; from continuation.files.config import load_config; "
+                                    "from continuation.apps.sweep import combine, expand; c = load_config(sys.argv[1]); "
                                     "combine(sys.argv[2], expand(c), config=c)", toml, sdir], 60, log)
         if r2 != 0:
             notes.append(f"combining failed: {last2}")

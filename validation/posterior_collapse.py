@@ -19,7 +19,7 @@ falls below it, has no event. Written to events.csv and events.nc (dimension `ev
 own [monitor] (crossings of kl_z* at the threshold) writes them into path.nc as it goes.
 
 Eigenvalues: the `n_eig` smallest (algebraic) eigenvalues of A = Hess_theta J at every point,
-matrix-free: continuation/stability.py's `lowest_eigenpairs` (the stability monitor's solver:
+matrix-free: continuation/singular/stability.py's `lowest_eigenpairs` (the stability monitor's solver:
 scipy's LOBPCG on a LinearOperator whose matvec is one HVP), warm-started from the previous
 point's vectors, on one fixed HVP batch and noise draw (the problem's `hvp_batch`, draw
 `--eig-seed`) for the whole trace. The neural problem declares no gauge directions, so nothing
@@ -54,12 +54,12 @@ import scipy.sparse.linalg as sla  # noqa: E402
 import torch  # noqa: E402
 import xarray as xr  # noqa: E402
 
-from continuation.path import load_path  # noqa: E402
-from continuation.plot import save_figure  # noqa: E402
-from continuation.run import run_config  # noqa: E402
-from continuation.stability import lowest_eigenpairs  # noqa: E402
-from continuation.start import from_point  # noqa: E402
-from continuation.system import EquilibriumSystem  # noqa: E402
+from continuation.files.path import load_path  # noqa: E402
+from continuation.apps.plot import save_figure  # noqa: E402
+from continuation.apps.run import run_config  # noqa: E402
+from continuation.singular.stability import lowest_eigenpairs  # noqa: E402
+from continuation.engine.start import from_point  # noqa: E402
+from continuation.surface.system import EquilibriumSystem  # noqa: E402
 from problems.registry import mlp  # noqa: E402
 
 
@@ -156,7 +156,7 @@ def encoder_unit_indices(index: dict, latent: int) -> list[np.ndarray]:
 
 
 def spectrum_at(system, x, mu, k: int, previous=None, maxiter: int = 40, tol: float = 1e-3, seed: int = 0):
-    """The k lowest eigenpairs of A = Hess J at (x, mu): continuation/stability.py's
+    """The k lowest eigenpairs of A = Hess J at (x, mu): continuation/singular/stability.py's
     `lowest_eigenpairs` (LOBPCG on HVPs, off the problem's gauge orbit; the neural problem
     declares none), warm-started from `previous`."""
     spec = lowest_eigenpairs(system, x, mu, k + GUARD, previous=previous, tol=tol, maxiter=maxiter, dense_below=0,
@@ -201,7 +201,7 @@ def eigen_trace(cfg, path: Path, n_eig: int, maxiter: int, eig_seed: int) -> xr.
          "unit_share": (("step", "mode", "latent"), share), "encoder_unit_share": (("step", "mode", "latent"), enc_share),
          "hvps": ("step", hvps), "lambda": ("step", ds["lambda"].values)},
         coords={"step": np.arange(n), "mode": np.arange(n_eig), "latent": np.arange(latent)},
-        attrs={"method": "continuation.stability.lowest_eigenpairs: scipy LOBPCG on HVPs, smallest algebraic, "
+        attrs={"method": "continuation.singular.stability.lowest_eigenpairs: scipy LOBPCG on HVPs, smallest algebraic, "
                "warm-started from the previous point; residual: max_i |A v_i - l_i v_i| / max(1, |l_i|)", "hvp_batch": problem.hvp_batch,
                "draw": eig_seed, "maxiter": maxiter, "seconds": seconds})
 

@@ -1,0 +1,503 @@
+"""The continuation loop body, written once: predict, correct, project, assess, record.
+
+    strategies = Strategies(process, predictor, corrector, control, stop, projection)
+    stepper = Stepper(problem, strategies, solver=MINRES(rtol=1e-12), template=problem.init_params(0))
+    x = stepper.system.flatten(theta)              # theta on the surface at mu (e.g. corrector.correct first;
+    state, row = stepper.init(x, mu)               # continuation/engine/start.py: fresh, --from, --resume)
+    rows = [row]
+    while not stepper.done(state):
+        state, row = stepper.step(state)           # row is None when the run stopped (state.reason says why)
+        if row is not None:
+            rows.append(row)
+
+x and mu are flat tensors (mu = problems.make_mu(lambda, gamma, t)); `template` is a parameter
+pytree of the problem's shape (its flat view); `solver` the Krylov solver of the tangents.
+
+`State` is the point (theta, mu, s, its cached context, the tangent), the previous point (for a
+secant), the proposed next step size, the held values C0 and G0, and why the run ended once it
+has. Every strategy is passed in (as diffrax and optax do); nothing here knows a strategy by name.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from problems.base import MU_NAMES, StochasticProblem, mu_index
+
+from continuation.surface.context import PointContext
+from continuation.strategies.correctors import Corrector
+from continuation.errors import ContinuationError, first_line
+from continuation.singular.events import EventFinder
+from continuation.singular.monitor import Monitor
+from continuation.strategies.predictors import NoPredictor, Predictor, Previous
+from continuation.strategies.processes import Process
+from continuation.strategies.projections import NoProjection, Projection, ProjectionTask
+from continuation.strategies.step_control import StepControl, StepsExhausted, StopRule, Verdict
+from continuation.strategies.base import settings_of
+from continuation.surface.system import EquilibriumSystem
+from continuation.surface.work import Work
+
+
+
+
+@dataclass
+class Strategies:
+    """The roles of a run, each a strategy object (continuation/*.py registries map names to them)."""
+
+    process: Process
+    predictor: Predictor
+    corrector: Corrector
+    control: StepControl
+    stop: StopRule
+    projection: Projection = field(default_factory=NoProjection)
+
+    def settings(self) -> dict:
+        roles = {"process": self.process, "predictor": self.predictor, "corrector": self.corrector,
+                 "projection": self.projection, "steps": self.control, "stop": self.stop}  # config's sections
+        return {section: settings_of(strategy) for section, strategy in roles.items()}
+
+
+@dataclass
+class Point:
+    x: torch.Tensor
+    mu: torch.Tensor
+    s: float
+    ctx: PointContext
+    tangent: torch.Tensor | None = None
+    drift: float = 0.0  # relative drift of the held functional (0 where none is held)
+    spectrum: object = None  # the monitor's lowest eigenpairs here (continuation/stability.Spectrum), if computed
+    response: float | None = None  # the held functional's measured response over the tangents' (secant projection)
+
+
+@dataclass
+class State:
+    current: Point
+    previous: Previous | None
+    ds_next: float
+    step: int  # the index of the current point along the path
+    C0: float
+    G0: float | None
+    H0: float | None = None  # the second held functional's start value (process.also_holds), or None
+    H_scale: float | None = None  # the scale of H's relative drift (process.also_scale at the start)
+    reason: str | None = None  # why the run ends, once it does
+    status: str = "running"  # then "finished" (the stop rule's end reached) or "stopped" (StopRule.judge)
+    recent: tuple = ()  # the last accepted points, oldest first: (step size, mu named), for StopRule.judge
+    monitored: Point | None = None  # the last point whose spectrum the monitor computed
+    eig_history: tuple = ()  # (s, lowest eigenvalues) of the monitored points before `monitored`, oldest first
+
+
+def named(mu) -> dict:
+    return {n: float(mu[i]) for i, n in enumerate(MU_NAMES)}
+
+
+def _angle(a, b) -> float | None:
+    if a is None or b is None:
+        return None
+    na, nb = float(a.norm()), float(b.norm())
+    if na == 0 or nb == 0:
+        return 0.0
+    c = max(-1.0, min(1.0, float(a @ b) / (na * nb)))
+    return math.degrees(math.acos(c))
+
+
+def _factor(mu_old, mu_new) -> float:
+    """The largest factor max(new/old, old/new) by which lambda or gamma changed (inf where one left > 0)."""
+    out = 1.0
+    for i in (0, 1):
+        a, b = float(mu_old[i]), float(mu_new[i])
+        if not (a > 0 and b > 0):
+            return math.inf
+        out = max(out, b / a, a / b)
+    return out
+
+
+def _relative(value, ref) -> float:
+    return (value - ref) / max(abs(ref), 1e-300)
+
+
+class Stepper:
+    """init / step / done over the equilibrium surface grad_theta J(theta; mu) = 0.
+
+    resample: for stochastic problems, the problem re-draws its batch and noise (problem.resample
+    with the point's index) before each step, fixed within the step; the point's context is then
+    recomputed on the new draw. Default: the problem's `resample_between_points`. A point's
+    tangent is computed on the draw of its own step (a resumed run redraws it: start.resume).
+    Statuses: `judged` asks the stop rule (StopRule.judge) for "finished" or "stopped" and why.
+    """
+
+    def __init__(self, problem, strategies: Strategies, *, solver, template, hvp_mode: str = "rev-rev",
+                 resample: bool | None = None, monitor: Monitor | None = None):
+        self.problem, self.s = problem, strategies
+        self.monitor = monitor
+        self.finder = None if monitor is None else EventFinder(self, monitor)
+        self.system = EquilibriumSystem(problem, template, hvp_mode=hvp_mode)
+        self.solver = solver
+        stochastic = isinstance(problem, StochasticProblem)
+        self.resample = (stochastic and problem.resample_between_points) if resample is None else resample
+        if self.resample and not stochastic:
+            raise ValueError(f"resample=True needs a stochastic problem; {problem.name!r} draws nothing")
+
+    # -- point quantities ----------------------------------------------------------------------
+    def context(self, x, mu) -> PointContext:
+        return PointContext(self.system, x, mu, self.solver, self.s.corrector)
+
+    def tangent_at(self, ctx) -> torch.Tensor:
+        mu_dot = ctx.velocity(self.s.process)
+        return torch.cat([ctx.theta_dot(mu_dot), mu_dot]) if self.s.predictor.uses_theta_tangent else mu_dot.clone()
+
+    def held(self, ctx) -> float | None:
+        return None if self.s.process.holds is None else self.s.process.value(ctx)
+
+    def also_held(self, ctx) -> float | None:
+        return None if self.s.process.also_holds is None else self.s.process.also_value(ctx)
+
+    @staticmethod
+    def drift2(H: float, state) -> float:
+        """(H - H0) / H_scale: the second held functional's relative drift (|H0| where no scale is recorded)."""
+        scale = state.H_scale if state.H_scale is not None else abs(state.H0)
+        return (H - state.H0) / max(scale, 1e-300)
+
+    def point(self, x, mu, s, drift=0.0) -> Point:
+        ctx = self.context(x, mu)
+        return Point(x, mu, s, ctx, self.tangent_at(ctx), drift)
+
+    def row(self, state: State, point: Point, *, step_size, grad_norm, work: Work, seconds, rejected, next_step,
+            angle) -> dict:
+        f = point.ctx.functionals()
+        G = self.held(point.ctx)
+        row = {"s": point.s, **named(point.mu), "R": f["R"], "D": f["D"], "C": f["C"], "F": point.ctx.objective(),
+               "grad_norm": grad_norm, **work.row(self.s.corrector.counts), "seconds": seconds,
+               "step_size": step_size, "next_step": next_step, "rejected": int(rejected),
+               "C_drift": _relative(f["C"], state.C0),
+               "constraint_drift": math.nan if G is None or state.G0 is None else _relative(G, state.G0),
+               "tangent_angle": math.nan if angle is None else angle,
+               "krylov_residual": max((r.rel_residual for r in point.ctx.solves), default=math.nan)}
+        if self.s.process.also_holds is not None:
+            H = self.also_held(point.ctx)
+            row["constraint2_drift"] = math.nan if H is None or state.H0 is None else self.drift2(H, state)
+        if getattr(self.s.projection, "reuse_response", False):
+            row["secant_response"] = math.nan if point.response is None else point.response
+        row.update(self.problem.validation_metrics(self.system.unflatten(point.x)))
+        row.update(point.ctx.evaluation_metrics())
+        if self.monitor is not None:
+            sp, k = point.spectrum, self.monitor.modes
+            if k > 0:
+                values = [] if sp is None else [float(v) for v in sp.values]
+                row["eig"] = tuple(values + [math.nan] * (k - len(values)))
+                row["morse_index"] = -1 if sp is None else sp.index(self.monitor.zero_tol)
+            row["monitor_hvps"] = 0 if sp is None else sp.hvps
+            row["events"] = []
+        return row
+
+    # -- monitoring -----------------------------------------------------------------------------
+    def monitored(self, point: Point, previous=None) -> Point:
+        """The point with its spectrum (the monitor's lowest eigenpairs), warm-started from `previous`."""
+        sp = self.monitor.spectrum(self.system, point.x, point.mu, previous)
+        return replace(point, spectrum=sp)
+
+    def _switch(self, p: Point, step: int, G0: float | None) -> tuple[Point, dict] | None:
+        """From a saddle p, the minimising branch: along the eigenvector of the lowest eigenvalue
+        as long as J decreases (doubling steps from 1e-6 |x|), then the run's corrector, then the
+        run's projection back onto the held functional G = G0 (the switch changes it at fixed mu).
+        None when that does not reach a point of lower index and lower J."""
+        v = p.spectrum.vectors[:, 0].to(p.x)
+        J = lambda y: float(self.system.objective(y, p.mu))
+        J0, a, best = p.ctx.objective(), 1e-6 * max(1.0, float(p.x.norm())), None
+        for _ in range(60):
+            Ja = J(p.x + a * v)
+            if best is not None and Ja >= best[1]:
+                break
+            if Ja < J0:
+                best = (a, Ja)
+            a *= 2.0
+        if best is None:
+            return None
+        res = self.s.corrector.correct(self.system, p.x + best[0] * v, p.mu)
+        if not res.converged:
+            return None
+        q = self.point(res.x, p.mu, p.s)
+        F_switched = q.ctx.objective()
+        hvps = res.hvps
+        if not isinstance(self.s.projection, NoProjection) and G0 is not None:
+            pr = self.s.projection.project(ProjectionTask(self.system, self.s.process, self.s.corrector, self.context,
+                                                          q, q.x, p.mu, res, G0, None))
+            hvps += pr.work.hvps
+            q = self.point(pr.x, pr.mu, p.s)
+        q = self.monitored(q, p.spectrum)
+        zt = self.monitor.zero_tol
+        if not (q.spectrum.index(zt) < p.spectrum.index(zt) and F_switched < J0):
+            return None
+        if G0 is not None:
+            q = replace(q, drift=_relative(self.held(q.ctx), G0))
+        f = {**q.ctx.functionals(), "F": q.ctx.objective()}
+        ev = {"type": "branch_switch", "step": step, "s": p.s, **named(p.mu), **f, "eig": float(p.spectrum.values[0]),
+              "mode": 0, "index_before": p.spectrum.index(zt), "index_after": q.spectrum.index(zt), "iterations": res.iters,
+              "hvps": hvps + q.spectrum.hvps, "located": 1, "method": "descent",
+              "detail": f"switched to the minimising branch: F {J0:.12g} -> {F_switched:.12g} at the same mu "
+                        f"(a step of {best[0]:.3g} along the unstable eigenvector, then the corrector"
+                        f"{'' if q.mu is p.mu else ', then the projection'})",
+              "x": p.x, "null_vector": v}
+        return q, ev
+
+    # -- init / step / done ---------------------------------------------------------------------
+    def init(self, x, mu, *, s: float = 0.0, work: Work | None = None, grad_norm: float | None = None,
+             seconds: float = 0.0) -> tuple[State, dict]:
+        """The first state at (x, mu), which must be on the surface, and its row."""
+        current, events = self.point(x, mu, s), []
+        if self.monitor is not None:
+            self.monitor.check_crossings(list(self.finder.quantities(current.ctx)))
+            d = self.system.deflation(x)
+            free = x.numel() - (0 if d is None else d.size)
+            if self.monitor.modes > free:
+                raise ContinuationError(f"monitor modes = {self.monitor.modes} exceeds the {free} parameters off the "
+                                        f"gauge orbit at the start; ask for at most {free}")
+            current, events = self._leave_saddle(self.monitored(current), 0, None, [])
+            if current.x is not x:  # switched off a saddle at the start
+                x, mu, grad_norm = current.x, current.mu, None
+        f = current.ctx.functionals()
+        if not all(math.isfinite(v) for v in f.values()):
+            raise ContinuationError(f"start point {named(mu)}: R, D, C not finite: {f}")
+        C0, G0 = f["C"], self.held(current.ctx)
+        H0 = self.also_held(current.ctx)
+        H_scale = None if H0 is None else self.s.process.also_scale(current.ctx)
+        state = State(current, None, self.s.control.initial_step, 0, C0, G0, H0, H_scale, recent=((0.0, named(mu)),),
+                      monitored=current if self.monitor is not None else None)
+        work = work or Work()
+        work.add(current.ctx.work)
+        if grad_norm is None:
+            grad_norm = float(self.system.gradient(x, mu).norm())
+        row = self.row(state, current, step_size=0.0, grad_norm=grad_norm, work=work, seconds=seconds, rejected=0,
+                       next_step=state.ds_next, angle=None)
+        if self.monitor is not None:
+            row["events"] = events
+        return self.judged(state), row
+
+    def resumed(self, x, mu, s, *, previous: Previous | None, ds_next: float, step: int, C0: float,
+                G0: float | None, drift: float, recent=(), response: float | None = None,
+                H0: float | None = None, H_scale: float | None = None) -> State:
+        """The state of a run at a saved point (its tangent recomputed there, on the draw the
+        uninterrupted run had: the caller sets the problem's draw first). `recent`: the last
+        accepted points as the stop rule wants them (StopRule.history_length, from the file)."""
+        current = replace(self.point(x, mu, s, drift), response=response)
+        if self.monitor is not None:
+            current = self.monitored(current)
+        state = State(current, previous, ds_next, step, C0, G0, H0, H_scale, recent=tuple(recent)[-self.s.stop.history_length:],
+                      monitored=current if self.monitor is not None else None)
+        return self.judged(state)
+
+    def judged(self, state: State) -> State:
+        """The state with the stop rule's verdict at its point: (status, reason), or still running."""
+        p = state.current
+        end = self.s.stop.judge(state.step, p.s, named(p.mu), p.ctx.functionals(), state.recent,
+                                self.s.control.initial_step, p.mu.dtype)
+        return state if end is None else replace(state, status=end[0], reason=end[1])
+
+    def reached(self, state: State) -> str | None:
+        return self.judged(state).reason
+
+    def done(self, state: State) -> bool:
+        return state.reason is not None
+
+    def step(self, state: State) -> tuple[State, dict | None]:
+        """One accepted point (and its row), or the state stopped with the reason (row None)."""
+        t0 = time.perf_counter()
+        control, current = self.s.control, state.current
+        ds = min(state.ds_next, control.largest_step)
+        if self.resample:
+            self.problem.resample(state.step + 1)
+            current = replace(current, ctx=self.context(current.x, current.mu))
+        work, rejected, jumped = Work(), 0, False
+        ahead = self._zero_ahead(state)
+        while True:
+            ds_try, landing = self.s.stop.landing(current.mu, current.ctx.velocity(self.s.process), ds)
+            try:
+                attempt = self._attempt(state, current, ds_try, landing, work)
+                verdict = control.assess(self.s.corrector, attempt["result"], attempt["prediction_ok"],
+                                         None if attempt["drift"] is None else attempt["drift"] - current.drift,
+                                         _angle(current.tangent, attempt["tangent"])
+                                         if attempt["result"].converged else None, miss=attempt["miss"],
+                                         factor=_factor(current.mu, attempt["mu"]), ds=attempt["ds"])
+                why = verdict.reason
+            except (FloatingPointError, torch.linalg.LinAlgError) as e:
+                # a stage or a corrector iterate left the domain where J is defined
+                verdict, why = None, first_line(e)
+            if verdict is not None and verdict.accepted:
+                break
+            if not jumped and ahead is not None and ds_try > ahead - current.s:
+                jumped = True
+                jump = self._jump(state, current, 2.0 * (ahead - current.s), work)
+                if jump is not None:
+                    attempt, verdict = jump
+                    break
+            rejected += 1
+            try:
+                ds = control.after_rejection(ds)
+            except StepsExhausted as e:
+                reason = f"{e} at step {state.step + 1} (last rejection: {why})"
+                return replace(state, current=current, reason=reason, status="stopped"), None
+        ds_try, landing = attempt["ds"], attempt["landing"]
+        new = Point(attempt["x"], attempt["mu"], current.s + ds_try, attempt["ctx"], attempt["tangent"],
+                    attempt["drift"] or 0.0, response=attempt["response"])
+        if not (landing is not None and ds_try < ds):  # a shortened landing step says nothing of ds
+            ds = control.after_acceptance(ds, verdict.easy)
+        events, monitored, history = [], state.monitored, state.eig_history
+        if self.monitor is not None and self.monitor.due(state.step + 1):
+            new, events = self._monitor(state, new)
+            if any(e["type"] != "crossing" for e in events):
+                history = ()  # the path changed branch: the eigenvalues before say nothing of this one's
+            elif state.monitored is not None and state.monitored.spectrum is not None:
+                history = (history + ((state.monitored.s, [float(v) for v in state.monitored.spectrum.values]),))[-2:]
+            monitored = new
+        angle = _angle(current.tangent, new.tangent)
+        recent = (state.recent + ((ds_try, named(new.mu)),))[-self.s.stop.history_length:]
+        nxt = replace(state, current=new, previous=Previous(current.x, current.mu, current.s, new.s), ds_next=ds,
+                      step=state.step + 1, recent=recent, monitored=monitored, eig_history=history)
+        row = self.row(nxt, new, step_size=ds_try, grad_norm=attempt["grad_norm"], work=work,
+                       seconds=time.perf_counter() - t0, rejected=rejected, next_step=ds, angle=angle)
+        if self.monitor is not None:
+            row["events"] = events
+            row["monitor_hvps"] = (new.spectrum.hvps if new.spectrum is not None else 0) + sum(
+                int(e.get("hvps", 0)) for e in events)
+        return self.judged(nxt), row
+
+    def _monitor(self, state: State, new: Point) -> tuple[Point, list]:
+        """The new point's spectrum, the events since the last monitored point, and the switch to
+        the minimising branch where the new point is a saddle (Monitor.branch)."""
+        old = state.monitored
+        new = self.monitored(new, old.spectrum if old is not None else None)
+        step = state.step + 1
+        events = [] if old is None else self.finder.between(old, new, step, state.eig_history)
+        before = None if old is None or old.spectrum is None else old.spectrum.index(self.monitor.zero_tol)
+        return self._leave_saddle(new, step, state.G0, events, before)
+
+    def _leave_saddle(self, p: Point, step: int, G0, events: list, before: int | None = None) -> tuple[Point, list]:
+        """A minimising process at a point of index > 0 (Monitor.branch "minimising") switches to the
+        minimising branch; where it does not, an event says so unless one already did (an event of
+        this step, or the same index at the last monitored point): no silent saddles."""
+        if p.spectrum is None:  # modes = 0: no eigenvalues, nothing to say
+            return p, events
+        index = p.spectrum.index(self.monitor.zero_tol)
+        if index == 0:
+            return p, events
+        if not self.finder.newton_ok:
+            why = "negative curvature of the step's Hessian (no switch without a Newton corrector: docs/stability.md)"
+        elif self.monitor.branch == "minimising" and self.s.process.minimising:
+            switched = self._switch(p, step, G0)
+            if switched is not None:
+                return switched[0], events + [switched[1]]
+            why = "a saddle of a minimising process: the switch to a lower branch failed"
+        else:
+            why = "a saddle (branch = 'follow' or a process that follows any branch)"
+        if index == before or any(e.get("index_after") == index for e in events):
+            return p, events
+        f = {**p.ctx.functionals(), "F": p.ctx.objective()}
+        return p, events + [{"type": "saddle", "step": step, "s": p.s, **named(p.mu), **f,
+                             "eig": float(p.spectrum.values[0]), "mode": 0, "index_after": index,
+                             "located": 0, "method": "none", "detail": f"Morse index {index}: {why}"}]
+
+    def _zero_ahead(self, state: State) -> float | None:
+        """The clock s* > s where the lowest non-negative eigenvalue of A, extrapolated linearly
+        through the last two monitored points, reaches zero (a branch may end there: a latent
+        direction switching off), or None."""
+        m = state.monitored
+        if self.monitor is None or m is None or m is not state.current or not state.eig_history:
+            return None
+        s_old, old = state.eig_history[-1]
+        i = m.spectrum.index(self.monitor.zero_tol)
+        if i >= len(old) or i >= len(m.spectrum.values) or m.s == s_old:
+            return None
+        e, slope = float(m.spectrum.values[i]), (float(m.spectrum.values[i]) - old[i]) / (m.s - s_old)
+        if not (e > 0 and slope * (m.s - s_old) < 0):
+            return None
+        return m.s - e / slope
+
+    def _jump(self, state: State, current: Point, ds: float, work: Work):
+        """Across a branch end predicted at s + ds/2 (`_zero_ahead`) after a rejected step: mu by
+        the law, theta kept (the branch's tangent blows up there), the run's corrector; the turning
+        angle is not judged (the path changes branch by construction; the monitor then locates
+        the crossing on the branch it joined). (attempt, verdict) or None if it did not converge."""
+        try:
+            attempt = self._attempt(state, current, ds, None, work, predictor=NoPredictor())
+        except (FloatingPointError, torch.linalg.LinAlgError):
+            return None
+        if not attempt["result"].converged:
+            return None
+        return attempt, Verdict(True, False, "jumped across a branch end")
+
+    def _attempt(self, state: State, current: Point, ds: float, landing, work: Work, predictor=None) -> dict:
+        """Predict, correct, project: the candidate point; its work is added to `work`."""
+        s, system = self.s, self.system
+        predictor = predictor or s.predictor
+        pred = predictor.predict(self.context, current.ctx, ds, state.previous, s.process)
+        work.add(pred.work)
+        if landing is None:
+            # a predictor that does not move mu at the law's rate (a secant through the last two
+            # points) can carry a parameter past a milestone or target that the law's rate did not
+            # reach within ds: land on the first one crossed
+            landing = s.stop.crossed(current.mu, pred.mu)
+        if landing is not None:
+            # ds came from the rate at the start; a higher-order predictor bends away from that
+            # line, so adjust ds by secant steps until the parameter lands (0 extra for euler/none)
+            i, target = mu_index(landing[0]), landing[1]
+            start_value = float(current.mu[i])
+            for _ in range(6):
+                got = float(pred.mu[i])
+                if abs(got - target) <= 64 * torch.finfo(pred.mu.dtype).eps * max(1.0, abs(target)) \
+                        or got == start_value:
+                    break
+                ds = ds * (target - start_value) / (got - start_value)
+                pred = predictor.predict(self.context, current.ctx, ds, state.previous, s.process)
+                work.add(pred.work)
+        mu_new = pred.mu.clone()
+        if landing is not None:
+            mu_new[mu_index(landing[0])] = landing[1]
+        if not (float(mu_new[0]) > 0 and float(mu_new[1]) > 0):
+            raise FloatingPointError(f"prediction left the domain lambda, gamma > 0: {named(mu_new)}")
+        cond = pred.arclength  # pseudo-arclength: the corrector moves a multiplier too (continuation/strategies/arclength.py)
+        if cond is not None and landing is None:
+            res = s.corrector.correct_arclength(system, pred.x, mu_new, cond)
+            late = s.stop.crossed(current.mu, res.mu) if res.converged else None
+            if late is not None:
+                # the corrector, not the prediction, carried a multiplier past a milestone or
+                # target: land on it at fixed mu from the corrected point
+                work.add_corrector(res)
+                landing, mu_new = late, res.mu.clone()
+                mu_new[mu_index(late[0])] = late[1]
+                res = s.corrector.correct(system, res.x, mu_new)
+            elif res.converged:
+                mu_new = res.mu
+            if not (float(mu_new[0]) > 0 and float(mu_new[1]) > 0):
+                raise FloatingPointError(f"correction left the domain lambda, gamma > 0: {named(mu_new)}")
+        else:
+            res = s.corrector.correct(system, pred.x, mu_new)
+        work.add_corrector(res)
+        if cond is not None and res.converged and cond.distance(res.x, mu_new) > 0:
+            ds = cond.distance(res.x, mu_new)  # s is arclength: the corrected point's projected distance
+        x_new, grad_norm, ctx_new, response = res.x, res.grad_norm, None, None
+        if res.converged:
+            p = s.projection.project(ProjectionTask(system, s.process, s.corrector, self.context, current, pred.x,
+                                                    mu_new, res, state.G0, landing, state.H0, state.H_scale))
+            work.add(p.work)
+            x_new, mu_new, ctx_new, grad_norm, response = p.x, p.mu, p.ctx, p.grad_norm, p.response
+        ctx_new = ctx_new or self.context(x_new, mu_new)
+        if res.converged:
+            f = {**ctx_new.functionals(), "J": ctx_new.objective()}
+            if not all(math.isfinite(v) for v in f.values()):  # J defined but not finite there: not a point
+                raise FloatingPointError(f"R, D, C or J not finite at the corrected point {named(mu_new)}: "
+                                         + ", ".join(f"{k} = {v:.6g}" for k, v in f.items()))
+        ctx_new.reference = current.tangent  # orients a tangent defined up to sign (pseudo-arclength)
+        tangent = self.tangent_at(ctx_new) if res.converged else None
+        drift = miss = None
+        if res.converged and state.G0 is not None:
+            drift = _relative(self.held(ctx_new), state.G0)
+            miss = abs(drift)
+            if state.H0 is not None and self.s.process.also_holds is not None:
+                miss = max(miss, abs(self.drift2(self.also_held(ctx_new), state)))
+        work.add(ctx_new.work)
+        return {"prediction_ok": pred.solves_ok, "result": res, "x": x_new, "mu": mu_new, "ctx": ctx_new,
+                "tangent": tangent, "drift": drift, "miss": miss, "ds": ds, "grad_norm": grad_norm, "landing": landing,
+                "response": response}

@@ -1,0 +1,320 @@
+"""Configuration files: TOML in, strategy objects out, every mistake one line naming the key.
+
+    [problem]    name = "linear-gaussian", then that problem's options
+    [start]      lambda, gamma, t, equilibrate, settle (corrector runs at the start), seed (of the
+                 initial parameters), train_steps, train_lr, train_schedule,
+                 train_resample_every (Adam from scratch first, for neural models)
+    [process]    name = "iso-classification" | "iso-classification-fd" | "quasi-static" | "pseudo-arclength" | ...
+    [predictor]  name = "ode" (method = "euler" | "rk4" | "dopri5") | "secant" | "none" | "pseudo-arclength"
+    [corrector]  name = "newton" | "adam" | "sgd" | "lbfgs" | "bordered-newton"
+    [projection] name = "none" | "newton" | "secant" (onto the process's held functional)
+    [krylov]     name = "minres" | "cg", rtol, maxiter; hvp_mode = "fwd-rev" | "rev-rev" (for the tangents)
+    [steps]      name = "adaptive" (initial, min_step, max_step, grow, shrink, max_angle_deg,
+                 max_drift, ...) | "fixed" (size) | "held" (initial, max_miss, min_step, max_step,
+                 grow, shrink, max_factor: steps that shrink where the projection cannot hold
+                 the held value, or where lambda or gamma moves by more than max_factor)
+    [stop]       max_steps, max_s, target = {lambda = 4.0}, milestones = {lambda = [2, 3]}, bounds = {...}
+    [monitor]    stability monitoring and events (continuation/singular/monitor.py): enabled (default: on for
+                 a deterministic problem, off for a stochastic one), every, modes, zero_tol, locate_tol,
+                 locate, branch = "minimising" | "follow", crossings = {C = [0.1]}, tol, dense_below
+    [output]     checkpoint_every, progress
+
+Names map to classes in one table per role (continuation/strategies/registry.py); `python -m continuation list` prints them.
+"""
+
+from __future__ import annotations
+
+from continuation.errors import first_line
+
+import dataclasses
+import inspect
+import math
+import re
+import tomllib
+from pathlib import Path
+
+from problems.base import StochasticProblem
+from problems.data import DataFileError
+
+from continuation.strategies.checks import check_reachable, check_strategies
+from continuation.singular.monitor import Monitor
+from continuation.strategies.registry import REGISTRY
+from continuation.strategies.step_control import StopRule
+
+
+class ConfigError(ValueError):
+    """A configuration mistake; the message is one line naming the section and key."""
+
+
+DEFAULT_NAMES = {"problem": "linear-gaussian", "process": "iso-classification", "predictor": "ode",
+                 "corrector": "newton", "projection": "none", "krylov": "minres", "steps": "adaptive"}
+SECTIONS = ("problem", "start", "process", "predictor", "corrector", "projection", "krylov", "steps", "stop",
+            "monitor", "output")
+START_KEYS = {"lambda": 1.0, "gamma": 1.0, "t": 0.0, "equilibrate": True, "settle": 1, "seed": 0,
+              # Adam from scratch before the corrector (neural models): steps (0: none), peak lr, schedule
+              "train_steps": 0, "train_lr": 3e-3, "train_schedule": "cosine",
+              # a new batch and noise every this many training updates (1: plain minibatch SGD)
+              "train_resample_every": 1}
+OUTPUT_KEYS = {"checkpoint_every": 1, "progress": True}
+TRAIN_SCHEDULES = ("cosine", "step", "constant")
+INF_MEANINGFUL = {("stop", "bounds"), ("corrector", "gtol")}
+
+
+def _parameters(factory) -> dict:
+    """name -> default (inspect.Parameter.empty if required) of a factory or dataclass."""
+    if dataclasses.is_dataclass(factory):
+        out = {}
+        for f in dataclasses.fields(factory):
+            if f.name.startswith("_") or not f.init or f.name in ("monitor", "monitor_every"):
+                continue
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                out[f.name] = f.default_factory()
+            else:
+                out[f.name] = inspect.Parameter.empty
+        return out
+    return {n: p.default for n, p in inspect.signature(factory).parameters.items()}
+
+
+def _annotations(factory) -> dict:
+    """name -> the annotation's text (e.g. "float | None") of a factory's options, where given."""
+    if dataclasses.is_dataclass(factory):
+        return {f.name: str(f.type) for f in dataclasses.fields(factory)}
+    return {n: str(p.annotation) for n, p in inspect.signature(factory).parameters.items()
+            if p.annotation is not inspect.Parameter.empty}
+
+
+def _kind(annotation: str) -> str | None:
+    """The TOML kind an option without a typed default takes, from its annotation text."""
+    words = set(re.findall(r"[A-Za-z_]+", annotation)) - {"None", "Optional", "typing"}
+    for kind, names in (("bool", {"bool"}), ("int", {"int"}), ("float", {"float"}), ("list", {"list", "List"}),
+                        ("dict", {"dict", "Dict"}), ("str", {"str"})):
+        if (words and words <= names) or (kind == "float" and words == {"int", "float"}):
+            return kind
+    return None
+
+
+def _finite_everywhere(where: str, value, allow_inf: bool = False) -> None:
+    """NaN (and inf unless allowed) refused at every depth of a value: tables in tables, lists in lists."""
+    if isinstance(value, float) and (math.isnan(value) or (math.isinf(value) and not allow_inf)):
+        raise ConfigError(f"{where} is {value} (must be finite)" if not math.isnan(value) else f"{where} is NaN")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _finite_everywhere(f"{where}.{k}", v, allow_inf)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _finite_everywhere(f"{where}[{i}]", v, allow_inf)
+
+
+def _check_value(section, key, value, default, annotation: str = ""):
+    # inf only where it is a meaningful value: an option whose default is inf (max_s), one-sided
+    # bounds, a corrector's gtol (adam/sgd: every point converged; newton/lbfgs refuse it themselves)
+    allow_inf = ((isinstance(default, float) and math.isinf(default)) or (section, key) in INF_MEANINGFUL)
+    _finite_everywhere(f"[{section}] {key}", value, allow_inf)
+    if default is inspect.Parameter.empty or default is None:
+        kind = _kind(annotation)
+        default = {"bool": False, "int": 0, "float": 0.0, "list": [], "dict": {}, "str": ""}.get(kind)
+        if default is None:
+            return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"[{section}] {key} must be true or false, got {value!r}")
+    elif isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"[{section}] {key} must be a number, got {value!r}")
+        if isinstance(default, float):
+            value = float(value)
+        elif isinstance(default, int) and not float(value).is_integer():
+            raise ConfigError(f"[{section}] {key} must be an integer, got {value!r}")
+        else:
+            value = int(value)
+    elif isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"[{section}] {key} must be a string, got {value!r}")
+    elif isinstance(default, dict) and not isinstance(value, dict):
+        raise ConfigError(f"[{section}] {key} must be a table, e.g. {key} = {{lambda = 1.0}}, got {value!r}")
+    elif isinstance(default, list):
+        if not isinstance(value, list):
+            raise ConfigError(f"[{section}] {key} must be a list, got {value!r}")
+        _numbers_only(f"[{section}] {key}", value)  # every list option holds numbers (sigma_diag, B)
+    return value
+
+
+def _numbers_only(where: str, value) -> None:
+    for i, v in enumerate(value):
+        if isinstance(v, list):
+            _numbers_only(f"{where}[{i}]", v)
+        elif isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(f"{where}[{i}] must be a number, got {v!r}")
+
+
+def _checked_options(section, options: dict, params: dict, what: str, annotations: dict | None = None) -> dict:
+    for key in options:
+        if key not in params:
+            valid = ", ".join(sorted(params)) or "(none)"
+            hint = ""
+            if section == "process" and key == "project":  # the option before projections were strategies
+                hint = ' (the projection is its own table now: [projection] name = "newton" | "secant" | "none")'
+            raise ConfigError(f"[{section}] unknown key {key!r} for {what}; valid: {valid}{hint}")
+    annotations = annotations or {}
+    return {k: _check_value(section, k, v, params[k], annotations.get(k, "")) for k, v in options.items()}
+
+
+def build(section: str, table: dict | None):
+    """An object of a named role (problem, process, ...) from its config table."""
+    table = dict(table or {})
+    name = table.pop("name", DEFAULT_NAMES[section])
+    registry = REGISTRY[section]
+    if not isinstance(name, str):
+        raise ConfigError(f"[{section}] name must be a string, got {name!r}")
+    if name not in registry:
+        raise ConfigError(f"[{section}] unknown name {name!r}; valid: {', '.join(registry)}")
+    factory = registry[name]
+    options = _checked_options(section, table, _parameters(factory), f"{section} {name!r}", _annotations(factory))
+    if section == "krylov":
+        _check_krylov(options)
+    try:
+        return factory(**options)
+    except DataFileError as e:
+        raise ConfigError(f"[{section}] data: {first_line(e, typed=False)}") from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"[{section}] bad value for {section} {name!r}: {first_line(e, typed=False)}") from None
+
+
+def _check_krylov(options: dict) -> None:
+    """solvers/krylov.py takes its options as given; a tolerance <= 0 or a budget < 1 (0 was read
+    as the default budget) are refused here."""
+    if "rtol" in options and not 0 < options["rtol"] < 1:
+        raise ConfigError(f"[krylov] rtol must be in (0, 1), got {options['rtol']!r}")
+    if options.get("maxiter") is not None and options["maxiter"] < 1:
+        raise ConfigError(f"[krylov] maxiter must be >= 1 (or left out: the solver's default), got {options['maxiter']!r}")
+    if options.get("damping", 0.0) < 0:
+        raise ConfigError(f"[krylov] damping must be >= 0, got {options['damping']!r}")
+
+
+def load_config(path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"configuration file not found: {path}")
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory, not a configuration file")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}: {data[e.start:e.start + 1]!r}); TOML files are "
+                          f"UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+
+
+def build_run(config: dict, *, check_start: bool = True) -> dict:
+    """Every object a run needs, from a parsed configuration (a dict as TOML gives it).
+
+    Every value is checked before any work: types, finiteness at every depth, ranges, names;
+    with check_start (a run that starts from [start], not from --from), also that the stop
+    rule's target lies ahead in the direction the process moves. Raises ConfigError (one line)."""
+    if not isinstance(config, dict):
+        raise ConfigError(f"a configuration is a table of tables, got {type(config).__name__}")
+    for section in config:
+        if section not in SECTIONS:
+            raise ConfigError(f"unknown section [{section}]; valid: {', '.join(SECTIONS)}")
+        if not isinstance(config[section], dict):
+            raise ConfigError(f"[{section}] must be a table")
+    start = {**START_KEYS, **_checked_options("start", config.get("start", {}), START_KEYS, "start")}
+    output = {**OUTPUT_KEYS, **_checked_options("output", config.get("output", {}), OUTPUT_KEYS, "output")}
+    for key in ("lambda", "gamma"):
+        if not start[key] > 0:
+            raise ConfigError(f"[start] {key} must be > 0, got {start[key]}")
+    if not 0.0 <= start["t"] <= 1.0:
+        raise ConfigError(f"[start] t must be in [0, 1] (t = 0 the source task, 1 the target), got {start['t']}")
+    if not (isinstance(start["settle"], int) and start["settle"] >= 1):
+        raise ConfigError(f"[start] settle must be an integer >= 1, got {start['settle']!r}")
+    if start["train_steps"] < 0:
+        raise ConfigError(f"[start] train_steps must be >= 0 (0: no pre-training), got {start['train_steps']}")
+    if not start["train_lr"] > 0:
+        raise ConfigError(f"[start] train_lr must be > 0, got {start['train_lr']}")
+    if start["train_schedule"] not in TRAIN_SCHEDULES:
+        raise ConfigError(f"[start] train_schedule must be one of {', '.join(TRAIN_SCHEDULES)}, "
+                          f"got {start['train_schedule']!r}")
+    if start["train_resample_every"] < 0:
+        raise ConfigError(f"[start] train_resample_every must be >= 0 (0: one draw), got {start['train_resample_every']}")
+    if output["checkpoint_every"] < 1:
+        raise ConfigError(f"[output] checkpoint_every must be >= 1, got {output['checkpoint_every']}")
+    krylov = dict(config.get("krylov", {}))
+    hvp_mode = _check_value("krylov", "hvp_mode", krylov.pop("hvp_mode", "rev-rev"), "rev-rev")
+    if hvp_mode not in ("fwd-rev", "rev-rev"):
+        raise ConfigError(f"[krylov] hvp_mode must be 'fwd-rev' or 'rev-rev', got {hvp_mode!r}")
+    run = {name: build(name, config.get(name)) for name in ("problem", "process", "predictor", "corrector",
+                                                            "projection", "steps")}
+    if run["process"].holds is None and run["projection"].name != "none":
+        raise ConfigError(f"[projection] {run['projection'].name!r} has nothing to hold: process "
+                          f"{run['process'].name!r} holds no functional; use name = \"none\" (the default)")
+    try:
+        check_strategies(run["process"], run["predictor"], run["corrector"])
+    except ValueError as e:
+        raise ConfigError(f"[predictor] {first_line(e, typed=False)}") from None
+    run["krylov"], run["hvp_mode"] = build("krylov", krylov), hvp_mode
+    options = _checked_options("stop", config.get("stop", {}), _parameters(StopRule), "[stop]",
+                               _annotations(StopRule))
+    try:
+        run["stop"] = StopRule(**options)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"[stop] {first_line(e, typed=False)}") from None
+    run["monitor"] = _monitor(config.get("monitor"))
+    if getattr(run["monitor"], "locate", None) == "newton" and isinstance(run["problem"], StochasticProblem):
+        raise ConfigError(f"[monitor] locate = 'newton' needs a deterministic problem; {run['problem'].name!r} draws "
+                          f"a new J with each batch (use 'interpolate' or 'auto')")
+    if check_start:
+        try:
+            check_reachable(run["process"], run["stop"], (start["lambda"], start["gamma"], start["t"]))
+        except ValueError as e:
+            raise ConfigError(f"[stop] {first_line(e, typed=False)} ([start] {_start_text(start)}, [process] name = "
+                              f"{run['process'].name!r})") from None
+    run["start"], run["output"] = start, output
+    return run
+
+
+def _monitor(table: dict | None):
+    """The [monitor] section: "auto" when absent (continue_path decides by the problem), None when
+    enabled = false, else a Monitor with the table's options."""
+    if table is None:
+        return "auto"
+    table = dict(table)
+    enabled = table.pop("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"[monitor] enabled must be true or false, got {enabled!r}")
+    options = _checked_options("monitor", table, {"enabled": True, **_parameters(Monitor)}, "[monitor]",
+                               _annotations(Monitor))
+    options.pop("enabled", None)
+    if not enabled:
+        return None
+    try:
+        return Monitor(**options)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"[monitor] {first_line(e, typed=False).removeprefix('monitor ')}") from None
+
+
+def _start_text(start) -> str:
+    return f"lambda = {start['lambda']:g}, gamma = {start['gamma']:g}, t = {start['t']:g}"
+
+
+def describe_registry() -> str:
+    """The text of `python -m continuation list`."""
+    lines = []
+    plural = {"problem": "problems", "process": "processes", "predictor": "predictors", "corrector": "correctors",
+              "projection": "projections", "krylov": "krylov solvers", "steps": "step controls"}
+    for role, registry in REGISTRY.items():
+        lines.append(f"{plural[role]} ([{role}] name = ...):")
+        for name, factory in registry.items():
+            doc = " ".join((inspect.getdoc(factory) or "").split("\n\n")[0].split())  # the first paragraph
+            opts = ", ".join(f"{k}={v!r}" for k, v in _parameters(factory).items() if v is not inspect.Parameter.empty)
+            lines.append(f"  {name:<24} {doc}")
+            if opts:
+                lines.append(f"  {'':<24} options: {opts}")
+    return "\n".join(lines)

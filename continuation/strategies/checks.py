@@ -1,0 +1,152 @@
+"""Whole-run input checks before any work: one ValueError line naming the option and the value.
+
+`check_inputs(problem, process, stop, start=..., theta0=...)`, which `continue_path` calls
+first: the start multipliers, the initial parameters' dtype and shapes against the problem's,
+and whether the stop rule's target lies ahead in the direction the process moves
+(`check_reachable`, also called by continuation/files/config.py for configuration files);
+`check_strategies`: combinations of strategies that cannot work together. The scalar checks
+each strategy makes of its own options are in continuation/strategies/options.py.
+"""
+
+from __future__ import annotations
+
+from continuation.strategies.options import MU_NAMES, check_start, integer
+from continuation.strategies.processes import IsoClassificationFD, IsoFunctional, QuasiStatic
+from continuation.strategies.step_control import StopRule
+from continuation.strategies.transfer_processes import IsoClassificationTransfer, QuasiStaticTransfer
+
+
+def directions(process) -> dict:
+    """{name: +1 | -1 | 0} for the multipliers whose direction of travel is known before running
+    (0: the process does not move it); multipliers absent: unknown (set by the law at each point)."""
+
+    sign = lambda r: (r > 0) - (r < 0)  # noqa: E731
+    if isinstance(process, QuasiStatic):
+        return {"lambda": sign(process.lambda_rate), "gamma": sign(process.gamma_rate), "t": sign(process.t_rate)}
+    if isinstance(process, QuasiStaticTransfer):
+        return {"lambda": sign(process.lambda_rate), "gamma": sign(process.gamma_rate), "t": 1}
+    if isinstance(process, IsoClassificationTransfer):
+        out = {"t": 1}
+        if process.condition == "lambda":
+            out["lambda"] = sign(process.k)
+        return out
+    if isinstance(process, (IsoFunctional, IsoClassificationFD)):
+        # clock = "lambda": lambda' = 1 whatever the law; t never moves off a task path
+        return {"lambda": 1, "t": 0} if process.clock == "lambda" else {"t": 0}
+    return {}
+
+
+def check_reachable(process, stop, start) -> None:
+    """Refuse a target that lies behind (or off) the direction of travel, where it is known
+    before running (directions()); `start` is (lambda, gamma[, t])."""
+    known = directions(process)
+    here = dict(zip(MU_NAMES, list(start) + [0.0] * (3 - len(start))))
+    for name, value in stop.target.items():
+        if name not in known or float(value) == here[name]:
+            continue
+        way, need = known[name], (float(value) > here[name]) - (float(value) < here[name])
+        if way == 0:
+            raise ValueError(f"target {name} = {value} is unreachable: process {process.name!r} does not move {name} "
+                             f"(it stays at {here[name]:g})")
+        if way != need:
+            moves = "up" if way > 0 else "down"
+            raise ValueError(f"target {name} = {value} is unreachable: process {process.name!r} moves {name} {moves} "
+                             f"from its start {here[name]:g}")
+    for name, values in stop.milestones.items():
+        if name not in known:
+            continue
+        for value in values:
+            need = (float(value) > here[name]) - (float(value) < here[name])
+            if need != 0 and known[name] != need:
+                moves = {1: "up", -1: "down", 0: "not at all"}[known[name]]
+                raise ValueError(f"milestone {name} = {value} is unreachable: process {process.name!r} moves {name} "
+                                 f"{moves} from its start {here[name]:g}")
+
+
+def check_strategies(process, predictor, corrector) -> None:
+    """Refuse combinations that cannot work together, one line: pseudo-arclength needs its
+    predictor (which carries the arclength condition) and a corrector that solves that condition."""
+    p_arc, q_arc = getattr(process, "arclength", False), getattr(predictor, "arclength", False)
+    if p_arc and not q_arc:
+        raise ValueError(f"process {process.name!r} moves along the arclength of the extended tangent: it needs "
+                         f"predictor 'pseudo-arclength', got {predictor.name!r}")
+    if q_arc and not p_arc:
+        raise ValueError(f"predictor {predictor.name!r} follows the extended tangent of process 'pseudo-arclength', "
+                         f"got process {process.name!r}")
+    if q_arc and not getattr(corrector, "solves_arclength", False):
+        raise ValueError(f"predictor {predictor.name!r} needs a corrector that solves the arclength condition "
+                         f"('bordered-newton'); corrector {corrector.name!r} corrects at fixed mu only")
+
+
+# --- the Python entry: continue_path's inputs -----------------------------------------------
+
+def _leaves(theta):
+    import torch
+
+    if isinstance(theta, torch.Tensor):
+        return {"": theta}
+    if isinstance(theta, dict):
+        out = {}
+        for k, v in theta.items():
+            for kk, leaf in _leaves(v).items():
+                out[f"{k}.{kk}" if kk else str(k)] = leaf
+        return out
+    if isinstance(theta, (list, tuple)):
+        out = {}
+        for i, v in enumerate(theta):
+            for kk, leaf in _leaves(v).items():
+                out[f"{i}.{kk}" if kk else str(i)] = leaf
+        return out
+    raise ValueError(f"theta0 must be a parameter pytree of tensors (the problem's init_params), got {type(theta).__name__}")
+
+
+def check_theta(problem, theta0) -> None:
+    """theta0 against the problem's own parameters (init_params(0)): the same names, shapes and
+    dtype (float64 parameters on float32 data silently mix precisions; NewtonCG then reports
+    max_iters, the tangents 'singular'), all finite."""
+    import torch
+
+    ref, got = _leaves(problem.init_params(0)), _leaves(theta0)
+    if set(ref) != set(got):
+        missing, extra = sorted(set(ref) - set(got)), sorted(set(got) - set(ref))
+        raise ValueError(f"theta0 does not fit problem {problem.name!r}: missing {missing[:3]}, unexpected {extra[:3]}")
+    for name, r in ref.items():
+        g = got[name]
+        if not isinstance(g, torch.Tensor):
+            raise ValueError(f"theta0[{name!r}] must be a tensor, got {type(g).__name__}")
+        if g.dtype != r.dtype:
+            raise ValueError(f"theta0[{name!r}] has dtype {str(g.dtype).removeprefix('torch.')} but problem "
+                             f"{problem.name!r} computes in {str(r.dtype).removeprefix('torch.')}; convert theta0 "
+                             f"(or build the problem in that precision)")
+        if g.shape != r.shape:
+            raise ValueError(f"theta0[{name!r}] has shape {tuple(g.shape)}, problem {problem.name!r} expects "
+                             f"{tuple(r.shape)}")
+        if g.is_floating_point() and not bool(torch.isfinite(g).all()):
+            raise ValueError(f"theta0[{name!r}] is not finite (NaN or inf)")
+
+
+def check_inputs(problem, process=None, stop=None, *, start=None, theta0=None, start_from=None, settle=1,
+                 checkpoint_every=1):
+    """continue_path's inputs before any work; returns `start` as a tuple of floats (or None).
+
+    Raises ValueError, one line naming the argument: start not 2 or 3 finite numbers with
+    lambda, gamma > 0 and t in [0, 1]; theta0 of another dtype or shape than the problem's; a
+    target behind the process's direction of travel; checkpoint_every < 1. (`settle` is left
+    to continuation/engine/start.py, whose message tests pin.)"""
+    if start is not None:
+        start = check_start(start)
+    if start_from is not None:
+        if not isinstance(start_from, (list, tuple)) or len(start_from) != 2:
+            raise ValueError(f"start_from must be (path, step), got {start_from!r}")
+        integer("start_from step", start_from[1])
+    # settle is checked by continuation/engine/start.py ("settle must be >= 1")
+    integer("checkpoint_every", checkpoint_every, minimum=1)
+    if theta0 is not None:
+        check_theta(problem, theta0)
+    if stop is not None:
+
+        if not isinstance(stop, StopRule):
+            raise ValueError(f"stop must be a StopRule, got {type(stop).__name__}")
+        if process is not None and start is not None and start_from is None:
+            check_reachable(process, stop, start)
+    return start

@@ -1,0 +1,253 @@
+"""Correctors: bring theta back onto grad_theta J(theta; mu) = 0 at a fixed mu.
+
+- `NewtonCorrector`: damped Newton-CG (solvers.NewtonCG). Quadratic convergence; cost per
+  iteration one gradient and the CG iterations' HVPs. The default for deterministic problems.
+- `AdamCorrector`, `SGDCorrector`: T updates on the paper's equilibration schedule
+  eta(k) = eta_max c (k/T)^2 (1 - k/T)^5, c normalising the peak to eta_max (section 5.1),
+  by Adam or by SGD with momentum (Remark 4); both run `continuation.surface.equilibrate.optimize`.
+  Cost: T + 1 gradients. A fixed budget: iteration counts say nothing about a step's difficulty.
+- `LBFGSCorrector`: torch.optim.LBFGS with a strong-Wolfe line search. Cost: about one
+  gradient per iteration, no HVPs.
+
+Each returns a `CorrectorResult` with its work: `grads` gradient evaluations (the final |grad|
+check included), `hvps` Hessian-vector products. Class attributes: `counts` names the path
+variable that counts `iters`; `easy_iters` / `max_iters` bound the iterations of an easy /
+an accepted step (None: no bound, a fixed budget).
+"""
+
+from __future__ import annotations
+
+import time
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, final
+
+import torch
+
+from problems.base import StochasticProblem
+from solvers import NewtonCG, check_finite
+
+from continuation.strategies.options import integer, non_negative, positive
+from continuation.surface.equilibrate import optimize
+from continuation.strategies.base import Strategy
+
+
+@dataclass
+class CorrectorResult:
+    x: torch.Tensor
+    converged: bool
+    status: str  # "converged", "budget_spent" (a fixed budget without gtol), or why not
+    iters: int
+    grad_norm: float
+    hvps: int = 0
+    grads: int = 0
+    seconds: float = 0.0
+    mu: torch.Tensor | None = None  # where a corrector moved mu too (the arclength condition); None: unchanged
+
+
+class Corrector(Strategy):
+    """x near the surface at mu -> a point with grad_theta J(x; mu) ~ 0."""
+
+    name: ClassVar[str]
+    counts: ClassVar[str]  # the path variable that counts `iters`
+    easy_iters: ClassVar[int | None]  # at most this many iterations: an easy step (None: no limit)
+    max_iters: ClassVar[int | None]  # more than this many: reject the step and shrink (None: no limit)
+    solves_arclength: ClassVar[bool] = False  # has correct_arclength(system, x, mu, condition)
+
+    @abstractmethod
+    def correct(self, system, x: torch.Tensor, mu: torch.Tensor) -> CorrectorResult:
+        """Correct x at mu; never raises on non-convergence (the result says so)."""
+
+
+@final
+@dataclass
+class NewtonCorrector(Corrector):
+    """Damped Newton-CG to ||grad J|| <= gtol: one gradient and the CG HVPs per iteration."""
+
+    gtol: float = 1e-10
+    maxiter: int = 20
+    hvp_mode: str = "rev-rev"
+    name = "newton"
+    counts = "newton_iters"
+    easy_iters = 3
+    max_iters = 10
+
+    def __post_init__(self):
+        # gtol <= 0 can never be met: the run would report that the start "did not equilibrate"
+        positive("gtol", self.gtol)
+        integer("maxiter", self.maxiter, minimum=1)
+        if self.hvp_mode not in ("rev-rev", "fwd-rev"):
+            raise ValueError(f"hvp_mode must be 'rev-rev' or 'fwd-rev', got {self.hvp_mode!r}")
+
+    def correct(self, system, x, mu):
+        res = NewtonCG(gtol=self.gtol, maxiter=self.maxiter, hvp_mode=self.hvp_mode).solve(system.objective, x, mu,
+                                                                                         deflation=system.deflation)
+        return CorrectorResult(res.x, res.converged, res.status, res.iters, res.grad_norm, res.hvps, res.grads,
+                               res.seconds)
+
+
+def paper_schedule(k: int, T: int, eta_max: float) -> float:
+    """eta(k) = eta_max c (k/T)^2 (1-k/T)^5 with c = 1 / max_u u^2 (1-u)^5 (peak at u = 2/7)."""
+    peak = (2 / 7) ** 2 * (5 / 7) ** 5
+    u = k / T
+    return eta_max * u * u * (1 - u) ** 5 / peak
+
+
+@dataclass
+class ScheduledCorrector(Corrector):
+    """`steps` updates of a torch optimizer on the paper's schedule: update k = 1..T has learning
+    rate eta_max c (k/(T+1))^2 (1 - k/(T+1))^5. Cost: steps + 1 gradients, no HVPs.
+
+    gtol: None for a fixed budget (converged, status "budget_spent"); a number: converged iff
+    the final ||grad J|| <= gtol. resample_every > 0 (stochastic problems): a new batch and noise
+    every that many updates, draw seeds 1_000_003 (s + 1) + k from the step's own seed s, which
+    is restored at the end (so a corrector run from one point repeats itself exactly). With one
+    fixed draw, hundreds of updates fit that draw: on the digits, C on fresh noise rose from
+    0.13 to 1.1 in one step while C on the step's draw fell to 0.035.
+    monitor(k, x, mu): at the start (k = 0), every `monitor_every` updates and at the end.
+    """
+
+    steps: int = 500
+    eta_max: float = 1.5e-3
+    gtol: float | None = None
+    resample_every: int = 0
+    monitor: object = None  # monitor(k, x, mu), e.g. to log F along the equilibration
+    monitor_every: int = 0
+    easy_iters = None  # a fixed budget: the count never rejects a step nor stops it growing
+    max_iters = None
+
+    def __post_init__(self):
+        integer("steps", self.steps, minimum=1)
+        positive("eta_max", self.eta_max)
+        if self.gtol is not None and self.gtol != float("inf"):  # inf: any point is converged (a fixed budget)
+            non_negative("gtol", self.gtol)
+        integer("resample_every", self.resample_every, minimum=0)
+        integer("monitor_every", self.monitor_every, minimum=0)
+
+    @abstractmethod
+    def optimizer(self, params: list) -> torch.optim.Optimizer:
+        """The torch optimizer over params (its learning rate is set before every update)."""
+
+    def correct(self, system, x, mu):
+        if self.monitor is not None and not callable(self.monitor):
+            raise ValueError(f"the {self.name} corrector's monitor must be a function (k, x, mu), got {self.monitor!r}")
+        problem = system.problem
+        own_seed = problem.seed if isinstance(problem, StochasticProblem) else 0
+        watch = self.monitor is not None and self.monitor_every > 0
+        if watch:
+            self.monitor(0, x.detach(), mu)
+        T = self.steps
+        res = optimize(system, x, mu, steps=T, optimizer=self.optimizer,
+                       schedule=lambda k: paper_schedule(k + 1, T + 1, self.eta_max),
+                       resample_every=self.resample_every, seed_of_update=lambda k: 1_000_003 * (own_seed + 1) + k + 1,
+                       callback=(lambda k, y: self.monitor(k, y, mu)) if watch else None,
+                       callback_every=self.monitor_every, desc=f"{self.name} corrector")
+        if self.gtol is None:
+            ok, status = True, "budget_spent"
+        else:
+            ok = res.grad_norm <= self.gtol
+            status = "converged" if ok else "gradient_above_gtol"
+        return CorrectorResult(res.x, ok, status, T, res.grad_norm, 0, res.grads, res.seconds)
+
+
+@final
+@dataclass
+class AdamCorrector(ScheduledCorrector):
+    """Adam (torch defaults betas (0.9, 0.999), eps 1e-8) on the paper's schedule, peak
+    eta_max = 1.5e-3 (the paper's value, section 5.1)."""
+
+    name = "adam"
+    counts = "adam_updates"
+
+    def optimizer(self, params):
+        return torch.optim.Adam(params, lr=0.0)
+
+
+@final
+@dataclass
+class SGDCorrector(ScheduledCorrector):
+    """SGD with heavy-ball momentum (paper Remark 4's updates, eq. 12) on the paper's schedule:
+    v <- momentum v + grad J, theta <- theta - eta(k) v.
+
+    eta_max = 1e-2 by default: unlike Adam's step (about eta per coordinate whatever the
+    gradient's scale), SGD's step is eta |grad| / (1 - momentum), 10 eta |grad| at momentum 0.9,
+    and the heavy ball is stable for eta < 2 (1 + momentum) / L at curvature L; 1e-2 is stable
+    up to L = 380, far above the top curvature of the linear-Gaussian competition problem
+    (L = 0.99 at (lambda, gamma) = (1, 1), 2.3 at (2, 3), where eta_max = 0.5 converges in 300
+    updates: tests/test_optimizers.py), and on networks a peak effective step of 0.1 |grad| is
+    the usual SGD scale. Raise it towards 2 (1 + momentum) / L on well-conditioned problems;
+    lower it as 1 / L on stiffer ones.
+    """
+
+    eta_max: float = 1e-2
+    momentum: float = 0.9
+    name = "sgd"
+    counts = "sgd_updates"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"sgd corrector: momentum must be in [0, 1), got {self.momentum}")
+
+    def optimizer(self, params):
+        return torch.optim.SGD(params, lr=0.0, momentum=self.momentum)
+
+
+@final
+@dataclass
+class LBFGSCorrector(Corrector):
+    """torch.optim.LBFGS with a strong-Wolfe line search to ||grad J|| <= gtol; no HVPs.
+
+    Cost: the closure's gradient evaluations (about one per iteration) plus the final check.
+    gtol default 1e-7: a line search judges steps by J's values, and near a minimum J changes by
+    ~|grad|^2 / (2 curvature), below J's float64 rounding once |grad| ~ 1e-8. Measured on the
+    competition problem (iso-C, secant predictor, lambda 1 -> 2): with gtol 1e-8 the line searches
+    stalled at |grad| 1.0-2.5e-8 in 42 of 110 attempts and the path took 68 points; with 3e-8 or
+    1e-7, 7 points and no rejection (and gamma within 2e-9 of the closed form either way)."""
+
+    gtol: float = 1e-7
+    maxiter: int = 200
+    history: int = 20
+    name = "lbfgs"
+    counts = "lbfgs_iters"
+    easy_iters = 15
+    max_iters = 150
+
+    def __post_init__(self):
+        positive("gtol", self.gtol)
+        integer("maxiter", self.maxiter, minimum=1)
+        integer("history", self.history, minimum=1)
+
+    def correct(self, system, x, mu):
+        start = time.perf_counter()
+        y = x.detach().clone().requires_grad_(True)
+        # torch stops on the max-norm of the gradient; gtol/sqrt(N) there bounds the 2-norm by gtol
+        opt = torch.optim.LBFGS([y], lr=1.0, max_iter=self.maxiter, history_size=self.history,
+                                tolerance_grad=self.gtol / y.numel() ** 0.5, tolerance_change=0.0,
+                                line_search_fn="strong_wolfe")
+        evals = 0
+
+        def closure():
+            nonlocal evals
+            evals += 1
+            opt.zero_grad()
+            J = system.objective(y, mu)
+            check_finite(J, "objective during L-BFGS")
+            J.backward()
+            return J
+
+        opt.step(closure)
+        y = y.detach()
+        gnorm = float(system.gradient(y, mu).norm())
+        iters = opt.state[opt._params[0]].get("n_iter", 0)
+        ok = gnorm <= self.gtol
+        if ok:
+            status = "converged"
+        elif iters >= self.maxiter:
+            status = "max_iters"
+        else:  # torch stopped early: its evaluation budget spent in line searches that found no decrease
+            status = f"line_search_stalled (J's changes below its rounding; {evals} evaluations)"
+        return CorrectorResult(y, ok, status, iters, gnorm, 0, evals + 1, time.perf_counter() - start)
+
+
+CORRECTORS = {"newton": NewtonCorrector, "adam": AdamCorrector, "sgd": SGDCorrector, "lbfgs": LBFGSCorrector}
