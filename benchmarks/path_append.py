@@ -36,7 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from continuation import writer as writer_module  # noqa: E402
+from continuation.files import writer as writer_module  # noqa: E402
 from continuation.files.config import load_config  # noqa: E402
 from continuation.files.schema import checkpoint_dir, checkpoint_file, rows_to_dataset, tmp_file  # noqa: E402
 from continuation.apps.run import run_config  # noqa: E402

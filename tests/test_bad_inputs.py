@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from continuation import checks
+from continuation.strategies import checks
 from continuation.apps.cli import main
 from continuation.files.config import ConfigError, build_run
 from continuation.strategies.correctors import NewtonCorrector

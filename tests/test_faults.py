@@ -17,7 +17,7 @@ import pytest
 import torch
 import xarray as xr
 
-from continuation import cli
+from continuation.apps import cli
 from continuation.strategies.correctors import NewtonCorrector
 from continuation.engine.driver import continue_path
 from continuation.errors import (CheckpointMissing, ContinuationError, OutputLocked, OutputNotWritable,

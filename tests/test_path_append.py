@@ -18,7 +18,7 @@ import torch
 import xarray as xr
 
 import continuation.files.writer as path_module
-from continuation import cli
+from continuation.apps import cli
 from continuation.errors import PathFileError
 from continuation.files.schema import CONVENTIONS, checkpoint_file, dataset_to_rows, journal_file, rows_to_dataset, variable_attrs
 from continuation.files.path import load_path, load_point

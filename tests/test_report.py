@@ -11,7 +11,7 @@ import tomllib
 import numpy as np
 import pytest
 
-from continuation import report
+from continuation.apps import report
 from continuation.apps.cli import main
 from continuation.apps.report import (FAILS, HOLDS, NOT_MEASURED, Check, Experiments, ExperimentFailed, Result, decide,
                                  exit_code, run_checks, verdict_text, write_markdown)
