@@ -23,7 +23,7 @@ def run(n: int, max_steps: int = 9) -> dict:
     problem = bratu_problem(n)
     strategies = Strategies(PseudoArclength(), PseudoArclengthPredictor(), BorderedNewtonCorrector(),
                             AdaptiveSteps(initial=0.1, max_step=0.5), StopRule(max_steps=max_steps))
-    stepper = Stepper(problem, strategies, solver=MINRES(rtol=1e-12), template=problem.init_params(0))
+    stepper = Stepper(problem, strategies, solver=MINRES(), template=problem.init_params(0))
     mu = make_mu(1.0, 1.0)
     t0 = time.perf_counter()
     res = strategies.corrector.correct(stepper.system, stepper.system.flatten(problem.init_params(0)), mu)

@@ -27,11 +27,6 @@ def bratu_energy(theta: dict, mu: torch.Tensor) -> torch.Tensor:
     return h * (0.5 * (du * du).sum() - mu[0] * torch.exp(u).sum())
 
 
-def bratu_start(n: int = 63):
-    """theta0 = zeros(n) (on the lower branch's basin for lambda < lambda*)."""
-    return lambda seed=0: {"x": torch.zeros(n, dtype=torch.float64)}
-
-
 def bratu_problem(n: int = 63):
     from .energy import EnergyProblem
 

@@ -83,11 +83,6 @@ class GibbsQuadratureProblem(Problem):
         R = (p * (log_e - log_m)).sum(1).mean()
         return {"R": R, "D": D, "C": C}
 
-    def gibbs_expectation(self, theta, mu, values: torch.Tensor) -> torch.Tensor:
-        """<values>_e per sample: values has shape (B, G, ...) on the grid; returns (B, ...)."""
-        _, (_, _, _, neg_h) = self._log_z(theta, mu)
-        p = torch.softmax(neg_h + self.log_w, dim=1)
-        return torch.einsum("bg,bg...->b...", p, values)
 
 
 def standard_normal_log_prior(theta, z):

@@ -123,15 +123,6 @@ class LinearGaussianClosedForm:
             return None
         return math.exp(brentq(g, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=500))
 
-    def critical_gamma(self, lam: float, direction: int, gam_min=1e-8, gam_max=1e8):
-        """gamma at which latent direction `direction` switches on, lambda fixed."""
-        if not 0 <= direction < self.k:
-            raise ValueError(f"direction must be in [0, {self.k}), got {direction}")
-        g = lambda log_gam: self.spectrum(lam, math.exp(log_gam))[0][direction] - 1.0  # noqa: E731
-        lo, hi = math.log(gam_min), math.log(gam_max)
-        if g(lo) * g(hi) > 0:
-            return None
-        return math.exp(brentq(g, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=500))
 
 
 class ScalarGaussianClosedForm:

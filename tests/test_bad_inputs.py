@@ -187,7 +187,9 @@ hvp_batch = 16
 [start]
 t = {t}
 [process]
-name = "quasi-static-transfer"
+name = "quasi-static"
+lambda_rate = 0.0
+t_rate = 1.0
 [stop]
 max_steps = 1
 target = {{t = {target}}}

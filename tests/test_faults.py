@@ -284,8 +284,6 @@ def test_a_read_only_folder_is_one_line(tmp_path, competition, monkeypatch):
     if os.geteuid() != 0:  # root writes anywhere: then the refusal of the file system is simulated
         folder.chmod(0o555)
     else:
-        import continuation.files.writer as path_module
-
         def read_only(*a, **k):
             raise OSError(errno.EROFS, "Read-only file system")
 

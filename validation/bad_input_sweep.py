@@ -47,7 +47,7 @@ MLP = {"problem": {"name": "mlp", "dataset": "digits", "limit": 64, "val_limit":
 TRANSFER = {"problem": {"name": "transfer-mlp", "dataset": "digits", "path": "ot", "ot_method": "emd",
                         "ot_reg": 0.05, "ot_max_iter": 100000, "limit": 40, "val_limit": 8, "hidden": 8,
                         "latent": 2, "hvp_batch": 16},
-            "start": {"t": 0.0}, "process": {"name": "quasi-static-transfer"},
+            "start": {"t": 0.0}, "process": {"name": "quasi-static", "lambda_rate": 0.0, "t_rate": 1.0},
             "corrector": {"name": "adam", "steps": 5}, "steps": {"name": "fixed", "size": 0.1},
             "stop": {"max_steps": 1, "target": {"t": 1.0}}, "output": {"progress": False}}
 

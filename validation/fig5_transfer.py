@@ -244,7 +244,7 @@ def point_line(t_start: float):
 def quasi_static(cfg: dict) -> dict:
     """The same steps at fixed multipliers, from the transfer's first point exactly (not re-equilibrated)."""
     cfg = copy.deepcopy(cfg)
-    cfg["process"] = {"name": "quasi-static-transfer"}
+    cfg["process"] = {"name": "quasi-static", "lambda_rate": 0.0, "t_rate": 1.0}
     cfg["projection"] = {"name": "none"}  # holds nothing
     cfg["start"]["equilibrate"] = False
     return cfg

@@ -33,7 +33,8 @@ import torch  # noqa: E402
 from continuation import continue_path  # noqa: E402
 from continuation.strategies.correctors import NewtonCorrector  # noqa: E402
 from continuation.strategies.predictors import ODEPredictor  # noqa: E402
-from continuation.strategies.transfer_processes import iso_classification_transfer, quasi_static_transfer  # noqa: E402
+from continuation.strategies.processes import QuasiStatic  # noqa: E402
+from continuation.strategies.transfer_processes import IsoClassificationTransfer  # noqa: E402
 from continuation.apps.plot import save_figure  # noqa: E402
 from continuation.strategies.step_control import AdaptiveSteps, FixedSteps, StopRule  # noqa: E402
 from problems import LinearGaussianData, LinearGaussianHamiltonian  # noqa: E402
@@ -94,9 +95,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_default_dtype(torch.float64)
-    processes = {"quasi-static": lambda: quasi_static_transfer(),
-                 "lambda": lambda: iso_classification_transfer("lambda", k=K_LAMBDA),
-                 "geodesic": lambda: iso_classification_transfer("geodesic", k=K_GEODESIC)}
+    processes = {"quasi-static": lambda: QuasiStatic(lambda_rate=0.0, t_rate=1.0),
+                 "lambda": lambda: IsoClassificationTransfer("lambda", k=K_LAMBDA),
+                 "geodesic": lambda: IsoClassificationTransfer("geodesic", k=K_GEODESIC)}
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     worst, records = 0.0, []
     print(f"{'path':<8} {'process':<13} {'pts':>3} {'|RDC - closed|':>13} {'|mu - closed|':>14} {'gamma at points':>15} "

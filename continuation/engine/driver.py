@@ -57,7 +57,7 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, proj
     refuses one written with other settings. The file's attributes hold `settings` (every
     strategy's options, the problem's, the start) and `config` (the TOML configuration given, or
     the settings for a run built in Python).
-    Linear algebra: `solver` the Krylov solver of the tangents (default MINRES(rtol=1e-12)),
+    Linear algebra: `solver` the Krylov solver of the tangents (default MINRES()),
     `hvp_mode` "rev-rev" or "fwd-rev". `resample`: re-draw a stochastic problem's batch and
     noise between points (default: the problem's `resample_between_points`).
     `progress`: a bar from 0 to 1 toward the stop rule's target (or max_s, or max_steps).
@@ -85,7 +85,7 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, proj
                          checkpoint_every=checkpoint_every)
     check_strategies(process, predictor, corrector)
     projection = projection if projection is not None else NoProjection()
-    solver = solver or MINRES(rtol=1e-12)
+    solver = solver or MINRES()
     strategies = Strategies(process, predictor, corrector, control, stop, projection)
     template = theta0 if theta0 is not None else problem.init_params(0)
     if isinstance(monitor, str) and monitor == "auto":

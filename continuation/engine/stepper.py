@@ -1,7 +1,7 @@
 """The continuation loop body, written once: predict, correct, project, assess, record.
 
     strategies = Strategies(process, predictor, corrector, control, stop, projection)
-    stepper = Stepper(problem, strategies, solver=MINRES(rtol=1e-12), template=problem.init_params(0))
+    stepper = Stepper(problem, strategies, solver=MINRES(), template=problem.init_params(0))
     x = stepper.system.flatten(theta)              # theta on the surface at mu (e.g. corrector.correct first;
     state, row = stepper.init(x, mu)               # continuation/engine/start.py: fresh, --from, --resume)
     rows = [row]
@@ -295,9 +295,6 @@ class Stepper:
         end = self.s.stop.judge(state.step, p.s, named(p.mu), p.ctx.functionals(), state.recent,
                                 self.s.control.initial_step, p.mu.dtype)
         return state if end is None else replace(state, status=end[0], reason=end[1])
-
-    def reached(self, state: State) -> str | None:
-        return self.judged(state).reason
 
     def done(self, state: State) -> bool:
         return state.reason is not None

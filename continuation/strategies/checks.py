@@ -13,7 +13,7 @@ from __future__ import annotations
 from continuation.strategies.options import MU_NAMES, check_start, integer
 from continuation.strategies.processes import IsoClassificationFD, IsoFunctional, QuasiStatic
 from continuation.strategies.step_control import StopRule
-from continuation.strategies.transfer_processes import IsoClassificationTransfer, QuasiStaticTransfer
+from continuation.strategies.transfer_processes import IsoClassificationTransfer
 
 
 def directions(process) -> dict:
@@ -23,8 +23,6 @@ def directions(process) -> dict:
     sign = lambda r: (r > 0) - (r < 0)  # noqa: E731
     if isinstance(process, QuasiStatic):
         return {"lambda": sign(process.lambda_rate), "gamma": sign(process.gamma_rate), "t": sign(process.t_rate)}
-    if isinstance(process, QuasiStaticTransfer):
-        return {"lambda": sign(process.lambda_rate), "gamma": sign(process.gamma_rate), "t": 1}
     if isinstance(process, IsoClassificationTransfer):
         out = {"t": 1}
         if process.condition == "lambda":

@@ -14,8 +14,8 @@ point (`value`) and G with its total mu-gradient along the surface (`constraint`
 |                             | re-equilibrated models (the paper's procedure; the baseline)|             |
 | iso-c-plus-r-over-beta      | keep G = C + R/beta: (lambda', gamma') = alpha (-G_gamma, G_lambda) | Remark 8 |
 
-(and on a task path, continuation/strategies/transfer_processes.py: iso-classification-transfer,
-quasi-static-transfer).
+(and on a task path, continuation/strategies/transfer_processes.py: iso-classification-transfer;
+the task moved at fixed multipliers, eq. 24-25, is quasi-static with lambda_rate = 0, t_rate = 1).
 
 s is the process clock: mu' = d mu / ds as the law gives it (alpha scales it; with clock =
 "lambda", s = lambda - lambda0; on a transfer path s = t).

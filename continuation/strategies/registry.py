@@ -17,7 +17,7 @@ from continuation.strategies.predictors import NoPredictor, ODEPredictor, Secant
 from continuation.strategies.processes import IsoClassification, IsoClassificationFD, IsoCPlusROverBeta, QuasiStatic
 from continuation.strategies.projections import NewtonProjection, NoProjection, SecantProjection
 from continuation.strategies.step_control import AdaptiveSteps, FixedSteps, HeldSteps
-from continuation.strategies.transfer_processes import IsoClassificationTransfer, QuasiStaticTransfer
+from continuation.strategies.transfer_processes import IsoClassificationTransfer
 
 
 def _table(*classes) -> dict:
@@ -25,7 +25,7 @@ def _table(*classes) -> dict:
 
 
 PROCESSES = _table(QuasiStatic, IsoClassification, IsoClassificationFD, IsoCPlusROverBeta, IsoClassificationTransfer,
-                   QuasiStaticTransfer, PseudoArclength)
+                   PseudoArclength)
 PREDICTORS = _table(ODEPredictor, SecantPredictor, NoPredictor, PseudoArclengthPredictor)
 CORRECTOR_TABLE = {**CORRECTORS, **_table(BorderedNewtonCorrector)}
 PROJECTIONS = _table(NoProjection, NewtonProjection, SecantProjection)

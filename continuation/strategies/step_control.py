@@ -301,11 +301,6 @@ class StopRule:
             values.append(self.target[name])
         return sorted(set(float(v) for v in values))
 
-    def reached(self, step: int, s: float, mu_named: dict, functionals: dict) -> str | None:
-        """The reason the run ends at this point, or None (see `judge` for the status)."""
-        end = self.judge(step, s, mu_named, functionals)
-        return None if end is None else end[1]
-
     def judge(self, step: int, s: float, mu_named: dict, functionals: dict, recent=(),
               initial_step: float | None = None, dtype=torch.float64) -> tuple[str, str] | None:
         """(status, reason) when the run ends at this point, else None. `recent`: the last accepted

@@ -6,7 +6,6 @@
 | iso-classification-transfer | t' = 1, C_lambda lambda' + C_gamma gamma' + C_t = 0, and     | eq. 26, 35, |
 |                             | lambda' = k (eq. 38) or the geodesic D' = k R' (eq. 30);    | 30, 38      |
 |                             | hold = "kl": C less the soft labels' entropy floor          | Remark 11   |
-| quasi-static-transfer       | t' = 1 at fixed (lambda, gamma)                             | eq. 24-25   |
 """
 
 from __future__ import annotations
@@ -15,24 +14,7 @@ from dataclasses import dataclass
 from typing import ClassVar, final
 
 from continuation.strategies.options import number
-from continuation.strategies.processes import FREE, IsoFunctional, Process, _checked, _mu_vector
-
-
-@final
-@dataclass
-class QuasiStaticTransfer(Process):
-    """The task moves at fixed (lambda, gamma): t' = 1 (eq. 24-25, theta' = theta_t); iso-C transfer's comparison."""
-
-    lambda_rate: float = 0.0
-    gamma_rate: float = 0.0
-    name: ClassVar[str] = "quasi-static-transfer"
-
-    def __post_init__(self):
-        number("lambda_rate", self.lambda_rate)
-        number("gamma_rate", self.gamma_rate)
-
-    def velocity(self, ctx):
-        return _mu_vector(ctx, {"lambda": self.lambda_rate, "gamma": self.gamma_rate, "t": 1.0})
+from continuation.strategies.processes import FREE, IsoFunctional, _checked, _mu_vector
 
 
 TRANSFER = ("lambda", "gamma", "t")
@@ -181,7 +163,3 @@ class IsoClassificationTransfer(IsoFunctional):
             gam_dot = (D["lambda"] * r2 - C["lambda"] * r1) / det
         return _mu_vector(ctx, {"lambda": lam_dot, "gamma": gam_dot, "t": 1.0})
 
-
-# the lower-case names scripts used before the processes were classes
-iso_classification_transfer = IsoClassificationTransfer
-quasi_static_transfer = QuasiStaticTransfer

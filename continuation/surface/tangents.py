@@ -67,7 +67,7 @@ def solve_tangents(system: EquilibriumSystem, x: torch.Tensor, mu: torch.Tensor,
     zero modes are deflated (`EquilibriumSystem.solve_hessian`), so theta_mu is orthogonal to the
     gauge orbit.
     """
-    solver = solver or MINRES(rtol=1e-12)
+    solver = solver or MINRES()
     names = tuple(wrt)
     b = system.mixed_partials(x, mu, _unit_directions(names, mu))
     solves: list[KrylovResult] = system.solve_hessian(solver, x, mu, b)
