@@ -32,7 +32,8 @@ from continuation.files.writer import PathWriter
 from continuation.files.schema import dataset_to_rows, journal_file, rows_to_dataset
 from continuation.files.path import load_path
 from continuation.strategies.projections import NoProjection
-from continuation.engine.stepper import Stepper, Strategies, named
+from continuation.engine.state import dump_slots, named
+from continuation.engine.stepper import Stepper, Strategies
 from continuation.strategies.base import settings_of
 
 __all__ = ["ContinuationError", "RunInterrupted", "continue_path"]
@@ -149,7 +150,7 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, proj
                         attrs["start_draw"] = int(problem.seed)  # the draw of point 0 (a resume there redraws it)
                     if out is not None:
                         writer = PathWriter(out, attrs, checkpoint_every, critical=guard.critical)
-                    _record(writer, rows, row, state.current)
+                    _record(writer, rows, row, state)
                     if on_point is not None:
                         on_point(0, rows[-1])
                 origin = {n: float(rows[0][n]) for n in ("lambda", "gamma", "t")}
@@ -160,7 +161,7 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, proj
                         state, row = stepper.step(state)
                         if row is None:
                             break
-                        _record(writer, rows, row, state.current)
+                        _record(writer, rows, row, state)
                         if on_point is not None:
                             on_point(len(rows) - 1, rows[-1])
                         _show(bar, stop, state, row, rows[0], origin)
@@ -242,9 +243,9 @@ class _Interrupts:
             raise _Interrupted(signum)
 
 
-def _record(writer, rows, row, point) -> None:
+def _record(writer, rows, row, state) -> None:
     if writer is not None:
-        writer.append(row, point.x, point.mu)  # also appends to writer.rows
+        writer.append(row, state.current.x, state.current.mu, dump_slots(state.slots))  # also appends to writer.rows
         rows[:] = writer.rows
     else:
         rows.append(dict(row, checkpoint=-1))

@@ -5,19 +5,18 @@ Each returns the stepper's first state (and, for the first two, its row)."""
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import replace
 
 import torch
 
-from problems.base import MU_NAMES
 
 from continuation.errors import ContinuationError, PathFileError, SetupMismatch
-from continuation.files.schema import dataset_to_rows
+from continuation.files.schema import checkpoint_file, dataset_to_rows
 from continuation.files.path import load_path, load_point
 from continuation.strategies.predictors import Previous
-from continuation.engine.stepper import State, Stepper, named
+from continuation.engine.state import State, load_slots, named
+from continuation.engine.stepper import Stepper
 from continuation.surface.work import Work
 
 
@@ -91,40 +90,31 @@ def _first_difference(a, b, where="") -> str:
 
 def resume(stepper: Stepper, out, template) -> tuple[State, list[dict]]:
     """The state at the last saved point of `out`, and the rows so far: the state the uninterrupted
-    run had there. Its tangent is recomputed on the problem's draw of that point (the step's
-    `resample(step)`, or the start's draw at point 0), the secant's previous point is the one
-    before (the writer always keeps the last two checkpoints), and the stop rule's recent points
-    come from the file."""
+    run had there. The strategies' slots are the ones saved with the point's checkpoint
+    (continuation/engine/state.py); the point's context and tangent are recomputed on the problem's
+    draw of that point (the step's `resample(step)`, or the start's draw at point 0), and the
+    secant's previous point is the one before (the writer always keeps the last two checkpoints).
+
+    PathFileError (one line) when the last checkpoint holds no saved state (a file written before
+    the state was saved with each point: it cannot be resumed; start anew)."""
     old = load_path(out)
     n = old.sizes["step"]
     rows = dataset_to_rows(old)
     size = _size(template)
     last = load_point(out, -1, size=size)
+    if "state" not in last:
+        raise PathFileError(f"{out}: its last checkpoint holds no strategies' state (written by a version before "
+                            "the state was saved with each point); it cannot be resumed: use another --out")
+    slots = load_slots(last["state"], stepper.roles, checkpoint_file(out, n - 1))
     x, mu = last["x"].to(**placed(template)), last["mu"].to(**placed(template))
-    try:
-        C0 = float(old.attrs["C0"])
-        G0 = old.attrs.get("G0")
-        G0 = None if G0 in (None, "none") else float(G0)
-        H0 = old.attrs.get("H0")
-        H0 = None if H0 in (None, "none") else float(H0)
-        H_scale = old.attrs.get("H_scale")
-        H_scale = None if H_scale in (None, "none") else float(H_scale)
-    except (KeyError, TypeError, ValueError) as e:
-        raise PathFileError(f"{out} lacks its held values C0, G0 (attributes): not a file a run wrote") from e
-    drift = float(rows[-1]["constraint_drift"]) if G0 is not None else 0.0
     previous = None
     if n >= 2:
         p = load_point(out, n - 2, size=size)
         previous = Previous(p["x"].to(**placed(template)), p["mu"].to(**placed(template)), float(p["s"]),
                             float(last["s"]))
-    problem = stepper.problem
     if "start_draw" in old.attrs:  # a stochastic problem: the draw the point's tangent was computed on
-        problem.resample(n - 1 if stepper.resample and n > 1 else int(old.attrs["start_draw"]))
-    recent = [(float(r["step_size"]), {name: float(r[name]) for name in MU_NAMES}) for r in rows]
-    response = float(rows[-1].get("secant_response", math.nan))  # the secant's learned response (reuse_response)
-    state = stepper.resumed(x, mu, float(last["s"]), previous=previous, ds_next=float(rows[-1]["next_step"]),
-                            step=n - 1, C0=C0, G0=G0, drift=drift, recent=recent,
-                            response=response if math.isfinite(response) else None, H0=H0, H_scale=H_scale)
+        stepper.problem.resample(n - 1 if stepper.resample and n > 1 else int(old.attrs["start_draw"]))
+    state = stepper.resumed(x, mu, float(last["s"]), previous=previous, step=n - 1, slots=slots)
     if getattr(stepper.s.process, "arclength", False) and previous is not None:
         # a tangent defined up to sign (pseudo-arclength) is oriented along the secant from the
         # point before, as the uninterrupted run had it along its previous tangent (past a fold
@@ -132,25 +122,6 @@ def resume(stepper: Stepper, out, template) -> tuple[State, list[dict]]:
         p = state.current
         ctx = stepper.context(p.x, p.mu)
         ctx.reference = torch.cat([p.x - previous.x, p.mu - previous.mu]) / (previous.s_now - previous.s_prev)
-        state = replace(state, current=replace(p, ctx=ctx, tangent=stepper.tangent_at(ctx)))
-    if stepper.monitor is not None:
-        state = replace(state, monitored=state.current, eig_history=eig_history(rows))
+        p = replace(p, ctx=ctx, tangent=stepper.tangent_at(ctx))
+        state = replace(state, current=p, monitored=p if stepper.monitor is not None else None)
     return state, rows
-
-
-def eig_history(rows: list[dict]) -> tuple:
-    """The stepper's eig_history after the last row, rebuilt from the rows as Stepper.step built it:
-    (s, eigenvalues) of the monitored points before the last one, at most two, emptied at a row
-    whose events changed branch (anything but a crossing)."""
-    history, previous = (), None
-    for r in rows:
-        eig = r.get("eig")
-        if eig is None or int(r.get("morse_index", -1)) < 0:
-            continue  # not monitored
-        if previous is not None:
-            if any(e.get("type") != "crossing" for e in r.get("events", ())):
-                history = ()
-            else:
-                history = (history + ((float(previous["s"]), [float(v) for v in previous["eig"]]),))[-2:]
-        previous = r
-    return history

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from problems.base import MU_NAMES, StochasticProblem, mu_index
+from problems.base import StochasticProblem, mu_index
 
 from continuation.surface.context import PointContext
 from continuation.strategies.correctors import Corrector
@@ -34,6 +34,8 @@ from continuation.errors import ContinuationError, first_line
 from continuation.singular.events import EventFinder
 from continuation.singular.monitor import Monitor
 from continuation.strategies.predictors import NoPredictor, Predictor, Previous
+from continuation.engine.state import (Accepted, Attempt, Point, State, init_slots, named, relative as _relative,
+                                       update_slots)
 from continuation.strategies.processes import Process
 from continuation.strategies.projections import NoProjection, Projection, ProjectionTask
 from continuation.strategies.step_control import StepControl, StepsExhausted, StopRule, Verdict
@@ -55,53 +57,28 @@ class Strategies:
     stop: StopRule
     projection: Projection = field(default_factory=NoProjection)
 
+    def roles(self, monitor=None) -> dict:
+        """role -> strategy, one per slot of the run's State (continuation/engine/state.py ROLES)."""
+        return {"process": self.process, "predictor": self.predictor, "corrector": self.corrector,
+                "projection": self.projection, "control": self.control, "stop": self.stop, "monitor": monitor}
+
     def settings(self) -> dict:
         roles = {"process": self.process, "predictor": self.predictor, "corrector": self.corrector,
                  "projection": self.projection, "steps": self.control, "stop": self.stop}  # config's sections
         return {section: settings_of(strategy) for section, strategy in roles.items()}
 
 
-@dataclass
-class Point:
-    x: torch.Tensor
-    mu: torch.Tensor
-    s: float
-    ctx: PointContext
-    tangent: torch.Tensor | None = None
-    drift: float = 0.0  # relative drift of the held functional (0 where none is held)
-    spectrum: object = None  # the monitor's lowest eigenpairs here (continuation/stability.Spectrum), if computed
-    response: float | None = None  # the held functional's measured response over the tangents' (secant projection)
-
-
-@dataclass
-class State:
-    current: Point
-    previous: Previous | None
-    ds_next: float
-    step: int  # the index of the current point along the path
-    C0: float
-    G0: float | None
-    H0: float | None = None  # the second held functional's start value (process.also_holds), or None
-    H_scale: float | None = None  # the scale of H's relative drift (process.also_scale at the start)
-    reason: str | None = None  # why the run ends, once it does
-    status: str = "running"  # then "finished" (the stop rule's end reached) or "stopped" (StopRule.judge)
-    recent: tuple = ()  # the last accepted points, oldest first: (step size, mu named), for StopRule.judge
-    monitored: Point | None = None  # the last point whose spectrum the monitor computed
-    eig_history: tuple = ()  # (s, lowest eigenvalues) of the monitored points before `monitored`, oldest first
-
-
-def named(mu) -> dict:
-    return {n: float(mu[i]) for i, n in enumerate(MU_NAMES)}
-
-
 def _angle(a, b) -> float | None:
+    """Degrees between two tangents: 2 atan2(|u - v|, |u + v|) of the unit vectors (Kahan), accurate
+    to rounding at every angle (acos of the cosine loses half the digits near 0: 1 ulp of the
+    cosine moves an angle of 0.01 degree by 3e-11 degree)."""
     if a is None or b is None:
         return None
     na, nb = float(a.norm()), float(b.norm())
     if na == 0 or nb == 0:
         return 0.0
-    c = max(-1.0, min(1.0, float(a @ b) / (na * nb)))
-    return math.degrees(math.acos(c))
+    u, v = a / na, b / nb
+    return math.degrees(2.0 * math.atan2(float((u - v).norm()), float((u + v).norm())))
 
 
 def _factor(mu_old, mu_new) -> float:
@@ -113,10 +90,6 @@ def _factor(mu_old, mu_new) -> float:
             return math.inf
         out = max(out, b / a, a / b)
     return out
-
-
-def _relative(value, ref) -> float:
-    return (value - ref) / max(abs(ref), 1e-300)
 
 
 class Stepper:
@@ -136,6 +109,7 @@ class Stepper:
         self.finder = None if monitor is None else EventFinder(self, monitor)
         self.system = EquilibriumSystem(problem, template, hvp_mode=hvp_mode)
         self.solver = solver
+        self.roles = strategies.roles(monitor)
         stochastic = isinstance(problem, StochasticProblem)
         self.resample = (stochastic and problem.resample_between_points) if resample is None else resample
         if self.resample and not stochastic:
@@ -180,7 +154,8 @@ class Stepper:
             H = self.also_held(point.ctx)
             row["constraint2_drift"] = math.nan if H is None or state.H0 is None else self.drift2(H, state)
         if getattr(self.s.projection, "reuse_response", False):
-            row["secant_response"] = math.nan if point.response is None else point.response
+            own = state.slots["projection"]
+            row["secant_response"] = math.nan if own is None else own
         row.update(self.problem.validation_metrics(self.system.unflatten(point.x)))
         row.update(point.ctx.evaluation_metrics())
         if self.monitor is not None:
@@ -261,10 +236,7 @@ class Stepper:
         f = current.ctx.functionals()
         if not all(math.isfinite(v) for v in f.values()):
             raise ContinuationError(f"start point {named(mu)}: R, D, C not finite: {f}")
-        C0, G0 = f["C"], self.held(current.ctx)
-        H0 = self.also_held(current.ctx)
-        H_scale = None if H0 is None else self.s.process.also_scale(current.ctx)
-        state = State(current, None, self.s.control.initial_step, 0, C0, G0, H0, H_scale, recent=((0.0, named(mu)),),
+        state = State(current, None, 0, init_slots(self.roles, current),
                       monitored=current if self.monitor is not None else None)
         work = work or Work()
         work.add(current.ctx.work)
@@ -276,23 +248,23 @@ class Stepper:
             row["events"] = events
         return self.judged(state), row
 
-    def resumed(self, x, mu, s, *, previous: Previous | None, ds_next: float, step: int, C0: float,
-                G0: float | None, drift: float, recent=(), response: float | None = None,
-                H0: float | None = None, H_scale: float | None = None) -> State:
-        """The state of a run at a saved point (its tangent recomputed there, on the draw the
-        uninterrupted run had: the caller sets the problem's draw first). `recent`: the last
-        accepted points as the stop rule wants them (StopRule.history_length, from the file)."""
-        current = replace(self.point(x, mu, s, drift), response=response)
+    def resumed(self, x, mu, s, *, previous: Previous | None, step: int, slots: dict) -> State:
+        """The state of a run at a saved point, with the strategies' slots saved there
+        (continuation/engine/state.py); its context and tangent recomputed there, on the draw the
+        uninterrupted run had (the caller sets the problem's draw first)."""
+        current = self.point(x, mu, s)
+        G0 = slots["process"]["G0"]
+        if G0 is not None:
+            current = replace(current, drift=_relative(self.held(current.ctx), G0))
         if self.monitor is not None:
             current = self.monitored(current)
-        state = State(current, previous, ds_next, step, C0, G0, H0, H_scale, recent=tuple(recent)[-self.s.stop.history_length:],
-                      monitored=current if self.monitor is not None else None)
+        state = State(current, previous, step, slots, monitored=current if self.monitor is not None else None)
         return self.judged(state)
 
     def judged(self, state: State) -> State:
         """The state with the stop rule's verdict at its point: (status, reason), or still running."""
         p = state.current
-        end = self.s.stop.judge(state.step, p.s, named(p.mu), p.ctx.functionals(), state.recent,
+        end = self.s.stop.judge(state.step, p.s, named(p.mu), p.ctx.functionals(), state.slots["stop"],
                                 self.s.control.initial_step, p.mu.dtype)
         return state if end is None else replace(state, status=end[0], reason=end[1])
 
@@ -313,11 +285,11 @@ class Stepper:
             ds_try, landing = self.s.stop.landing(current.mu, current.ctx.velocity(self.s.process), ds)
             try:
                 attempt = self._attempt(state, current, ds_try, landing, work)
-                verdict = control.assess(self.s.corrector, attempt["result"], attempt["prediction_ok"],
-                                         None if attempt["drift"] is None else attempt["drift"] - current.drift,
-                                         _angle(current.tangent, attempt["tangent"])
-                                         if attempt["result"].converged else None, miss=attempt["miss"],
-                                         factor=_factor(current.mu, attempt["mu"]), ds=attempt["ds"])
+                verdict = control.assess(self.s.corrector, attempt.result, attempt.prediction_ok,
+                                         None if attempt.drift is None else attempt.drift - current.drift,
+                                         _angle(current.tangent, attempt.tangent)
+                                         if attempt.result.converged else None, miss=attempt.miss,
+                                         factor=_factor(current.mu, attempt.mu), ds=attempt.ds)
                 why = verdict.reason
             except (FloatingPointError, torch.linalg.LinAlgError) as e:
                 # a stage or a corrector iterate left the domain where J is defined
@@ -336,24 +308,20 @@ class Stepper:
             except StepsExhausted as e:
                 reason = f"{e} at step {state.step + 1} (last rejection: {why})"
                 return replace(state, current=current, reason=reason, status="stopped"), None
-        ds_try, landing = attempt["ds"], attempt["landing"]
-        new = Point(attempt["x"], attempt["mu"], current.s + ds_try, attempt["ctx"], attempt["tangent"],
-                    attempt["drift"] or 0.0, response=attempt["response"])
+        ds_try, landing = attempt.ds, attempt.landing
+        new = Point(attempt.x, attempt.mu, current.s + ds_try, attempt.ctx, attempt.tangent, attempt.drift or 0.0)
         if not (landing is not None and ds_try < ds):  # a shortened landing step says nothing of ds
             ds = control.after_acceptance(ds, verdict.easy)
-        events, monitored, history = [], state.monitored, state.eig_history
-        if self.monitor is not None and self.monitor.due(state.step + 1):
+        events, monitored, due = [], state.monitored, self.monitor is not None and self.monitor.due(state.step + 1)
+        if due:
             new, events = self._monitor(state, new)
-            if any(e["type"] != "crossing" for e in events):
-                history = ()  # the path changed branch: the eigenvalues before say nothing of this one's
-            elif state.monitored is not None and state.monitored.spectrum is not None:
-                history = (history + ((state.monitored.s, [float(v) for v in state.monitored.spectrum.values]),))[-2:]
             monitored = new
+        accepted = Accepted(state.step + 1, ds_try, ds, new, current, named(new.mu), attempt.response, due,
+                            state.monitored, tuple(events))
+        nxt = replace(state, current=new, previous=Previous(current.x, current.mu, current.s, new.s),
+                      step=state.step + 1, slots=update_slots(self.roles, state.slots, accepted), monitored=monitored)
         angle = _angle(current.tangent, new.tangent)
-        recent = (state.recent + ((ds_try, named(new.mu)),))[-self.s.stop.history_length:]
-        nxt = replace(state, current=new, previous=Previous(current.x, current.mu, current.s, new.s), ds_next=ds,
-                      step=state.step + 1, recent=recent, monitored=monitored, eig_history=history)
-        row = self.row(nxt, new, step_size=ds_try, grad_norm=attempt["grad_norm"], work=work,
+        row = self.row(nxt, new, step_size=ds_try, grad_norm=attempt.grad_norm, work=work,
                        seconds=time.perf_counter() - t0, rejected=rejected, next_step=ds, angle=angle)
         if self.monitor is not None:
             row["events"] = events
@@ -367,7 +335,7 @@ class Stepper:
         old = state.monitored
         new = self.monitored(new, old.spectrum if old is not None else None)
         step = state.step + 1
-        events = [] if old is None else self.finder.between(old, new, step, state.eig_history)
+        events = [] if old is None else self.finder.between(old, new, step, state.slots["monitor"])
         before = None if old is None or old.spectrum is None else old.spectrum.index(self.monitor.zero_tol)
         return self._leave_saddle(new, step, state.G0, events, before)
 
@@ -401,9 +369,10 @@ class Stepper:
         through the last two monitored points, reaches zero (a branch may end there: a latent
         direction switching off), or None."""
         m = state.monitored
-        if self.monitor is None or m is None or m is not state.current or not state.eig_history:
+        history = state.slots["monitor"]
+        if self.monitor is None or m is None or m is not state.current or not history:
             return None
-        s_old, old = state.eig_history[-1]
+        s_old, old = history[-1]
         i = m.spectrum.index(self.monitor.zero_tol)
         if i >= len(old) or i >= len(m.spectrum.values) or m.s == s_old:
             return None
@@ -421,15 +390,20 @@ class Stepper:
             attempt = self._attempt(state, current, ds, None, work, predictor=NoPredictor())
         except (FloatingPointError, torch.linalg.LinAlgError):
             return None
-        if not attempt["result"].converged:
+        if not attempt.result.converged:
             return None
         return attempt, Verdict(True, False, "jumped across a branch end")
 
-    def _attempt(self, state: State, current: Point, ds: float, landing, work: Work, predictor=None) -> dict:
+    @staticmethod
+    def _own(strategy, role: str, state: State) -> dict:
+        """own=<its slot> for a stateful strategy's call (strategies/base.py), nothing for the others."""
+        return {"own": state.slots[role]} if strategy.stateful else {}
+
+    def _attempt(self, state: State, current: Point, ds: float, landing, work: Work, predictor=None) -> Attempt:
         """Predict, correct, project: the candidate point; its work is added to `work`."""
         s, system = self.s, self.system
         predictor = predictor or s.predictor
-        pred = predictor.predict(self.context, current.ctx, ds, state.previous, s.process)
+        pred = predictor.predict(self.context, current.ctx, ds, state.previous, s.process, **self._own(predictor, "predictor", state))
         work.add(pred.work)
         if landing is None:
             # a predictor that does not move mu at the law's rate (a secant through the last two
@@ -447,7 +421,7 @@ class Stepper:
                         or got == start_value:
                     break
                 ds = ds * (target - start_value) / (got - start_value)
-                pred = predictor.predict(self.context, current.ctx, ds, state.previous, s.process)
+                pred = predictor.predict(self.context, current.ctx, ds, state.previous, s.process, **self._own(predictor, "predictor", state))
                 work.add(pred.work)
         mu_new = pred.mu.clone()
         if landing is not None:
@@ -456,7 +430,7 @@ class Stepper:
             raise FloatingPointError(f"prediction left the domain lambda, gamma > 0: {named(mu_new)}")
         cond = pred.arclength  # pseudo-arclength: the corrector moves a multiplier too (continuation/strategies/arclength.py)
         if cond is not None and landing is None:
-            res = s.corrector.correct_arclength(system, pred.x, mu_new, cond)
+            res = s.corrector.correct_arclength(system, pred.x, mu_new, cond, **self._own(s.corrector, "corrector", state))
             late = s.stop.crossed(current.mu, res.mu) if res.converged else None
             if late is not None:
                 # the corrector, not the prediction, carried a multiplier past a milestone or
@@ -464,20 +438,21 @@ class Stepper:
                 work.add_corrector(res)
                 landing, mu_new = late, res.mu.clone()
                 mu_new[mu_index(late[0])] = late[1]
-                res = s.corrector.correct(system, res.x, mu_new)
+                res = s.corrector.correct(system, res.x, mu_new, **self._own(s.corrector, "corrector", state))
             elif res.converged:
                 mu_new = res.mu
             if not (float(mu_new[0]) > 0 and float(mu_new[1]) > 0):
                 raise FloatingPointError(f"correction left the domain lambda, gamma > 0: {named(mu_new)}")
         else:
-            res = s.corrector.correct(system, pred.x, mu_new)
+            res = s.corrector.correct(system, pred.x, mu_new, **self._own(s.corrector, "corrector", state))
         work.add_corrector(res)
         if cond is not None and res.converged and cond.distance(res.x, mu_new) > 0:
             ds = cond.distance(res.x, mu_new)  # s is arclength: the corrected point's projected distance
         x_new, grad_norm, ctx_new, response = res.x, res.grad_norm, None, None
         if res.converged:
             p = s.projection.project(ProjectionTask(system, s.process, s.corrector, self.context, current, pred.x,
-                                                    mu_new, res, state.G0, landing, state.H0, state.H_scale))
+                                                    mu_new, res, state.G0, landing, state.H0, state.H_scale,
+                                                    own=state.slots["projection"]))
             work.add(p.work)
             x_new, mu_new, ctx_new, grad_norm, response = p.x, p.mu, p.ctx, p.grad_norm, p.response
         ctx_new = ctx_new or self.context(x_new, mu_new)
@@ -495,6 +470,4 @@ class Stepper:
             if state.H0 is not None and self.s.process.also_holds is not None:
                 miss = max(miss, abs(self.drift2(self.also_held(ctx_new), state)))
         work.add(ctx_new.work)
-        return {"prediction_ok": pred.solves_ok, "result": res, "x": x_new, "mu": mu_new, "ctx": ctx_new,
-                "tangent": tangent, "drift": drift, "miss": miss, "ds": ds, "grad_norm": grad_norm, "landing": landing,
-                "response": response}
+        return Attempt(pred.solves_ok, res, x_new, mu_new, ctx_new, tangent, drift, miss, ds, grad_norm, landing, response)

@@ -188,14 +188,17 @@ class PathWriter:
                 with contextlib.suppress(OSError):
                     f.unlink()
 
-    def append(self, row: dict, x: torch.Tensor, mu: torch.Tensor) -> None:
+    def append(self, row: dict, x: torch.Tensor, mu: torch.Tensor, state: str | None = None) -> None:
+        """Point `row` with theta `x` and `mu` in its checkpoint, and `state` there too (the
+        strategies' slots as JSON text, continuation/engine/state.py dump_slots), when given."""
         step = len(self.rows)
         if "events" in row:
             row = dict(row, events=[self._save_event(e, self._events + i) for i, e in enumerate(row["events"])])
         with self.critical():
             file = checkpoint_file(self.path, step)
             try:
-                torch.save({"x": x.detach().cpu(), "mu": mu.detach().cpu(), "s": row["s"], "step": step}, file)
+                point = {"x": x.detach().cpu(), "mu": mu.detach().cpu(), "s": row["s"], "step": step}
+                torch.save(point if state is None else dict(point, state=state), file)
             except (OSError, RuntimeError) as e:
                 with contextlib.suppress(OSError):
                     file.unlink(missing_ok=True)

@@ -103,6 +103,25 @@ class Monitor(Strategy):
     def due(self, step: int) -> bool:
         return step % self.every == 0
 
+    # its state: (s, lowest eigenvalues) of the monitored points before the last one, at most two,
+    # oldest first (the linear extrapolation of the lowest non-negative eigenvalue to a branch end);
+    # emptied when the path changed branch (an event other than a crossing)
+    def init_state(self, start) -> tuple:
+        return ()
+
+    def update_state(self, own, accepted) -> tuple:
+        if not accepted.monitored:
+            return own
+        if any(e["type"] != "crossing" for e in accepted.events):
+            return ()  # the path changed branch: the eigenvalues before say nothing of this one's
+        before = accepted.monitored_before
+        if before is None or before.spectrum is None:
+            return own
+        return (tuple(own) + ((before.s, [float(v) for v in before.spectrum.values]),))[-2:]
+
+    def load_state(self, raw) -> tuple:
+        return tuple((float(s), [float(v) for v in values]) for s, values in raw)
+
     def check_crossings(self, available) -> None:
         """ContinuationError (one line) for a crossing of a quantity the path does not have."""
         missing = [n for n in self.crossings if n not in available]

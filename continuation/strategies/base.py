@@ -47,9 +47,36 @@ def settings_of(obj) -> dict:
 
 
 class Strategy(ABC):
-    """A named role object; `settings()` gives its name and options."""
+    """A named role object; `settings()` gives its name and options.
+
+    State in, state out (optax's init / update): a strategy that carries something from one
+    accepted point to the next keeps it in its own slot of the run's State
+    (continuation/engine/state.py), never in the engine's fields:
+
+        own = strategy.init_state(start)            # at the first point (a Point)
+        own = strategy.update_state(own, accepted)  # after each accepted point (an Accepted)
+
+    and declares `stateful = True`, so that the engine passes `own=` to its working call
+    (predict, correct, project, ...). The slot is written with every point's checkpoint as
+    JSON and read back by `--resume` (continuation/engine/state.py: dump_slots / load_slots),
+    so it must be made of numbers, strings, None, lists and dicts; `load_state` turns the
+    JSON form back (lists into tuples, say) where the strategy needs it. Stateless strategies
+    (the default) keep None and need none of this."""
 
     name: ClassVar[str] = "strategy"
+    stateful: ClassVar[bool] = False
 
     def settings(self) -> dict:
         return settings_of(self)
+
+    def init_state(self, start) -> object:
+        """This strategy's own state at the first point `start` (None: it keeps none)."""
+        return None
+
+    def update_state(self, own, accepted) -> object:
+        """This strategy's own state after an accepted point (`accepted`: an engine Accepted)."""
+        return own
+
+    def load_state(self, raw) -> object:
+        """The state from its JSON form (what init_state / update_state returned, through JSON)."""
+        return raw

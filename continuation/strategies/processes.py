@@ -80,6 +80,14 @@ class Process(Strategy):
         default; a process whose H carries an arbitrary constant gives the size of its terms."""
         return abs(self.also_value(ctx))
 
+    # its state: the values held, taken at the start (C0 for the path's C_drift whatever is held)
+    def init_state(self, start) -> dict:
+        ctx = start.ctx
+        G0 = None if self.holds is None else self.value(ctx)
+        H0 = None if self.also_holds is None else self.also_value(ctx)
+        return {"C0": ctx.functionals()["C"], "G0": G0, "H0": H0,
+                "H_scale": None if H0 is None else self.also_scale(ctx)}
+
 
 def _checked(option: str, value, valid: tuple):
     if value not in valid:

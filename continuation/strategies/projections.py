@@ -60,6 +60,7 @@ class ProjectionTask:
     landing: tuple | None
     H0: float | None = None  # the second held functional's start value (process.also_holds)
     H_scale: float | None = None  # the scale of H's relative tolerance (process.also_scale at the start; default |H0|)
+    own: object = None  # the projection's own state (its slot of the run's State), for a stateful one
 
 
 class Projection(Strategy):
@@ -289,6 +290,14 @@ class SecantProjection(Projection):
         if not (number("probe", self.probe) > 0 and self.probe < 1):
             raise ValueError(f"probe must be in (0, 1), got {self.probe}")
 
+    @property
+    def stateful(self) -> bool:
+        return self.reuse_response
+
+    # its state: the response the last accepted step measured (reuse_response), else None
+    def update_state(self, own, accepted):
+        return accepted.response if self.reuse_response else None
+
     def _omit_settings(self) -> tuple:
         """reuse_response, jacobian and probe are settings only when changed, so that a path
         written before the options existed (the same run) still resumes."""
@@ -308,7 +317,7 @@ class SecantProjection(Projection):
         best = (abs(r0), res.x, mu_pred, ctx, res.grad_norm, 0.0, r0)
         tol = process.tol * max(abs(G0), 1e-300)
         work = Work()
-        previous = getattr(task.current, "response", None)
+        previous = task.own
         k = previous if self.reuse_response and previous is not None else 1.0
         if best[0] <= tol or not bool(d.any()):
             return Projected(best[1], best[2], best[3], best[4], work, previous if self.reuse_response else None)
@@ -357,7 +366,7 @@ class SecantProjection(Projection):
         process, res, mu_pred = task.process, task.result, task.mu_new
         tol = _tolerances(task)
         scale = torch.tensor([float(mu_pred[mu_index(n)]) for n in FREE], dtype=torch.float64)
-        previous = getattr(task.current, "response", None)
+        previous = task.own
         if self.jacobian == "tangents":
             _, J = _jacobian(process, task.current.ctx)
             J = J * scale[None, :]  # d r / d u

@@ -66,6 +66,13 @@ class StepControl(Strategy):
     @abstractmethod
     def largest_step(self) -> float: ...
 
+    # its state: the step size proposed for the next step
+    def init_state(self, start) -> float:
+        return self.initial_step
+
+    def update_state(self, own, accepted) -> float:
+        return accepted.next_ds
+
     @abstractmethod
     def assess(self, corrector, result, prediction_ok: bool, drift: float | None, angle: float | None,
                miss: float | None = None, factor: float | None = None, ds: float | None = None) -> Verdict:
@@ -292,6 +299,16 @@ class StopRule:
     def history_length(self) -> int:
         """How many of the last accepted points `judge` needs (each as (step size, mu named))."""
         return max(self.stall_points, self.away_points, 0) + 1
+
+    # its state: the last accepted points, oldest first, each (step size, mu named), for `judge`
+    def init_state(self, start) -> tuple:
+        return ((0.0, {n: float(start.mu[i]) for i, n in enumerate(MU_NAMES)}),)
+
+    def update_state(self, own, accepted) -> tuple:
+        return (tuple(own) + ((accepted.ds, accepted.mu_named),))[-self.history_length:]
+
+    def load_state(self, raw) -> tuple:
+        return tuple((float(ds), {k: float(v) for k, v in mu.items()}) for ds, mu in raw)
 
     def landing_values(self, name: str) -> list:
         values = list(self.milestones.get(name, []))
