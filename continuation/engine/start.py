@@ -135,6 +135,7 @@ def resume(stepper: Stepper, out, template) -> tuple[State, list[dict]]:
         state = replace(state, current=replace(p, ctx=ctx, tangent=stepper.tangent_at(ctx)))
     if stepper.monitor is not None:
         state = replace(state, monitored=state.current, eig_history=eig_history(rows))
+    stepper.system.ledger.reset()  # the point's row is on file: its recomputation is not the next step's work
     return state, rows
 
 

@@ -181,8 +181,9 @@ class Stepper:
             row["constraint2_drift"] = math.nan if H is None or state.H0 is None else self.drift2(H, state)
         if getattr(self.s.projection, "reuse_response", False):
             row["secant_response"] = math.nan if point.response is None else point.response
-        row.update(self.problem.validation_metrics(self.system.unflatten(point.x)))
+        row.update(self.system.validation_metrics(point.x))
         row.update(point.ctx.evaluation_metrics())
+        row.update(self.system.ledger.take().row(self.s.corrector.counts))  # the work columns: everything spent since the last row
         if self.monitor is not None:
             sp, k = point.spectrum, self.monitor.modes
             if k > 0:
@@ -255,7 +256,8 @@ class Stepper:
             if self.monitor.modes > free:
                 raise ContinuationError(f"monitor modes = {self.monitor.modes} exceeds the {free} parameters off the "
                                         f"gauge orbit at the start; ask for at most {free}")
-            current, events = self._leave_saddle(self.monitored(current), 0, None, [])
+            with self.system.ledger.paused():  # the monitor's work is its own (monitor_hvps)
+                current, events = self._leave_saddle(self.monitored(current), 0, None, [])
             if current.x is not x:  # switched off a saddle at the start
                 x, mu, grad_norm = current.x, current.mu, None
         f = current.ctx.functionals()
@@ -309,7 +311,7 @@ class Stepper:
         ds = min(state.ds_next, control.largest_step)
         if self.resample:
             self.problem.resample(state.step + 1)
-            current = replace(current, ctx=self.context(current.x, current.mu))
+            current = replace(current, ctx=self.context(current.x, current.mu).carry_draw_free(current.ctx))
         work, rejected, jumped = Work(), 0, False
         ahead = self._zero_ahead(state)
         while True:
@@ -346,7 +348,9 @@ class Stepper:
             ds = control.after_acceptance(ds, verdict.easy)
         events, monitored, history = [], state.monitored, state.eig_history
         if self.monitor is not None and self.monitor.due(state.step + 1):
-            new, events = self._monitor(state, new)
+            new.ctx.evaluation_metrics()  # the row's, computed (and counted) before the monitor's pause
+            with self.system.ledger.paused():  # the monitor's work is its own (monitor_hvps)
+                new, events = self._monitor(state, new)
             if any(e["type"] != "crossing" for e in events):
                 history = ()  # the path changed branch: the eigenvalues before say nothing of this one's
             elif state.monitored is not None and state.monitored.spectrum is not None:
