@@ -17,10 +17,13 @@ run of the same problem (point 0 of the default run is the digits start: the sam
 and settling), taken as it is, without pre-training or re-equilibration.
 
 Reported per unit of lambda travelled (the start point's work is not counted):
-- gradient-equivalents: gradients + HVPs x (HVP cost / gradient cost). Both costs are timed in
+- gradient-equivalents: gradients + HVPs x (HVP cost / gradient cost) + mixed-partial columns x
+  (their cost / gradient cost) + evaluations x (an evaluation's cost / gradient cost), from the
+  path's work columns (counted where spent: continuation/surface/work.py). The costs are timed in
   this run at the start point on the batches the route uses (a gradient on the corrector's
-  `grad_batch`, an HVP on `hvp_batch`, reverse-over-reverse as the law uses it; the one-off
-  graph build of the Hessian operator is spread over `krylov.maxiter` products);
+  `grad_batch`, an HVP on `hvp_batch`, reverse-over-reverse as the law uses it, the one-off
+  graph build of the Hessian operator spread over `krylov.maxiter` products; a mixed-partial
+  column, forward-over-reverse in mu on `grad_batch`; an evaluation, R, D, C on `grad_batch`);
 - wall seconds (the path's per-point `seconds`) and their ratio to the paper's procedure;
 - peak resident memory of the route's process (MiB, host memory; GPU memory is not counted);
 - the largest drift of training C (one fixed noise draw over the training set) from its start,
@@ -198,19 +201,27 @@ def hvp_weight(r: dict, config: dict, start: Path, repeats: int) -> dict:
     op(v)
     t_hvp = timed(lambda: op(v), repeats, sync)
     per_setup = max(int(config["krylov"].get("maxiter") or 30), 1)
-    return {"t_grad": t_grad, "t_hvp": t_hvp, "t_setup": setup,
-            "weight": (t_hvp + setup / per_setup) / t_grad, "mode": r["hvp_mode"]}
+    direction = torch.zeros(1, mu.numel(), dtype=mu.dtype, device=mu.device)
+    direction[0, 0] = 1.0
+    t_mixed = timed(lambda: system.mixed_partials(x, mu, direction), max(repeats // 4, 1), sync)
+    t_eval = timed(lambda: system.values(x, mu), repeats, sync)
+    return {"t_grad": t_grad, "t_hvp": t_hvp, "t_setup": setup, "t_mixed": t_mixed, "t_eval": t_eval,
+            "weight": (t_hvp + setup / per_setup) / t_grad, "mixed_weight": t_mixed / t_grad,
+            "eval_weight": t_eval / t_grad, "mode": r["hvp_mode"]}
 
 
-def summarise(name: str, ds, weight: float, rss: float, rc: int, reason: str) -> dict:
+def summarise(name: str, ds, weights: dict, rss: float, rc: int, reason: str) -> dict:
     lam = ds["lambda"].values
     travelled = float(lam[-1] - lam[0])
-    grads, hvps = float(ds["gradients"].values[1:].sum()), float(ds["hvps"].values[1:].sum())
+    total = lambda v: float(ds[v].values[1:].sum()) if v in ds else 0.0  # noqa: E731 (a file before the ledger lacks some)
+    grads, hvps, mixed, evals = total("gradients"), total("hvps"), total("mixed_partials"), total("evaluations")
     c = ds["train_C"].values
     per = (lambda v: v / travelled) if travelled > 0 else (lambda v: float("nan"))
+    equiv = grads + weights["weight"] * hvps + weights["mixed_weight"] * mixed + weights["eval_weight"] * evals
     return {"route": name, "points": int(len(lam) - 1), "lambda_travelled": travelled,
-            "grad_equiv_per_lambda": per(grads + weight * hvps), "gradients_per_lambda": per(grads),
-            "hvps_per_lambda": per(hvps), "wall_s_per_lambda": per(float(ds["seconds"].values[1:].sum())),
+            "grad_equiv_per_lambda": per(equiv), "gradients_per_lambda": per(grads),
+            "hvps_per_lambda": per(hvps), "mixed_partials_per_lambda": per(mixed), "evaluations_per_lambda": per(evals),
+            "wall_s_per_lambda": per(float(ds["seconds"].values[1:].sum())),
             "peak_rss_mib": rss, "max_C_drift_pct": float(np.abs(c / c[0] - 1).max() * 100),
             "dR": float(ds["train_R"].values[-1] - ds["train_R"].values[0]),
             "dD": float(ds["train_D"].values[-1] - ds["train_D"].values[0]),
@@ -222,7 +233,9 @@ def table(rows: list[dict], weight: dict, header: str) -> str:
     lines = [header, "",
              f"HVP / gradient cost at the start ({weight['mode']}): {weight['t_hvp'] * 1e3:.2f} ms / "
              f"{weight['t_grad'] * 1e3:.2f} ms, graph build {weight['t_setup'] * 1e3:.2f} ms; weight "
-             f"{weight['weight']:.2f} gradient-equivalents per HVP", "",
+             f"{weight['weight']:.2f} gradient-equivalents per HVP; a mixed-partial column "
+             f"{weight['t_mixed'] * 1e3:.2f} ms ({weight['mixed_weight']:.2f}), an evaluation "
+             f"{weight['t_eval'] * 1e3:.2f} ms ({weight['eval_weight']:.2f})", "",
              "| route | points | grad-equiv / lambda | wall s / lambda | wall ratio | peak MiB | max train-C drift % "
              "| dR (nats) | dD (nats) | status |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -366,7 +379,7 @@ def main(argv=None) -> int:
             continue
         ds = load_path(path)
         paths[name] = ds
-        rows.append(summarise(name, ds, weight["weight"], rss, rc, last))
+        rows.append(summarise(name, ds, weight, rss, rc, last))
     header = (f"Iso-C routes on {args.dataset}{' (full size)' if args.full else ''}, device {args.device}, "
               f"{args.threads} thread(s), torch {torch.__version__}; from lambda = {base['start']['lambda']}, "
               f"gamma = {base['start']['gamma']}, {_steps(args.points)} of {STEP} per route")

@@ -98,6 +98,7 @@ class BorderedNewtonResult:
     border_residual: float
     seconds: float
     history: list = field(default_factory=list)  # ||F|| per iterate
+    mixed_partials: int = 0  # columns of -d/dmu grad f (one per bordered iteration)
 
 
 @dataclass
@@ -127,7 +128,7 @@ class BorderedNewton:
               deflation: Callable | None = None) -> BorderedNewtonResult:
         start = time.perf_counter()
         x, mu = x0.detach().clone(), mu0.detach().clone()
-        hvps = grads = 0
+        hvps = grads = mixed = 0
         history = []
 
         def residual(x, mu):
@@ -155,6 +156,7 @@ class BorderedNewton:
                 dx, dp = res.x, 0.0
             else:
                 b = mixed_partials(f, x, mu, border.direction[None, :])[:, 0]
+                mixed += 1
                 dx, dp, res = bordered_solve(GMRES(rtol=rtol, maxiter=self.krylov_maxiter), hvp, b, border.c,
                                              border.d, -g, -r, defl)
                 dp = float(dp)
@@ -180,4 +182,4 @@ class BorderedNewton:
             x, mu, g, r, norm = xt, mut, gt, rt, nt
         return BorderedNewtonResult(x, mu, status == "converged", status, it, hvps, grads,
                                     float(torch.linalg.vector_norm(g)), abs(r), time.perf_counter() - start,
-                                    history)
+                                    history, mixed)

@@ -124,4 +124,5 @@ def resume(stepper: Stepper, out, template) -> tuple[State, list[dict]]:
         ctx.reference = torch.cat([p.x - previous.x, p.mu - previous.mu]) / (previous.s_now - previous.s_prev)
         p = replace(p, ctx=ctx, tangent=stepper.tangent_at(ctx))
         state = replace(state, current=p, monitored=p if stepper.monitor is not None else None)
+    stepper.system.ledger.reset()  # the point's row is on file: its recomputation is not the next step's work
     return state, rows

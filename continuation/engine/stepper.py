@@ -156,8 +156,9 @@ class Stepper:
         if getattr(self.s.projection, "reuse_response", False):
             own = state.slots["projection"]
             row["secant_response"] = math.nan if own is None else own
-        row.update(self.problem.validation_metrics(self.system.unflatten(point.x)))
+        row.update(self.system.validation_metrics(point.x))
         row.update(point.ctx.evaluation_metrics())
+        row.update(self.system.ledger.take().row(self.s.corrector.counts))  # the work columns: everything spent since the last row
         if self.monitor is not None:
             sp, k = point.spectrum, self.monitor.modes
             if k > 0:
@@ -230,7 +231,8 @@ class Stepper:
             if self.monitor.modes > free:
                 raise ContinuationError(f"monitor modes = {self.monitor.modes} exceeds the {free} parameters off the "
                                         f"gauge orbit at the start; ask for at most {free}")
-            current, events = self._leave_saddle(self.monitored(current), 0, None, [])
+            with self.system.ledger.paused():  # the monitor's work is its own (monitor_hvps)
+                current, events = self._leave_saddle(self.monitored(current), 0, None, [])
             if current.x is not x:  # switched off a saddle at the start
                 x, mu, grad_norm = current.x, current.mu, None
         f = current.ctx.functionals()
@@ -278,7 +280,7 @@ class Stepper:
         ds = min(state.ds_next, control.largest_step)
         if self.resample:
             self.problem.resample(state.step + 1)
-            current = replace(current, ctx=self.context(current.x, current.mu))
+            current = replace(current, ctx=self.context(current.x, current.mu).carry_draw_free(current.ctx))
         work, rejected, jumped = Work(), 0, False
         ahead = self._zero_ahead(state)
         while True:
@@ -314,7 +316,9 @@ class Stepper:
             ds = control.after_acceptance(ds, verdict.easy)
         events, monitored, due = [], state.monitored, self.monitor is not None and self.monitor.due(state.step + 1)
         if due:
-            new, events = self._monitor(state, new)
+            new.ctx.evaluation_metrics()  # the row's, computed (and counted) before the monitor's pause
+            with self.system.ledger.paused():  # the monitor's work is its own (monitor_hvps)
+                new, events = self._monitor(state, new)
             monitored = new
         accepted = Accepted(state.step + 1, ds_try, ds, new, current, named(new.mu), attempt.response, due,
                             state.monitored, tuple(events))

@@ -11,7 +11,12 @@ Schema (one value per accepted point):
 | grad_norm         | ||grad_theta J|| after correction                                    |
 | krylov_iters      | Krylov matvecs (HVPs) of this step's tangent and projection solves  |
 | hvps              | every HVP of the step: krylov_iters and the corrector's (Newton-CG) |
-| gradients         | gradient evaluations of J by the step's corrector runs              |
+| gradients         | gradient evaluations of J of the step (corrector updates and checks) |
+| mixed_partials    | columns of b_mu = -d/dmu grad_theta J of the step (tangents, laws)  |
+| evaluations       | forward passes of J or R, D, C outside a derivative: values, line-  |
+|                   | search trials, training-set and validation metrics, rates (one per  |
+|                   | column); all work columns are counted where it is spent (Ledger,    |
+|                   | continuation/surface/work.py), the monitor's apart (monitor_hvps)   |
 | corrector_runs    | corrector calls (the step's, projection iterates, FD re-equilibrations) |
 | newton_iters, ... | the corrector's iterations, under its own name (attribute           |
 |                   | corrector_counts): newton_iters, adam_updates, sgd_updates, lbfgs_iters |
@@ -73,7 +78,8 @@ import numpy as np
 import xarray as xr
 
 
-INT_VARIABLES = ("krylov_iters", "hvps", "gradients", "corrector_runs", "rejected", "checkpoint")
+INT_VARIABLES = ("krylov_iters", "hvps", "gradients", "mixed_partials", "evaluations", "corrector_runs", "rejected",
+                 "checkpoint")
 PATH_VARIABLES = ("s", "lambda", "gamma", "t")  # every path file has these along `step` (baselines too)
 CONVENTIONS = "continuation-path-1"
 DISTRIBUTION = "free-energy-continuation"
@@ -103,7 +109,10 @@ VARIABLE_ATTRS = {
     "grad_norm": (PER_PARAMETER, "norm of grad_theta J after correction"),
     "krylov_iters": ("1", "Krylov matvecs (HVPs) of the step's tangent and projection solves"),
     "hvps": ("1", "Hessian-vector products of the step (Krylov solves and corrector)"),
-    "gradients": ("1", "gradient evaluations of J by the step's corrector runs"),
+    "gradients": ("1", "gradient evaluations of J of the step (corrector updates and checks)"),
+    "mixed_partials": ("1", "columns of the mixed partials -d/dmu grad_theta J of the step (tangents, laws)"),
+    "evaluations": ("1", "forward passes of J or R, D, C of the step outside a derivative (values, line searches, "
+                         "metrics, rates)"),
     "corrector_runs": ("1", "corrector calls of the step (its own, projection iterates, FD re-equilibrations)"),
     "updates": ("1", "optimiser updates done so far"),
     "seconds": ("s", "wall time of the step, rejected attempts included"),

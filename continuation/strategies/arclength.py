@@ -53,7 +53,7 @@ from continuation.strategies.options import in_range, integer, positive
 from continuation.strategies.correctors import Corrector, CorrectorResult
 from continuation.strategies.predictors import Prediction, Predictor
 from continuation.strategies.processes import Process
-from continuation.surface.work import Work
+from continuation.surface.work import Work, count
 
 
 @dataclass
@@ -82,6 +82,7 @@ def extended_tangent(system, x, mu, index: int, weights: tuple, reference=None, 
     else:
         c, d = w_x * reference[0], w_p * float(reference[1])
     y, q, res = bordered_solve(solver, system.hessian(x, mu), b, c, d, torch.zeros_like(x), 1.0, system.deflation(x))
+    count(system, krylov_iters=res.iters)  # its HVPs were counted by the system's operator
     norm = (w_x * float(y @ y) + w_p * float(q) ** 2) ** 0.5
     return y / norm, q / norm, res
 
@@ -183,17 +184,21 @@ class BorderedNewtonCorrector(Corrector):
     def _newton(self):
         return BorderedNewton(gtol=self.gtol, maxiter=self.maxiter, hvp_mode=self.hvp_mode)
 
-    @staticmethod
-    def _result(r) -> CorrectorResult:
-        return CorrectorResult(r.x, r.converged, r.status, r.iters, r.grad_norm, r.hvps, r.grads, r.seconds, r.mu)
+    def _result(self, system, r) -> CorrectorResult:
+        """The result, its passes (tallied by the solver below the system) counted in the system's ledger."""
+        count(system, gradients=r.grads, hvps=r.hvps, mixed_partials=r.mixed_partials)
+        return self.counted(system, CorrectorResult(r.x, r.converged, r.status, r.iters, r.grad_norm, r.hvps, r.grads,
+                                                    r.seconds, r.mu))
 
     def correct(self, system, x, mu):
         if self.descent:
             r = NewtonCG(gtol=self.gtol, maxiter=self.maxiter, hvp_mode=self.hvp_mode).solve(
                 system.objective, x, mu, deflation=system.deflation)
-            return CorrectorResult(r.x, r.converged, r.status, r.iters, r.grad_norm, r.hvps, r.grads, r.seconds)
-        return self._result(self._newton().solve(system.objective, x, mu, None, system.deflation))
+            count(system, gradients=r.grads, hvps=r.hvps, evaluations=r.fevals)
+            return self.counted(system, CorrectorResult(r.x, r.converged, r.status, r.iters, r.grad_norm, r.hvps,
+                                                        r.grads, r.seconds))
+        return self._result(system, self._newton().solve(system.objective, x, mu, None, system.deflation))
 
     def correct_arclength(self, system, x, mu, condition: ArclengthCondition) -> CorrectorResult:
         """Solve grad J(x; mu) = 0 and condition(x, mu) = 0 for x and the condition's multiplier."""
-        return self._result(self._newton().solve(system.objective, x, mu, condition, system.deflation))
+        return self._result(system, self._newton().solve(system.objective, x, mu, condition, system.deflation))

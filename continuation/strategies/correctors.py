@@ -10,7 +10,8 @@
   gradient per iteration, no HVPs.
 
 Each returns a `CorrectorResult` with its work: `grads` gradient evaluations (the final |grad|
-check included), `hvps` Hessian-vector products. Class attributes: `counts` names the path
+check included), `hvps` Hessian-vector products; and counts the run, its iterations, gradients,
+HVPs and evaluations into the system's ledger (continuation/surface/work.py) as it spends them. Class attributes: `counts` names the path
 variable that counts `iters`; `easy_iters` / `max_iters` bound the iterations of an easy /
 an accepted step (None: no bound, a fixed budget).
 """
@@ -29,6 +30,7 @@ from solvers import NewtonCG, check_finite
 
 from continuation.strategies.options import integer, non_negative, positive
 from continuation.surface.equilibrate import optimize
+from continuation.surface.work import count, ledger_of
 from continuation.strategies.base import Strategy
 
 
@@ -58,6 +60,14 @@ class Corrector(Strategy):
     def correct(self, system, x: torch.Tensor, mu: torch.Tensor) -> CorrectorResult:
         """Correct x at mu; never raises on non-convergence (the result says so)."""
 
+    @staticmethod
+    def counted(system, result: CorrectorResult) -> CorrectorResult:
+        """`result`, with its run and iterations counted in the system's ledger."""
+        ledger = ledger_of(system)
+        if ledger is not None:
+            ledger.count_corrector(result)
+        return result
+
 
 @final
 @dataclass
@@ -82,8 +92,11 @@ class NewtonCorrector(Corrector):
     def correct(self, system, x, mu):
         res = NewtonCG(gtol=self.gtol, maxiter=self.maxiter, hvp_mode=self.hvp_mode).solve(system.objective, x, mu,
                                                                                          deflation=system.deflation)
-        return CorrectorResult(res.x, res.converged, res.status, res.iters, res.grad_norm, res.hvps, res.grads,
-                               res.seconds)
+        # NewtonCG (solvers/, below the system) tallies its own passes: one gradient per
+        # iterate, one HVP per CG matvec, one evaluation per line-search trial and the start's
+        count(system, gradients=res.grads, hvps=res.hvps, evaluations=res.fevals)
+        return self.counted(system, CorrectorResult(res.x, res.converged, res.status, res.iters, res.grad_norm,
+                                                    res.hvps, res.grads, res.seconds))
 
 
 def paper_schedule(k: int, T: int, eta_max: float) -> float:
@@ -147,7 +160,7 @@ class ScheduledCorrector(Corrector):
         else:
             ok = res.grad_norm <= self.gtol
             status = "converged" if ok else "gradient_above_gtol"
-        return CorrectorResult(res.x, ok, status, T, res.grad_norm, 0, res.grads, res.seconds)
+        return self.counted(system, CorrectorResult(res.x, ok, status, T, res.grad_norm, 0, res.grads, res.seconds))
 
 
 @final
@@ -234,6 +247,7 @@ class LBFGSCorrector(Corrector):
             J = system.objective(y, mu)
             check_finite(J, "objective during L-BFGS")
             J.backward()
+            count(system, gradients=1)
             return J
 
         opt.step(closure)
@@ -247,7 +261,7 @@ class LBFGSCorrector(Corrector):
             status = "max_iters"
         else:  # torch stopped early: its evaluation budget spent in line searches that found no decrease
             status = f"line_search_stalled (J's changes below its rounding; {evals} evaluations)"
-        return CorrectorResult(y, ok, status, iters, gnorm, 0, evals + 1, time.perf_counter() - start)
+        return self.counted(system, CorrectorResult(y, ok, status, iters, gnorm, 0, evals + 1, time.perf_counter() - start))
 
 
 CORRECTORS = {"newton": NewtonCorrector, "adam": AdamCorrector, "sgd": SGDCorrector, "lbfgs": LBFGSCorrector}

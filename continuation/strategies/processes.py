@@ -292,7 +292,7 @@ class IsoClassificationFD(Process):
                 if not res.converged:
                     raise RuntimeError(f"iso-classification-fd: re-equilibration at {name} {'+-'[sign < 0]} h "
                                        f"did not converge ({res.status}, |grad| {res.grad_norm:.2e})")
-                values.append(float(ctx.system.functionals(res.x, mu)[2]))
+                values.append(float(ctx.system.values(res.x, mu)[2]))
             rates[name] = (values[0] - values[1]) / (2 * step)
         return rates
 

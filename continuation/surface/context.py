@@ -1,8 +1,9 @@
 """Everything known at one point (theta, mu) of the surface, each quantity computed once.
 
 A predictor's right-hand side, a process's law and the step control all ask for tangents and
-rates at the same point; `PointContext` computes them on first request, caches them, and counts
-the Krylov work so the path can record it.
+rates at the same point; `PointContext` computes them on first request and caches them. Its work
+goes into the system's ledger where it is spent (continuation/surface/work.py); `work` keeps the
+context's own tally of Krylov matvecs and corrector runs (event reports read it).
 """
 
 from __future__ import annotations
@@ -38,8 +39,16 @@ class PointContext:
         """The problem's fixed-noise training metrics here (train_R, train_D, train_C; {} for a
         deterministic problem), computed once: one pass over the training set."""
         if self._evaluation is None:
-            self._evaluation = self.system.problem.evaluation_metrics(self.system.unflatten(self.x), self.mu)
+            self._evaluation = self.system.evaluation_metrics(self.x, self.mu)
         return self._evaluation
+
+    def carry_draw_free(self, other: "PointContext") -> "PointContext":
+        """This context with what `other` (the same point on another draw of a stochastic problem)
+        computed that does not depend on the draw: the fixed-noise evaluation metrics. Nothing is
+        computed twice at one point after a resample."""
+        if torch.equal(other.x, self.x) and torch.equal(other.mu, self.mu) and self._evaluation is None:
+            self._evaluation = other._evaluation
+        return self
 
     def velocity(self, process) -> torch.Tensor:
         """mu' of `process` at this point (cached: a law may cost Krylov solves or re-equilibrations)."""
@@ -52,13 +61,13 @@ class PointContext:
     def functionals(self) -> dict:
         """{"R", "D", "C"} as floats."""
         if self._functionals is None:
-            v = self.system.functionals(self.x, self.mu).detach()
+            v = self.system.values(self.x, self.mu)
             self._functionals = {n: float(v[i]) for i, n in enumerate(FUNCTIONAL_NAMES)}
         return self._functionals
 
     def objective(self) -> float:
         if self._objective is None:
-            self._objective = float(self.system.objective(self.x, self.mu))
+            self._objective = float(self.system.objective_value(self.x, self.mu))
         return self._objective
 
     # -- first-order quantities --------------------------------------------------------------
@@ -77,6 +86,7 @@ class PointContext:
         """Total derivatives along the surface: {"R": {"lambda": R_lambda, ...}, "D": ..., "C": ...}."""
         t = self.tangents(names)
         if self._rates is None:
+            self.system.ledger.count(evaluations=len(t.names))  # one forward-mode pass of R, D, C per column
             d = total_derivatives(self.system.functionals, self.x, self.mu, t).detach()
             self._rates = {f: {n: float(d[i, j]) for j, n in enumerate(t.names)} for i, f in enumerate(FUNCTIONAL_NAMES)}
         return self._rates

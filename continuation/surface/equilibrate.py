@@ -25,6 +25,8 @@ from tqdm import tqdm
 from problems.base import StochasticProblem
 from solvers import check_finite
 
+from continuation.surface.work import count
+
 
 @dataclass
 class OptimizeResult:
@@ -52,7 +54,7 @@ def optimize(system, x0: torch.Tensor, mu: torch.Tensor, *, steps: int,
     seed it had on entry), so the gradient check and the caller see that draw.
     callback(k, x): after every `callback_every`-th update and after the last (x detached).
     log_every: record (k, J, |grad J|) before update k every that many updates and at the last.
-    Cost: steps + 1 gradients (the last one checks |grad J|), no HVPs.
+    Cost: steps + 1 gradients (the last one checks |grad J|), no HVPs; counted in the system's ledger.
     """
     problem = system.problem
     redraw = bool(resample_every) and isinstance(problem, StochasticProblem)
@@ -72,6 +74,7 @@ def optimize(system, x0: torch.Tensor, mu: torch.Tensor, *, steps: int,
         opt.zero_grad()
         J = check_finite(system.objective(x, mu), f"objective at {desc} update {k}")
         J.backward()
+        count(system, gradients=1)  # into the system's ledger (continuation/surface/work.py)
         if log_every and (k % log_every == 0 or k == steps - 1):
             history.append((k, float(J.detach()), float(x.grad.norm())))
         opt.step()

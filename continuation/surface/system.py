@@ -2,6 +2,11 @@
 
 `EquilibriumSystem` is the one source of truth for what is zero (as jaxopt's implicit differentiation does): the corrector
 drives its `gradient` to zero and the tangents differentiate that same gradient.
+
+It is also where work is counted (continuation/surface/work.py, `Ledger`): every gradient, HVP,
+mixed-partial column and Krylov solve that goes through it, and every evaluation pass made by its
+counted value methods (`values`, `objective_value`, `evaluation_metrics`, `validation_metrics`). `objective` and `functionals` themselves are the plain functions that derivatives
+differentiate and count nothing.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ import torch
 
 from problems.base import FUNCTIONAL_NAMES, Problem
 from solvers import Deflation, FlatView, check_finite, gradient, hessian_operator, mixed_partials, orthonormal_basis
+
+from continuation.surface.work import Ledger
 
 
 def _checked_mu(mu):
@@ -27,6 +34,7 @@ class EquilibriumSystem:
         self.problem = problem
         self.view = FlatView(theta_example)
         self.hvp_mode = hvp_mode
+        self.ledger = Ledger()  # the work spent through this system since the stepper last took it
 
     # -- flat functions of (x, mu) -----------------------------------------------------------
     def objective(self, x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
@@ -38,14 +46,49 @@ class EquilibriumSystem:
         f = self.problem.functionals(self.view.unflatten(x), _checked_mu(mu))
         return torch.stack([f[name] for name in FUNCTIONAL_NAMES])
 
+    # -- evaluation passes (each counted as one evaluation) -----------------------------------------
+    def values(self, x, mu) -> torch.Tensor:
+        """(R, D, C) at (x, mu), detached: one evaluation."""
+        self.ledger.count(evaluations=1)
+        return self.functionals(x, mu).detach()
+
+    def objective_value(self, x, mu) -> torch.Tensor:
+        """J at (x, mu), detached: one evaluation."""
+        self.ledger.count(evaluations=1)
+        return self.objective(x, mu).detach()
+
+    def evaluation_metrics(self, x, mu) -> dict:
+        """The problem's fixed-noise training metrics (one evaluation; none counted where it has none)."""
+        out = self.problem.evaluation_metrics(self.view.unflatten(x), mu)
+        if out:
+            self.ledger.count(evaluations=1)
+        return out
+
+    def validation_metrics(self, x) -> dict:
+        """The problem's held-out metrics (one evaluation; none counted where it has none)."""
+        out = self.problem.validation_metrics(self.view.unflatten(x))
+        if out:
+            self.ledger.count(evaluations=1)
+        return out
+
     # -- derivatives ---------------------------------------------------------------------------
     def gradient(self, x, mu):
+        """grad_theta J: one gradient."""
+        self.ledger.count(gradients=1)
         return check_finite(gradient(self.objective, x, mu), "gradient of J")
 
     def hessian(self, x, mu):
         """v -> A v with A = Hess_theta J(theta; mu); on the problem's HVP batch if it has one
-        (`Problem.hessian_objective`: a subsampled Hessian beside a full gradient)."""
-        return hessian_operator(self.hessian_objective, x, mu, self.hvp_mode)
+        (`Problem.hessian_objective`: a subsampled Hessian beside a full gradient). Each product
+        is one HVP in the ledger (the operator's build, about one gradient in "rev-rev", is not
+        counted apart: benchmarks spread it over the products)."""
+        matvec, ledger = hessian_operator(self.hessian_objective, x, mu, self.hvp_mode), self.ledger
+
+        def counted(v):
+            ledger.count(hvps=1)
+            return matvec(v)
+
+        return counted
 
     def hessian_objective(self, x, mu):
         """The problem's `hessian_objective` (J itself unless it has a separate HVP batch)."""
@@ -69,10 +112,13 @@ class EquilibriumSystem:
         A = self.hessian(x, mu)
         d = self.deflation(x)
         solve = (lambda c: solver.solve(A, c)) if d is None else (lambda c: d.solve(solver, A, c))
-        return solve(b) if b.dim() == 1 else [solve(b[:, j]) for j in range(b.shape[1])]
+        out = solve(b) if b.dim() == 1 else [solve(b[:, j]) for j in range(b.shape[1])]
+        self.ledger.count(krylov_iters=sum(r.iters for r in (out if isinstance(out, list) else [out])))
+        return out
 
     def mixed_partials(self, x, mu, directions=None):
-        """b = -d/dmu grad_theta J, one column per direction (rows of `directions`)."""
+        """b = -d/dmu grad_theta J, one column per direction (rows of `directions`); one mixed partial each."""
+        self.ledger.count(mixed_partials=mu.numel() if directions is None else len(directions))
         return check_finite(mixed_partials(self.objective, x, mu, directions), "mixed partials b_mu")
 
     def flatten(self, theta: dict) -> torch.Tensor:
