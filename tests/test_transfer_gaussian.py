@@ -16,8 +16,8 @@ from continuation import EquilibriumSystem, continue_path
 from continuation.strategies.correctors import NewtonCorrector
 from continuation.strategies.step_control import AdaptiveSteps, FixedSteps, HeldSteps, StopRule
 from continuation.strategies.predictors import ODEPredictor
-from continuation.strategies.transfer_processes import (IsoClassificationTransfer, iso_classification_transfer,
-                                             quasi_static_transfer)
+from continuation.strategies.processes import QuasiStatic
+from continuation.strategies.transfer_processes import IsoClassificationTransfer
 from continuation.strategies.projections import NewtonProjection, SecantProjection
 from continuation.surface.tangents import solve_tangents
 from problems import LinearGaussianData, make_mu
@@ -90,7 +90,7 @@ def test_theta_t_integrated_alone_transports_the_equilibrium(case):
 
 
 def test_quasi_static_transfer_path_and_its_rates(case):
-    ds = case.run(quasi_static_transfer(), ODEPredictor("rk4"))
+    ds = case.run(QuasiStatic(lambda_rate=0.0, t_rate=1.0), ODEPredictor("rk4"))
     assert ds["t"].values[-1] == 1.0 and np.all(ds["lambda"].values == LAM) and np.all(ds["gamma"].values == GAM)
     for i in range(ds.sizes["step"]):
         ref = case.closed.functionals(LAM, GAM, float(ds["t"][i]))
@@ -114,7 +114,7 @@ def test_iso_c_transfer_with_constant_lambda_rate_matches_closed_form(case):
     """eq. 38: lambda' = k, gamma from C_lambda k + C_gamma gamma' + C_t = 0; the law alone
     (no projection), integrated by dopri5: gamma(t) against brentq on the closed form."""
     k = 0.5
-    ds = case.run(iso_classification_transfer("lambda", k=k), ODEPredictor("dopri5", rtol=1e-9, atol=1e-10), step=0.25)
+    ds = case.run(IsoClassificationTransfer("lambda", k=k), ODEPredictor("dopri5", rtol=1e-9, atol=1e-10), step=0.25)
     C0 = case.closed.functionals(LAM, GAM, 0.0)["C"]
     assert float(ds["t"][-1]) == 1.0 and ds.attrs["status"] == "finished"
     moved = 0.0
@@ -133,7 +133,7 @@ def test_geodesic_transfer_matches_closed_form(case):
     C = C0, D - k R = D0 - k R0 (which has a solution for all t in [0, 1] for k = 0.5 here; for
     k = -0.5 on the mixture it stops existing near t = 0.15)."""
     k = 0.5
-    ds = case.run(iso_classification_transfer("geodesic", k=k), ODEPredictor("dopri5", rtol=1e-9, atol=1e-10),
+    ds = case.run(IsoClassificationTransfer("geodesic", k=k), ODEPredictor("dopri5", rtol=1e-9, atol=1e-10),
                   step=0.25)
     f0 = case.closed.functionals(LAM, GAM, 0.0)
     invariant = f0["D"] - k * f0["R"]
@@ -151,7 +151,7 @@ def test_geodesic_transfer_matches_closed_form(case):
 
 def test_projection_holds_c_along_gamma(case):
     """A coarse euler law with the Newton projection: C back to C0 to 1e-10, lambda untouched."""
-    ds = case.run(iso_classification_transfer("lambda", k=0.3), ODEPredictor("euler"), step=0.25,
+    ds = case.run(IsoClassificationTransfer("lambda", k=0.3), ODEPredictor("euler"), step=0.25,
                   projection=NewtonProjection())
     C0 = float(ds["C"][0])
     assert np.max(np.abs(ds["C"].values - C0)) < 1e-10
@@ -331,14 +331,14 @@ def test_coupled_moments_match_the_interpolated_samples():
 def test_a_task_path_ends_at_t_1_without_a_target(case):
     """t is the task time in [0, 1]: with no target the run lands on t = 1 and ends there (it went
     on to t = 1.4 and said "finished: max_steps reached")."""
-    ds = continue_path(case.problem, quasi_static_transfer(), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-12),
+    ds = continue_path(case.problem, QuasiStatic(lambda_rate=0.0, t_rate=1.0), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-12),
                        FixedSteps(size=0.3), StopRule(max_steps=20), start=(LAM, GAM, 0.0), progress=False)
     assert list(ds["t"].values) == pytest.approx([0.0, 0.3, 0.6, 0.9, 1.0], abs=1e-15)
     assert ds.attrs["status"] == "finished" and ds.attrs["stop_reason"] == "t = 1 reached (the end of the task path)"
 
 
 def test_a_start_outside_the_bounds_is_stopped(case):
-    ds = continue_path(case.problem, quasi_static_transfer(), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-12),
+    ds = continue_path(case.problem, QuasiStatic(lambda_rate=0.0, t_rate=1.0), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-12),
                        FixedSteps(size=0.3), StopRule(max_steps=20, bounds={"R": [100.0, 200.0]}),
                        start=(LAM, GAM, 0.0), progress=False)
     assert ds.sizes["step"] == 1 and ds.attrs["status"] == "stopped"
@@ -350,7 +350,7 @@ def test_held_steps_shrink_until_the_law_holds_c_within_max_miss(case):
     (order ds per unit t). With max_miss a third of what fixed steps of 0.25 end with, the steps
     shrink where the drift would exceed it: the run finishes, every point within max_miss, some
     steps rejected and shorter than 0.25."""
-    process = iso_classification_transfer("lambda", k=0.5)
+    process = IsoClassificationTransfer("lambda", k=0.5)
     fixed = case.run(process, ODEPredictor("euler"), step=0.25)
     worst = float(np.max(np.abs(fixed["constraint_drift"].values)))
     assert worst > 1e-4  # the law alone drifts: the bound below bites
@@ -419,7 +419,7 @@ def test_kept_multipliers_move_only_t_and_need_a_process_that_moves_t(case):
     x = case.system.flatten(case.problem.init_params(0))
     with pytest.raises(ValueError, match="move must be 'all' or 'clock'"):
         NoPredictor(move="t")
-    ds = case.run(quasi_static_transfer(lambda_rate=0.5, gamma_rate=-0.5), NoPredictor(move="clock"), step=0.25)
+    ds = case.run(QuasiStatic(lambda_rate=0.5, gamma_rate=-0.5, t_rate=1.0), NoPredictor(move="clock"), step=0.25)
     np.testing.assert_allclose(ds["lambda"].values, LAM, rtol=0, atol=0)
     np.testing.assert_allclose(ds["gamma"].values, GAM, rtol=0, atol=0)
     np.testing.assert_allclose(ds["t"].values, [0, 0.25, 0.5, 0.75, 1.0], atol=1e-15)

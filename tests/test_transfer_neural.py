@@ -16,8 +16,8 @@ from continuation.files.config import ConfigError, build, build_run
 from continuation.strategies.correctors import AdamCorrector
 from continuation.engine.driver import continue_path
 from continuation.strategies.predictors import NoPredictor
-from continuation.strategies.transfer_processes import (IsoClassificationTransfer, iso_classification_transfer,
-                                             quasi_static_transfer)
+from continuation.strategies.processes import QuasiStatic
+from continuation.strategies.transfer_processes import IsoClassificationTransfer
 from continuation.strategies.projections import SecantProjection
 from continuation.strategies.step_control import FixedSteps, HeldSteps, StopRule
 from problems import make_mu
@@ -235,7 +235,7 @@ def test_iso_c_transfer_holds_training_c_and_baselines_share_the_format(tmp_path
     control = FixedSteps(size=0.25)
     common = dict(start=(0.5, 1.0, 0.0), theta0=theta0, progress=False, resample=True,
                   solver=MINRES(rtol=1e-2, maxiter=10, shift=-0.1))
-    ds = continue_path(p, iso_classification_transfer(tol=5e-3, measure="evaluation"),
+    ds = continue_path(p, IsoClassificationTransfer(tol=5e-3, measure="evaluation"),
                        NoPredictor(), corrector, control, StopRule(target={"t": 1.0}), out=tmp_path / "tr.nc",
                        projection=SecantProjection(), **common)
     assert ds.attrs["status"] == "finished" and list(ds["t"].values) == [0.0, 0.25, 0.5, 0.75, 1.0]
@@ -243,7 +243,7 @@ def test_iso_c_transfer_holds_training_c_and_baselines_share_the_format(tmp_path
     assert np.all(ds["lambda"].values == 0.5) and np.max(np.abs(c - c[0])) / c[0] <= 0.005 + 1e-9
     assert {"val_acc", "source_val_acc", "train_R", "train_D"} <= set(ds.data_vars)
     # the same steps at fixed multipliers let C move (the check above is not vacuous)
-    qs = continue_path(p, quasi_static_transfer(), NoPredictor(), corrector, control, StopRule(target={"t": 1.0}),
+    qs = continue_path(p, QuasiStatic(lambda_rate=0.0, t_rate=1.0), NoPredictor(), corrector, control, StopRule(target={"t": 1.0}),
                        start_from=(tmp_path / "tr.nc", 0), **{k: v for k, v in common.items() if k != "start"})
     assert abs(qs["train_C"].values[-1] / c[0] - 1) > 0.05
     # baselines: the fine-tuning curve starts at the source model's accuracy on the target
