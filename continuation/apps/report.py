@@ -64,7 +64,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository (continuation/apps/report.py)
 HOLDS, FAILS, NOT_MEASURED = "holds", "does not hold", "not measured"
 
 # digits: 8x8 images; the default run's thresholds (issue 14)
