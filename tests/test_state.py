@@ -4,6 +4,7 @@ path (continuation/engine/state.py). And the tangent angle is accurate at small 
 
 import json
 import math
+import shutil
 from dataclasses import dataclass
 from typing import ClassVar, final
 
@@ -15,6 +16,7 @@ import continuation.files.writer as writer_module
 from continuation.engine.driver import continue_path
 from continuation.engine.state import dump_slots
 from continuation.engine.stepper import _angle
+from continuation.errors import PathFileError
 from continuation.files.path import load_path, load_point
 from continuation.strategies.correctors import NewtonCorrector
 from continuation.strategies.predictors import NoPredictor, Prediction, Predictor, SecantPredictor
@@ -93,21 +95,14 @@ def test_a_state_that_is_not_json_is_refused_by_name():
 def test_a_file_without_saved_state_cannot_be_resumed_and_says_so(tmp_path, competition):
     out = tmp_path / "p.nc"
     run(competition, out)
-    # a file as an older version wrote it: checkpoints without the state
-    for k in (6, 7):
-        f = writer_module.checkpoint_file(out, k)
-        point = torch.load(f, weights_only=True)
-        point.pop("state")
-        torch.save(point, f)
-    from continuation.errors import PathFileError
-
-    attrs_status = load_path(out).attrs["status"]
-    assert attrs_status == "finished"  # a finished file is returned as it is; make it look killed
+    # a file as an older version wrote it, killed: its last checkpoint without the state, status running
+    f = writer_module.checkpoint_file(out, 7)
+    point = torch.load(f, weights_only=True)
+    point.pop("state")
+    torch.save(point, f)
     ds = load_path(out)
     ds.attrs["status"] = "running"
     ds.to_netcdf(tmp_path / "q.nc")
-    import shutil
-
     shutil.copytree(writer_module.checkpoint_dir(out), writer_module.checkpoint_dir(tmp_path / "q.nc"))
     with pytest.raises(PathFileError, match="holds no strategies' state"):
         run(competition, tmp_path / "q.nc", resume=True)

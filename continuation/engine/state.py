@@ -20,7 +20,6 @@ slots travel with every point's checkpoint as one JSON text (`dump_slots`), and 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -156,7 +155,3 @@ def load_slots(text: str, strategies: dict, where) -> dict:
 
 def relative(value, ref) -> float:
     return (value - ref) / max(abs(ref), 1e-300)
-
-
-def finite(values: dict) -> bool:
-    return all(math.isfinite(v) for v in values.values())
