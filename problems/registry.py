@@ -137,7 +137,7 @@ def transfer_resnet(dataset: str = "fashion-mnist", data_dir: str = "", source: 
                     target: str = "animals", path: str = "mixture", ot_method: str = "emd", ot_reg: float = 0.05,
                     val_fraction: float = 0.2, limit: int = 0, val_limit: int = 0, latent: int = 64, width: int = 256,
                     hvp_batch: int = 128, grad_batch: int = 0, samples: int = 1, decoder_std: float = 1.0,
-                    split_seed: int = 0, device: str = "cpu", ot_max_iter: int = 100_000):
+                    split_seed: int = 0, float64: bool = False, device: str = "cpu", ot_max_iter: int = 100_000):
     """The CIFAR-10 model (ResNet-18 encoder) on a task path, e.g. vehicles -> animals (appendix G).
 
     dataset "cifar10" needs data_dir; "fashion-mnist" and "digits" padded to 32x32 RGB are the
