@@ -24,10 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "validation"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
 
 
 def floats(flag: str, text: str) -> list[float]:

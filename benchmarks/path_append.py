@@ -2,7 +2,7 @@
 the whole-file rewrite it replaced, side by side on the same rows.
 
 The row is a real one: the second point of the linear-Gaussian iso-C run of
-validation/configs/gaussian_iso_c.toml (3 points run here, a few seconds), with its attributes
+continuation/apps/experiments/gaussian_iso_c.toml (3 points run here, a few seconds), with its attributes
 (settings and config as JSON) and its monitor variables: 25 variables along `step`, `eig` of 3
 modes, no events; theta (4 parameters) checkpointed at every point (checkpoint_every = 1, so the
 pruning deletes one file a point in both). Each writer gets `--points` points (default 1000), s
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,7 +33,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from continuation.files import writer as writer_module  # noqa: E402
 from continuation.files.config import load_config  # noqa: E402
@@ -45,7 +43,7 @@ from continuation.files.writer import PathWriter  # noqa: E402
 
 def real_row() -> tuple[dict, dict, torch.Tensor]:
     """The second row of a 3-point linear-Gaussian iso-C run, its attributes and its theta."""
-    config = load_config(ROOT / "validation" / "configs" / "gaussian_iso_c.toml")
+    config = load_config(ROOT / "continuation" / "apps" / "experiments" / "gaussian_iso_c.toml")
     config["stop"] = {"max_steps": 2}
     config.setdefault("output", {})["progress"] = False
     ds = run_config(config)

@@ -42,8 +42,6 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 CURVATURES = {  # name: (hvp_batch, shift multiplier)
     "run's Hessian (512 images, shift 0.1)": (512, 1.0),

@@ -22,7 +22,7 @@ from continuation.strategies.processes import IsoClassification, QuasiStatic
 from continuation.strategies.step_control import StopRule
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = ROOT / "validation" / "configs" / "gaussian_iso_c.toml"
+BASE = ROOT / "continuation" / "apps" / "experiments" / "gaussian_iso_c.toml"
 MLP = """[problem]
 name = "mlp"
 dataset = "digits"

@@ -30,7 +30,7 @@ from problems import Problem, make_mu
 from solvers import MINRES
 
 ROOT = Path(__file__).parents[1]
-CONFIG = ROOT / "validation" / "configs" / "gaussian_iso_c.toml"
+CONFIG = ROOT / "continuation" / "apps" / "experiments" / "gaussian_iso_c.toml"
 
 
 def iso_c_gamma(closed, lam, C0):

@@ -28,7 +28,7 @@ from continuation.singular.spectrum import non_gauge_eigenvalues
 from continuation.strategies.step_control import AdaptiveSteps, StopRule
 from continuation.engine.stepper import Stepper, Strategies
 from problems import make_mu
-from problems.bratu import FOLD_CONTINUUM, bratu_energy, bratu_problem
+from problems.bratu import FOLD_CONTINUUM, bratu_problem
 from problems.energy import EnergyProblem
 from solvers import MINRES
 

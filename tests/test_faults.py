@@ -31,7 +31,7 @@ from continuation.strategies.projections import NewtonProjection
 from continuation.strategies.step_control import AdaptiveSteps, FixedSteps, StopRule
 
 ROOT = Path(__file__).parents[1]
-BASE = (ROOT / "validation" / "configs" / "gaussian_iso_c.toml").read_text()
+BASE = (ROOT / "continuation" / "apps" / "experiments" / "gaussian_iso_c.toml").read_text()
 
 # the Gaussian run of RELIABILITY.md C: the secant predictor, checkpoint_every = 3 (so that a
 # pruned checkpoint is in play at every second point); 20 points

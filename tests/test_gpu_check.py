@@ -16,6 +16,7 @@ import torch
 ROOT = Path(__file__).parents[1]
 SCRIPT = ROOT / "validation" / "gpu_check.py"
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "validation"))  # the script imports fig2_iso_c beside it
 
 from validation import gpu_check  # noqa: E402
 

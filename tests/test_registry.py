@@ -5,7 +5,6 @@ from dataclasses import dataclass
 from typing import ClassVar, final
 
 import pytest
-import torch
 
 from continuation.apps.cli import main
 from continuation.files.path import load_path

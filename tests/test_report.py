@@ -112,7 +112,7 @@ def test_markdown_states_claim_numbers_tolerances_verdicts_and_figures(tmp_path)
 
 def test_experiments_run_once_and_keep_their_failure(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.chdir(tmp_path)  # a relative --out is made absolute: the scripts run from the repository root
+    monkeypatch.chdir(tmp_path)  # a relative --out is made absolute: an experiment may change the folder
     assert Experiments("rel", quick=True).out == (tmp_path / "rel").resolve()
 
     class Toy(Experiments):
@@ -130,12 +130,22 @@ def test_experiments_run_once_and_keep_their_failure(tmp_path, monkeypatch):
             ex.get("boom")
     assert len(calls) == 1
     assert ex.get("fine")["value"] == 3 and ex.get("fine") is ex.get("fine")
-    # a script that fails without its output: the reason is its last error line
-    script = tmp_path / "fails.py"
-    script.write_text("import sys\nprint('working')\nprint('error: the input is damaged', file=sys.stderr)\n"
-                      "sys.exit(2)\n")
+    # an experiment (run in this process) that fails without its output: the reason is its last error
+    # line; a SystemExit is its exit status, an exception its one line; the others go on
+    def fails():
+        print("working")
+        print("error: the input is damaged", file=sys.stderr)
+        sys.exit(2)
+
     with pytest.raises(ExperimentFailed, match=r"exited 2 without writing out.json: error: the input is damaged"):
-        ex._script(tmp_path / "s", str(script), [], tmp_path / "out.json")
+        ex._run(tmp_path / "s", "fails", fails, "python fails.py", tmp_path / "out.json")
+    assert (tmp_path / "s" / "fails.log").read_text() == "working\n"
+
+    def raises():
+        raise ValueError("bad value\nmore")
+
+    with pytest.raises(ExperimentFailed, match=r"exited 1 without writing out.json: bad value$"):
+        ex._run(tmp_path / "s", "raises", raises, "python raises.py", tmp_path / "out.json")
 
 
 def test_quick_default_config_is_valid_toml_of_the_default_run(tmp_path):
@@ -178,7 +188,7 @@ def test_cli_exit_codes_and_progress(tmp_path, capsys, monkeypatch):
 
 def test_concavity_check_end_to_end_against_the_closed_form_free_energy(tmp_path):
     """Lemma 3 on the linear-Gaussian problem through the report's own check (the foundation
-    script as a process, its JSON read back); the measured Hess F eigenvalues against second
+    experiment in this process, its JSON read back); the measured Hess F eigenvalues against second
     differences of the closed-form F itself, computed here."""
     from problems import LinearGaussianClosedForm, LinearGaussianData, LinearGaussianGibbsProblem
 

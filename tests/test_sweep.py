@@ -4,7 +4,6 @@ unfinished members; a worker killed mid-sweep loses and duplicates no point; bad
 
 from __future__ import annotations
 
-import copy
 import os
 import signal
 import subprocess

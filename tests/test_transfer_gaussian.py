@@ -3,8 +3,6 @@ target with different input covariances, moved by the mixture (eq. 23) and by th
 coupling of the Gaussians (eq. 37, soft labels of Remark 11); and OT couplings by hand."""
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,10 +23,7 @@ from problems.task_path import (CoupledMoments, CouplingSampler, coupled_sample_
                                 gaussian_ot_map, interpolate)
 from solvers import MINRES, NewtonCG
 
-ROOT = Path(__file__).parents[1]
-sys.path.insert(0, str(ROOT / "validation"))
-
-import gaussian_transfer  # noqa: E402
+from continuation.apps.experiments import gaussian_transfer
 
 LAM, GAM = gaussian_transfer.LAM, gaussian_transfer.GAM
 

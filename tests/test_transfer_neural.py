@@ -3,8 +3,6 @@ b_t against independent computations, an iso-C transfer run holding training C, 
 and the Fig. 5 script at smoke size."""
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,10 +22,7 @@ from problems import make_mu
 from problems.registry import transfer_mlp
 from solvers import MINRES
 
-ROOT = Path(__file__).parents[1]
-sys.path.insert(0, str(ROOT / "validation"))
-
-import fig5_transfer  # noqa: E402
+from continuation.apps.experiments import fig5 as fig5_transfer
 
 
 def small(path="mixture", **kw):

@@ -32,9 +32,7 @@ Writes DIR/fig3.png and prints Fig. 2's table (validation/fig2_iso_c.py), with i
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
 import fig2_iso_c  # noqa: E402
 
 

@@ -35,7 +35,6 @@ from continuation.surface.equilibrate import equilibrate  # noqa: E402
 from continuation.files.path import load_path  # noqa: E402
 from continuation.surface.system import EquilibriumSystem  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
 import fig2_iso_c  # noqa: E402
 
 

@@ -57,8 +57,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 CASES = ("mnist-mixture", "mnist-ot", "cifar10-mixture", "cifar10-ot")
 SHARES = {"mnist-mixture": 0.15, "mnist-ot": 0.15, "cifar10-mixture": 0.35, "cifar10-ot": 0.35}

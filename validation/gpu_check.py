@@ -68,8 +68,6 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 PARTS = ("hvp", "routes", "fig2")
 SHARES = {"hvp": 0.22, "routes": 0.33, "fig2": 0.45}
@@ -234,7 +232,7 @@ def fig2_points(c: dict) -> int:
 
 
 def write_sweep_toml(c: dict, path: Path) -> None:
-    from benchmarks.iso_c_routes import write_toml
+    from continuation.files.config import write_toml
 
     write_toml(c, path)
     gammas = ", ".join(repr(float(g)) for g in GAMMAS)
@@ -305,7 +303,7 @@ def hvp_child(args) -> int:
 
     import torch
 
-    from benchmarks import hvp_cost
+    from continuation.apps.experiments import hvp_cost
     from continuation.files.config import build_run
     from continuation.surface.equilibrate import equilibrate
     from continuation.surface.system import EquilibriumSystem
@@ -499,7 +497,7 @@ def route_runs(name: str, points: int) -> int:
 
 def plan_routes(cfg: dict, calib: dict, budget: float, smoke: bool):
     """(points, routes, estimated s, why nothing fits) for (b) within `budget` seconds."""
-    from benchmarks.iso_c_routes import ROUTES
+    from continuation.apps.experiments.routes import ROUTES
 
     u, s0 = calib["update_s"], calib["startup_s"]
     start = 2 * s0 + (cfg["start"]["train_steps"] + cfg["start"]["settle"] * cfg["corrector"]["steps"]) * u
@@ -639,7 +637,7 @@ def part_fig2(args, budget: float, log: Path, calib: dict) -> dict:
 
 
 def fig2_members(sdir: Path) -> dict:
-    from validation.fig2_iso_c import members, summary
+    from fig2_iso_c import members, summary  # validation/ is on sys.path: the script runs from it
 
     out = {}
     for name, (ds, status, why) in members(sdir).items():

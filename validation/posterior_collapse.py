@@ -50,7 +50,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import scipy.sparse.linalg as sla  # noqa: E402
 import torch  # noqa: E402
 import xarray as xr  # noqa: E402
 

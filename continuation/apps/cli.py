@@ -17,18 +17,16 @@ exception (a bug) is one line too, with `--debug` for its traceback.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import signal
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 from problems.data import DataFileError
 
 from continuation.files.config import ConfigError, describe_registry, load_config
 from continuation.errors import ContinuationError, FileProblem, RunInterrupted, first_line
+from continuation.apps.scripts import OneLineParser, sigterm_as_interrupt  # noqa: F401 (the scripts' names, here too)
 
 
 class _UsageError(Exception):
@@ -38,25 +36,6 @@ class _UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse prints the usage and exits; here: one line, exit 2
         raise _UsageError(f"{self.prog}: {message} (see --help)")
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """For scripts (benchmarks/): a bad argument is one line (prog: error: ...) and exit 2,
-    without argparse's usage block."""
-
-    def error(self, message):
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-    def out_folder(self, out: Path) -> Path:
-        """--out as a folder, created if need be; a file there, or one that cannot be made, is one line."""
-        if out.exists() and not out.is_dir():
-            self.error(f"--out {out}: exists and is not a folder")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            self.error(f"--out {out}: cannot create the folder ({e.strerror})")
-        return out
 
 
 def _parser():
@@ -309,30 +288,6 @@ def _report(args) -> int:
     for i, r in enumerate(results, 1):
         print(f"  {i}. {r['name']}: {report.verdict_text(r)}")
     return report.exit_code(results)
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt():
-    """SIGTERM raised as KeyboardInterrupt, SIGINT as Python's default, while inside (main thread
-    only; elsewhere the caller's handling stands); yields {"signal": "SIGINT" | "SIGTERM",
-    "code": 130 | 143}, the last one seen, for the one line and the exit status. The old handlers
-    are restored on the way out."""
-    got = {"signal": "SIGINT", "code": 130}
-    if threading.current_thread() is not threading.main_thread():
-        yield got
-        return
-
-    def _term(signum, frame):
-        got.update(signal="SIGTERM", code=128 + signum)
-        raise KeyboardInterrupt
-
-    old = {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
-           signal.SIGTERM: signal.signal(signal.SIGTERM, _term)}
-    try:
-        yield got
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
 
 
 def _sweep(args) -> int:

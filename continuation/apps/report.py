@@ -4,9 +4,11 @@
 
 Gao & Chaudhari, *A Free-Energy Principle for Representation Learning*
 (/work/shared/paper/free-energy-principle.md). Each check (`CHECKS`) is one claim; it runs the
-validation scripts and CPU-sized experiments it needs (each as its own process, writing into a
-subfolder of --out), reads their files (JSON, CSV, netCDF), compares the numbers with tolerances,
-and returns a result: the measured rows, a verdict and figures. `write_markdown` turns the results
+experiments it needs (continuation/apps/experiments/: the functions the validation scripts and
+benchmarks call, here called in this process, each writing into a subfolder of --out with its
+output in NAME.log and NAME.err there), reads their files (JSON, CSV, netCDF), compares the
+numbers with tolerances, and returns a result: the measured rows, a verdict and figures. Nothing
+is read from the repository: the report runs from any install of the package. `write_markdown` turns the results
 into `OUT/REPORT.md` (the figures copied beside it, `OUT/report.json` the same numbers).
 
 The claims:
@@ -49,14 +51,14 @@ from __future__ import annotations
 
 from continuation.errors import first_line
 
+import contextlib
 import copy
 import json
 import math
 import os
 import platform
+import shlex
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,7 +66,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]  # the repository (continuation/apps/report.py)
+from continuation.files.config import write_toml
+
 HOLDS, FAILS, NOT_MEASURED = "holds", "does not hold", "not measured"
 
 # digits: 8x8 images; the default run's thresholds (issue 14)
@@ -185,20 +188,51 @@ def exit_code(results: list[dict]) -> int:
 # experiments: scripts and runs, each once per report, shared by the checks that read them
 
 
-def _python_env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    return env
+@contextlib.contextmanager
+def _kept_state():
+    """What an experiment may change in this process, put back after it: torch's default dtype
+    and thread count, OMP_NUM_THREADS / MKL_NUM_THREADS, the working folder, matplotlib's figures."""
+    import torch
+
+    dtype, threads, cwd = torch.get_default_dtype(), torch.get_num_threads(), os.getcwd()
+    env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(dtype)
+        torch.set_num_threads(threads)
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        os.chdir(cwd)
+        import matplotlib.pyplot as plt
+
+        plt.close("all")
 
 
-def run_script(args: list[str], folder: Path, name: str) -> tuple[int, str]:
-    """`python ARGS` from the repository root; stdout to FOLDER/NAME.log, stderr to
-    FOLDER/NAME.err. Returns (exit code, the last informative line of stderr or stdout)."""
+def run_in_process(fn: Callable[[], int | None], folder: Path, name: str) -> tuple[int, str]:
+    """Call `fn()` (an experiment's function or command line) in this process, its stdout to
+    FOLDER/NAME.log and its stderr to FOLDER/NAME.err. Returns (exit status: fn's return value,
+    a SystemExit's code, or 1 for an exception; the exception's one line, else the last informative
+    line of stderr or stdout). State that an experiment may change is put back (`_kept_state`)."""
     folder.mkdir(parents=True, exist_ok=True)
     log, err = folder / f"{name}.log", folder / f"{name}.err"
-    with open(log, "w") as fo, open(err, "w") as fe:
-        rc = subprocess.run([sys.executable, *args], cwd=ROOT, env=_python_env(), stdout=fo, stderr=fe).returncode
-    return rc, _last_line(err) or _last_line(log)
+    reason = ""
+    with open(log, "w") as fo, open(err, "w") as fe, _kept_state():
+        try:
+            with contextlib.redirect_stdout(fo), contextlib.redirect_stderr(fe):
+                rc = fn()
+        except SystemExit as e:  # argparse's errors, a script's sys.exit
+            rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            if not isinstance(e.code, (int, type(None))):
+                reason = str(e.code)
+        except Exception as e:
+            rc, reason = 1, first_line(e, typed=False)
+            print(f"error: {reason}", file=fe)
+    rc = 0 if rc is None else int(rc)
+    return rc, reason or _last_line(err) or _last_line(log)
 
 
 def _last_line(path: Path) -> str:
@@ -208,18 +242,16 @@ def _last_line(path: Path) -> str:
     return (errors or lines or [""])[-1]
 
 
-def _relative(path: Path) -> str:
-    try:
-        return str(path.relative_to(ROOT))
-    except ValueError:
-        return str(path)
+def _command(script: str, args: list[str]) -> str:
+    """The command line that repeats an experiment from the repository (shown in the report)."""
+    return shlex.join([script, *args])
 
 
 class Experiments:
-    """The report's experiments, each run at most once (its result, or its failure, kept)."""
+    """The report's experiments, each run at most once (its result, or its failure, kept), each in
+    this process (continuation/apps/experiments/), writing into its own subfolder of `out`."""
 
     def __init__(self, out: Path, quick: bool, say: Callable[[str], None] = print):
-        # absolute: the scripts run from the repository root, whatever the caller's folder
         self.out, self.quick, self.say = Path(out).resolve(), quick, say
         self.done: dict = {}
 
@@ -243,25 +275,31 @@ class Experiments:
             raise got
         return got
 
-    def _script(self, folder: Path, script: str, args: list[str], expect: Path) -> tuple[int, str, str]:
-        command = [script, *args]
-        rc, last = run_script(command, folder, Path(script).stem)
+    def _run(self, folder: Path, name: str, fn: Callable[[], int | None], command: str,
+             expect: Path) -> tuple[int, str, str]:
+        """`fn()` in-process (logs FOLDER/NAME.log, .err); ExperimentFailed (one line) when it wrote
+        no `expect`. Returns (exit status, last line, the command shown in the report)."""
+        rc, last = run_in_process(fn, folder, name)
         if not expect.exists():
-            raise ExperimentFailed(f"`python {' '.join(command)}` exited {rc} without writing {expect.name}: "
-                                   f"{last or 'no message'}")
-        return rc, last, "python " + " ".join(_relative(Path(a)) if a.startswith("/") else a for a in command)
+            raise ExperimentFailed(f"`{command}` exited {rc} without writing {expect.name}: {last or 'no message'}")
+        return rc, last, command
 
     def _gaussian_iso_c(self, folder: Path) -> dict:
+        from continuation.apps.experiments.gaussian_iso_c import gaussian_iso_c
         from continuation.files.path import load_path
 
-        runs = folder / "runs"
-        args = ["--out", str(runs), "--json", str(folder / "results.json")] + (["--quick"] if self.quick else [])
-        rc, _, cmd = self._script(folder, "validation/gaussian_iso_c.py", args, folder / "results.json")
-        return {"json": json.loads((folder / "results.json").read_text()), "path": load_path(runs / "iso_c.nc"),
+        runs, results = folder / "runs", folder / "results.json"
+        cmd = _command("python validation/gaussian_iso_c.py",
+                       ["--out", str(runs), "--json", str(results)] + (["--quick"] if self.quick else []))
+        rc, _, cmd = self._run(folder, "gaussian_iso_c", lambda: gaussian_iso_c(runs, quick=self.quick, json_path=results),
+                               cmd, results)
+        return {"json": json.loads(results.read_text()), "path": load_path(runs / "iso_c.nc"),
                 "figure": runs / "iso_c.png", "rc": rc, "command": cmd}
 
     def _default_run(self, folder: Path) -> dict:
         from continuation.apps.defaults import DEFAULT_CONFIG
+        from continuation.apps.plot import plot_paths
+        from continuation.apps.run import run_config
         from continuation.files.path import load_path
 
         out = folder / "path.nc"
@@ -270,39 +308,58 @@ class Experiments:
             for section, values in QUICK_DEFAULT.items():
                 config[section] = {**config[section], **values}
             write_toml(config, folder / "quick.toml")
-            args = ["-m", "continuation", "run", str(folder / "quick.toml"), "--out", str(out), "--quiet"]
+            cmd = _command("python -m continuation", ["run", str(folder / "quick.toml"), "--out", str(out), "--quiet"])
         else:
-            args = ["-m", "continuation", "run", "--out", str(out), "--quiet"]
-        rc, last = run_script(args, folder, "run")
-        cmd = "python " + " ".join(_relative(Path(a)) if a.startswith("/") else a for a in args)
+            cmd = _command("python -m continuation", ["run", "--out", str(out), "--quiet"])
+
+        def run() -> int:  # what `continuation run` does with the configuration
+            ds = run_config(config, out, progress=False)
+            print(f"wrote {out} ({ds.sizes['step']} points): {ds.attrs['status']}: {ds.attrs['stop_reason']}")
+            print(f"wrote {plot_paths([out], folder / 'path.png')}")
+            return 0 if ds.attrs["status"] == "finished" else 1
+
+        rc, last = run_in_process(run, folder, "run")
         if not out.exists():
             raise ExperimentFailed(f"`{cmd}` exited {rc} without a path: {last or 'no message'}")
-        if not (folder / "path.png").exists():  # the default run plots itself; the quick config does not
-            run_script(["-m", "continuation", "plot", str(out), "--out", str(folder / "path.png")], folder, "plot")
         return {"path": load_path(out), "file": out, "config": config, "figure": folder / "path.png", "rc": rc,
                 "command": cmd, "last": last}
 
     def _foundation(self, folder: Path) -> dict:
-        args = ["--out", str(folder)] + (["--sweep", "9"] if self.quick else [])
-        rc, _, cmd = self._script(folder, "validation/gaussian_foundation.py", args, folder / "foundation.json")
+        from continuation.apps.experiments.foundation import foundation
+
+        sweep = 9 if self.quick else 41
+        cmd = _command("python validation/gaussian_foundation.py",
+                       ["--out", str(folder)] + (["--sweep", "9"] if self.quick else []))
+        rc, _, cmd = self._run(folder, "gaussian_foundation", lambda: foundation(folder, sweep=sweep), cmd,
+                               folder / "foundation.json")
         rows = json.loads((folder / "foundation.json").read_text())
         return {"rows": {r["check"]: r for r in rows}, "figure": folder / "foundation.png", "rc": rc, "command": cmd}
 
     def _gaussian_transfer(self, folder: Path) -> dict:
-        args = ["--out", str(folder), "--json", str(folder / "results.json")] + (["--quick"] if self.quick else [])
-        rc, _, cmd = self._script(folder, "validation/gaussian_transfer.py", args, folder / "results.json")
-        return {"json": json.loads((folder / "results.json").read_text()), "figure": folder / "gaussian_transfer.png",
+        from continuation.apps.experiments.gaussian_transfer import gaussian_transfer
+
+        results = folder / "results.json"
+        cmd = _command("python validation/gaussian_transfer.py",
+                       ["--out", str(folder), "--json", str(results)] + (["--quick"] if self.quick else []))
+        rc, _, cmd = self._run(folder, "gaussian_transfer",
+                               lambda: gaussian_transfer(folder, quick=self.quick, json_path=results), cmd, results)
+        return {"json": json.loads(results.read_text()), "figure": folder / "gaussian_transfer.png",
                 "rc": rc, "command": cmd}
 
     def _fig5_digits(self, folder: Path) -> dict:
+        from continuation.apps.experiments import fig5
+
         args = ["--dataset", "digits", "--out", str(folder), "--json", str(folder / "summary.json")]
         args += ["--quick"] if self.quick else []
-        rc, _, cmd = self._script(folder, "validation/fig5_transfer.py", args, folder / "summary.json")
+        rc, _, cmd = self._run(folder, "fig5_transfer", lambda: fig5.main(args),
+                               _command("python validation/fig5_transfer.py", args), folder / "summary.json")
         return {"json": json.loads((folder / "summary.json").read_text()), "figure": folder / "fig5.png", "rc": rc,
                 "command": cmd}
 
     def _routes(self, folder: Path) -> dict:
         import csv
+
+        from continuation.apps.experiments import routes
 
         args = ["--routes", "paper,adam600-secant,adam75-secant", "--points", "1" if self.quick else "4", "--out", str(folder)]
         args += ["--repeats", "5"] if self.quick else []
@@ -313,30 +370,12 @@ class Experiments:
             start = "point 0 of the default run"
         except ExperimentFailed:
             pass
-        rc, last, cmd = self._script(folder, "benchmarks/iso_c_routes.py", args, folder / "routes.csv")
+        rc, last, cmd = self._run(folder, "iso_c_routes", lambda: routes.main(args),
+                                  _command("python benchmarks/iso_c_routes.py", args), folder / "routes.csv")
         with open(folder / "routes.csv", newline="") as f:
             rows = {r["route"]: r for r in csv.DictReader(f)}
         return {"rows": rows, "figure": folder / "routes.png", "rc": rc, "last": last, "command": cmd,
                 "start": start}
-
-
-def write_toml(config: dict, path: Path) -> None:
-    """A configuration dict (tables of scalars, lists and inline tables) as TOML."""
-    def value(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, dict):
-            return "{" + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + "}"
-        if isinstance(v, (list, tuple)):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        return repr(v)
-
-    lines = []
-    for section, table in config.items():
-        lines += [f"[{section}]", *(f"{k} = {value(v)}" for k, v in table.items()), ""]
-    path.write_text("\n".join(lines))
 
 
 # --------------------------------------------------------------------------------------------
@@ -365,9 +404,10 @@ class Check:
 def _gaussian_closed_form():
     from problems import LinearGaussianClosedForm
 
+    from continuation.apps.experiments.gaussian_iso_c import CONFIG
     from continuation.files.config import build_run, load_config
 
-    return LinearGaussianClosedForm.of(build_run(load_config(ROOT / "validation/configs/gaussian_iso_c.toml"))["problem"])
+    return LinearGaussianClosedForm.of(build_run(load_config(CONFIG))["problem"])
 
 
 def _digits_constant(config: dict) -> float:

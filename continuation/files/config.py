@@ -20,6 +20,9 @@
     [output]     checkpoint_every, progress
 
 Names map to classes in one table per role (continuation/strategies/registry.py); `python -m continuation list` prints them.
+
+`dumps_toml` / `write_toml` are the way back: a configuration dict as TOML (the report's quick
+run, the iso-C routes, the GPU check's sweep, the bad-input sweep's cases all write with them).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from continuation.errors import first_line
 
 import dataclasses
 import inspect
+import json
 import math
 import re
 import tomllib
@@ -211,6 +215,43 @@ def load_config(path) -> dict:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else "inf" if v == math.inf else "-inf" if v == -math.inf else repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a TOML basic string: JSON's escapes are TOML's
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def _toml_key(k) -> str:
+    k = str(k)
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
+
+
+def dumps_toml(config: dict) -> str:
+    """A configuration dict as TOML: its dicts as tables (their dicts inline), any other top-level
+    value as a key before the first table; floats include nan and inf (TOML has them)."""
+    keys = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in config.items() if not isinstance(v, dict)]
+    tables = []
+    for section, table in config.items():
+        if isinstance(table, dict):
+            tables += [f"[{_toml_key(section)}]", *(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()), ""]
+    return "\n".join(keys + ([""] if keys and tables else []) + tables)
+
+
+def write_toml(config: dict, path) -> Path:
+    """`dumps_toml(config)` written to `path`; the path."""
+    path = Path(path)
+    path.write_text(dumps_toml(config))
+    return path
 
 
 def build_run(config: dict, *, check_start: bool = True) -> dict:
