@@ -17,7 +17,6 @@ from continuation.files.path import load_path, load_point
 from continuation.strategies.predictors import Previous
 from continuation.engine.state import State, load_slots, named
 from continuation.engine.stepper import Stepper
-from continuation.surface.work import Work
 
 
 def placed(template) -> dict:
@@ -35,7 +34,7 @@ def fresh(stepper: Stepper, x, mu, *, equilibrate: bool, settle: int) -> tuple[S
     if settle < 1:
         raise ValueError(f"settle must be >= 1, got {settle}")
     t0 = time.perf_counter()
-    work, grad_norm = Work(), None
+    grad_norm = None
     if equilibrate:
         corrector = stepper.s.corrector
         for _ in range(settle):
@@ -43,12 +42,11 @@ def fresh(stepper: Stepper, x, mu, *, equilibrate: bool, settle: int) -> tuple[S
                 res = corrector.correct(stepper.system, x, mu)
             except FloatingPointError as e:
                 raise ContinuationError(f"start point {named(mu)}: {e}") from e
-            work.add_corrector(res)
             if not res.converged:
                 raise ContinuationError(f"the start point did not equilibrate: corrector {res.status}, "
                                         f"|grad| {res.grad_norm:.2e} at {named(mu)}")
             x, grad_norm = res.x, res.grad_norm
-    return stepper.init(x, mu, work=work, grad_norm=grad_norm, seconds=time.perf_counter() - t0)
+    return stepper.init(x, mu, grad_norm=grad_norm, seconds=time.perf_counter() - t0)
 
 
 def _size(template) -> int:

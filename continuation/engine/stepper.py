@@ -26,14 +26,15 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from problems.base import StochasticProblem, mu_index
+from problems.base import StochasticProblem
 
 from continuation.surface.context import PointContext
 from continuation.strategies.correctors import Corrector
 from continuation.errors import ContinuationError, first_line
+from continuation.singular.branch_end import BranchEnd
 from continuation.singular.events import EventFinder
 from continuation.singular.monitor import Monitor
-from continuation.strategies.predictors import NoPredictor, Predictor, Previous
+from continuation.strategies.predictors import Predictor, Previous
 from continuation.engine.state import (Accepted, Attempt, Point, State, init_slots, named, relative as _relative,
                                        update_slots)
 from continuation.strategies.processes import Process
@@ -41,7 +42,6 @@ from continuation.strategies.projections import NoProjection, Projection, Projec
 from continuation.strategies.step_control import StepControl, StepsExhausted, StopRule, Verdict
 from continuation.strategies.base import settings_of
 from continuation.surface.system import EquilibriumSystem
-from continuation.surface.work import Work
 
 
 
@@ -139,26 +139,28 @@ class Stepper:
         ctx = self.context(x, mu)
         return Point(x, mu, s, ctx, self.tangent_at(ctx), drift)
 
-    def row(self, state: State, point: Point, *, step_size, grad_norm, work: Work, seconds, rejected, next_step,
-            angle) -> dict:
+    def row(self, state: State, point: Point, *, step_size, grad_norm, seconds, rejected, next_step, angle) -> dict:
+        """The point's row of the path (continuation/files/schema.py); its work columns are the
+        system's ledger, taken (read and reset): everything spent since the last row."""
         f = point.ctx.functionals()
         G = self.held(point.ctx)
-        row = {"s": point.s, **named(point.mu), "R": f["R"], "D": f["D"], "C": f["C"], "F": point.ctx.objective(),
-               "grad_norm": grad_norm, **work.row(self.s.corrector.counts), "seconds": seconds,
-               "step_size": step_size, "next_step": next_step, "rejected": int(rejected),
-               "C_drift": _relative(f["C"], state.C0),
-               "constraint_drift": math.nan if G is None or state.G0 is None else _relative(G, state.G0),
-               "tangent_angle": math.nan if angle is None else angle,
-               "krylov_residual": max((r.rel_residual for r in point.ctx.solves), default=math.nan)}
+        head = {"s": point.s, **named(point.mu), "R": f["R"], "D": f["D"], "C": f["C"], "F": point.ctx.objective(),
+                "grad_norm": grad_norm}
+        tail = {"seconds": seconds, "step_size": step_size, "next_step": next_step, "rejected": int(rejected),
+                "C_drift": _relative(f["C"], state.C0),
+                "constraint_drift": math.nan if G is None or state.G0 is None else _relative(G, state.G0),
+                "tangent_angle": math.nan if angle is None else angle,
+                "krylov_residual": max((r.rel_residual for r in point.ctx.solves), default=math.nan)}
         if self.s.process.also_holds is not None:
             H = self.also_held(point.ctx)
-            row["constraint2_drift"] = math.nan if H is None or state.H0 is None else self.drift2(H, state)
+            tail["constraint2_drift"] = math.nan if H is None or state.H0 is None else self.drift2(H, state)
         if getattr(self.s.projection, "reuse_response", False):
             own = state.slots["projection"]
-            row["secant_response"] = math.nan if own is None else own
-        row.update(self.system.validation_metrics(point.x))
-        row.update(point.ctx.evaluation_metrics())
-        row.update(self.system.ledger.take().row(self.s.corrector.counts))  # the work columns: everything spent since the last row
+            tail["secant_response"] = math.nan if own is None else own
+        tail.update(self.system.validation_metrics(point.x))
+        tail.update(point.ctx.evaluation_metrics())
+        work = self.system.ledger.take().row(self.s.corrector.counts)  # taken last: all the point's work
+        row = {**head, **work, **tail}
         if self.monitor is not None:
             sp, k = point.spectrum, self.monitor.modes
             if k > 0:
@@ -220,7 +222,7 @@ class Stepper:
         return q, ev
 
     # -- init / step / done ---------------------------------------------------------------------
-    def init(self, x, mu, *, s: float = 0.0, work: Work | None = None, grad_norm: float | None = None,
+    def init(self, x, mu, *, s: float = 0.0, grad_norm: float | None = None,
              seconds: float = 0.0) -> tuple[State, dict]:
         """The first state at (x, mu), which must be on the surface, and its row."""
         current, events = self.point(x, mu, s), []
@@ -240,11 +242,9 @@ class Stepper:
             raise ContinuationError(f"start point {named(mu)}: R, D, C not finite: {f}")
         state = State(current, None, 0, init_slots(self.roles, current),
                       monitored=current if self.monitor is not None else None)
-        work = work or Work()
-        work.add(current.ctx.work)
         if grad_norm is None:
             grad_norm = float(self.system.gradient(x, mu).norm())
-        row = self.row(state, current, step_size=0.0, grad_norm=grad_norm, work=work, seconds=seconds, rejected=0,
+        row = self.row(state, current, step_size=0.0, grad_norm=grad_norm, seconds=seconds, rejected=0,
                        next_step=state.ds_next, angle=None)
         if self.monitor is not None:
             row["events"] = events
@@ -281,38 +281,32 @@ class Stepper:
         if self.resample:
             self.problem.resample(state.step + 1)
             current = replace(current, ctx=self.context(current.x, current.mu).carry_draw_free(current.ctx))
-        work, rejected, jumped = Work(), 0, False
-        ahead = self._zero_ahead(state)
+        rejected = 0
+        end = BranchEnd.ahead(self.monitor, state.monitored, state.current, state.slots["monitor"])
         while True:
             ds_try, landing = self.s.stop.landing(current.mu, current.ctx.velocity(self.s.process), ds)
             try:
-                attempt = self._attempt(state, current, ds_try, landing, work)
-                verdict = control.assess(self.s.corrector, attempt.result, attempt.prediction_ok,
-                                         None if attempt.drift is None else attempt.drift - current.drift,
-                                         _angle(current.tangent, attempt.tangent)
-                                         if attempt.result.converged else None, miss=attempt.miss,
-                                         factor=_factor(current.mu, attempt.mu), ds=attempt.ds)
+                attempt = self._attempt(state, current, ds_try, landing)
+                verdict = self._assess(current, attempt)
                 why = verdict.reason
             except (FloatingPointError, torch.linalg.LinAlgError) as e:
                 # a stage or a corrector iterate left the domain where J is defined
                 verdict, why = None, first_line(e)
             if verdict is not None and verdict.accepted:
                 break
-            if not jumped and ahead is not None and ds_try > ahead - current.s:
-                jumped = True
-                jump = self._jump(state, current, 2.0 * (ahead - current.s), work)
-                if jump is not None:
-                    attempt, verdict = jump
-                    break
+            rescued = None if end is None else end.rescue(
+                ds_try, lambda h, predictor: self._attempt(state, current, h, None, predictor))
+            if rescued is not None:
+                attempt, verdict = rescued
+                break
             rejected += 1
             try:
                 ds = control.after_rejection(ds)
             except StepsExhausted as e:
                 reason = f"{e} at step {state.step + 1} (last rejection: {why})"
                 return replace(state, current=current, reason=reason, status="stopped"), None
-        ds_try, landing = attempt.ds, attempt.landing
-        new = Point(attempt.x, attempt.mu, current.s + ds_try, attempt.ctx, attempt.tangent, attempt.drift or 0.0)
-        if not (landing is not None and ds_try < ds):  # a shortened landing step says nothing of ds
+        new = Point(attempt.x, attempt.mu, current.s + attempt.ds, attempt.ctx, attempt.tangent, attempt.drift or 0.0)
+        if not (attempt.landing is not None and attempt.ds < ds):  # a shortened landing step says nothing of ds
             ds = control.after_acceptance(ds, verdict.easy)
         events, monitored, due = [], state.monitored, self.monitor is not None and self.monitor.due(state.step + 1)
         if due:
@@ -320,18 +314,26 @@ class Stepper:
             with self.system.ledger.paused():  # the monitor's work is its own (monitor_hvps)
                 new, events = self._monitor(state, new)
             monitored = new
-        accepted = Accepted(state.step + 1, ds_try, ds, new, current, named(new.mu), attempt.response, due,
+        accepted = Accepted(state.step + 1, attempt.ds, ds, new, current, named(new.mu), attempt.response, due,
                             state.monitored, tuple(events))
         nxt = replace(state, current=new, previous=Previous(current.x, current.mu, current.s, new.s),
                       step=state.step + 1, slots=update_slots(self.roles, state.slots, accepted), monitored=monitored)
-        angle = _angle(current.tangent, new.tangent)
-        row = self.row(nxt, new, step_size=ds_try, grad_norm=attempt.grad_norm, work=work,
-                       seconds=time.perf_counter() - t0, rejected=rejected, next_step=ds, angle=angle)
+        row = self.row(nxt, new, step_size=attempt.ds, grad_norm=attempt.grad_norm,
+                       seconds=time.perf_counter() - t0, rejected=rejected, next_step=ds,
+                       angle=_angle(current.tangent, new.tangent))
         if self.monitor is not None:
             row["events"] = events
             row["monitor_hvps"] = (new.spectrum.hvps if new.spectrum is not None else 0) + sum(
                 int(e.get("hvps", 0)) for e in events)
         return self.judged(nxt), row
+
+    def _assess(self, current: Point, attempt: Attempt) -> Verdict:
+        """The step control's verdict on an attempt from `current` (StepControl.assess)."""
+        ok = attempt.result.converged
+        return self.s.control.assess(self.s.corrector, attempt.result, attempt.prediction_ok,
+                                     None if attempt.drift is None else attempt.drift - current.drift,
+                                     _angle(current.tangent, attempt.tangent) if ok else None, miss=attempt.miss,
+                                     factor=_factor(current.mu, attempt.mu), ds=attempt.ds)
 
     def _monitor(self, state: State, new: Point) -> tuple[Point, list]:
         """The new point's spectrum, the events since the last monitored point, and the switch to
@@ -368,96 +370,34 @@ class Stepper:
                              "eig": float(p.spectrum.values[0]), "mode": 0, "index_after": index,
                              "located": 0, "method": "none", "detail": f"Morse index {index}: {why}"}]
 
-    def _zero_ahead(self, state: State) -> float | None:
-        """The clock s* > s where the lowest non-negative eigenvalue of A, extrapolated linearly
-        through the last two monitored points, reaches zero (a branch may end there: a latent
-        direction switching off), or None."""
-        m = state.monitored
-        history = state.slots["monitor"]
-        if self.monitor is None or m is None or m is not state.current or not history:
-            return None
-        s_old, old = history[-1]
-        i = m.spectrum.index(self.monitor.zero_tol)
-        if i >= len(old) or i >= len(m.spectrum.values) or m.s == s_old:
-            return None
-        e, slope = float(m.spectrum.values[i]), (float(m.spectrum.values[i]) - old[i]) / (m.s - s_old)
-        if not (e > 0 and slope * (m.s - s_old) < 0):
-            return None
-        return m.s - e / slope
-
-    def _jump(self, state: State, current: Point, ds: float, work: Work):
-        """Across a branch end predicted at s + ds/2 (`_zero_ahead`) after a rejected step: mu by
-        the law, theta kept (the branch's tangent blows up there), the run's corrector; the turning
-        angle is not judged (the path changes branch by construction; the monitor then locates
-        the crossing on the branch it joined). (attempt, verdict) or None if it did not converge."""
-        try:
-            attempt = self._attempt(state, current, ds, None, work, predictor=NoPredictor())
-        except (FloatingPointError, torch.linalg.LinAlgError):
-            return None
-        if not attempt.result.converged:
-            return None
-        return attempt, Verdict(True, False, "jumped across a branch end")
-
     @staticmethod
     def _own(strategy, role: str, state: State) -> dict:
         """own=<its slot> for a stateful strategy's call (strategies/base.py), nothing for the others."""
         return {"own": state.slots[role]} if strategy.stateful else {}
 
-    def _attempt(self, state: State, current: Point, ds: float, landing, work: Work, predictor=None) -> Attempt:
-        """Predict, correct, project: the candidate point; its work is added to `work`."""
+    def _attempt(self, state: State, current: Point, ds: float, landing, predictor=None) -> Attempt:
+        """Predict (landing on a milestone: StopRule.land), correct (Prediction.correct), project
+        (the run's projection onto the held values): the candidate point. Raises
+        FloatingPointError where the prediction leaves lambda, gamma > 0 or R, D, C, J are not
+        finite at the corrected point. Its work is counted where spent (the system's ledger)."""
         s, system = self.s, self.system
         predictor = predictor or s.predictor
-        pred = predictor.predict(self.context, current.ctx, ds, state.previous, s.process, **self._own(predictor, "predictor", state))
-        work.add(pred.work)
-        if landing is None:
-            # a predictor that does not move mu at the law's rate (a secant through the last two
-            # points) can carry a parameter past a milestone or target that the law's rate did not
-            # reach within ds: land on the first one crossed
-            landing = s.stop.crossed(current.mu, pred.mu)
-        if landing is not None:
-            # ds came from the rate at the start; a higher-order predictor bends away from that
-            # line, so adjust ds by secant steps until the parameter lands (0 extra for euler/none)
-            i, target = mu_index(landing[0]), landing[1]
-            start_value = float(current.mu[i])
-            for _ in range(6):
-                got = float(pred.mu[i])
-                if abs(got - target) <= 64 * torch.finfo(pred.mu.dtype).eps * max(1.0, abs(target)) \
-                        or got == start_value:
-                    break
-                ds = ds * (target - start_value) / (got - start_value)
-                pred = predictor.predict(self.context, current.ctx, ds, state.previous, s.process, **self._own(predictor, "predictor", state))
-                work.add(pred.work)
-        mu_new = pred.mu.clone()
-        if landing is not None:
-            mu_new[mu_index(landing[0])] = landing[1]
+
+        def predict(h):
+            return predictor.predict(self.context, current.ctx, h, state.previous, s.process,
+                                     **self._own(predictor, "predictor", state))
+
+        pred, ds, landing, mu_new = s.stop.land(predict, current.mu, ds, landing, predict(ds))
         if not (float(mu_new[0]) > 0 and float(mu_new[1]) > 0):
             raise FloatingPointError(f"prediction left the domain lambda, gamma > 0: {named(mu_new)}")
-        cond = pred.arclength  # pseudo-arclength: the corrector moves a multiplier too (continuation/strategies/arclength.py)
-        if cond is not None and landing is None:
-            res = s.corrector.correct_arclength(system, pred.x, mu_new, cond, **self._own(s.corrector, "corrector", state))
-            late = s.stop.crossed(current.mu, res.mu) if res.converged else None
-            if late is not None:
-                # the corrector, not the prediction, carried a multiplier past a milestone or
-                # target: land on it at fixed mu from the corrected point
-                work.add_corrector(res)
-                landing, mu_new = late, res.mu.clone()
-                mu_new[mu_index(late[0])] = late[1]
-                res = s.corrector.correct(system, res.x, mu_new, **self._own(s.corrector, "corrector", state))
-            elif res.converged:
-                mu_new = res.mu
-            if not (float(mu_new[0]) > 0 and float(mu_new[1]) > 0):
-                raise FloatingPointError(f"correction left the domain lambda, gamma > 0: {named(mu_new)}")
-        else:
-            res = s.corrector.correct(system, pred.x, mu_new, **self._own(s.corrector, "corrector", state))
-        work.add_corrector(res)
-        if cond is not None and res.converged and cond.distance(res.x, mu_new) > 0:
-            ds = cond.distance(res.x, mu_new)  # s is arclength: the corrected point's projected distance
+        corr = pred.correct(s.corrector, system, mu_new, landing, s.stop, current.mu,
+                            self._own(s.corrector, "corrector", state))
+        res, mu_new, landing, ds = corr.result, corr.mu, corr.landing, corr.ds or ds
         x_new, grad_norm, ctx_new, response = res.x, res.grad_norm, None, None
         if res.converged:
             p = s.projection.project(ProjectionTask(system, s.process, s.corrector, self.context, current, pred.x,
                                                     mu_new, res, state.G0, landing, state.H0, state.H_scale,
                                                     own=state.slots["projection"]))
-            work.add(p.work)
             x_new, mu_new, ctx_new, grad_norm, response = p.x, p.mu, p.ctx, p.grad_norm, p.response
         ctx_new = ctx_new or self.context(x_new, mu_new)
         if res.converged:
@@ -473,5 +413,4 @@ class Stepper:
             miss = abs(drift)
             if state.H0 is not None and self.s.process.also_holds is not None:
                 miss = max(miss, abs(self.drift2(self.also_held(ctx_new), state)))
-        work.add(ctx_new.work)
         return Attempt(pred.solves_ok, res, x_new, mu_new, ctx_new, tangent, drift, miss, ds, grad_norm, landing, response)

@@ -45,13 +45,13 @@ from typing import ClassVar, final
 
 import torch
 
-from problems.base import mu_index
+from problems.base import MU_NAMES, mu_index
 from solvers import GMRES, NewtonCG
 from solvers.bordered import Border, BorderedNewton, bordered_solve
 
 from continuation.strategies.options import in_range, integer, positive
 from continuation.strategies.correctors import Corrector, CorrectorResult
-from continuation.strategies.predictors import Prediction, Predictor
+from continuation.strategies.predictors import Correction, Prediction, Predictor
 from continuation.strategies.processes import Process
 from continuation.surface.work import Work, count
 
@@ -153,7 +153,37 @@ class PseudoArclengthPredictor(Predictor):
         e = torch.zeros_like(mu)
         e[i] = 1.0
         cond = ArclengthCondition(w_x * tau_x, w_p * float(tau_mu[i]), x, mu, e, ds)
-        return Prediction(x, mu, 1, start.solves_converged, start.solve_report(), Work(), arclength=cond)
+        return ArclengthPrediction(x, mu, 1, start.solves_converged, start.solve_report(), Work(), arclength=cond)
+
+
+@dataclass
+class ArclengthPrediction(Prediction):
+    """A prediction whose corrector moves one multiplier too: grad_theta J = 0 with the arclength
+    condition (BorderedNewtonCorrector.correct_arclength), so s is arclength."""
+
+    def correct(self, corrector, system, mu, landing, stop, mu_from, own: dict) -> Correction:
+        """The bordered corrector's run; where the prediction itself lands on a milestone, the
+        plain corrector at that mu. Where the corrector (not the prediction) carries a multiplier
+        past a milestone or target, it lands there: the parameter set to the value, then the plain
+        corrector at that mu from the corrected point. The step's length is the corrected point's
+        projected distance along the tangent (ArclengthCondition.distance), where it is > 0.
+        Raises FloatingPointError when the correction leaves lambda, gamma > 0."""
+        if landing is not None:
+            res = corrector.correct(system, self.x, mu, **own)
+        else:
+            res = corrector.correct_arclength(system, self.x, mu, self.arclength, **own)
+            late = stop.crossed(mu_from, res.mu) if res.converged else None
+            if late is not None:
+                landing, mu = late, res.mu.clone()
+                mu[mu_index(late[0])] = late[1]
+                res = corrector.correct(system, res.x, mu, **own)
+            elif res.converged:
+                mu = res.mu
+            if not (float(mu[0]) > 0 and float(mu[1]) > 0):
+                named = {n: float(mu[i]) for i, n in enumerate(MU_NAMES)}
+                raise FloatingPointError(f"correction left the domain lambda, gamma > 0: {named}")
+        distance = self.arclength.distance(res.x, mu) if res.converged else 0.0
+        return Correction(res, mu, landing, distance if distance > 0 else None)
 
 
 @final

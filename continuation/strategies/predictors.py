@@ -46,6 +46,25 @@ class Prediction:
     # (pseudo-arclength: continuation/strategies/arclength.py); None: correct at the predicted mu
     arclength: object = None
 
+    def correct(self, corrector, system, mu, landing, stop, mu_from, own: dict) -> "Correction":
+        """The corrector's run from this prediction: grad_theta J(theta; mu) = 0 at the given mu
+        (the predicted one, or with a parameter landed on a milestone). `landing`, `stop`,
+        `mu_from`: what a prediction that lets the corrector move mu needs to land
+        (ArclengthPrediction); `own`: the corrector's slot for a stateful corrector."""
+        return Correction(corrector.correct(system, self.x, mu, **own), mu, landing, None)
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A corrector's run from a prediction: its result, the mu it ended at, the landing (name,
+    value) it made, if any, and the step's length where the correction defines it (pseudo-
+    arclength: the corrected point's projected distance; None: the predictor's ds)."""
+
+    result: object
+    mu: torch.Tensor
+    landing: tuple | None
+    ds: float | None
+
 
 @dataclass(frozen=True)
 class Previous:

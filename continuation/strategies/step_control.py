@@ -402,6 +402,34 @@ class StopRule:
                 best = (need, (name, nxt))
         return best
 
+    def land(self, predict, mu_from: torch.Tensor, ds: float, landing, prediction):
+        """(prediction, ds, landing, mu): the step's prediction made to land on a milestone or target.
+
+        `landing`: (name, value) from `landing` (ds was shortened by the law's rate at the start),
+        or None; then the first milestone or target that `prediction` crossed (a secant, which does
+        not move mu at the law's rate, can carry a parameter past one the law did not reach within
+        ds), if any. A higher-order predictor bends away from the rate's line: ds is adjusted by
+        secant steps, re-predicting with `predict(ds)` (at most 6; none for euler or none), until the
+        parameter is within 64 ulp of the value; mu is the prediction's with the parameter set to
+        the value exactly."""
+        if landing is None:
+            landing = self.crossed(mu_from, prediction.mu)
+        mu = prediction.mu.clone()
+        if landing is None:
+            return prediction, ds, None, mu
+        i, target = mu_index(landing[0]), landing[1]
+        start_value = float(mu_from[i])
+        for _ in range(6):
+            got = float(prediction.mu[i])
+            if abs(got - target) <= 64 * torch.finfo(prediction.mu.dtype).eps * max(1.0, abs(target)) \
+                    or got == start_value:
+                break
+            ds = ds * (target - start_value) / (got - start_value)
+            prediction = predict(ds)
+        mu = prediction.mu.clone()
+        mu[i] = target
+        return prediction, ds, landing, mu
+
     def crossed(self, mu_from: torch.Tensor, mu_to: torch.Tensor):
         """(name, value) of the milestone or target that the move mu_from -> mu_to passes first
         (the smallest fraction of the move), or None. A value within rounding of mu_from is not
