@@ -408,10 +408,12 @@ class StopRule:
         `landing`: (name, value) from `landing` (ds was shortened by the law's rate at the start),
         or None; then the first milestone or target that `prediction` crossed (a secant, which does
         not move mu at the law's rate, can carry a parameter past one the law did not reach within
-        ds), if any. A higher-order predictor bends away from the rate's line: ds is adjusted by
-        secant steps, re-predicting with `predict(ds)` (at most 6; none for euler or none), until the
-        parameter is within 64 ulp of the value; mu is the prediction's with the parameter set to
-        the value exactly."""
+        ds), if any. A higher-order predictor bends away from the rate's line: ds is adjusted by the
+        chord through the start, ds <- ds (value - start) / (predicted - start), re-predicting with
+        `predict(ds)` (at most 6 times; none for euler or none, whose parameter is linear in ds),
+        until the parameter is within 64 ulp of the value (linear convergence, by about the
+        curvature's relative share of the step each time); mu is the prediction's with the
+        parameter set to the value exactly."""
         if landing is None:
             landing = self.crossed(mu_from, prediction.mu)
         mu = prediction.mu.clone()
