@@ -91,7 +91,7 @@ def predicted(config, x, mu, hvp_batch: int, shift_factor: float) -> dict:
     ctx = PointContext(system, x, mu, MINRES(rtol=k["rtol"], maxiter=k["maxiter"], shift=k["shift"] * shift_factor))
     rates = ctx.rates()
     return {f: {p: rates[f][p] for p in ("lambda", "gamma")} for f in ("C", "R", "D")} | {
-        "krylov_iters": ctx.work.krylov_iters}
+        "krylov_iters": sum(r.iters for r in ctx.solves)}
 
 
 def actual(corrector_config: dict, config, x, mu, budgets, h: dict) -> dict:

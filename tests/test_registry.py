@@ -10,7 +10,6 @@ from continuation.apps.cli import main
 from continuation.files.path import load_path
 from continuation.strategies.predictors import Prediction, Predictor
 from continuation.strategies.registry import REGISTRY, register
-from continuation.surface.work import Work
 from problems import LinearGaussianClosedForm
 from problems.registry import PROBLEMS
 
@@ -28,10 +27,8 @@ class HeunPredictor(Predictor):
         end = make_context(start.x + ds * x1, start.mu + ds * mu1)
         mu2 = end.velocity(process)
         x2 = end.theta_dot(mu2)
-        work = Work()
-        work.add(end.work)
         return Prediction(start.x + 0.5 * ds * (x1 + x2), start.mu + 0.5 * ds * (mu1 + mu2), 2,
-                          start.solves_converged and end.solves_converged, end.solve_report(), work)
+                          start.solves_converged and end.solves_converged, end.solve_report())
 
 
 CONFIG = """

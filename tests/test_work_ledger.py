@@ -203,3 +203,23 @@ def test_deterministic_newton_route_counts_every_pass(monkeypatch, competition):
     assert_columns_match(ds, counter, corrector)
     assert int(ds["hvps"].sum()) > int(ds["krylov_iters"].sum()) > 0  # Newton's CG matvecs beside the tangents'
     assert np.all(ds["evaluations"].values > 0)
+
+
+def test_monitor_work_is_counted_apart_once(monkeypatch, competition):
+    """With the stability monitor on, its HVPs (the spectra at every point) are spent aside
+    (Ledger.aside): not in the rows' `hvps`, in `monitor_hvps`; the two together are every HVP
+    the independent counter saw, and the other columns still equal what was spent."""
+    from continuation.singular.monitor import Monitor
+
+    problem = competition.problem
+    corrector = NewtonCorrector()
+    counter = IndependentCounter(monkeypatch, problem, corrector)
+    ds = continue_path(problem, IsoClassification(tol=1e-10), ODEPredictor(method="euler"), corrector,
+                       FixedSteps(size=0.05), StopRule(max_steps=2), projection=NewtonProjection(),
+                       start=(1.0, 1.0), equilibrate=True, progress=False, monitor=Monitor(modes=2))
+    assert ds.sizes["step"] == 3
+    monitor = int(ds["monitor_hvps"].sum())
+    assert np.all(ds["monitor_hvps"].values > 0)  # a spectrum at every point
+    assert int(ds["hvps"].sum()) + monitor == counter.counts["hvps"]
+    counter.counts["hvps"] -= monitor
+    assert_columns_match(ds, counter, corrector)

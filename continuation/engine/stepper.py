@@ -167,7 +167,7 @@ class Stepper:
                 values = [] if sp is None else [float(v) for v in sp.values]
                 row["eig"] = tuple(values + [math.nan] * (k - len(values)))
                 row["morse_index"] = -1 if sp is None else sp.index(self.monitor.zero_tol)
-            row["monitor_hvps"] = 0 if sp is None else sp.hvps
+            row["monitor_hvps"] = 0  # the monitor's work (Ledger.aside): set by init and step
             row["events"] = []
         return row
 
@@ -194,18 +194,17 @@ class Stepper:
             a *= 2.0
         if best is None:
             return None
-        res = self.s.corrector.correct(self.system, p.x + best[0] * v, p.mu)
-        if not res.converged:
-            return None
-        q = self.point(res.x, p.mu, p.s)
-        F_switched = q.ctx.objective()
-        hvps = res.hvps
-        if not isinstance(self.s.projection, NoProjection) and G0 is not None:
-            pr = self.s.projection.project(ProjectionTask(self.system, self.s.process, self.s.corrector, self.context,
-                                                          q, q.x, p.mu, res, G0, None))
-            hvps += pr.work.hvps
-            q = self.point(pr.x, pr.mu, p.s)
-        q = self.monitored(q, p.spectrum)
+        with self.system.ledger.aside() as spent:  # the switch's cost, reported in its event
+            res = self.s.corrector.correct(self.system, p.x + best[0] * v, p.mu)
+            if not res.converged:
+                return None
+            q = self.point(res.x, p.mu, p.s)
+            F_switched = q.ctx.objective()
+            if not isinstance(self.s.projection, NoProjection) and G0 is not None:
+                pr = self.s.projection.project(ProjectionTask(self.system, self.s.process, self.s.corrector,
+                                                              self.context, q, q.x, p.mu, res, G0, None))
+                q = self.point(pr.x, pr.mu, p.s)
+            q = self.monitored(q, p.spectrum)
         zt = self.monitor.zero_tol
         if not (q.spectrum.index(zt) < p.spectrum.index(zt) and F_switched < J0):
             return None
@@ -214,7 +213,7 @@ class Stepper:
         f = {**q.ctx.functionals(), "F": q.ctx.objective()}
         ev = {"type": "branch_switch", "step": step, "s": p.s, **named(p.mu), **f, "eig": float(p.spectrum.values[0]),
               "mode": 0, "index_before": p.spectrum.index(zt), "index_after": q.spectrum.index(zt), "iterations": res.iters,
-              "hvps": hvps + q.spectrum.hvps, "located": 1, "method": "descent",
+              "hvps": spent.hvps, "located": 1, "method": "descent",
               "detail": f"switched to the minimising branch: F {J0:.12g} -> {F_switched:.12g} at the same mu "
                         f"(a step of {best[0]:.3g} along the unstable eigenvector, then the corrector"
                         f"{'' if q.mu is p.mu else ', then the projection'})",
@@ -233,7 +232,7 @@ class Stepper:
             if self.monitor.modes > free:
                 raise ContinuationError(f"monitor modes = {self.monitor.modes} exceeds the {free} parameters off the "
                                         f"gauge orbit at the start; ask for at most {free}")
-            with self.system.ledger.paused():  # the monitor's work is its own (monitor_hvps)
+            with self.system.ledger.aside() as spent:  # the monitor's work is its own (monitor_hvps)
                 current, events = self._leave_saddle(self.monitored(current), 0, None, [])
             if current.x is not x:  # switched off a saddle at the start
                 x, mu, grad_norm = current.x, current.mu, None
@@ -247,7 +246,7 @@ class Stepper:
         row = self.row(state, current, step_size=0.0, grad_norm=grad_norm, seconds=seconds, rejected=0,
                        next_step=state.ds_next, angle=None)
         if self.monitor is not None:
-            row["events"] = events
+            row["events"], row["monitor_hvps"] = events, spent.hvps
         return self.judged(state), row
 
     def resumed(self, x, mu, s, *, previous: Previous | None, step: int, slots: dict) -> State:
@@ -309,9 +308,10 @@ class Stepper:
         if not (attempt.landing is not None and attempt.ds < ds):  # a shortened landing step says nothing of ds
             ds = control.after_acceptance(ds, verdict.easy)
         events, monitored, due = [], state.monitored, self.monitor is not None and self.monitor.due(state.step + 1)
+        spent = None
         if due:
-            new.ctx.evaluation_metrics()  # the row's, computed (and counted) before the monitor's pause
-            with self.system.ledger.paused():  # the monitor's work is its own (monitor_hvps)
+            new.ctx.evaluation_metrics()  # the row's, computed (and counted) before the monitor's aside
+            with self.system.ledger.aside() as spent:  # the monitor's work is its own (monitor_hvps)
                 new, events = self._monitor(state, new)
             monitored = new
         accepted = Accepted(state.step + 1, attempt.ds, ds, new, current, named(new.mu), attempt.response, due,
@@ -322,9 +322,7 @@ class Stepper:
                        seconds=time.perf_counter() - t0, rejected=rejected, next_step=ds,
                        angle=_angle(current.tangent, new.tangent))
         if self.monitor is not None:
-            row["events"] = events
-            row["monitor_hvps"] = (new.spectrum.hvps if new.spectrum is not None else 0) + sum(
-                int(e.get("hvps", 0)) for e in events)
+            row["events"], row["monitor_hvps"] = events, 0 if spent is None else spent.hvps
         return self.judged(nxt), row
 
     def _assess(self, current: Point, attempt: Attempt) -> Verdict:

@@ -60,20 +60,16 @@ class EventFinder:
             raise ValueError(f"monitor locate = 'newton' needs a deterministic problem; {stepper.problem.name!r} "
                              f"draws a new J with each batch (use 'interpolate' or 'auto')")
         self.saddle_newton = BorderedNewtonCorrector(gtol=self.gtol, maxiter=30)
-        self.hvps = 0
 
     # -- points ---------------------------------------------------------------------------------
     def newton(self, x, mu):
         """Newton on grad J = 0 at fixed mu without a descent requirement (converges to saddles):
         the bordered-newton corrector's fixed-mu solve (continuation/strategies/arclength.py)."""
         r = self.saddle_newton.correct(self.stepper.system, x, mu)
-        self.hvps += r.hvps
         return r.x, r.converged
 
     def spectrum(self, x, mu, previous):
-        sp = self.monitor.spectrum(self.stepper.system, x, mu, previous)
-        self.hvps += 0 if sp is None else sp.hvps
-        return sp
+        return self.monitor.spectrum(self.stepper.system, x, mu, previous)
 
     def of_point(self, p) -> Trial:
         return Trial(p.x, p.mu, p.s, p.spectrum, self.quantities(p.ctx))
@@ -161,10 +157,10 @@ class EventFinder:
         for name, values in self.monitor.crossings.items():
             for v in values:
                 if (a.f[name] - v) * (b.f[name] - v) < 0:
-                    self.hvps = 0
-                    c, iters, ok = self.locate(old, a, b, lambda p, n=name, v=v: p.f[n] - v)
+                    with self.stepper.system.ledger.aside() as spent:
+                        c, iters, ok = self.locate(old, a, b, lambda p, n=name, v=v: p.f[n] - v)
                     out.append(self.event("crossing", step, c, eig=math.nan, mode=-1, index_before=i0,
-                                          index_after=i1, iterations=iters, hvps=self.hvps, located=int(ok),
+                                          index_after=i1, iterations=iters, hvps=spent.hvps, located=int(ok),
                                           method=self._method(), detail=f"{name} crossed {v:g}"))
         return out
 
@@ -172,9 +168,9 @@ class EventFinder:
         return "interpolate" if self.interpolate else "illinois"
 
     def _bifurcation(self, base, a, b, j, i0, i1, step, kind, detail=None) -> dict:
-        self.hvps = 0
-        c, iters, ok = self.locate(base, a, b, lambda p: float(p.spectrum.values[j]) if p.spectrum is not None
-                                   else math.nan)
+        with self.stepper.system.ledger.aside() as spent:
+            c, iters, ok = self.locate(base, a, b, lambda p: float(p.spectrum.values[j]) if p.spectrum is not None
+                                       else math.nan)
         if c.spectrum is None:  # interpolated: the eigenvalue is zero there by construction
             eig, null, mult = 0.0, None, 1
         else:
@@ -187,7 +183,7 @@ class EventFinder:
                 "on, a collapse, another bifurcation)" if i1 > i0 else "an unstable direction stabilised")
         many = f"eigenvalues {j}-{j + mult - 1} of A (multiplicity {mult})" if mult > 1 else f"eigenvalue {j} of A"
         return self.event(kind, step, c, eig=eig, mode=j, multiplicity=mult, index_before=i0, index_after=i1,
-                          iterations=iters, hvps=self.hvps, located=int(ok), method=self._method(),
+                          iterations=iters, hvps=spent.hvps, located=int(ok), method=self._method(),
                           detail=detail or f"Morse index {i0} -> {i1}: {many} crossed zero ({what})",
                           x=c.x, null_vector=null)
 
@@ -204,14 +200,17 @@ class EventFinder:
         slope = (e_old - e_prev) / (old.s - s_prev)
         if not (e_old > 0 and e_new > 0 and slope * (new.s - old.s) < 0 and e_old + slope * (new.s - old.s) < 0):
             return []
-        self.hvps = 0
-        for base, here, there in ((old, a, new.s), (new, b, old.s)):
-            probe = self.trial(base, there)
-            if probe.converged and float(probe.spectrum.values[i0]) < -self.monitor.zero_tol:
-                lo, hi = (here, probe) if here.s < probe.s else (probe, here)
-                ev = self._bifurcation(base, lo, hi, i0, i0, i0, step, "bifurcation",
-                                       detail=f"eigenvalue {i0} of A crossed zero on the branch the path "
-                                              f"{'left' if base is old else 'joined'} (branch exchange)")
-                ev["index_before"], ev["index_after"] = (i0, i0 + 1) if base is old else (i0 + 1, i0)
-                return [ev]
-        return []
+        with self.stepper.system.ledger.aside() as spent:  # the probes' and the location's cost
+            for base, here, there in ((old, a, new.s), (new, b, old.s)):
+                probe = self.trial(base, there)
+                if probe.converged and float(probe.spectrum.values[i0]) < -self.monitor.zero_tol:
+                    lo, hi = (here, probe) if here.s < probe.s else (probe, here)
+                    ev = self._bifurcation(base, lo, hi, i0, i0, i0, step, "bifurcation",
+                                           detail=f"eigenvalue {i0} of A crossed zero on the branch the path "
+                                                  f"{'left' if base is old else 'joined'} (branch exchange)")
+                    ev["index_before"], ev["index_after"] = (i0, i0 + 1) if base is old else (i0 + 1, i0)
+                    break
+            else:
+                return []
+        ev["hvps"] = spent.hvps
+        return [ev]

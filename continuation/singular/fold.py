@@ -48,7 +48,14 @@ def detect_folds(points, process) -> list[int]:
 
 
 def locate_fold(stepper, a, b, *, rtol: float = 1e-8, maxiter: int = 40) -> dict:
-    """The fold between accepted points a and b (tau_p of opposite signs), to rtol relative in p."""
+    """The fold between accepted points a and b (tau_p of opposite signs), to rtol relative in p.
+    Its cost, every HVP spent locating it (the system's ledger, counted aside), is its `hvps`."""
+    with stepper.system.ledger.aside() as spent:
+        fold = _locate_fold(stepper, a, b, rtol, maxiter)
+    return dict(fold, hvps=spent.hvps)
+
+
+def _locate_fold(stepper, a, b, rtol: float, maxiter: int) -> dict:
     process, corrector, system = stepper.s.process, stepper.s.corrector, stepper.system
     if not getattr(process, "arclength", False):
         raise ValueError(f"locate_fold needs the pseudo-arclength process, got {process.name!r}")
@@ -56,20 +63,16 @@ def locate_fold(stepper, a, b, *, rtol: float = 1e-8, maxiter: int = 40) -> dict
     ga, gb = _tau_p(a, process), _tau_p(b, process)
     if not ga * gb < 0:
         raise ValueError(f"no fold between s = {a.s:g} and s = {b.s:g}: tau_p {ga:+.3e}, {gb:+.3e} (same sign)")
-    hvps = 0
 
     def evaluate(sigma):
-        nonlocal hvps
         pred = stepper.s.predictor.predict(stepper.context, a.ctx, sigma, None, process)
         res = corrector.correct_arclength(system, pred.x, pred.mu, pred.arclength)
-        hvps += res.hvps
         if not res.converged:
             raise ContinuationError(f"fold location: the corrector at s = {a.s + sigma:g} did not converge "
                                     f"({res.status}, |grad| {res.grad_norm:.2e})")
         ctx = stepper.context(res.x, res.mu)
         ctx.reference = a.tangent
         tau_x, tau_mu = process.tangent(ctx)
-        hvps += ctx.work.hvps
         return float(tau_mu[i]), ctx, tau_x
 
     lo, glo, hi, ghi = 0.0, ga, b.s - a.s, gb
@@ -102,11 +105,10 @@ def locate_fold(stepper, a, b, *, rtol: float = 1e-8, maxiter: int = 40) -> dict
     if d is not None:
         v = d.project(v)
     eig = float(v @ system.hessian(ctx.x, ctx.mu)(v))
-    hvps += 1
     f = ctx.functionals()
     return {"type": "fold", "s": a.s + sigma, **{n: float(ctx.mu[j]) for j, n in enumerate(MU_NAMES)},
             "R": f["R"], "D": f["D"], "C": f["C"], "F": ctx.objective(), "eig": eig, "tau": g,
-            "lambda_error": err, "evaluations": k, "hvps": hvps, "x": ctx.x}
+            "lambda_error": err, "evaluations": k, "x": ctx.x}
 
 
 def fold_events(stepper, points, **options) -> list[dict]:

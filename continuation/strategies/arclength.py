@@ -53,7 +53,7 @@ from continuation.strategies.options import in_range, integer, positive
 from continuation.strategies.correctors import Corrector, CorrectorResult
 from continuation.strategies.predictors import Correction, Prediction, Predictor
 from continuation.strategies.processes import Process
-from continuation.surface.work import Work, count
+from continuation.surface.work import count
 
 
 @dataclass
@@ -125,7 +125,6 @@ class PseudoArclength(Process):
             ref = None if ctx.reference is None else (ctx.reference[:n], ctx.reference[n + i])
             tau_x, tau_p, res = extended_tangent(ctx.system, ctx.x, ctx.mu, i, self.weights(n), ref, self.direction,
                                                  GMRES(rtol=self.rtol, maxiter=self.maxiter))
-            ctx.work.add_krylov(res.iters)
             ctx.solves.append(res)
             tau_mu = torch.zeros_like(ctx.mu)
             tau_mu[i] = tau_p
@@ -153,7 +152,7 @@ class PseudoArclengthPredictor(Predictor):
         e = torch.zeros_like(mu)
         e[i] = 1.0
         cond = ArclengthCondition(w_x * tau_x, w_p * float(tau_mu[i]), x, mu, e, ds)
-        return ArclengthPrediction(x, mu, 1, start.solves_converged, start.solve_report(), Work(), arclength=cond)
+        return ArclengthPrediction(x, mu, 1, start.solves_converged, start.solve_report(), arclength=cond)
 
 
 @dataclass

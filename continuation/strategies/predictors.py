@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar, final
 
 import torch
@@ -24,7 +24,6 @@ from torchdiffeq import odeint
 
 from continuation.surface.context import PointContext
 from continuation.strategies.base import Strategy
-from continuation.surface.work import Work
 
 ODE_METHODS = ("euler", "rk4", "dopri5")
 RTOL_FLOOR, ATOL_FLOOR = 1e-13, 1e-14  # dopri5's tolerances (see ODEPredictor.__post_init__)
@@ -41,7 +40,6 @@ class Prediction:
     rhs_evals: int
     solves_ok: bool
     report: str
-    work: Work = field(default_factory=Work)  # spent at the stage points (not at the start point)
     # a scalar condition the corrector must solve with grad J = 0, moving one multiplier
     # (pseudo-arclength: continuation/strategies/arclength.py); None: correct at the predicted mu
     arclength: object = None
@@ -133,13 +131,9 @@ class ODEPredictor(Predictor):
         else:
             y = odeint(rhs, y0, span, method=self.method, options={"step_size": abs(ds)})[-1]  # ds < 0: backwards (event location)
         unique = {id(c): c for c in contexts}.values()
-        work = Work()
-        for c in unique:
-            if c is not start:
-                work.add(c.work)
         ok = all(c.solves_converged for c in unique)
         report = next((c.solve_report() for c in unique if not c.solves_converged), "")
-        return Prediction(y[:n], y[n:], len(contexts), ok, report, work)
+        return Prediction(y[:n], y[n:], len(contexts), ok, report)
 
 
 @final

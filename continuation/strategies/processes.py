@@ -288,7 +288,6 @@ class IsoClassificationFD(Process):
                 mu = ctx.mu.clone()
                 mu[i] += sign * step
                 res = ctx.corrector.correct(ctx.system, ctx.x, mu)
-                ctx.work.add_corrector(res)
                 if not res.converged:
                     raise RuntimeError(f"iso-classification-fd: re-equilibration at {name} {'+-'[sign < 0]} h "
                                        f"did not converge ({res.status}, |grad| {res.grad_norm:.2e})")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar, final
 
 import torch
@@ -28,7 +28,6 @@ from problems.base import mu_index
 from continuation.strategies.options import integer, number
 from continuation.strategies.processes import FREE
 from continuation.strategies.base import Strategy
-from continuation.surface.work import Work
 
 
 @dataclass
@@ -37,7 +36,6 @@ class Projected:
     mu: torch.Tensor
     ctx: object  # PointContext at (x, mu), or None (the stepper makes it)
     grad_norm: float
-    work: Work = field(default_factory=Work)  # corrector runs and intermediate contexts, not ctx's own
     response: float | None = None  # measured dG/dtau over the tangents' prediction (SecantProjection)
 
 
@@ -162,7 +160,6 @@ class NewtonProjection(Projection):
             return self._project2(task)
         free = [n for n in process.project_along if task.landing is None or n != task.landing[0]]
         x, mu, grad_norm = task.result.x, task.mu_new, task.result.grad_norm
-        work = Work()
         last = math.inf
         ctx = task.make_context(x, mu)
         for _ in range(self.max_iter):
@@ -176,13 +173,11 @@ class NewtonProjection(Projection):
                 break
             x_guess = x + ctx.theta_dot(dmu)
             res = task.corrector.correct(task.system, x_guess, mu + dmu)
-            work.add_corrector(res)
             if not res.converged:
                 break
-            work.add(ctx.work)
             x, mu, grad_norm = res.x, mu + dmu, res.grad_norm
             ctx = task.make_context(x, mu)
-        return Projected(x, mu, ctx, grad_norm, work)
+        return Projected(x, mu, ctx, grad_norm)
 
     def _project2(self, task):
         """Damped Newton on (G - G0, H - H0) = 0 in (lambda, gamma) with the tangents' 2 x 2
@@ -194,7 +189,6 @@ class NewtonProjection(Projection):
         x, mu, grad_norm = task.result.x, task.mu_new, task.result.grad_norm
         target = torch.tensor([task.G0, task.H0], dtype=torch.float64)
         tol = _tolerances(task)
-        work = Work()
         ctx = task.make_context(x, mu)
         for _ in range(self.max_iter):
             values, J = _jacobian(process, ctx)
@@ -204,14 +198,12 @@ class NewtonProjection(Projection):
             d = _solve2(J, values - target)
             if d is None:
                 break
-            work.add(ctx.work)
             step, accepted = 1.0, None
             for _ in range(6):
                 dmu = _free_shift(mu, step * d)
                 trial = mu + dmu
                 if float(trial[0]) > 0 and float(trial[1]) > 0:
                     res = task.corrector.correct(task.system, x + ctx.theta_dot(dmu), trial)
-                    work.add_corrector(res)
                     if res.converged:
                         c = task.make_context(res.x, trial)
                         if float(((_residual(process, c, task.G0, task.H0)).abs() / tol).max()) < size:
@@ -222,16 +214,15 @@ class NewtonProjection(Projection):
                 break
             res, mu, ctx = accepted
             x, grad_norm = res.x, res.grad_norm
-        return Projected(x, mu, ctx, grad_norm, work)
+        return Projected(x, mu, ctx, grad_norm)
 
 
-def _rerun(task, mu, work):
-    """The corrector from the prediction x_pred at mu (same random numbers at every call), its
-    work counted: (result, context), or None outside lambda, gamma > 0 or when it failed."""
+def _rerun(task, mu):
+    """The corrector from the prediction x_pred at mu (same random numbers at every call):
+    (result, context), or None outside lambda, gamma > 0 or when it failed."""
     if not (float(mu[0]) > 0 and float(mu[1]) > 0):
         return None
     r = task.corrector.correct(task.system, task.x_pred, mu)
-    work.add_corrector(r)
     if not r.converged:
         return None
     return r, task.make_context(r.x, mu)
@@ -316,16 +307,15 @@ class SecantProjection(Projection):
         r0 = process.value(ctx) - G0
         best = (abs(r0), res.x, mu_pred, ctx, res.grad_norm, 0.0, r0)
         tol = process.tol * max(abs(G0), 1e-300)
-        work = Work()
         previous = task.own
         k = previous if self.reuse_response and previous is not None else 1.0
         if best[0] <= tol or not bool(d.any()):
-            return Projected(best[1], best[2], best[3], best[4], work, previous if self.reuse_response else None)
+            return Projected(best[1], best[2], best[3], best[4], previous if self.reuse_response else None)
         taus, rs = [0.0], [r0]
         tau = bounded(-rs[0] / k, 0.0, d, mu_pred, self.factor)
         for _ in range(self.max_iter):
             mu = mu_pred + tau * d
-            run = _rerun(task, mu, work)
+            run = _rerun(task, mu)
             if run is None:
                 break
             r, ctx = run
@@ -345,7 +335,7 @@ class SecantProjection(Projection):
                 measured = (best[6] - r0) / best[5]
                 if math.isfinite(measured) and measured > 0:
                     response = min(max(measured, 0.02), 50.0)
-        return Projected(best[1], best[2], best[3], best[4], work, response)
+        return Projected(best[1], best[2], best[3], best[4], response)
 
     def _project2(self, task):
         """Broyden's secant method (the multi-dimensional secant; Broyden 1965, Dennis & Schnabel
@@ -375,16 +365,15 @@ class SecantProjection(Projection):
         ctx = task.make_context(res.x, mu_pred)
         u, r = torch.zeros(2, dtype=torch.float64), _residual(process, ctx, task.G0, task.H0)
         best = (float((r.abs() / tol).max()), res.x, mu_pred, ctx, res.grad_norm)
-        work = Work()
         if self.jacobian == "probe" and best[0] > 1.0:
             J = torch.zeros(2, 2, dtype=torch.float64)
             for i in range(2):
                 du = torch.zeros(2, dtype=torch.float64)
                 du[i] = self.probe
                 mu = mu_pred + _free_shift(mu_pred, scale * du)
-                run = _rerun(task, mu, work)
+                run = _rerun(task, mu)
                 if run is None:
-                    return Projected(best[1], best[2], best[3], best[4], work, previous if self.reuse_response else None)
+                    return Projected(best[1], best[2], best[3], best[4], previous if self.reuse_response else None)
                 out, c = run
                 r_i = _residual(process, c, task.G0, task.H0)
                 J[:, i] = (r_i - r) / self.probe
@@ -407,7 +396,7 @@ class SecantProjection(Projection):
                     limit = min(limit, (a / self.factor - a) / (b - a))
             du = du * limit
             mu = mu_pred + _free_shift(mu_pred, scale * (u + du))
-            run = _rerun(task, mu, work)
+            run = _rerun(task, mu)
             if run is None:
                 break
             out, ctx = run
@@ -418,4 +407,4 @@ class SecantProjection(Projection):
             dr = r_new - r
             J = J + torch.outer(dr - J @ du, du) / float(du @ du)
             u, r = u + du, r_new
-        return Projected(best[1], best[2], best[3], best[4], work, previous if self.reuse_response else None)
+        return Projected(best[1], best[2], best[3], best[4], previous if self.reuse_response else None)

@@ -2,8 +2,8 @@
 
 A predictor's right-hand side, a process's law and the step control all ask for tangents and
 rates at the same point; `PointContext` computes them on first request and caches them. Its work
-goes into the system's ledger where it is spent (continuation/surface/work.py); `work` keeps the
-context's own tally of Krylov matvecs and corrector runs (event reports read it).
+goes into the system's ledger where it is spent (continuation/surface/work.py); `solves` keeps
+its Krylov results (their iterations and residuals) for failure reports.
 """
 
 from __future__ import annotations
@@ -14,13 +14,11 @@ from problems.base import FUNCTIONAL_NAMES, MU_NAMES, mu_index
 
 from continuation.surface.system import EquilibriumSystem
 from continuation.surface.tangents import Tangents, solve_tangents, total_derivatives
-from continuation.surface.work import Work
 
 
 class PointContext:
     def __init__(self, system: EquilibriumSystem, x: torch.Tensor, mu: torch.Tensor, solver, corrector=None):
         self.system, self.x, self.mu, self.solver, self.corrector = system, x, mu, solver, corrector
-        self.work = Work()  # Krylov matvecs here, and re-equilibrations a law asked for (the FD law)
         self.solves = []  # every KrylovResult spent here, for failure reports
         self._functionals = None
         self._tangents: Tangents | None = None
@@ -78,7 +76,6 @@ class PointContext:
             want = tuple(n for n in MU_NAMES if n in set(names) | set(self._tangents.names if self._tangents else ()))
             self._tangents = solve_tangents(self.system, self.x, self.mu, wrt=want, solver=self.solver)
             self._rates = None
-            self.work.add_krylov(self._tangents.krylov_iters)
             self.solves += self._tangents.solves
         return self._tangents
 
@@ -103,7 +100,6 @@ class PointContext:
             return self._tangents.theta_mu @ coeffs
         b = self.system.mixed_partials(self.x, self.mu, mu_dot[None, :])[:, 0]
         result = self.system.solve_hessian(self.solver, self.x, self.mu, b)
-        self.work.add_krylov(result.iters)
         self.solves.append(result)
         return result.x
 

@@ -19,7 +19,8 @@ counted once, where it is spent (continuation/surface/system.py, the correctors)
 ledger of the `EquilibriumSystem` it goes through; the stepper takes (reads and resets) the
 ledger into each point's row. Nothing is added by hand by the callers, so work a strategy or a
 rebuilt point context spends cannot be left out. The stability monitor's work is its own
-(`monitor_hvps`): the ledger is paused while it runs.
+(`monitor_hvps`), and each event's location cost (the event's `hvps`): counted aside
+(`Ledger.aside`), not into the point's row.
 """
 
 from __future__ import annotations
@@ -40,20 +41,6 @@ class Work:
     mixed_partials: int = 0
     evaluations: int = 0
 
-    def add_krylov(self, iters: int) -> None:
-        self.krylov_iters += int(iters)
-        self.hvps += int(iters)
-
-    def add_corrector(self, result) -> None:
-        self.corrector_runs += 1
-        self.corrector_iters += int(result.iters)
-        self.hvps += int(result.hvps)
-        self.gradients += int(result.grads)
-
-    def add(self, other: "Work") -> None:
-        for name in COUNTERS:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
     def row(self, counts: str) -> dict:
         return {"krylov_iters": self.krylov_iters, "hvps": self.hvps, "gradients": self.gradients,
                 "mixed_partials": self.mixed_partials, "evaluations": self.evaluations,
@@ -63,20 +50,21 @@ class Work:
 class Ledger:
     """The work spent through one `EquilibriumSystem` since it was last taken.
 
-    `count(gradients=1, ...)` adds (nothing while paused); `take()` returns the counts as a
-    `Work` and resets them; `paused()` is a context in which nothing is counted."""
+    `count(gradients=1, ...)` adds; `take()` returns the counts as a `Work` and resets them;
+    `aside()` is a context whose work is counted apart (into the `Work` it yields)."""
 
     def __init__(self):
         self._work = Work()
-        self._paused = 0
+        self._asides: list[Work] = []
 
     def count(self, **amounts) -> None:
-        if self._paused:
-            return
         for name, value in amounts.items():
             if name not in COUNTERS:
                 raise KeyError(f"unknown work counter {name!r}; valid: {', '.join(COUNTERS)}")
-            setattr(self._work, name, getattr(self._work, name) + int(value))
+            for tally in self._asides:
+                setattr(tally, name, getattr(tally, name) + int(value))
+            if not self._asides:
+                setattr(self._work, name, getattr(self._work, name) + int(value))
 
     def count_corrector(self, result) -> None:
         """One corrector run and its iterations (its gradients, HVPs and evaluations are counted where spent)."""
@@ -93,12 +81,16 @@ class Ledger:
         self._work = Work()
 
     @contextlib.contextmanager
-    def paused(self):
-        self._paused += 1
+    def aside(self):
+        """Work kept apart from the row's tally: what is spent inside is counted into the `Work`
+        this yields (and into every enclosing aside), not into the ledger's own tally. The
+        stability monitor's work (`monitor_hvps`) and each event's location cost (its `hvps`)."""
+        spent = Work()
+        self._asides.append(spent)
         try:
-            yield
+            yield spent
         finally:
-            self._paused -= 1
+            self._asides.remove(spent)
 
 
 def ledger_of(system) -> Ledger | None:
