@@ -7,6 +7,7 @@ nested inside another transform):
 
 - a gradient: a call of a `grad` function, or a `backward`;
 - an HVP: a call of a `vjp` pullback (reverse-over-reverse), or a `jvp` in theta (forward-over-reverse);
+  inside `torch.func.vmap` over k vectors, k HVPs;
 - a mixed-partial column: a `jvp` in mu alone (the shape of mu);
 - an evaluation: a `jvp` in (theta, mu) (the rates of R, D, C along a tangent), or a forward
   pass of the problem (objective, functionals, evaluation or validation metrics) whose output
@@ -43,6 +44,7 @@ class IndependentCounter:
     def __init__(self, monkeypatch, problem, corrector):
         self.counts = dict.fromkeys(COLUMNS + ("corrector_iters", "differentiated_forwards", "backwards"), 0)
         self.depth = 0  # > 0 inside a transform (its inner passes are the transform's)
+        self.width = 1  # inside torch.func.vmap: the number of vectors it maps
         self.forward_depth = 0  # > 0 inside a problem forward (Problem.objective calls functionals)
         real_grad, real_vjp, real_jvp = derivatives.grad, derivatives.vjp, derivatives.jvp
 
@@ -70,7 +72,7 @@ class IndependentCounter:
 
             def counted(*v):
                 if self.depth == 0:
-                    self.counts["hvps"] += 1
+                    self.counts["hvps"] += self.width  # a vmapped pullback: one HVP per mapped vector
                 with nested():
                     return pullback(*v)
             return out, counted
@@ -82,10 +84,24 @@ class IndependentCounter:
                 elif primals[0].shape == (3,):
                     self.counts["mixed_partials"] += 1  # d/dmu of grad_theta J: mu has shape (3,)
                 else:
-                    self.counts["hvps"] += 1  # d/dtheta of grad_theta J (fwd-rev)
+                    self.counts["hvps"] += self.width  # d/dtheta of grad_theta J (fwd-rev)
             with nested():
                 return real_jvp(f, primals, tangents, **kw)
 
+        real_vmap = torch.func.vmap
+
+        def vmap(f, *a, **k):
+            mapped = real_vmap(f, *a, **k)
+
+            def counted(*args):
+                outer, self.width = self.width, args[0].shape[0]  # the block's vectors (in_dims 0)
+                try:
+                    return mapped(*args)
+                finally:
+                    self.width = outer
+            return counted
+
+        monkeypatch.setattr(torch.func, "vmap", vmap)
         real_backward = torch.Tensor.backward
 
         def backward(tensor, *a, **k):

@@ -67,7 +67,7 @@ def _operator(system: EquilibriumSystem, x, mu, counter: list):
             # by one on a loaded 2-core machine); a problem whose ops have no batching rule falls back
             try:
                 T = torch.as_tensor(np.ascontiguousarray(cols.T), dtype=x.dtype, device=x.device)
-                return torch.func.vmap(A)(T).detach().cpu().numpy().T.reshape(V.shape).astype(V.dtype)
+                return A.block(T).detach().cpu().numpy().T.reshape(V.shape).astype(V.dtype)
             except Exception:  # noqa: BLE001 -- any failure of vmap: the column loop below
                 batched[0] = False
         out = np.empty_like(cols)

@@ -81,14 +81,9 @@ class EquilibriumSystem:
         """v -> A v with A = Hess_theta J(theta; mu); on the problem's HVP batch if it has one
         (`Problem.hessian_objective`: a subsampled Hessian beside a full gradient). Each product
         is one HVP in the ledger (the operator's build, about one gradient in "rev-rev", is not
-        counted apart: benchmarks spread it over the products)."""
-        matvec, ledger = hessian_operator(self.hessian_objective, x, mu, self.hvp_mode), self.ledger
-
-        def counted(v):
-            ledger.count(hvps=1)
-            return matvec(v)
-
-        return counted
+        counted apart: benchmarks spread it over the products); `.block(V)` applies it to the
+        rows of V (k, N) in one vmapped call, k HVPs."""
+        return CountedHessian(hessian_operator(self.hessian_objective, x, mu, self.hvp_mode), self.ledger)
 
     def hessian_objective(self, x, mu):
         """The problem's `hessian_objective` (J itself unless it has a separate HVP batch)."""
@@ -126,3 +121,21 @@ class EquilibriumSystem:
 
     def unflatten(self, x: torch.Tensor) -> dict:
         return self.view.unflatten(x)
+
+
+class CountedHessian:
+    """v -> A v, each product counted as one HVP in `ledger`; `block(V)`: the rows of V (k, N)
+    in one torch.func.vmap call, counted as k HVPs (a vmapped call of the counted product would
+    count the block once)."""
+
+    def __init__(self, matvec, ledger):
+        self._matvec, self._ledger = matvec, ledger
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        self._ledger.count(hvps=1)
+        return self._matvec(v)
+
+    def block(self, V: torch.Tensor) -> torch.Tensor:
+        out = torch.func.vmap(self._matvec)(V)
+        self._ledger.count(hvps=V.shape[0])  # after: a block that fails (no batching rule) spent nothing counted
+        return out
