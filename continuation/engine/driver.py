@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
-import threading
 from pathlib import Path
 
 import torch
@@ -30,8 +28,8 @@ from continuation.errors import ContinuationError, OutputExists, RunInterrupted
 from continuation.files.lock import OutputLock
 from continuation.files.writer import PathWriter
 from continuation.files.schema import dataset_to_rows, journal_file, rows_to_dataset
-from continuation.files.path import load_path
 from continuation.strategies.projections import NoProjection
+from continuation.engine.interrupts import Interrupts
 from continuation.engine.state import dump_slots, named
 from continuation.engine.stepper import Stepper, Strategies
 from continuation.strategies.base import settings_of
@@ -112,80 +110,65 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, proj
              "config": json.dumps(config, default=str, sort_keys=True) if config is not None else settings_json,
              "settings": settings_json, "status": "running", "stop_reason": ""}
     out = Path(out) if out is not None else None
-    writer, rows, lock, guard = None, [], None, _Interrupts()
-    try:
-        with guard.installed():
-            try:
-                if out is not None:
-                    lock = OutputLock(out).acquire()
-                if out is not None and out.exists() and resume:
-                    starts.same_setup(out, attrs)
-                    old = starts.load_path(out)
-                    if old.attrs.get("status") != "running":
-                        if journal_file(out).exists():  # killed inside finish: the journal has the status, OUT not yet
-                            done = PathWriter(out, dict(old.attrs), checkpoint_every, rows=dataset_to_rows(old),
-                                              critical=guard.critical)
-                            return done.finish(old.attrs["status"], old.attrs.get("stop_reason", ""))
-                        return old
-                    state, rows = starts.resume(stepper, out, template)
-                    attrs.update({k: old.attrs[k] for k in ("C0", "G0", "H0", "H_scale", "start_draw") if k in old.attrs})
-                    writer = PathWriter(out, attrs, checkpoint_every, rows=rows, critical=guard.critical)
+    writer, rows = None, []
+    with OutputLock(out) if out is not None else contextlib.nullcontext(), Interrupts(out, resume) as guard:
+        try:
+            if out is not None and out.exists() and resume:
+                starts.same_setup(out, attrs)
+                old = starts.load_path(out)
+                if old.attrs.get("status") != "running":
+                    if journal_file(out).exists():  # killed inside finish: the journal has the status, OUT not yet
+                        done = PathWriter(out, dict(old.attrs), checkpoint_every, rows=dataset_to_rows(old),
+                                          critical=guard.critical)
+                        return done.finish(old.attrs["status"], old.attrs.get("stop_reason", ""))
+                    return old
+                state, rows = starts.resume(stepper, out, template)
+                attrs.update({k: old.attrs[k] for k in ("C0", "G0", "H0", "H_scale", "start_draw") if k in old.attrs})
+                writer = guard.writer = PathWriter(out, attrs, checkpoint_every, rows=rows, critical=guard.critical)
+            else:
+                if out is not None and out.exists():
+                    raise OutputExists(f"{out} exists; pass resume=True (--resume) to continue it, or another --out")
+                if start_from is not None:
+                    x, mu = starts.from_point(*start_from, template)
+                elif start is not None:
+                    vals = list(start) + [0.0] * (3 - len(start))
+                    mu = torch.tensor(vals, **starts.placed(template))
+                    x = stepper.system.flatten(template)
                 else:
-                    if out is not None and out.exists():
-                        raise OutputExists(f"{out} exists; pass resume=True (--resume) to continue it, or another --out")
-                    if start_from is not None:
-                        x, mu = starts.from_point(*start_from, template)
-                    elif start is not None:
-                        vals = list(start) + [0.0] * (3 - len(start))
-                        mu = torch.tensor(vals, **starts.placed(template))
-                        x = stepper.system.flatten(template)
-                    else:
-                        raise ValueError("continue_path needs start=(lambda, gamma[, t]) or start_from=(path, step)")
-                    state, row = starts.fresh(stepper, x, mu, equilibrate=equilibrate, settle=settle)
-                    attrs.update(C0=state.C0, G0="none" if state.G0 is None else state.G0)
-                    if state.H0 is not None:
-                        attrs["H0"] = state.H0  # the second held functional's start value (geodesic transfer)
-                        attrs["H_scale"] = state.H_scale  # the scale of its relative drift
-                    if isinstance(problem, StochasticProblem):
-                        attrs["start_draw"] = int(problem.seed)  # the draw of point 0 (a resume there redraws it)
-                    if out is not None:
-                        writer = PathWriter(out, attrs, checkpoint_every, critical=guard.critical)
+                    raise ValueError("continue_path needs start=(lambda, gamma[, t]) or start_from=(path, step)")
+                state, row = starts.fresh(stepper, x, mu, equilibrate=equilibrate, settle=settle)
+                attrs.update(C0=state.C0, G0="none" if state.G0 is None else state.G0)
+                if state.H0 is not None:
+                    attrs["H0"] = state.H0  # the second held functional's start value (geodesic transfer)
+                    attrs["H_scale"] = state.H_scale  # the scale of its relative drift
+                if isinstance(problem, StochasticProblem):
+                    attrs["start_draw"] = int(problem.seed)  # the draw of point 0 (a resume there redraws it)
+                if out is not None:
+                    writer = guard.writer = PathWriter(out, attrs, checkpoint_every, critical=guard.critical)
+                _record(writer, rows, row, state)
+                if on_point is not None:
+                    on_point(0, rows[-1])
+            origin = {n: float(rows[0][n]) for n in ("lambda", "gamma", "t")}
+            bar = tqdm(total=1.0, disable=not progress, unit="", leave=True,
+                       bar_format="{desc}{percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]")
+            try:
+                while not stepper.done(state):
+                    state, row = stepper.step(state)
+                    if row is None:
+                        break
                     _record(writer, rows, row, state)
                     if on_point is not None:
-                        on_point(0, rows[-1])
-                origin = {n: float(rows[0][n]) for n in ("lambda", "gamma", "t")}
-                bar = tqdm(total=1.0, disable=not progress, unit="", leave=True,
-                           bar_format="{desc}{percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]")
-                try:
-                    while not stepper.done(state):
-                        state, row = stepper.step(state)
-                        if row is None:
-                            break
-                        _record(writer, rows, row, state)
-                        if on_point is not None:
-                            on_point(len(rows) - 1, rows[-1])
-                        _show(bar, stop, state, row, rows[0], origin)
-                finally:
-                    bar.close()
-            except FloatingPointError as e:
-                raise ContinuationError(f"step {len(rows)}: {e}") from e
-            guard.finishing = True  # a signal from here on is too late to lose anything: the run ends normally
-            status = state.status if state.status != "running" else "stopped"
-            if writer is not None:
-                return writer.finish(status, state.reason)
-            return rows_to_dataset(rows, dict(attrs, status=status, stop_reason=state.reason))
-    except _Interrupted as e:
-        file, points = None, 0
+                        on_point(len(rows) - 1, rows[-1])
+                    _show(bar, stop, state, row, rows[0], origin)
+            finally:
+                bar.close()
+        except FloatingPointError as e:
+            raise ContinuationError(f"step {len(rows)}: {e}") from e
+        guard.finishing = True  # a signal from here on is too late to lose anything: the run ends normally
+        status = state.status if state.status != "running" else "stopped"
         if writer is not None:
-            file, points = out, len(writer.rows)
-        elif out is not None and resume and out.exists():
-            file = out
-            with contextlib.suppress(Exception):
-                points = load_path(out).sizes["step"]
-        raise RunInterrupted(e.name, 128 + e.signum, file, points) from None
-    finally:
-        if lock is not None:
-            lock.release()
+            return writer.finish(status, state.reason)
+        return rows_to_dataset(rows, dict(attrs, status=status, stop_reason=state.reason))
 
 
 def _fingerprint(theta) -> dict:
@@ -196,51 +179,6 @@ def _fingerprint(theta) -> dict:
     for leaf in torch.utils._pytree.tree_leaves(theta):
         h.update(leaf.detach().cpu().contiguous().numpy().tobytes())
     return {"sha256": h.hexdigest()}
-
-
-class _Interrupted(BaseException):
-    """SIGINT / SIGTERM seen by the driver (a BaseException: no `except Exception` on the way swallows it)."""
-
-    def __init__(self, signum: int):
-        self.signum, self.name = signum, signal.Signals(signum).name
-        super().__init__(self.name)
-
-
-class _Interrupts:
-    """SIGINT and SIGTERM during a run: raised at once between writes, after the write inside one."""
-
-    def __init__(self):
-        self.depth, self.pending, self.finishing = 0, None, False
-
-    def _handle(self, signum, frame):
-        if self.depth > 0 or self.finishing:
-            self.pending = self.pending or signum
-            return
-        raise _Interrupted(signum)
-
-    @contextlib.contextmanager
-    def installed(self):
-        if threading.current_thread() is not threading.main_thread():
-            yield  # signal handlers can only be set from the main thread: the caller's handling stands
-            return
-        old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in old.items():
-                signal.signal(sig, handler)
-
-    @contextlib.contextmanager
-    def critical(self):
-        """A write: a signal that arrives inside is acted on when the write is done."""
-        self.depth += 1
-        try:
-            yield
-        finally:
-            self.depth -= 1
-        if self.depth == 0 and self.pending is not None and not self.finishing:
-            signum, self.pending = self.pending, None
-            raise _Interrupted(signum)
 
 
 def _record(writer, rows, row, state) -> None:
