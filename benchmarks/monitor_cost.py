@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from continuation import continue_path
+from continuation import Output, Start, continue_path
 from continuation.strategies.arclength import BorderedNewtonCorrector, PseudoArclength, PseudoArclengthPredictor
 from continuation.strategies.correctors import NewtonCorrector
 from continuation.singular.monitor import Monitor
@@ -58,13 +58,13 @@ def main():
         t0 = time.perf_counter()
         path = continue_path(problem, QuasiStatic(), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-11),
                              AdaptiveSteps(initial=0.1, max_step=0.5), StopRule(target={"lambda": 3.0}),
-                             start=(1.0, 1.7), theta0=theta0, progress=False, monitor=monitor)
+                             start=Start(mu=(1.0, 1.7), theta0=theta0), output=Output(progress=False), monitor=monitor)
         summary(name, path, time.perf_counter() - t0)
     t0 = time.perf_counter()
     path = continue_path(bratu_problem(63), PseudoArclength(), PseudoArclengthPredictor(), BorderedNewtonCorrector(),
                          AdaptiveSteps(initial=0.1, max_step=0.5),
                          StopRule(max_steps=14, target={"lambda": 2.0}, away_points=0), start=(3.0, 1.0),
-                         progress=False)
+                         output=Output(progress=False))
     summary("Bratu N=63 pseudo-arclength, dense", path, time.perf_counter() - t0)
 
 

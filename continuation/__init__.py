@@ -13,15 +13,17 @@ The subpackages, each importing only those above it in this list (tests/test_arc
 | singular/    | spectra of Hess J, the stability monitor, event location (crossings, folds)    |
 | files/       | the path file: schema, journal, reader, lock, writer; TOML configurations       |
 | engine/      | the loop: the stepper (init / step / done), where a run starts, continue_path   |
+|              | and its options (Start, Output), the run's signal handling                     |
 | apps/        | what a user runs: the command line, config runs, sweeps, the report, plots     |
 """
 
 from continuation.engine.driver import continue_path
+from continuation.engine.options import Output, Start
 from continuation.engine.stepper import ContinuationError, Stepper, Strategies
 from continuation.surface.equilibrate import equilibrate
 from continuation.surface.system import EquilibriumSystem
 from continuation.surface.tangents import (Tangents, free_energy_hessian, functional_derivatives, maxwell_gap, solve_tangents,
                        total_derivatives)
 
-__all__ = ["ContinuationError", "EquilibriumSystem", "Stepper", "Strategies", "continue_path", "equilibrate", "Tangents", "free_energy_hessian", "functional_derivatives", "maxwell_gap",
+__all__ = ["ContinuationError", "EquilibriumSystem", "Output", "Start", "Stepper", "Strategies", "continue_path", "equilibrate", "Tangents", "free_energy_hessian", "functional_derivatives", "maxwell_gap",
            "solve_tangents", "total_derivatives"]

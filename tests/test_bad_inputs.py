@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 import torch
 
+from continuation import Output, Start, continue_path
 from continuation.strategies import checks
 from continuation.apps.cli import main
 from continuation.files.config import ConfigError, build_run
 from continuation.strategies.correctors import NewtonCorrector
 from continuation.strategies.predictors import ODEPredictor
 from continuation.strategies.processes import IsoClassification, QuasiStatic
-from continuation.strategies.step_control import StopRule
+from continuation.strategies.step_control import AdaptiveSteps, StopRule
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "continuation" / "apps" / "experiments" / "gaussian_iso_c.toml"
@@ -441,6 +442,39 @@ def test_check_inputs_dtype_shape_and_reachability(competition):
     with pytest.raises(ValueError, match="target lambda = 2.0 is unreachable: process 'quasi-static' moves lambda down"):
         checks.check_inputs(problem, QuasiStatic(lambda_rate=-1.0), StopRule(target={"lambda": 2.0}), start=(1.0, 1.0))
     checks.check_inputs(problem, QuasiStatic(), StopRule(target={"lambda": 2.0}), start=(1.0, 1.0), theta0=theta)
+
+
+
+@pytest.mark.parametrize("options,needle", [
+    (dict(start="1, 1"), "start must be a Start or (lambda, gamma[, t]), got str '1, 1'"),
+    (dict(start=None), "start must be a Start or (lambda, gamma[, t]), got NoneType"),
+    (dict(start=(1.0, 1.0), output=3), "output must be an Output, a path (str or Path) or None, got int 3"),
+    (dict(start=(1.0, 1.0), output=Output(checkpoint_every=0)), "checkpoint_every must be an integer >= 1"),
+    (dict(start=Start(from_point="p.nc")), "from_point must be (path, step)"),
+    (dict(start=(1.0, 1.0), monitor="on"), "monitor must be a continuation.singular.monitor.Monitor"),
+])
+def test_continue_path_refuses_bad_options_in_one_line(competition, options, needle):
+    with pytest.raises(ValueError) as err:
+        continue_path(competition.problem, QuasiStatic(), ODEPredictor("rk4"), NewtonCorrector(), AdaptiveSteps(),
+                      StopRule(max_steps=0), **options)
+    assert needle in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_a_start_is_a_point_or_multipliers_not_both_nor_neither(tmp_path):
+    with pytest.raises(ValueError, match=r"^start needs mu=\(lambda, gamma\[, t\]\) or from_point=\(path, step\), got neither$"):
+        Start()
+    with pytest.raises(ValueError, match="not both"):
+        Start(mu=(1.0, 1.0), from_point=(tmp_path / "p.nc", 0))
+
+
+def test_the_shorthands_are_the_options_they_stand_for(tmp_path, competition):
+    """start=(lambda, gamma) is Start(mu=...), output="p.nc" is Output(path=...): the same file."""
+    args = (competition.problem, QuasiStatic(), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-11), AdaptiveSteps(),
+            StopRule(max_steps=1))
+    short = continue_path(*args, start=(1.0, 1.0), output=str(tmp_path / "a.nc"))
+    full = continue_path(*args, start=Start(mu=(1.0, 1.0)), output=Output(path=tmp_path / "b.nc", progress=False))
+    assert (tmp_path / "a.nc").exists() and short.attrs["settings"] == full.attrs["settings"]
+    np.testing.assert_array_equal(short["gamma"].values, full["gamma"].values)
 
 
 def test_float32_data_with_float64_parameters_is_a_dtype_error():

@@ -20,7 +20,7 @@ from scipy.optimize import brentq
 from continuation.apps.cli import main
 from continuation.surface.context import PointContext
 from continuation.strategies.correctors import AdamCorrector, LBFGSCorrector, NewtonCorrector
-from continuation.engine.driver import ContinuationError, continue_path
+from continuation.engine.driver import ContinuationError, Output, Start, continue_path
 from continuation.strategies.projections import NewtonProjection, SecantProjection, bounded
 from continuation.files.path import load_path, load_point
 from continuation.strategies.predictors import NoPredictor, ODEPredictor, SecantPredictor
@@ -54,7 +54,8 @@ CORRECTORS = {"newton": lambda: NewtonCorrector(gtol=1e-11, hvp_mode="rev-rev"),
 def test_iso_classification_path_matches_closed_form_curve(competition, predictor, corrector):
     ds = continue_path(competition.problem, iso_classification(), PREDICTORS[predictor](), CORRECTORS[corrector](),
                        StepControl(initial=0.25, max_step=1.0), StopRule(max_steps=60, target={"lambda": 2.0}),
-                       projection=NewtonProjection(), start=(1.0, 1.0), progress=False, hvp_mode="rev-rev")
+                       projection=NewtonProjection(), start=(1.0, 1.0), output=Output(progress=False),
+                       hvp_mode="rev-rev")
     assert ds.attrs["status"] == "finished" and ds.attrs["stop_reason"] == "target lambda = 2.0 reached"
     assert float(ds["lambda"][-1]) == 2.0 and ds.sizes["step"] >= 5
     assert gamma_errors(competition.closed, ds).max() <= 1e-6
@@ -71,7 +72,7 @@ def test_ode_predictor_alone_tracks_the_curve(competition, method):
     pred = ODEPredictor(method, rtol=1e-9, atol=1e-11)
     ds = continue_path(competition.problem, iso_classification(), pred, NewtonCorrector(gtol=1e-11, hvp_mode="rev-rev"),
                        StepControl(initial=0.25, max_step=1.0, max_drift=1e-8), StopRule(target={"lambda": 2.0}),
-                       start=(1.0, 1.0), progress=False, hvp_mode="rev-rev")
+                       start=(1.0, 1.0), output=Output(progress=False), hvp_mode="rev-rev")
     assert ds.attrs["status"] == "finished"
     assert gamma_errors(competition.closed, ds).max() <= 1e-6
     assert np.abs(ds["C_drift"].values).max() <= 1e-7
@@ -80,8 +81,9 @@ def test_ode_predictor_alone_tracks_the_curve(competition, method):
 def test_adam_corrector_follows_the_curve_to_its_own_accuracy(competition):
     corr = AdamCorrector(steps=300, eta_max=0.05, gtol=1e-3)
     ds = continue_path(competition.problem, iso_classification(), ODEPredictor("rk4"), corr,
-                       StepControl(initial=0.5, max_step=1.0), StopRule(target={"lambda": 2.0}), projection=NewtonProjection(), start=(1.0, 1.0),
-                       progress=False, hvp_mode="rev-rev")
+                       StepControl(initial=0.5, max_step=1.0), StopRule(target={"lambda": 2.0}),
+                       projection=NewtonProjection(), start=(1.0, 1.0), output=Output(progress=False),
+                       hvp_mode="rev-rev")
     # Adam stops at |grad| ~ 1e-4, so C(theta) is C at a point near, not on, the surface
     assert ds["grad_norm"].values.max() <= 1e-3
     assert gamma_errors(competition.closed, ds).max() <= 1e-3
@@ -94,7 +96,8 @@ def test_first_law_and_remark_10_along_iso_c_path(competition):
     ds = continue_path(competition.problem, iso_classification(), SecantPredictor(),
                        NewtonCorrector(gtol=1e-11, hvp_mode="rev-rev"),
                        StepControl(initial=0.03, max_step=0.03), StopRule(max_steps=200, target={"lambda": 1.5}),
-                       projection=NewtonProjection(), start=(1.0, 1.0), progress=False, hvp_mode="rev-rev")
+                       projection=NewtonProjection(), start=(1.0, 1.0), output=Output(progress=False),
+                       hvp_mode="rev-rev")
     R, D, C, lam, gam = (ds[k].values for k in ("R", "D", "C", "lambda", "gamma"))
     dR, dD, dC = np.diff(R), np.diff(D), np.diff(C)
     trapezoid = np.sum(dR + 0.5 * (lam[1:] + lam[:-1]) * dD + 0.5 * (gam[1:] + gam[:-1]) * dC)
@@ -116,7 +119,7 @@ def test_finite_difference_law_agrees_with_exact_law_to_its_error(competition):
     assert errors[0] / errors[1] == pytest.approx(4.0, rel=0.1)  # central differences: O(h^2)
     # and the two laws drive paths that end close together (FD with the paper's none predictor)
     common = dict(control=StepControl(initial=0.25, max_step=0.25, max_drift=None), stop=StopRule(target={"lambda": 2.0}),
-                  start=(1.0, 1.0), progress=False, hvp_mode="rev-rev")
+                  start=(1.0, 1.0), output=Output(progress=False), hvp_mode="rev-rev")
     fd = continue_path(competition.problem, IsoClassificationFD(h=1e-3), NoPredictor(), NewtonCorrector(gtol=1e-11, hvp_mode="rev-rev"),
                        **common)
     ex = continue_path(competition.problem, iso_classification(), NoPredictor(),
@@ -129,8 +132,9 @@ def test_finite_difference_law_agrees_with_exact_law_to_its_error(competition):
 def test_milestones_are_landed_exactly(competition):
     ds = continue_path(competition.problem, iso_classification(), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-11, hvp_mode="rev-rev"),
                        StepControl(initial=0.4, max_step=1.0),
-                       StopRule(target={"lambda": 2.5}, milestones={"lambda": [1.5, 2.0, 2.2]}), projection=NewtonProjection(), start=(1.0, 1.0),
-                       progress=False, hvp_mode="rev-rev")
+                       StopRule(target={"lambda": 2.5}, milestones={"lambda": [1.5, 2.0, 2.2]}),
+                       projection=NewtonProjection(), start=(1.0, 1.0), output=Output(progress=False),
+                       hvp_mode="rev-rev")
     lams = list(ds["lambda"].values)
     for m in (1.5, 2.0, 2.2, 2.5):
         assert lams.count(m) == 1
@@ -140,7 +144,8 @@ def test_milestones_are_landed_exactly(competition):
 def test_quasi_static_path_matches_closed_form(competition):
     ds = continue_path(competition.problem, QuasiStatic(lambda_rate=1.0, gamma_rate=0.5), ODEPredictor("rk4"),
                        NewtonCorrector(gtol=1e-11, hvp_mode="rev-rev"), StepControl(initial=0.2, max_step=0.5),
-                       StopRule(target={"lambda": 3.0}), start=(1.0, 1.0), progress=False, hvp_mode="rev-rev")
+                       StopRule(target={"lambda": 3.0}), start=(1.0, 1.0), output=Output(progress=False),
+                       hvp_mode="rev-rev")
     for row in range(ds.sizes["step"]):
         lam, gam = float(ds["lambda"][row]), float(ds["gamma"][row])
         assert gam == pytest.approx(1.0 + 0.5 * (lam - 1.0), rel=1e-12)
@@ -152,7 +157,8 @@ def test_quasi_static_path_matches_closed_form(competition):
 def test_iso_c_plus_r_over_beta_holds_its_functional(competition):
     ds = continue_path(competition.problem, iso_c_plus_r_over_beta(beta=2.0), ODEPredictor("rk4"),
                        NewtonCorrector(gtol=1e-11, hvp_mode="rev-rev"), StepControl(initial=0.25, max_step=1.0),
-                       StopRule(target={"lambda": 2.0}), projection=NewtonProjection(), start=(1.0, 1.0), progress=False, hvp_mode="rev-rev")
+                       StopRule(target={"lambda": 2.0}), projection=NewtonProjection(), start=(1.0, 1.0),
+                       output=Output(progress=False), hvp_mode="rev-rev")
     G = ds["C"].values + ds["R"].values / 2.0
     assert np.abs(G - G[0]).max() <= 1e-9 * abs(G[0])
     assert np.abs(ds["C_drift"].values).max() > 1e-4  # C itself moves: a different process
@@ -161,7 +167,8 @@ def test_iso_c_plus_r_over_beta_holds_its_functional(competition):
 def test_step_failure_stops_with_the_reason(competition):
     ds = continue_path(competition.problem, iso_classification(), NoPredictor(),
                        NewtonCorrector(gtol=1e-11, hvp_mode="rev-rev"), StepControl(initial=0.5, min_step=1e-2, max_drift=1e-12),
-                       StopRule(target={"lambda": 2.0}), start=(1.0, 1.0), progress=False, hvp_mode="rev-rev")
+                       StopRule(target={"lambda": 2.0}), start=(1.0, 1.0), output=Output(progress=False),
+                       hvp_mode="rev-rev")
     assert ds.attrs["status"] == "stopped"
     assert "below min_step" in ds.attrs["stop_reason"] and "drift" in ds.attrs["stop_reason"]
 
@@ -249,10 +256,11 @@ class NaNAbove(Problem):
 def test_nan_objective_is_one_line(competition, capsys, monkeypatch, tmp_path):
     with pytest.raises(ContinuationError, match=r"^start point .*objective at the starting point is not finite"):
         continue_path(NaNAbove(competition.problem, 0.5), iso_classification(), ODEPredictor("rk4"),
-                      NewtonCorrector(), StepControl(), StopRule(), projection=NewtonProjection(), start=(1.0, 1.0), progress=False, hvp_mode="rev-rev")
+                      NewtonCorrector(), StepControl(), StopRule(), projection=NewtonProjection(), start=(1.0, 1.0),
+                      output=Output(progress=False), hvp_mode="rev-rev")
     ds = continue_path(NaNAbove(competition.problem, 1.5), QuasiStatic(), ODEPredictor("rk4"), NewtonCorrector(),
                        StepControl(initial=0.2, min_step=1e-3), StopRule(target={"lambda": 3.0}), start=(1.0, 1.0),
-                       progress=False, hvp_mode="rev-rev")
+                       output=Output(progress=False), hvp_mode="rev-rev")
     assert ds.attrs["status"] == "stopped" and "not finite" in ds.attrs["stop_reason"]
     assert float(ds["lambda"][-1]) <= 1.5
     # through the command line: one line, exit 1
@@ -306,14 +314,15 @@ def test_resume_refuses_another_configuration(tmp_path, competition):
     out = tmp_path / "p.nc"
     args = (competition.problem, iso_classification(), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-11, hvp_mode="rev-rev"),
             StepControl(), StopRule(max_steps=2))
-    continue_path(*args, start=(1.0, 1.0), out=out, config={"a": 1}, progress=False, hvp_mode="rev-rev")
+    continue_path(*args, start=(1.0, 1.0), output=Output(out, progress=False, config={"a": 1}), hvp_mode="rev-rev")
     with pytest.raises(ContinuationError, match="exists; pass resume=True"):
-        continue_path(*args, start=(1.0, 1.0), out=out, config={"a": 1}, progress=False, hvp_mode="rev-rev")
+        continue_path(*args, start=(1.0, 1.0), output=Output(out, progress=False, config={"a": 1}), hvp_mode="rev-rev")
     with pytest.raises(ContinuationError, match=r"another configuration \(steps.initial: 0.05 in the file, 0.1 now\)"):
-        continue_path(*args[:4], StepControl(initial=0.1), args[5], start=(1.0, 1.0), out=out, config={"a": 1},
-                      resume=True, progress=False, hvp_mode="rev-rev")
+        continue_path(*args[:4], StepControl(initial=0.1), args[5], start=(1.0, 1.0),
+                      output=Output(out, resume=True, progress=False, config={"a": 1}), hvp_mode="rev-rev")
     # the TOML text is not a setting (a default written out is the same run): only the settings are compared
-    continue_path(*args, start=(1.0, 1.0), out=out, config={"a": 2}, resume=True, progress=False, hvp_mode="rev-rev")
+    continue_path(*args, start=(1.0, 1.0), output=Output(out, resume=True, progress=False, config={"a": 2}),
+                  hvp_mode="rev-rev")
     assert math.isfinite(float(load_path(out)["F"][-1]))
 
 
@@ -321,11 +330,11 @@ def test_a_run_built_in_python_records_its_settings_and_resume_refuses_a_changed
     """No TOML: the file holds every strategy's options, and --resume with one changed is one line."""
     out = tmp_path / "p.nc"
 
-    def run(gtol, max_steps=2, **kw):
+    def run(gtol, max_steps=2, resume=False):
         return continue_path(competition.problem, iso_classification(), ODEPredictor("rk4"),
                              NewtonCorrector(gtol=gtol), StepControl(initial=0.25),
                              StopRule(max_steps=max_steps), projection=SecantProjection(max_iter=4), start=(1.0, 1.0),
-                             out=out, progress=False, **kw)
+                             output=Output(out, resume=resume, progress=False))
 
     ds = run(1e-11)
     settings = json.loads(ds.attrs["settings"])
@@ -353,7 +362,7 @@ def test_secant_projection_holds_c_even_when_the_tangents_are_wrong(competition,
     ds = continue_path(competition.problem, iso_classification(clock="lambda", tol=1e-11),
                        NoPredictor(), NewtonCorrector(gtol=1e-12), FixedSteps(size=0.2),
                        StopRule(max_steps=60, target={"lambda": 1.8}), projection=SecantProjection(), start=(1.0, 1.0),
-                       progress=False, solver=solver)
+                       output=Output(progress=False), solver=solver)
     assert ds.attrs["status"] == "finished"
     assert np.allclose(np.diff(ds["lambda"].values), 0.2)  # s is lambda - lambda0; gamma alone is projected
     assert np.abs(ds["C_drift"].values).max() <= 1e-10
@@ -374,7 +383,8 @@ def test_secant_reusing_the_measured_response_tends_to_one_on_exact_tangents(com
         return continue_path(competition.problem, iso_classification(clock="lambda", tol=1e-11), NoPredictor(),
                              NewtonCorrector(gtol=1e-12), FixedSteps(size=ds),
                              StopRule(max_steps=60, target={"lambda": 1.8}),
-                             projection=SecantProjection(reuse_response=reuse), start=(1.0, 1.0), progress=False,
+                             projection=SecantProjection(reuse_response=reuse), start=(1.0, 1.0),
+                             output=Output(progress=False),
                              solver=MINRES(rtol=1e-12, maxiter=maxiter))
 
     errors = []
@@ -399,7 +409,8 @@ def test_plain_law_drifts_at_first_order_in_the_step(competition):
     for h in (0.2, 0.1, 0.05):
         ds = continue_path(competition.problem, iso_classification(clock="lambda"), NoPredictor(),
                            NewtonCorrector(gtol=1e-11), StepControl(initial=h, max_step=h, max_drift=None),
-                           StopRule(max_steps=60, target={"lambda": 1.8}), start=(1.0, 1.0), progress=False)
+                           StopRule(max_steps=60, target={"lambda": 1.8}), start=(1.0, 1.0),
+                           output=Output(progress=False))
         drifts.append(np.abs(ds["C_drift"].values).max())
     ratios = np.array(drifts[:-1]) / np.array(drifts[1:])
     assert np.all((ratios > 1.8) & (ratios < 2.2)), drifts
@@ -428,11 +439,13 @@ def test_settle_runs_the_start_corrector_that_many_times(competition):
             return super().correct(system, x, mu)
 
     continue_path(competition.problem, iso_classification(), NoPredictor(), Counting(gtol=1e-11), StepControl(),
-                  StopRule(max_steps=0), projection=NewtonProjection(), start=(1.0, 1.0), progress=False, settle=3)
+                  StopRule(max_steps=0), projection=NewtonProjection(), start=Start(mu=(1.0, 1.0), settle=3),
+                  output=Output(progress=False))
     assert calls == [1.0, 1.0, 1.0]
     with pytest.raises(ValueError, match="settle must be >= 1"):
         continue_path(competition.problem, iso_classification(), NoPredictor(), Counting(), StepControl(),
-                      StopRule(max_steps=0), projection=NewtonProjection(), start=(1.0, 1.0), progress=False, settle=0)
+                      StopRule(max_steps=0), projection=NewtonProjection(), start=Start(mu=(1.0, 1.0), settle=0),
+                      output=Output(progress=False))
 
 
 def test_secant_iterates_move_a_multiplier_by_at_most_a_factor_of_two():
@@ -476,7 +489,7 @@ def test_progress_runs_from_0_to_1_toward_the_target_and_stays_on_screen(competi
     assert StopRule(max_steps=40).progress(10, 0.0, start, start) == 0.25  # no target: steps over max_steps
     assert StopRule(max_s=2.0).progress(10, 0.5, start, start) == 0.25
     continue_path(competition.problem, QuasiStatic(), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-11),
-                  StepControl(initial=0.5, max_step=0.5), stop, start=(1.0, 1.0), progress=True)
+                  StepControl(initial=0.5, max_step=0.5), stop, start=(1.0, 1.0), output=Output(progress=True))
     err = capsys.readouterr().err
     assert "100%" in err and "lam=2" in err and err.rstrip().endswith("]")  # the last state is left on screen
 
@@ -488,7 +501,7 @@ def test_the_secant_predictor_lands_on_milestones_and_the_target_it_would_pass(c
     ds = continue_path(competition.problem, iso_classification(), SecantPredictor(), NewtonCorrector(gtol=1e-11),
                        StepControl(initial=0.25, max_step=1.0),
                        StopRule(max_steps=200, target={"lambda": 4.0}, milestones={"lambda": [2.0, 3.0]}),
-                       projection=NewtonProjection(), start=(1.0, 1.0), progress=False)
+                       projection=NewtonProjection(), start=(1.0, 1.0), output=Output(progress=False))
     lams = list(ds["lambda"].values)
     assert ds.attrs["stop_reason"] == "target lambda = 4.0 reached" and max(lams) == 4.0
     assert lams.count(2.0) == 1 and lams.count(3.0) == 1

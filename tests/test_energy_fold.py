@@ -19,7 +19,7 @@ from continuation.strategies.arclength import (BorderedNewtonCorrector, PseudoAr
                                     extended_tangent)
 from continuation.apps.cli import main
 from continuation.files.config import ConfigError, build_run
-from continuation.engine.driver import continue_path
+from continuation.engine.driver import Output, continue_path
 from continuation.singular.fold import detect_folds, fold_events, locate_fold
 from continuation.files.path import load_path
 from continuation.strategies.predictors import ODEPredictor
@@ -102,7 +102,7 @@ def test_energy_problem_from_a_function_runs_through_continue_path():
     problem = EnergyProblem(objective=scalar_fold, theta0={"x": torch.tensor([-1.2], dtype=torch.float64)})
     ds = continue_path(problem, PseudoArclength(weight=0.5), PseudoArclengthPredictor(), BorderedNewtonCorrector(),
                        AdaptiveSteps(initial=0.05, max_step=0.2), StopRule(max_steps=60), start=(0.8, 1.0),
-                       progress=False)
+                       output=Output(progress=False))
     lam, x = ds["lambda"].values, -ds["D"].values  # D = dJ/dlambda = -x
     assert np.allclose(lam, 1 + x**3 - x, atol=1e-9)  # every point on the S-curve
     turns = [k for k in range(1, len(lam) - 1) if (lam[k] - lam[k - 1]) * (lam[k + 1] - lam[k]) < 0]
@@ -183,10 +183,10 @@ def test_incompatible_strategies_are_refused_at_setup():
         build_run(config)
     with pytest.raises(ValueError, match="follows the extended tangent"):
         continue_path(bratu_problem(5), QuasiStatic(), PseudoArclengthPredictor(), BorderedNewtonCorrector(),
-                      AdaptiveSteps(), StopRule(), start=(1.0, 1.0), progress=False)
+                      AdaptiveSteps(), StopRule(), start=(1.0, 1.0), output=Output(progress=False))
     with pytest.raises(ValueError, match="needs predictor 'pseudo-arclength'"):
         continue_path(bratu_problem(5), PseudoArclength(), ODEPredictor(), BorderedNewtonCorrector(),
-                      AdaptiveSteps(), StopRule(), start=(1.0, 1.0), progress=False)
+                      AdaptiveSteps(), StopRule(), start=(1.0, 1.0), output=Output(progress=False))
 
 
 # --- (b) the fold, located, against scipy ------------------------------------------------------
@@ -269,7 +269,7 @@ def test_pseudo_arclength_on_a_problem_with_gauge_modes_matches_the_closed_form(
     assert len(problem.gauge_directions(problem.init_params(0))) == 1  # the rotation of the 2-d latent
     ds = continue_path(problem, PseudoArclength(), PseudoArclengthPredictor(),
                        BorderedNewtonCorrector(gtol=1e-11, descent=True), AdaptiveSteps(initial=0.2, max_step=0.5),
-                       StopRule(max_steps=10, target={"lambda": 1.5}), start=(1.0, 1.0), progress=False)
+                       StopRule(max_steps=10, target={"lambda": 1.5}), start=(1.0, 1.0), output=Output(progress=False))
     closed = LinearGaussianClosedForm.of(problem)
     assert ds.attrs["stop_reason"] == "target lambda = 1.5 reached"
     for k in range(ds.sizes["step"]):
@@ -286,7 +286,7 @@ def test_a_target_the_corrector_carries_past_is_landed_on_at_fixed_lambda():
     ds = continue_path(problem, PseudoArclength(), PseudoArclengthPredictor(), BorderedNewtonCorrector(),
                        AdaptiveSteps(initial=0.1, max_step=0.5),
                        StopRule(max_steps=30, target={"lambda": 3.45}, away_points=0), start=(3.48, 1.0),
-                       progress=False)
+                       output=Output(progress=False))
     lam = ds["lambda"].values
     assert ds.attrs["stop_reason"] == "target lambda = 3.45 reached" and lam[-1] == 3.45 and lam.max() > 3.5
     assert 0 < float(ds["step_size"][-1]) < float(ds["next_step"][-2])  # the landed step is shorter than tried

@@ -19,7 +19,7 @@ import xarray as xr
 
 from continuation.apps import cli
 from continuation.strategies.correctors import NewtonCorrector
-from continuation.engine.driver import continue_path
+from continuation.engine.driver import Output, Start, continue_path
 from continuation.errors import (CheckpointMissing, ContinuationError, OutputLocked, OutputNotWritable,
                                  PathFileError, RunInterrupted)
 from continuation.files.writer import PathWriter
@@ -202,7 +202,7 @@ def test_run_interrupted_names_the_exact_resume_command():
 def small_run(competition, out, **kw):
     return continue_path(competition.problem, iso_classification(), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-11),
                          AdaptiveSteps(initial=0.25), kw.pop("stop", StopRule(max_steps=2)),
-                         projection=NewtonProjection(), start=(1.0, 1.0), out=out, progress=False, **kw)
+                         projection=NewtonProjection(), start=(1.0, 1.0), output=Output(out, progress=False), **kw)
 
 
 def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(tmp_path, competition, capsys):
@@ -361,7 +361,8 @@ def test_a_damaged_or_missing_checkpoint_is_one_line(written, damage):
 def test_from_a_path_of_another_problem_size_names_both_sizes(tmp_path, written, gaussian):
     with pytest.raises(PathFileError) as err:
         continue_path(gaussian.problem, iso_classification(), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-11),
-                      AdaptiveSteps(), StopRule(max_steps=1), start_from=(written, 1), progress=False)
+                      AdaptiveSteps(), StopRule(max_steps=1), start=Start(from_point=(written, 1)),
+                      output=Output(progress=False))
     msg = str(err.value)
     n_other = sum(v.numel() for v in gaussian.problem.init_params(0).values())
     assert "\n" not in msg and "holds 4 parameters" in msg and f"has {n_other}" in msg, msg
@@ -415,14 +416,14 @@ def test_pruning_waits_for_the_file_that_no_longer_names_the_checkpoint(tmp_path
 def test_max_steps_before_the_target_is_stopped_not_finished(competition):
     ds = continue_path(competition.problem, iso_classification(), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-11),
                        AdaptiveSteps(initial=0.1, max_step=0.1), StopRule(max_steps=3, target={"lambda": 2.0}),
-                       projection=NewtonProjection(), start=(1.0, 1.0), progress=False)
+                       projection=NewtonProjection(), start=(1.0, 1.0), output=Output(progress=False))
     lam = float(ds["lambda"][-1])
     assert ds.attrs["status"] == "stopped"
     assert ds.attrs["stop_reason"] == f"max_steps 3 reached before the target lambda = 2.0 (lambda = {lam:.6g})"
     # the same budget with no target is the run's end: finished
     ds = continue_path(competition.problem, iso_classification(), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-11),
                        AdaptiveSteps(initial=0.1, max_step=0.1), StopRule(max_steps=3),
-                       projection=NewtonProjection(), start=(1.0, 1.0), progress=False)
+                       projection=NewtonProjection(), start=(1.0, 1.0), output=Output(progress=False))
     assert ds.attrs["status"] == "finished" and ds.attrs["stop_reason"] == "max_steps 3 reached"
 
 
@@ -433,7 +434,7 @@ def test_a_run_that_stalls_is_stopped_no_progress(competition):
     max_steps reached"."""
     ds = continue_path(competition.problem, iso_classification(), NoPredictor(), NewtonCorrector(gtol=1e-11),
                        AdaptiveSteps(initial=0.1, min_step=1e-12, max_drift=1e-13),
-                       StopRule(max_steps=60, target={"lambda": 2.0}), start=(1.0, 1.0), progress=False)
+                       StopRule(max_steps=60, target={"lambda": 2.0}), start=(1.0, 1.0), output=Output(progress=False))
     assert ds.attrs["status"] == "stopped" and ds.sizes["step"] == 11
     assert ds.attrs["stop_reason"].startswith("no progress: the last 10 steps were all shorter than 0.001 of the "
                                               "initial step 0.1")
@@ -442,7 +443,7 @@ def test_a_run_that_stalls_is_stopped_no_progress(competition):
 def test_a_law_that_does_not_move_the_multipliers_is_stopped_no_progress(competition):
     ds = continue_path(competition.problem, QuasiStatic(lambda_rate=1e-9, gamma_rate=0.0), ODEPredictor("euler"),
                        NewtonCorrector(gtol=1e-11), FixedSteps(size=0.1), StopRule(max_steps=100),
-                       start=(1.0, 1.0), progress=False)
+                       start=(1.0, 1.0), output=Output(progress=False))
     assert ds.attrs["status"] == "stopped" and ds.sizes["step"] == 11
     assert ds.attrs["stop_reason"].startswith("no progress: the multipliers moved by")
 
@@ -454,8 +455,8 @@ def test_a_run_going_away_from_its_target_is_stopped(competition, tmp_path):
     # the first tangent: a target below the start is found unreachable on the way
     stop = StopRule(max_steps=100, target={"lambda": 0.5})
     ds = continue_path(competition.problem, iso_classification(), ODEPredictor("euler"),
-                       NewtonCorrector(gtol=1e-11), FixedSteps(size=0.05), stop, start=(1.0, 1.0), progress=False,
-                       out=out)
+                       NewtonCorrector(gtol=1e-11), FixedSteps(size=0.05), stop, start=(1.0, 1.0),
+                       output=Output(out, progress=False))
     assert ds.attrs["status"] == "stopped" and ds.sizes["step"] == 11
     assert ds.attrs["stop_reason"].startswith("running away from the target lambda = 0.5")
     assert "(1 -> 1.13399)" in ds.attrs["stop_reason"]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from continuation import continue_path, solve_tangents
+from continuation import Output, continue_path, solve_tangents
 from continuation.strategies.correctors import NewtonCorrector
 from continuation.strategies.predictors import ODEPredictor
 from continuation.strategies.processes import IsoClassification
@@ -63,7 +63,7 @@ def test_the_iso_c_path_that_stalled_on_gauge_modes_reaches_its_target():
     path = continue_path(case_problem(), IsoClassification(alpha=1.0), ODEPredictor("rk4"),
                          NewtonCorrector(gtol=1e-11), AdaptiveSteps(initial=0.1, max_step=0.25),
                          StopRule(target={"lambda": 2.5}, milestones={"lambda": [1.5, 2.0]}, max_steps=70),
-                         projection=NewtonProjection(), start=(1.0, 1.0), progress=False)
+                         projection=NewtonProjection(), start=(1.0, 1.0), output=Output(progress=False))
     assert path.attrs["stop_reason"] == "target lambda = 2.5 reached"
     assert int(path["rejected"].sum()) == 0
     assert float(path["krylov_residual"].max()) < 1e-11

@@ -11,7 +11,7 @@ import torch
 
 from continuation import EquilibriumSystem
 from continuation.strategies.correctors import AdamCorrector
-from continuation.engine.driver import continue_path
+from continuation.engine.driver import Output, Start, continue_path
 from continuation.strategies.predictors import NoPredictor
 from continuation.strategies.processes import iso_classification
 from continuation.strategies.step_control import FixedSteps, StopRule
@@ -87,7 +87,8 @@ def test_cifar_shape_model_takes_one_iso_classification_step():
     problem = NeuralProblem(*cifar_resnet(latent=4, width=16), data, hvp_batch=4)
     ds = continue_path(problem, iso_classification(), NoPredictor(),
                        AdamCorrector(steps=2, eta_max=1e-3, gtol=float("inf")), FixedSteps(size=0.1),
-                       StopRule(max_steps=1), start=(0.5, 5.0), equilibrate=False, progress=False,
+                       StopRule(max_steps=1), start=Start(mu=(0.5, 5.0), equilibrate=False),
+                       output=Output(progress=False),
                        solver=MINRES(rtol=1e-3, maxiter=2))
     assert ds.sizes["step"] == 2 and ds.attrs["status"] == "finished"
     assert float(ds["lambda"][1]) != 0.5 and np.isfinite(ds["C"].values).all()
@@ -191,7 +192,8 @@ def test_stochastic_path_resamples_between_points_and_records_fixed_noise_metric
     problem.resample = lambda seed: (seeds.append(seed), original(seed))[1]
     ds = continue_path(problem, iso_classification(), NoPredictor(),
                        AdamCorrector(steps=5, gtol=float("inf")), FixedSteps(size=0.1),
-                       StopRule(max_steps=2), start=(0.5, 2.0), equilibrate=False, progress=False,
+                       StopRule(max_steps=2), start=Start(mu=(0.5, 2.0), equilibrate=False),
+                       output=Output(progress=False),
                        solver=MINRES(rtol=1e-3, maxiter=5), resample=True)
     assert seeds == [1, 2]  # one new draw before each step, seeded by the step number
     for name in ("train_R", "train_D", "train_C", "val_loss", "val_acc", "krylov_residual"):
@@ -356,8 +358,8 @@ def test_float32_path_lands_on_its_target_without_a_sliver_step():
     problem = small_problem(dtype=torch.float32, hvp_batch=16)
     ds = continue_path(problem, iso_classification(clock="lambda"), NoPredictor(),
                        AdamCorrector(steps=2, gtol=float("inf")), FixedSteps(size=0.075),
-                       StopRule(max_steps=40, target={"lambda": 1.0}), start=(0.25, 2.0), equilibrate=False,
-                       progress=False, solver=MINRES(rtol=1e-3, maxiter=3))
+                       StopRule(max_steps=40, target={"lambda": 1.0}), start=Start(mu=(0.25, 2.0), equilibrate=False),
+                       output=Output(progress=False), solver=MINRES(rtol=1e-3, maxiter=3))
     assert ds.attrs["stop_reason"] == "target lambda = 1.0 reached"
     assert ds.sizes["step"] == 11 and float(ds["lambda"][-1]) == 1.0
     assert np.diff(ds["lambda"].values).min() > 0.07

@@ -21,7 +21,7 @@ import torch
 import xarray as xr
 from scipy.optimize import brentq
 
-from continuation import continue_path
+from continuation import Output, Start, continue_path
 from continuation.strategies.arclength import BorderedNewtonCorrector, PseudoArclength, PseudoArclengthPredictor
 from continuation.files.config import ConfigError, build_run
 from continuation.strategies.correctors import NewtonCorrector
@@ -98,7 +98,8 @@ def test_quasi_static_switches_located_and_path_stays_on_the_minimum(case, rate,
     out = tmp_path / "path.nc"
     path = continue_path(problem, QuasiStatic(lambda_rate=rate), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-11),
                          AdaptiveSteps(initial=0.1, max_step=0.5), StopRule(target={"lambda": target}),
-                         start=(start, GAMMA), theta0=theta_star(cf, start, GAMMA), progress=False, out=out)
+                         start=Start(mu=(start, GAMMA), theta0=theta_star(cf, start, GAMMA)),
+                         output=Output(out, progress=False))
     assert path.attrs["status"] == "finished"
     found = [e for e in events(path) if e["type"] == "bifurcation"]
     got = sorted(e["lambda"] for e in found)
@@ -144,7 +145,7 @@ def test_iso_c_switches_located_on_the_iso_c_curve(case, alpha):
     path = continue_path(problem, IsoClassification(alpha=alpha), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-11),
                          AdaptiveSteps(initial=0.05, max_step=0.5, max_drift=None),
                          StopRule(target={"lambda": target}), projection=NewtonProjection(),
-                         start=(start, g0), theta0=theta_star(cf, start, g0), progress=False)
+                         start=Start(mu=(start, g0), theta0=theta_star(cf, start, g0)), output=Output(progress=False))
     assert path.attrs["status"] == "finished"
     found = sorted((e["lambda"], e["gamma"]) for e in events(path) if e["type"] == "bifurcation")
     assert len(found) == 2, events(path)
@@ -163,7 +164,8 @@ def test_follow_keeps_the_saddle_and_says_so(case):
     start = 1.9
     path = continue_path(problem, QuasiStatic(), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-11),
                          AdaptiveSteps(initial=0.1, max_step=0.25), StopRule(target={"lambda": 2.4}),
-                         start=(start, GAMMA), theta0=theta_star(cf, start, GAMMA), progress=False,
+                         start=Start(mu=(start, GAMMA), theta0=theta_star(cf, start, GAMMA)),
+                         output=Output(progress=False),
                          monitor=Monitor(branch="follow"))
     ev = events(path)
     assert [(e["type"], e["index_before"], e["index_after"]) for e in ev] == [("bifurcation", 0, 1),
@@ -181,7 +183,7 @@ def test_user_crossing_of_a_functional_is_located(case):
     lam_ref = brentq(lambda l: cf.functionals(l, GAMMA)["C"] - value, 1.3, 2.0, xtol=1e-15, rtol=1e-15)
     path = continue_path(problem, QuasiStatic(), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-11),
                          AdaptiveSteps(initial=0.1, max_step=0.5), StopRule(target={"lambda": 2.0}),
-                         start=(1.5, GAMMA), theta0=theta_star(cf, 1.5, GAMMA), progress=False,
+                         start=Start(mu=(1.5, GAMMA), theta0=theta_star(cf, 1.5, GAMMA)), output=Output(progress=False),
                          monitor=Monitor(crossings={"C": [value]}))
     crossing = [e for e in events(path) if e["type"] == "crossing"]
     assert len(crossing) == 1 and crossing[0]["detail"] == "C crossed 2.2"
@@ -198,7 +200,7 @@ def test_fold_is_an_event_and_the_far_branch_has_index_one():
     path = continue_path(bratu_problem(31), PseudoArclength(), PseudoArclengthPredictor(), BorderedNewtonCorrector(),
                          AdaptiveSteps(initial=0.1, max_step=0.5),
                          StopRule(max_steps=14, target={"lambda": 2.0}, away_points=0), start=(3.0, 1.0),
-                         progress=False)
+                         output=Output(progress=False))
     assert path.attrs["status"] == "finished"
     ev = events(path)
     assert [e["type"] for e in ev] == ["fold"]
@@ -213,7 +215,7 @@ def test_crossings_alone_and_of_a_missing_quantity(case):
     problem, cf = case
     value = 2.2
     lam_ref = brentq(lambda l: cf.functionals(l, GAMMA)["C"] - value, 1.3, 2.0, xtol=1e-15, rtol=1e-15)
-    kw = dict(start=(1.5, GAMMA), theta0=theta_star(cf, 1.5, GAMMA), progress=False)
+    kw = dict(start=Start(mu=(1.5, GAMMA), theta0=theta_star(cf, 1.5, GAMMA)), output=Output(progress=False))
     args = (problem, QuasiStatic(), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-11),
             AdaptiveSteps(initial=0.1, max_step=0.5), StopRule(target={"lambda": 2.0}))
     path = continue_path(*args, monitor=Monitor(modes=0, crossings={"C": [value]}), **kw)
@@ -287,6 +289,6 @@ def test_a_point_where_j_is_not_finite_is_rejected_not_written(tmp_path):
                             theta0={"x": torch.full((2,), 0.3, dtype=torch.float64)})
     path = continue_path(problem, PseudoArclength(), PseudoArclengthPredictor(), BorderedNewtonCorrector(),
                          AdaptiveSteps(initial=0.2, max_step=0.5), StopRule(target={"lambda": 3.0}),
-                         start=(1.0, 1.0), progress=False)
+                         start=(1.0, 1.0), output=Output(progress=False))
     assert np.isfinite(path.F.values).all() and np.isfinite(path.R.values).all()
     assert path.attrs["status"] == "stopped" and (path["lambda"].values < 2).all()

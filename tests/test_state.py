@@ -13,7 +13,7 @@ import torch
 import xarray as xr
 
 import continuation.files.writer as writer_module
-from continuation.engine.driver import continue_path
+from continuation.engine.driver import Output, continue_path
 from continuation.engine.state import dump_slots
 from continuation.engine.stepper import _angle
 from continuation.errors import PathFileError
@@ -46,10 +46,10 @@ class AlternatingPredictor(Predictor):
         return inner.predict(make_context, start, ds, previous, process)
 
 
-def run(competition, out, **kw):
+def run(competition, out, resume=False):
     return continue_path(competition.problem, QuasiStatic(lambda_rate=1.0), AlternatingPredictor(),
                          NewtonCorrector(gtol=1e-11), FixedSteps(size=0.2), StopRule(max_steps=7),
-                         start=(1.0, 1.0), out=out, progress=False, monitor=None, **kw)
+                         start=(1.0, 1.0), output=Output(out, resume=resume, progress=False), monitor=None)
 
 
 class Killed(BaseException):
@@ -83,7 +83,7 @@ def test_a_strategy_with_state_of_its_own_resumes_identically(tmp_path, competit
     # and the count matters: with the secant on every step the iterations differ
     other = continue_path(competition.problem, QuasiStatic(lambda_rate=1.0), SecantPredictor(),
                           NewtonCorrector(gtol=1e-11), FixedSteps(size=0.2), StopRule(max_steps=7),
-                          start=(1.0, 1.0), progress=False, monitor=None)
+                          start=(1.0, 1.0), output=Output(progress=False), monitor=None)
     assert list(other["newton_iters"].values) != list(full["newton_iters"].values)
 
 

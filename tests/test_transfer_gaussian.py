@@ -10,7 +10,7 @@ import torch
 from scipy.optimize import brentq
 from torchdiffeq import odeint
 
-from continuation import EquilibriumSystem, continue_path
+from continuation import EquilibriumSystem, Output, continue_path
 from continuation.strategies.correctors import NewtonCorrector
 from continuation.strategies.step_control import AdaptiveSteps, FixedSteps, HeldSteps, StopRule
 from continuation.strategies.predictors import ODEPredictor
@@ -47,7 +47,8 @@ class TransferCase:
     def run(self, process, predictor, step=0.1, **kw):
         return continue_path(self.problem, process, predictor, NewtonCorrector(gtol=1e-12),
                              AdaptiveSteps(initial=step, max_step=step, grow=1.0, max_drift=None, max_angle_deg=180),
-                             StopRule(max_steps=100, target={"t": 1.0}), start=(LAM, GAM, 0.0), progress=False, **kw)
+                             StopRule(max_steps=100, target={"t": 1.0}), start=(LAM, GAM, 0.0),
+                             output=Output(progress=False), **kw)
 
 
 @pytest.fixture(scope="module", params=["mixture", "ot"])
@@ -327,7 +328,8 @@ def test_a_task_path_ends_at_t_1_without_a_target(case):
     """t is the task time in [0, 1]: with no target the run lands on t = 1 and ends there (it went
     on to t = 1.4 and said "finished: max_steps reached")."""
     ds = continue_path(case.problem, QuasiStatic(lambda_rate=0.0, t_rate=1.0), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-12),
-                       FixedSteps(size=0.3), StopRule(max_steps=20), start=(LAM, GAM, 0.0), progress=False)
+                       FixedSteps(size=0.3), StopRule(max_steps=20), start=(LAM, GAM, 0.0),
+                       output=Output(progress=False))
     assert list(ds["t"].values) == pytest.approx([0.0, 0.3, 0.6, 0.9, 1.0], abs=1e-15)
     assert ds.attrs["status"] == "finished" and ds.attrs["stop_reason"] == "t = 1 reached (the end of the task path)"
 
@@ -335,7 +337,7 @@ def test_a_task_path_ends_at_t_1_without_a_target(case):
 def test_a_start_outside_the_bounds_is_stopped(case):
     ds = continue_path(case.problem, QuasiStatic(lambda_rate=0.0, t_rate=1.0), ODEPredictor("rk4"), NewtonCorrector(gtol=1e-12),
                        FixedSteps(size=0.3), StopRule(max_steps=20, bounds={"R": [100.0, 200.0]}),
-                       start=(LAM, GAM, 0.0), progress=False)
+                       start=(LAM, GAM, 0.0), output=Output(progress=False))
     assert ds.sizes["step"] == 1 and ds.attrs["status"] == "stopped"
     assert ds.attrs["stop_reason"].endswith("is outside its bounds [100.0, 200.0] at the start")
 
@@ -351,7 +353,8 @@ def test_held_steps_shrink_until_the_law_holds_c_within_max_miss(case):
     assert worst > 1e-4  # the law alone drifts: the bound below bites
     held = continue_path(case.problem, process, ODEPredictor("euler"), NewtonCorrector(gtol=1e-12),
                          HeldSteps(initial=0.25, max_step=0.25, min_step=1e-3, max_miss=worst / 3),
-                         StopRule(max_steps=200, target={"t": 1.0}), start=(LAM, GAM, 0.0), progress=False)
+                         StopRule(max_steps=200, target={"t": 1.0}), start=(LAM, GAM, 0.0),
+                         output=Output(progress=False))
     assert held.attrs["status"] == "finished" and float(held["t"][-1]) == 1.0
     assert np.all(np.abs(held["constraint_drift"].values) <= worst / 3)
     assert int(held["rejected"].sum()) > 0 and float(held["step_size"][1:].min()) < 0.25

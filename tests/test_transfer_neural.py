@@ -12,7 +12,7 @@ from continuation import EquilibriumSystem
 from continuation.apps.baselines import fine_tune, from_scratch
 from continuation.files.config import ConfigError, build, build_run
 from continuation.strategies.correctors import AdamCorrector
-from continuation.engine.driver import continue_path
+from continuation.engine.driver import Output, Start, continue_path
 from continuation.strategies.predictors import NoPredictor
 from continuation.strategies.processes import QuasiStatic
 from continuation.strategies.transfer_processes import IsoClassificationTransfer
@@ -143,8 +143,9 @@ def _ot_transfer(p, theta0, hold, max_steps=100, steps=None):
     # the law's gamma' at t = 0 (the floor's chord slope over the tangents' C_gamma) would leave
     # gamma > 0 in one step: the prediction moves gamma by at most a factor 2
     return continue_path(p, process, NoPredictor(factor=2.0), corrector, steps or FixedSteps(size=0.25),
-                         StopRule(max_steps=max_steps, target={"t": 1.0}), start=(0.5, 4.0, 0.0), theta0=theta0,
-                         progress=False, resample=True, solver=MINRES(rtol=1e-2, maxiter=10, shift=-0.1),
+                         StopRule(max_steps=max_steps, target={"t": 1.0}),
+                         start=Start(mu=(0.5, 4.0, 0.0), theta0=theta0), output=Output(progress=False), resample=True,
+                         solver=MINRES(rtol=1e-2, maxiter=10, shift=-0.1),
                          projection=SecantProjection())
 
 
@@ -192,8 +193,9 @@ def test_geodesic_transfer_on_a_network_holds_c_and_d_minus_kr_at_every_t(tmp_pa
     process = IsoClassificationTransfer(condition="geodesic", k=k, tol=5e-3, measure="evaluation")
     ds = continue_path(p, process, NoPredictor(factor=2.0, move="clock"), corrector,
                        HeldSteps(initial=0.25, max_step=0.25, min_step=0.25 / 64, max_miss=0.01),
-                       StopRule(target={"t": 1.0}), start=(0.5, 1.0, 0.0), theta0=theta0, progress=False,
-                       resample=True, solver=MINRES(rtol=1e-2, maxiter=10, shift=-0.1), out=tmp_path / "geo.nc",
+                       StopRule(target={"t": 1.0}), start=Start(mu=(0.5, 1.0, 0.0), theta0=theta0),
+                       output=Output(tmp_path / "geo.nc", progress=False),
+                       resample=True, solver=MINRES(rtol=1e-2, maxiter=10, shift=-0.1),
                        projection=SecantProjection(max_iter=8, jacobian="probe"))
     assert ds.attrs["status"] == "finished" and float(ds["t"][-1]) == 1.0 and ds.attrs["held"] == "C and D - 0.5 R"
     c, h = ds["train_C"].values, ds["train_D"].values - k * ds["train_R"].values
@@ -228,10 +230,11 @@ def test_iso_c_transfer_holds_training_c_and_baselines_share_the_format(tmp_path
                                           steps=600, lr=3e-3, resample_every=1).x)
     corrector = AdamCorrector(steps=100, gtol=float("inf"), resample_every=1)
     control = FixedSteps(size=0.25)
-    common = dict(start=(0.5, 1.0, 0.0), theta0=theta0, progress=False, resample=True,
-                  solver=MINRES(rtol=1e-2, maxiter=10, shift=-0.1))
+    common = dict(resample=True, solver=MINRES(rtol=1e-2, maxiter=10, shift=-0.1))
     ds = continue_path(p, IsoClassificationTransfer(tol=5e-3, measure="evaluation"),
-                       NoPredictor(), corrector, control, StopRule(target={"t": 1.0}), out=tmp_path / "tr.nc",
+                       NoPredictor(), corrector, control, StopRule(target={"t": 1.0}),
+                       start=Start(mu=(0.5, 1.0, 0.0), theta0=theta0),
+                       output=Output(tmp_path / "tr.nc", progress=False),
                        projection=SecantProjection(), **common)
     assert ds.attrs["status"] == "finished" and list(ds["t"].values) == [0.0, 0.25, 0.5, 0.75, 1.0]
     c = ds["train_C"].values
@@ -239,7 +242,8 @@ def test_iso_c_transfer_holds_training_c_and_baselines_share_the_format(tmp_path
     assert {"val_acc", "source_val_acc", "train_R", "train_D"} <= set(ds.data_vars)
     # the same steps at fixed multipliers let C move (the check above is not vacuous)
     qs = continue_path(p, QuasiStatic(lambda_rate=0.0, t_rate=1.0), NoPredictor(), corrector, control, StopRule(target={"t": 1.0}),
-                       start_from=(tmp_path / "tr.nc", 0), **{k: v for k, v in common.items() if k != "start"})
+                       start=Start(from_point=(tmp_path / "tr.nc", 0), theta0=theta0), output=Output(progress=False),
+                       **common)
     assert abs(qs["train_C"].values[-1] / c[0] - 1) > 0.05
     # baselines: the fine-tuning curve starts at the source model's accuracy on the target
     tune, _ = fine_tune(p, theta0, 0.5, 1.0, steps=20, record_every=10, out=tmp_path / "ft.nc")

@@ -24,7 +24,7 @@ import torch
 
 import continuation.surface.tangents as tangents_module
 import solvers.derivatives as derivatives
-from continuation.engine.driver import continue_path
+from continuation.engine.driver import Output, Start, continue_path
 from continuation.strategies.correctors import AdamCorrector, NewtonCorrector
 from continuation.strategies.predictors import NoPredictor, ODEPredictor
 from continuation.strategies.processes import IsoClassification, IsoClassificationFD
@@ -178,8 +178,8 @@ def test_paper_route_start_and_one_step_counts_every_pass(monkeypatch):
     corrector = AdamCorrector(steps=12, eta_max=1e-3)
     counter = IndependentCounter(monkeypatch, problem, corrector)
     ds = continue_path(problem, IsoClassificationFD(h=0.02, clock="lambda"), NoPredictor(), corrector,
-                       FixedSteps(size=0.075), StopRule(max_steps=1), start=(0.5, 2.0), equilibrate=True,
-                       progress=False, solver=MINRES(rtol=1e-2, maxiter=10))
+                       FixedSteps(size=0.075), StopRule(max_steps=1), start=Start(mu=(0.5, 2.0), equilibrate=True),
+                       output=Output(progress=False), solver=MINRES(rtol=1e-2, maxiter=10))
     assert ds.sizes["step"] == 2
     assert_columns_match(ds, counter, corrector)
     # start: 1 settle + 4 (law); step: 4 (law on the new draw) + 1 (corrector) + 4 (law at the new point)
@@ -197,7 +197,7 @@ def test_default_route_counts_every_pass(monkeypatch):
     counter = IndependentCounter(monkeypatch, problem, corrector)
     ds = continue_path(problem, IsoClassification(tol=5e-3, measure="evaluation", clock="lambda"), NoPredictor(),
                        corrector, FixedSteps(size=0.075), StopRule(max_steps=3), projection=SecantProjection(),
-                       start=(0.5, 2.0), equilibrate=True, progress=False,
+                       start=Start(mu=(0.5, 2.0), equilibrate=True), output=Output(progress=False),
                        solver=MINRES(rtol=1e-2, maxiter=8, shift=-0.1))
     assert ds.sizes["step"] == 4
     assert_columns_match(ds, counter, corrector)
@@ -214,7 +214,7 @@ def test_deterministic_newton_route_counts_every_pass(monkeypatch, competition):
     counter = IndependentCounter(monkeypatch, problem, corrector)
     ds = continue_path(problem, IsoClassification(tol=1e-10), ODEPredictor(method="rk4"), corrector,
                        FixedSteps(size=0.05), StopRule(max_steps=3), projection=NewtonProjection(),
-                       start=(1.0, 1.0), equilibrate=True, progress=False, monitor=None)
+                       start=Start(mu=(1.0, 1.0), equilibrate=True), output=Output(progress=False), monitor=None)
     assert ds.sizes["step"] == 4
     assert_columns_match(ds, counter, corrector)
     assert int(ds["hvps"].sum()) > int(ds["krylov_iters"].sum()) > 0  # Newton's CG matvecs beside the tangents'
@@ -232,7 +232,8 @@ def test_monitor_work_is_counted_apart_once(monkeypatch, competition):
     counter = IndependentCounter(monkeypatch, problem, corrector)
     ds = continue_path(problem, IsoClassification(tol=1e-10), ODEPredictor(method="euler"), corrector,
                        FixedSteps(size=0.05), StopRule(max_steps=2), projection=NewtonProjection(),
-                       start=(1.0, 1.0), equilibrate=True, progress=False, monitor=Monitor(modes=2))
+                       start=Start(mu=(1.0, 1.0), equilibrate=True), output=Output(progress=False),
+                       monitor=Monitor(modes=2))
     assert ds.sizes["step"] == 3
     monitor = int(ds["monitor_hvps"].sum())
     assert np.all(ds["monitor_hvps"].values > 0)  # a spectrum at every point

@@ -9,6 +9,7 @@ import torch
 
 from continuation.files.config import build_run
 from continuation.engine.driver import continue_path
+from continuation.engine.options import Output, Start
 from continuation.surface.equilibrate import equilibrate
 from continuation.errors import ContinuationError, OutputExists
 from continuation.files.lock import OutputLock
@@ -47,9 +48,11 @@ def _run(r, config, out, resume, start_from, progress, on_point):
             raise ContinuationError(f"pre-training diverged: {str(e).splitlines()[0]} ([start] train_lr = "
                                     f"{start['train_lr']:g}, train_steps = {start['train_steps']}; lower train_lr)") from e
         theta0 = system.unflatten(trained.x)
+    mu = (start["lambda"], start["gamma"], start["t"]) if start_from is None else None  # or a point of a path
     return continue_path(
         problem, r["process"], r["predictor"], r["corrector"], r["steps"], r["stop"], projection=r["projection"],
-        start=(start["lambda"], start["gamma"], start["t"]), theta0=theta0, equilibrate=start["equilibrate"],
-        out=out, resume=resume, config=config, solver=r["krylov"], progress=show,
-        checkpoint_every=r["output"]["checkpoint_every"], start_from=start_from, hvp_mode=r["hvp_mode"],
-        settle=start["settle"], start_settings=start, monitor=r["monitor"], on_point=on_point)
+        start=Start(mu=mu, theta0=theta0, equilibrate=start["equilibrate"], settle=start["settle"],
+                    from_point=start_from, settings=start),
+        output=Output(out, resume=resume, checkpoint_every=r["output"]["checkpoint_every"], progress=show,
+                      on_point=on_point, config=config),
+        solver=r["krylov"], hvp_mode=r["hvp_mode"], monitor=r["monitor"])

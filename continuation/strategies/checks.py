@@ -123,7 +123,7 @@ def check_theta(problem, theta0) -> None:
             raise ValueError(f"theta0[{name!r}] is not finite (NaN or inf)")
 
 
-def check_inputs(problem, process=None, stop=None, *, start=None, theta0=None, start_from=None, settle=1,
+def check_inputs(problem, process=None, stop=None, *, start=None, theta0=None, from_point=None, settle=1,
                  checkpoint_every=1):
     """continue_path's inputs before any work; returns `start` as a tuple of floats (or None).
 
@@ -133,10 +133,10 @@ def check_inputs(problem, process=None, stop=None, *, start=None, theta0=None, s
     to continuation/engine/start.py, whose message tests pin.)"""
     if start is not None:
         start = check_start(start)
-    if start_from is not None:
-        if not isinstance(start_from, (list, tuple)) or len(start_from) != 2:
-            raise ValueError(f"start_from must be (path, step), got {start_from!r}")
-        integer("start_from step", start_from[1])
+    if from_point is not None:
+        if not isinstance(from_point, (list, tuple)) or len(from_point) != 2:
+            raise ValueError(f"from_point must be (path, step), got {from_point!r}")
+        integer("from_point step", from_point[1])
     # settle is checked by continuation/engine/start.py ("settle must be >= 1")
     integer("checkpoint_every", checkpoint_every, minimum=1)
     if theta0 is not None:
@@ -145,6 +145,6 @@ def check_inputs(problem, process=None, stop=None, *, start=None, theta0=None, s
 
         if not isinstance(stop, StopRule):
             raise ValueError(f"stop must be a StopRule, got {type(stop).__name__}")
-        if process is not None and start is not None and start_from is None:
+        if process is not None and start is not None and from_point is None:
             check_reachable(process, stop, start)
     return start

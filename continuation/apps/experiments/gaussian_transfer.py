@@ -33,7 +33,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from continuation import continue_path  # noqa: E402
+from continuation import Output, continue_path  # noqa: E402
 from continuation.strategies.correctors import NewtonCorrector  # noqa: E402
 from continuation.strategies.predictors import ODEPredictor  # noqa: E402
 from continuation.strategies.processes import QuasiStatic  # noqa: E402
@@ -68,7 +68,8 @@ def build(path: str):
 def run(problem, process):
     return continue_path(problem, process, ODEPredictor("dopri5", rtol=1e-9, atol=1e-10), NewtonCorrector(gtol=1e-12),
                          AdaptiveSteps(initial=0.25, max_step=0.25, grow=1.0, max_drift=None, max_angle_deg=180),
-                         StopRule(max_steps=50, target={"t": 1.0}), start=(LAM, GAM, 0.0), progress=False)
+                         StopRule(max_steps=50, target={"t": 1.0}), start=(LAM, GAM, 0.0),
+                         output=Output(progress=False))
 
 
 def errors(closed, ds, kind) -> dict:
