@@ -81,6 +81,7 @@ def first_line(e: BaseException, *, typed: bool = True) -> str:
     a one-line error or a status) or the line alone (typed=False, an error shown to the user as
     it is); the type's name alone for an empty message."""
     text = str(e).strip().splitlines()
+    name = type(e).__name__.lstrip("_")  # torch.linalg.LinAlgError's class is torch._C._LinAlgError
     if not text:
-        return type(e).__name__
-    return f"{type(e).__name__}: {text[0]}" if typed else text[0]
+        return name
+    return f"{name}: {text[0]}" if typed else text[0]

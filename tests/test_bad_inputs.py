@@ -460,6 +460,24 @@ def test_continue_path_refuses_bad_options_in_one_line(competition, options, nee
     assert needle in str(err.value) and "\n" not in str(err.value), str(err.value)
 
 
+@pytest.mark.parametrize("make,needle", [
+    (lambda: Start(mu=(1.0, 1.0), settle=2.5), "start.settle must be an integer >= 1, got float 2.5"),
+    (lambda: Start(mu=(1.0, 1.0), settle=True), "start.settle must be an integer >= 1, got bool True"),
+    (lambda: Start(mu=(1.0, 1.0), equilibrate="no"), "start.equilibrate must be True or False, got str 'no'"),
+    (lambda: Start(mu=(1.0, 1.0), settings=[1]), "start.settings must be a dict or None"),
+    (lambda: Output(path=42), "output.path must be a path (str or Path) or None, got int 42"),
+    (lambda: Output(resume=True), "output.resume = True needs output.path"),
+    (lambda: Output(path="p.nc", resume=1), "output.resume must be True or False, got int 1"),
+    (lambda: Output(progress="yes"), "output.progress must be True or False"),
+    (lambda: Output(on_point=3), "output.on_point must be callable"),
+    (lambda: Output(config="a = 1"), "output.config must be a dict or None"),
+])
+def test_start_and_output_refuse_a_bad_value_in_one_line(make, needle):
+    with pytest.raises(ValueError) as err:
+        make()
+    assert needle in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
 def test_a_start_is_a_point_or_multipliers_not_both_nor_neither(tmp_path):
     with pytest.raises(ValueError, match=r"^start needs mu=\(lambda, gamma\[, t\]\) or from_point=\(path, step\), got neither$"):
         Start()
@@ -530,3 +548,13 @@ def test_a_milestone_behind_the_direction_of_travel_is_refused(capsys, tmp_path)
     cfg.write_text(dump(config))
     one_error_line(capsys, main(["run", str(cfg), "--out", str(tmp_path / "m.nc")]), 2,
                    "milestone lambda = 0.5 is unreachable: process 'quasi-static' moves lambda up from its start 1")
+
+
+def test_a_cause_quoted_in_a_status_names_the_public_exception():
+    """torch raises torch._C._LinAlgError (public name torch.linalg.LinAlgError): a stop reason
+    quotes it as LinAlgError, not as the private class."""
+    from continuation.errors import first_line
+
+    with pytest.raises(torch.linalg.LinAlgError) as err:
+        torch.linalg.cholesky(-torch.eye(2))
+    assert first_line(err.value).startswith("LinAlgError: linalg.cholesky")

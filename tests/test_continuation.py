@@ -442,7 +442,7 @@ def test_settle_runs_the_start_corrector_that_many_times(competition):
                   StopRule(max_steps=0), projection=NewtonProjection(), start=Start(mu=(1.0, 1.0), settle=3),
                   output=Output(progress=False))
     assert calls == [1.0, 1.0, 1.0]
-    with pytest.raises(ValueError, match="settle must be >= 1"):
+    with pytest.raises(ValueError, match="settle must be an integer >= 1"):
         continue_path(competition.problem, iso_classification(), NoPredictor(), Counting(), StepControl(),
                       StopRule(max_steps=0), projection=NewtonProjection(), start=Start(mu=(1.0, 1.0), settle=0),
                       output=Output(progress=False))

@@ -3,7 +3,7 @@
     python -m continuation report --out report/ [--quick] [--only NAME,...]
 
 Gao & Chaudhari, *A Free-Energy Principle for Representation Learning*
-(/work/shared/paper/free-energy-principle.md). Each check (`CHECKS`) is one claim; it runs the
+(University of Pennsylvania). Each check (`CHECKS`) is one claim; it runs the
 experiments it needs (continuation/apps/experiments/: the functions the validation scripts and
 benchmarks call, here called in this process, each writing into a subfolder of --out with its
 output in NAME.log and NAME.err there), reads their files (JSON, CSV, netCDF), compares the
@@ -242,9 +242,10 @@ def _last_line(path: Path) -> str:
     return (errors or lines or [""])[-1]
 
 
-def _command(script: str, args: list[str]) -> str:
-    """The command line that repeats an experiment from the repository (shown in the report)."""
-    return shlex.join([script, *args])
+def _command(program: str, args: list[str]) -> str:
+    """The command line that repeats an experiment (shown in the report): `program`, a command as
+    typed (e.g. "python -m continuation.apps.experiments.foundation"), then the arguments quoted."""
+    return f"{program} {shlex.join(args)}" if args else program
 
 
 class Experiments:
@@ -289,7 +290,7 @@ class Experiments:
         from continuation.files.path import load_path
 
         runs, results = folder / "runs", folder / "results.json"
-        cmd = _command("python validation/gaussian_iso_c.py",
+        cmd = _command("python -m continuation.apps.experiments.gaussian_iso_c",
                        ["--out", str(runs), "--json", str(results)] + (["--quick"] if self.quick else []))
         rc, _, cmd = self._run(folder, "gaussian_iso_c", lambda: gaussian_iso_c(runs, quick=self.quick, json_path=results),
                                cmd, results)
@@ -328,7 +329,7 @@ class Experiments:
         from continuation.apps.experiments.foundation import foundation
 
         sweep = 9 if self.quick else 41
-        cmd = _command("python validation/gaussian_foundation.py",
+        cmd = _command("python -m continuation.apps.experiments.foundation",
                        ["--out", str(folder)] + (["--sweep", "9"] if self.quick else []))
         rc, _, cmd = self._run(folder, "gaussian_foundation", lambda: foundation(folder, sweep=sweep), cmd,
                                folder / "foundation.json")
@@ -339,7 +340,7 @@ class Experiments:
         from continuation.apps.experiments.gaussian_transfer import gaussian_transfer
 
         results = folder / "results.json"
-        cmd = _command("python validation/gaussian_transfer.py",
+        cmd = _command("python -m continuation.apps.experiments.gaussian_transfer",
                        ["--out", str(folder), "--json", str(results)] + (["--quick"] if self.quick else []))
         rc, _, cmd = self._run(folder, "gaussian_transfer",
                                lambda: gaussian_transfer(folder, quick=self.quick, json_path=results), cmd, results)
@@ -352,7 +353,7 @@ class Experiments:
         args = ["--dataset", "digits", "--out", str(folder), "--json", str(folder / "summary.json")]
         args += ["--quick"] if self.quick else []
         rc, _, cmd = self._run(folder, "fig5_transfer", lambda: fig5.main(args),
-                               _command("python validation/fig5_transfer.py", args), folder / "summary.json")
+                               _command("python -m continuation.apps.experiments.fig5", args), folder / "summary.json")
         return {"json": json.loads((folder / "summary.json").read_text()), "figure": folder / "fig5.png", "rc": rc,
                 "command": cmd}
 
@@ -371,7 +372,7 @@ class Experiments:
         except ExperimentFailed:
             pass
         rc, last, cmd = self._run(folder, "iso_c_routes", lambda: routes.main(args),
-                                  _command("python benchmarks/iso_c_routes.py", args), folder / "routes.csv")
+                                  _command("python -m continuation.apps.experiments.routes", args), folder / "routes.csv")
         with open(folder / "routes.csv", newline="") as f:
             rows = {r["route"]: r for r in csv.DictReader(f)}
         return {"rows": rows, "figure": folder / "routes.png", "rc": rc, "last": last, "command": cmd,
@@ -682,7 +683,7 @@ def write_markdown(results: list[dict], out: Path, *, quick: bool, seconds: floa
              f"{time.strftime('%Y-%m-%d %H:%M')}, {seconds:.0f} s; continuation {package_version()}, torch "
              f"{torch_version}, Python {platform.python_version()}, {os.cpu_count()} CPU(s), OMP_NUM_THREADS = "
              f"{os.environ.get('OMP_NUM_THREADS', 'unset')}. Paper: Gao & Chaudhari "
-             "(`/work/shared/paper/free-energy-principle.md`). Each section states the claim, what was "
+             "(*A Free-Energy Principle for Representation Learning*). Each section states the claim, what was "
              "measured (with its tolerance) and the verdict; the runs' files are in the subfolders.", "",
              "| # | claim | verdict | seconds |", "|---|---|---|---|"]
     for i, r in enumerate(results, 1):

@@ -221,7 +221,8 @@ def _loop(stepper, state, writer, rows: list, output: Output):
 
 def _record(writer, rows, row, state, on_point) -> None:
     if writer is not None:
-        writer.append(row, state.current.x, state.current.mu, dump_slots(state.slots))  # also appends to writer.rows
+        writer.append(row, state.current.x, state.current.mu, dump_slots(state.slots),  # also appends to writer.rows
+                      tangent=state.current.tangent)
         rows[:] = writer.rows
     else:
         rows.append(dict(row, checkpoint=-1))

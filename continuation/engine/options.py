@@ -36,6 +36,11 @@ class Start:
         if (self.mu is None) == (self.from_point is None):
             raise ValueError("start needs mu=(lambda, gamma[, t]) or from_point=(path, step), "
                              + ("not both" if self.mu is not None else "got neither"))
+        _flag("start.equilibrate", self.equilibrate)
+        if isinstance(self.settle, bool) or not isinstance(self.settle, int) or self.settle < 1:
+            raise ValueError(f"start.settle must be an integer >= 1, got {_short(self.settle)}")
+        if self.settings is not None and not isinstance(self.settings, dict):
+            raise ValueError(f"start.settings must be a dict or None, got {_short(self.settings)}")
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,18 @@ class Output:
     progress: bool = True
     on_point: Callable | None = None
     config: dict | None = None
+
+    def __post_init__(self):
+        if self.path is not None and not isinstance(self.path, (str, os.PathLike)):
+            raise ValueError(f"output.path must be a path (str or Path) or None, got {_short(self.path)}")
+        _flag("output.resume", self.resume)
+        _flag("output.progress", self.progress)
+        if self.resume and self.path is None:
+            raise ValueError("output.resume = True needs output.path: the file of the run to continue")
+        if self.on_point is not None and not callable(self.on_point):
+            raise ValueError(f"output.on_point must be callable as on_point(step, row), got {_short(self.on_point)}")
+        if self.config is not None and not isinstance(self.config, dict):
+            raise ValueError(f"output.config must be a dict or None, got {_short(self.config)}")
 
 
 def as_start(value) -> Start:
@@ -73,6 +90,11 @@ def as_output(value) -> Output:
     if isinstance(value, (str, os.PathLike)):
         return Output(path=value)
     raise ValueError(f"output must be an Output, a path (str or Path) or None, got {_short(value)}")
+
+
+def _flag(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {_short(value)}")
 
 
 def _short(value) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 
 import torch
 
@@ -105,22 +104,17 @@ def resume(stepper: Stepper, out, template) -> tuple[State, list[dict]]:
                             "the state was saved with each point); it cannot be resumed: use another --out")
     slots = load_slots(last["state"], stepper.roles, checkpoint_file(out, n - 1))
     x, mu = last["x"].to(**placed(template)), last["mu"].to(**placed(template))
-    previous = None
+    previous, reference = None, None
     if n >= 2:
         p = load_point(out, n - 2, size=size)
         previous = Previous(p["x"].to(**placed(template)), p["mu"].to(**placed(template)), float(p["s"]),
                             float(last["s"]))
+        # the tangent the run oriented this point's tangent by (a tangent defined up to sign:
+        # pseudo-arclength); with it the recomputed tangent is the run's, to the last bit
+        reference = p["tangent"].to(**placed(template)) if "tangent" in p else None
     if "start_draw" in old.attrs:  # a stochastic problem: the draw the point's tangent was computed on
         stepper.problem.resample(n - 1 if stepper.resample and n > 1 else int(old.attrs["start_draw"]))
-    state = stepper.resumed(x, mu, float(last["s"]), previous=previous, step=n - 1, slots=slots)
-    if getattr(stepper.s.process, "arclength", False) and previous is not None:
-        # a tangent defined up to sign (pseudo-arclength) is oriented along the secant from the
-        # point before, as the uninterrupted run had it along its previous tangent (past a fold
-        # the start's `direction` would turn the path back)
-        p = state.current
-        ctx = stepper.context(p.x, p.mu)
-        ctx.reference = torch.cat([p.x - previous.x, p.mu - previous.mu]) / (previous.s_now - previous.s_prev)
-        p = replace(p, ctx=ctx, tangent=stepper.tangent_at(ctx))
-        state = replace(state, current=p, monitored=p if stepper.monitor is not None else None)
+    state = stepper.resumed(x, mu, float(last["s"]), previous=previous, step=n - 1, slots=slots,
+                            reference=reference)
     stepper.system.ledger.reset()  # the point's row is on file: its recomputation is not the next step's work
     return state, rows

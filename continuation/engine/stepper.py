@@ -135,8 +135,11 @@ class Stepper:
         scale = state.H_scale if state.H_scale is not None else abs(state.H0)
         return (H - state.H0) / max(scale, 1e-300)
 
-    def point(self, x, mu, s, drift=0.0) -> Point:
+    def point(self, x, mu, s, drift=0.0, reference=None) -> Point:
+        """The point at (x, mu), clock s, with its context and tangent (oriented by `reference`,
+        the previous point's tangent, where the tangent is defined up to sign)."""
         ctx = self.context(x, mu)
+        ctx.reference = reference
         return Point(x, mu, s, ctx, self.tangent_at(ctx), drift)
 
     def row(self, state: State, point: Point, *, step_size, grad_norm, seconds, rejected, next_step, angle) -> dict:
@@ -249,11 +252,12 @@ class Stepper:
             row["events"], row["monitor_hvps"] = events, spent.hvps
         return self.judged(state), row
 
-    def resumed(self, x, mu, s, *, previous: Previous | None, step: int, slots: dict) -> State:
+    def resumed(self, x, mu, s, *, previous: Previous | None, step: int, slots: dict, reference=None) -> State:
         """The state of a run at a saved point, with the strategies' slots saved there
         (continuation/engine/state.py); its context and tangent recomputed there, on the draw the
-        uninterrupted run had (the caller sets the problem's draw first)."""
-        current = self.point(x, mu, s)
+        uninterrupted run had (the caller sets the problem's draw first), the tangent oriented by
+        `reference` (the previous point's tangent, saved with its checkpoint) as the run had it."""
+        current = self.point(x, mu, s, reference=reference)
         G0 = slots["process"]["G0"]
         if G0 is not None:
             current = replace(current, drift=_relative(self.held(current.ctx), G0))

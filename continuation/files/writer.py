@@ -188,9 +188,11 @@ class PathWriter:
                 with contextlib.suppress(OSError):
                     f.unlink()
 
-    def append(self, row: dict, x: torch.Tensor, mu: torch.Tensor, state: str | None = None) -> None:
-        """Point `row` with theta `x` and `mu` in its checkpoint, and `state` there too (the
-        strategies' slots as JSON text, continuation/engine/state.py dump_slots), when given."""
+    def append(self, row: dict, x: torch.Tensor, mu: torch.Tensor, state: str | None = None,
+               tangent: torch.Tensor | None = None) -> None:
+        """Point `row` with theta `x` and `mu` in its checkpoint, and there too, when given, `state`
+        (the strategies' slots as JSON text, continuation/engine/state.py dump_slots) and `tangent`
+        (the point's tangent: a resume orients the next point's tangent by it, as the run did)."""
         step = len(self.rows)
         if "events" in row:
             row = dict(row, events=[self._save_event(e, self._events + i) for i, e in enumerate(row["events"])])
@@ -198,7 +200,11 @@ class PathWriter:
             file = checkpoint_file(self.path, step)
             try:
                 point = {"x": x.detach().cpu(), "mu": mu.detach().cpu(), "s": row["s"], "step": step}
-                torch.save(point if state is None else dict(point, state=state), file)
+                if state is not None:
+                    point["state"] = state
+                if tangent is not None:
+                    point["tangent"] = tangent.detach().cpu()
+                torch.save(point, file)
             except (OSError, RuntimeError) as e:
                 with contextlib.suppress(OSError):
                     file.unlink(missing_ok=True)

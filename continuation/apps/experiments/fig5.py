@@ -529,3 +529,7 @@ def run_all(args, cfg: dict, sizes: dict, files: dict, t_start: float, command: 
             raise FileProblem(f"--json {args.json}: {e.strerror or e} (the runs' files in {args.out} are kept)") from None
         print(f"wrote {args.json}")
     return 0 if meets(s) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

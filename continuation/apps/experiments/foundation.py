@@ -13,6 +13,7 @@ line of validation/gaussian_foundation.py.
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import time
 from pathlib import Path
@@ -195,3 +196,7 @@ def foundation(out: Path, seed: int = 0, sweep: int = 41) -> int:
     print(f"wrote {out / 'foundation.png'} and {out / 'foundation.json'}")
     worst = max(r["error"] for r in rows)
     return 0 if worst < 1e-5 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

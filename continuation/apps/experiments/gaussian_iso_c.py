@@ -16,6 +16,7 @@ command line of validation/gaussian_iso_c.py.
 from __future__ import annotations
 
 import argparse
+import sys
 import copy
 import json
 import shutil
@@ -136,3 +137,7 @@ def gaussian_iso_c(out: Path, quick: bool = False, json_path: Path | None = None
                                         indent=1, default=float))
         print(f"wrote {json_path}")
     return 0 if results[0][3] <= 1e-6 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

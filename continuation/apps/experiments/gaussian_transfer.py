@@ -22,6 +22,7 @@ validation/gaussian_transfer.py.
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import time
 from pathlib import Path
@@ -167,3 +168,7 @@ def _gaussian_transfer(out: Path, quick: bool, json_path: Path | None) -> int:
                                         default=float))
         print(f"wrote {json_path}")
     return 0 if worst <= 1e-6 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -366,3 +366,7 @@ def main(argv=None, configs: Path | None = None) -> int:
         plot(paths, out / "routes.png")
     print(f"wrote {out / 'routes.md'}, {out / 'routes.csv'}, {out / 'routes.png'}")
     return 0 if len(rows) == len(names) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
