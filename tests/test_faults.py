@@ -324,7 +324,7 @@ def test_a_damaged_or_foreign_path_file_is_one_line(tmp_path, written, damage):
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "wrong size", "another step", "folder gone",
-                                    "folder a file", "file gone"])
+                                    "folder a file", "file gone", "bad tangent"])
 def test_a_damaged_or_missing_checkpoint_is_one_line(written, damage):
     last = checkpoint_file(written, 3)
     kind = PathFileError
@@ -337,6 +337,10 @@ def test_a_damaged_or_missing_checkpoint_is_one_line(written, damage):
         torch.save(dict(point, x=torch.zeros(5, dtype=torch.float64)), last)
     elif damage == "another step":
         torch.save(torch.load(checkpoint_file(written, 2), weights_only=True), last)
+    elif damage == "bad tangent":
+        point = torch.load(last, weights_only=True)
+        assert "tangent" in point  # saved with every point: a resume orients the next tangent by it
+        torch.save(dict(point, tangent=torch.zeros(2, 2)), last)
     elif damage in ("folder gone", "folder a file"):
         for f in last.parent.iterdir():
             f.unlink()
@@ -356,6 +360,8 @@ def test_a_damaged_or_missing_checkpoint_is_one_line(written, damage):
         assert "is missing" in msg or "is not a folder" in msg, msg
     if damage == "wrong size":
         assert "holds 5 parameters" in msg and "has 4" in msg
+    if damage == "bad tangent":
+        assert "its tangent must be a vector of 3 or 7 values, got shape (2, 2)" in msg, msg
 
 
 def test_from_a_path_of_another_problem_size_names_both_sizes(tmp_path, written, gaussian):

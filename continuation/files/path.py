@@ -99,11 +99,11 @@ def _check_point(point, file, k: int, row: dict, size: int | None) -> None:
     if point.get("step", k) != k or [float(v) for v in mu] != [row["lambda"], row["gamma"], row["t"]]:
         raise PathFileError(f"checkpoint {file} does not belong to step {k} of its path file (its mu "
                             f"{[float(v) for v in mu]}, the file's {[row['lambda'], row['gamma'], row['t']]})")
+    if size is not None and x.numel() != size:
+        raise PathFileError(f"checkpoint {file} holds {x.numel()} parameters; this run's problem has {size} "
+                            "(a path written by a problem of another size)")
     tangent = point.get("tangent")
     if tangent is not None and not (isinstance(tangent, torch.Tensor) and tangent.dim() == 1
                                     and tangent.numel() in (3, x.numel() + 3)):
         raise PathFileError(f"checkpoint {file} is damaged: its tangent must be a vector of 3 or "
                             f"{x.numel() + 3} values, got shape {tuple(getattr(tangent, 'shape', ()))}")
-    if size is not None and x.numel() != size:
-        raise PathFileError(f"checkpoint {file} holds {x.numel()} parameters; this run's problem has {size} "
-                            "(a path written by a problem of another size)")
