@@ -54,3 +54,14 @@ def sigterm_as_interrupt():
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+
+
+def run_experiment(argv, run, *, prog: str, doc: str, out: str, quick: str) -> int:
+    """The command line of an experiment `run(out, quick=..., json_path=...)` -> exit status:
+    `--out` (default `out`), `--quick` (help text `quick`), `--json FILE` (the table as JSON)."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path(out))
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--json", type=Path, default=None, help="also write the table to this JSON file")
+    args = parser.parse_args(argv)
+    return run(args.out, quick=args.quick, json_path=args.json)

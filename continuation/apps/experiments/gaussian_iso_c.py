@@ -15,7 +15,6 @@ command line of validation/gaussian_iso_c.py.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import copy
 import json
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import brentq
 
+from continuation.apps.scripts import run_experiment
 from continuation.files.config import build_run, load_config
 from continuation.apps.plot import plot_paths
 from continuation.apps.run import run_config
@@ -57,13 +57,8 @@ def variant(base, **sections):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="gaussian_iso_c.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("out/gaussian_iso_c"))
-    parser.add_argument("--quick", action="store_true", help="only the main run, no variant table")
-    parser.add_argument("--json", type=Path, default=None, help="also write the table to this JSON file")
-    args = parser.parse_args(argv)
-    return gaussian_iso_c(args.out, quick=args.quick, json_path=args.json)
+    return run_experiment(argv, gaussian_iso_c, prog="gaussian_iso_c.py", doc=__doc__, out="out/gaussian_iso_c",
+                          quick="only the main run, no variant table")
 
 
 def gaussian_iso_c(out: Path, quick: bool = False, json_path: Path | None = None) -> int:

@@ -21,7 +21,6 @@ validation/gaussian_transfer.py.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import json
 import time
@@ -34,6 +33,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from continuation.apps.scripts import run_experiment  # noqa: E402
 from continuation import Output, continue_path  # noqa: E402
 from continuation.strategies.correctors import NewtonCorrector  # noqa: E402
 from continuation.strategies.predictors import ODEPredictor  # noqa: E402
@@ -93,12 +93,8 @@ def errors(closed, ds, kind) -> dict:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="gaussian_transfer.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("out/gaussian_transfer"))
-    parser.add_argument("--quick", action="store_true", help="the mixture path and the lambda' = k process only")
-    parser.add_argument("--json", type=Path, default=None, help="also write the table to this JSON file")
-    args = parser.parse_args(argv)
-    return gaussian_transfer(args.out, quick=args.quick, json_path=args.json)
+    return run_experiment(argv, gaussian_transfer, prog="gaussian_transfer.py", doc=__doc__,
+                          out="out/gaussian_transfer", quick="the mixture path and the lambda' = k process only")
 
 
 def gaussian_transfer(out: Path, quick: bool = False, json_path: Path | None = None) -> int:
