@@ -1,11 +1,7 @@
 """Iso-classification routes side by side from one equilibrated start (issue 14).
 
-    python benchmarks/iso_c_routes.py                                   # digits, every route, 4 points each
-    python benchmarks/iso_c_routes.py --dataset fashion-mnist --points 3 --out out/routes_fmnist
-    python benchmarks/iso_c_routes.py --routes paper,adam150-secant --threads 2
-    python benchmarks/iso_c_routes.py --dataset mnist --data-dir DIR --full --device cuda
-    python benchmarks/iso_c_routes.py --set problem.limit=200 --set start.train_steps=50   # a smaller run
-    python benchmarks/iso_c_routes.py --from out/default/path.nc --from-step 0   # start: a point of a run
+    python benchmarks/iso_c_routes.py --points 4 --out out/routes_digits   # every route on the digits
+    python benchmarks/iso_c_routes.py --help                                # the options, with examples
 
 The command line of continuation/apps/experiments/routes.py (the experiment; its docstring says
 what each route is and what is reported), with the repository's Fig. 2 configurations
