@@ -110,6 +110,12 @@ CONFIG_CASES = [
     ("train-lr-zero", _set("start", train_lr=0.0), "[start] train_lr must be > 0"),
     ("train-steps-negative", _set("start", train_steps=-1), "[start] train_steps must be >= 0"),
     ("settle-zero", _set("start", settle=0), "[start] settle must be an integer >= 1"),
+    # FAULTS.md (2026-12-06): silent results, now one line before any work
+    ("target-at-start", _set("stop", target={"lambda": 1.0}, milestones={}),
+     "target lambda = 1.0 is the start's value: the run would end at its first point"),
+    ("milestone-beyond-target", _set("stop", target={"lambda": 2.0}, milestones={"lambda": [5.0]}),
+     "milestone lambda = 5.0 lies beyond the target lambda = 2.0 (from the start 1): the run stops at the target"),
+    ("max-angle-720", _set("steps", max_angle_deg=720), "max_angle_deg must be in (0, 180) degrees"),
     ("seed-fraction", _set("start", seed=1.5), "[start] seed must be an integer"),
     ("schedule", _set("start", train_schedule="linear"), "[start] train_schedule must be one of"),
     # [process]
@@ -558,3 +564,31 @@ def test_a_cause_quoted_in_a_status_names_the_public_exception():
     with pytest.raises(torch.linalg.LinAlgError) as err:
         torch.linalg.cholesky(-torch.eye(2))
     assert first_line(err.value).startswith("LinAlgError: linalg.cholesky")
+
+
+@pytest.mark.parametrize("role,value,needle", [
+    ("problem", None, "continue_path: problem must be a Problem"),
+    ("process", "quasi-static", "continue_path: process must be a Process (continuation.strategies.processes, or "
+                                "build('process', {...})), got str 'quasi-static'"),
+    ("predictor", None, "continue_path: predictor must be a Predictor"),
+    ("corrector", lambda system, x, mu: x, "continue_path: corrector must be a Corrector"),
+    ("control", None, "continue_path: control must be a StepControl"),
+    ("stop", {"max_steps": 3}, "continue_path: stop must be a StopRule"),
+    ("projection", "newton", "continue_path: projection must be a Projection"),
+    ("solver", "minres", "continue_path: solver must be a Krylov solver (solvers.MINRES(), CG(), GMRES()) or None, "
+                         "got str 'minres'"),
+])
+def test_continue_path_names_an_argument_not_of_its_role(competition, role, value, needle, tmp_path):
+    """FAULTS.md: None, a string or a function in a role's place raised AttributeError from inside."""
+    args = {"problem": competition.problem, "process": QuasiStatic(), "predictor": ODEPredictor("rk4"),
+            "corrector": NewtonCorrector(), "control": AdaptiveSteps(), "stop": StopRule(max_steps=0)}
+    extra = {}
+    if role in args:
+        args[role] = value
+    else:
+        extra[role] = value
+    with pytest.raises(ValueError) as err:
+        continue_path(*args.values(), start=(1.0, 1.0), output=tmp_path / "p.nc", **extra)
+    msg = str(err.value)
+    assert needle in msg and "\n" not in msg, msg
+    assert not (tmp_path / "p.nc").exists()  # before any work

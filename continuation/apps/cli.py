@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from problems.data import DataFileError
@@ -130,10 +132,20 @@ def _figure_format(out: Path) -> None:
                           f"valid: {', '.join('.' + f for f in sorted(formats))}")
 
 
+def _ended_program() -> None:
+    """The run's file is complete: the program exits with the run's status whatever signal comes
+    from here to its exit (a SIGTERM after "wrote ... finished" killed it with status 143, and a
+    wrapper read a finished run as interrupted). SIGINT and SIGTERM are ignored from here on."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+
+
 def main(argv=None) -> int:
     debug = "--debug" in (sys.argv[1:] if argv is None else list(argv))
     try:
         args = _parser().parse_args(argv)
+        args.program = argv is None  # the process is this program (python -m continuation), not a caller's
         return _main(args)
     except (_UsageError, ConfigError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError,
             DataFileError) as e:
@@ -235,6 +247,8 @@ def _main(args) -> int:
     start_from = (args.start_from, -1 if args.from_step is None else args.from_step) if args.start_from else None
     ds = run_config(config, out, resume=args.resume, start_from=start_from,
                     progress=False if args.quiet else None)
+    if args.program:
+        _ended_program()
     n = ds.sizes["step"]
     if args.config is None:
         from continuation.apps.plot import plot_paths

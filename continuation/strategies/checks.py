@@ -4,15 +4,21 @@
 first: the start multipliers, the initial parameters' dtype and shapes against the problem's,
 and whether the stop rule's target lies ahead in the direction the process moves
 (`check_reachable`, also called by continuation/files/config.py for configuration files);
-`check_strategies`: combinations of strategies that cannot work together. The scalar checks
+`check_roles`: each argument is an object of the role it fills; `check_strategies`:
+combinations of strategies that cannot work together. The scalar checks
 each strategy makes of its own options are in continuation/strategies/options.py.
 """
 
 from __future__ import annotations
 
+from problems.base import Problem
+
+from continuation.strategies.correctors import Corrector
 from continuation.strategies.options import MU_NAMES, check_start, integer
-from continuation.strategies.processes import IsoClassificationFD, IsoFunctional, QuasiStatic
-from continuation.strategies.step_control import StopRule
+from continuation.strategies.predictors import Predictor
+from continuation.strategies.processes import IsoClassificationFD, IsoFunctional, Process, QuasiStatic
+from continuation.strategies.projections import Projection
+from continuation.strategies.step_control import StepControl, StopRule
 from continuation.strategies.transfer_processes import IsoClassificationTransfer
 
 
@@ -40,7 +46,10 @@ def check_reachable(process, stop, start) -> None:
     known = directions(process)
     here = dict(zip(MU_NAMES, list(start) + [0.0] * (3 - len(start))))
     for name, value in stop.target.items():
-        if name not in known or float(value) == here[name]:
+        if float(value) == here[name]:
+            raise ValueError(f"target {name} = {value} is the start's value: the run would end at its first point; "
+                             f"give a target ahead of the start")
+        if name not in known:
             continue
         way, need = known[name], (float(value) > here[name]) - (float(value) < here[name])
         if way == 0:
@@ -51,6 +60,13 @@ def check_reachable(process, stop, start) -> None:
             raise ValueError(f"target {name} = {value} is unreachable: process {process.name!r} moves {name} {moves} "
                              f"from its start {here[name]:g}")
     for name, values in stop.milestones.items():
+        if name in stop.target:
+            end = float(stop.target[name])
+            for value in values:
+                if (float(value) - here[name]) * (end - here[name]) > 0 and \
+                        abs(float(value) - here[name]) > abs(end - here[name]):
+                    raise ValueError(f"milestone {name} = {value} lies beyond the target {name} = {stop.target[name]} "
+                                     f"(from the start {here[name]:g}): the run stops at the target first")
         if name not in known:
             continue
         for value in values:
@@ -59,6 +75,37 @@ def check_reachable(process, stop, start) -> None:
                 moves = {1: "up", -1: "down", 0: "not at all"}[known[name]]
                 raise ValueError(f"milestone {name} = {value} is unreachable: process {process.name!r} moves {name} "
                                  f"{moves} from its start {here[name]:g}")
+
+
+ROLES = {  # role -> (the class its object must be, where such objects come from)
+    "problem": (Problem, "problems.registry.build('problem', {...}) or a problems.base.Problem"),
+    "process": (Process, "continuation.strategies.processes, or build('process', {...})"),
+    "predictor": (Predictor, "continuation.strategies.predictors, or build('predictor', {...})"),
+    "corrector": (Corrector, "continuation.strategies.correctors, or build('corrector', {...})"),
+    "control": (StepControl, "continuation.strategies.step_control: AdaptiveSteps, FixedSteps, HeldSteps"),
+    "stop": (StopRule, "continuation.strategies.step_control.StopRule"),
+    "projection": (Projection, "continuation.strategies.projections, or None"),
+}
+
+
+def check_roles(**objects) -> None:
+    """Each object is of the role it fills (ROLES); `solver` is a Krylov solver (solvers.CG,
+    MINRES, GMRES: an object with `solve(matvec, b)`). One ValueError line naming the argument,
+    what it must be and what it got (a name given where an object is needed says how to build one)."""
+    for role, value in objects.items():
+        if role == "solver":
+            if not callable(getattr(value, "solve", None)):
+                raise ValueError(f"continue_path: solver must be a Krylov solver (solvers.MINRES(), CG(), GMRES()) "
+                                 f"or None, got {_short(value)}")
+            continue
+        cls, where = ROLES[role]
+        if not isinstance(value, cls):
+            raise ValueError(f"continue_path: {role} must be a {cls.__name__} ({where}), got {_short(value)}")
+
+
+def _short(value) -> str:
+    text = " ".join(repr(value).split())
+    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
 
 
 def check_strategies(process, predictor, corrector) -> None:
