@@ -592,3 +592,19 @@ def test_continue_path_names_an_argument_not_of_its_role(competition, role, valu
     msg = str(err.value)
     assert needle in msg and "\n" not in msg, msg
     assert not (tmp_path / "p.nc").exists()  # before any work
+
+
+@pytest.mark.parametrize("options,needle", [
+    (dict(limit=100000), "limit = 100000 exceeds the 1438 training samples of digits (val_fraction = 0.2)"),
+    (dict(val_limit=100000), "val_limit = 100000 exceeds the 359 validation samples of digits"),
+    (dict(limit=200, grad_batch=500), "grad_batch = 500 exceeds the 200 training samples"),
+])
+def test_data_sizes_beyond_the_data_are_refused(options, needle):
+    """FAULTS.md: limit, val_limit beyond the data set and grad_batch beyond limit were accepted
+    silently (capped). sklearn's digits: 1,797 images, 359 of them for validation at 0.2."""
+    from continuation.files.config import build
+
+    with pytest.raises(ValueError) as err:
+        build("problem", {"name": "mlp", "dataset": "digits", **options})
+    assert needle in str(err.value) and "\n" not in str(err.value), str(err.value)
+    build("problem", {"name": "mlp", "dataset": "digits", "limit": 1438, "val_limit": 359, "grad_batch": 1438})
