@@ -27,7 +27,7 @@ from pathlib import Path
 from problems.data import DataFileError
 
 from continuation.files.config import ConfigError, describe_registry, load_config
-from continuation.errors import ContinuationError, FileProblem, RunInterrupted, first_line
+from continuation.errors import ContinuationError, FileProblem, Misconfigured, RunInterrupted, first_line
 from continuation.apps.scripts import OneLineParser, sigterm_as_interrupt  # noqa: F401 (the scripts' names, here too)
 
 
@@ -158,7 +158,8 @@ def main(argv=None) -> int:
             raise
         _say(e.line(sys.argv[1:] if argv is None else list(argv)))
         return e.exit_code
-    except FileProblem as e:  # a damaged or foreign path file, a locked or unwritable output, a setup mismatch
+    except (FileProblem, Misconfigured) as e:  # a damaged or foreign path file, a locked or unwritable output, a
+        # setup mismatch; a configuration mistake the run found when it could first check it
         if debug:
             raise
         _say(e)

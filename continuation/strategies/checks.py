@@ -118,6 +118,10 @@ def check_strategies(process, predictor, corrector) -> None:
     if q_arc and not p_arc:
         raise ValueError(f"predictor {predictor.name!r} follows the extended tangent of process 'pseudo-arclength', "
                          f"got process {process.name!r}")
+    if getattr(predictor, "move", "all") == "clock" and directions(process).get("t") == 0:
+        raise ValueError(f"predictor {predictor.name!r} with move = 'clock' moves t alone, and process "
+                         f"{process.name!r} does not move t: nothing would move; use move = 'all' or a process on a "
+                         f"task path")
     if q_arc and not getattr(corrector, "solves_arclength", False):
         raise ValueError(f"predictor {predictor.name!r} needs a corrector that solves the arclength condition "
                          f"('bordered-newton'); corrector {corrector.name!r} corrects at fixed mu only")
