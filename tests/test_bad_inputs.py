@@ -613,3 +613,14 @@ def test_data_sizes_beyond_the_data_are_refused(options, needle):
         build("problem", {"name": "mlp", "dataset": "digits", **options})
     assert needle in str(err.value) and "\n" not in str(err.value), str(err.value)
     build("problem", {"name": "mlp", "dataset": "digits", "limit": 1438, "val_limit": 359, "grad_batch": 1438})
+
+
+def test_an_output_that_is_a_folder_is_named_as_one(competition, tmp_path):
+    """FAULTS.md: out = an existing folder said "exists; pass resume=True", which cannot help."""
+    from continuation.errors import OutputExists
+
+    for resume in (False, True):
+        with pytest.raises(OutputExists) as err:
+            continue_path(competition.problem, QuasiStatic(), ODEPredictor("rk4"), NewtonCorrector(), AdaptiveSteps(),
+                          StopRule(max_steps=0), start=(1.0, 1.0), output=Output(tmp_path, resume=resume))
+        assert str(err.value) == f"output {tmp_path} is a folder; give the path file's name in it, e.g. {tmp_path / 'path.nc'}"

@@ -105,6 +105,8 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, star
                       resample=resample, monitor=_monitor(monitor, problem, template))
     attrs = _attrs(stepper, start, output, template, hvp_mode)
     out = Path(output.path) if output.path is not None else None
+    if out is not None and out.is_dir():
+        raise OutputExists(f"output {out} is a folder; give the path file's name in it, e.g. {out / 'path.nc'}")
     rows = []  # the path's rows so far (a resumed run's included)
     with OutputLock(out) if out is not None else nullcontext(), Interrupts(out, output.resume) as guard:
         try:
