@@ -80,11 +80,14 @@ def _as_tree(value, what: str) -> dict:
 
 class EnergyProblem(Problem):
     """J(theta; mu) given directly; R, D, C the user's or by the envelope theorem (module docstring).
+    Its objective may read t = mu[2] (`task_path` True: nothing says it does not).
 
     theta0: a dict of tensors (or one tensor, named "x"), or a function seed -> such a dict:
     `init_params(seed)` returns a copy (the start, equilibrated by the corrector).
     functionals: optional (theta, mu) -> {"R", "D", "C"}. gauge: optional theta -> list of
     dicts shaped like theta, the tangents of a symmetry orbit (exact zero modes of A)."""
+
+    task_path = True  # an energy given directly may depend on t
 
     def __init__(self, objective: Callable, theta0, *, functionals: Callable | None = None,
                  gauge: Callable | None = None, name: str = "energy", options: dict | None = None):

@@ -119,6 +119,9 @@ CONFIG_CASES = [
     ("crossing-unknown", _set("monitor", crossings={"Q": [1.0]}),
      "monitor crossings: 'Q' not among this problem's quantities"),
     ("monitor-modes-over", _set("monitor", modes=200), "monitor modes = 200 exceeds the"),
+    ("transfer-no-task-path", lambda config: config.update(process={"name": "iso-classification-transfer"}),
+     "[process] process 'iso-classification-transfer' moves the task time t, and problem 'linear-gaussian' has no "
+     "task path"),
     ("clock-move-iso", lambda config: config.update(predictor={"name": "none", "move": "clock"}),
      "with move = 'clock' moves t alone, and process 'iso-classification' does not move t"),
     ("seed-fraction", _set("start", seed=1.5), "[start] seed must be an integer"),
@@ -624,3 +627,9 @@ def test_an_output_that_is_a_folder_is_named_as_one(competition, tmp_path):
             continue_path(competition.problem, QuasiStatic(), ODEPredictor("rk4"), NewtonCorrector(), AdaptiveSteps(),
                           StopRule(max_steps=0), start=(1.0, 1.0), output=Output(tmp_path, resume=resume))
         assert str(err.value) == f"output {tmp_path} is a folder; give the path file's name in it, e.g. {tmp_path / 'path.nc'}"
+
+
+def test_a_process_that_moves_t_needs_a_task_path_from_python_too(competition):
+    with pytest.raises(ValueError, match="process 'quasi-static' moves the task time t, and problem .* has no task path"):
+        continue_path(competition.problem, QuasiStatic(lambda_rate=0.0, t_rate=1.0), ODEPredictor("rk4"),
+                      NewtonCorrector(), AdaptiveSteps(), StopRule(max_steps=0), start=(1.0, 1.0))

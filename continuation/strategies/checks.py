@@ -77,6 +77,15 @@ def check_reachable(process, stop, start) -> None:
                                  f"{moves} from its start {here[name]:g}")
 
 
+def check_task_path(problem, process) -> None:
+    """A process that moves the task time t needs a problem whose J depends on t (`task_path`):
+    on another, t would run 0 -> 1 at fixed multipliers and the run "finish" having done nothing."""
+    if directions(process).get("t", 0) != 0 and not getattr(problem, "task_path", False):
+        raise ValueError(f"process {process.name!r} moves the task time t, and problem {problem.name!r} has no task "
+                         f"path (its J does not depend on t): use a problem on a task path (transfer-mlp, transfer-resnet; "
+                         f"problems.LinearGaussianTransferProblem in Python) or a process that does not move t")
+
+
 ROLES = {  # role -> (the class its object must be, where such objects come from)
     "problem": (Problem, "problems.registry.build('problem', {...}) or a problems.base.Problem"),
     "process": (Process, "continuation.strategies.processes, or build('process', {...})"),
@@ -192,8 +201,9 @@ def check_inputs(problem, process=None, stop=None, *, start=None, theta0=None, f
     integer("checkpoint_every", checkpoint_every, minimum=1)
     if theta0 is not None:
         check_theta(problem, theta0)
+    if process is not None:
+        check_task_path(problem, process)
     if stop is not None:
-
         if not isinstance(stop, StopRule):
             raise ValueError(f"stop must be a StopRule, got {type(stop).__name__}")
         if process is not None and start is not None and from_point is None:
