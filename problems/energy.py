@@ -105,6 +105,13 @@ class EnergyProblem(Problem):
         if not isinstance(J, torch.Tensor) or J.numel() != 1:
             raise ValueError(f"objective(theta, mu) must return a scalar tensor, got "
                              f"{tuple(J.shape) if isinstance(J, torch.Tensor) else type(J).__name__}")
+        if not torch.is_floating_point(J):
+            raise ValueError(f"objective(theta, mu) must return a floating-point scalar (J is differentiated), got "
+                             f"dtype {str(J.dtype).removeprefix('torch.')}")
+        leaves = {k: v.detach().requires_grad_(True) for k, v in theta.items()}
+        if not self.f(leaves, mu).requires_grad:
+            raise ValueError("objective(theta, mu) does not depend on theta (its value carries no gradient): "
+                             "J must be computed from theta's tensors")
 
     def init_params(self, seed: int = 0) -> dict:
         theta = self.theta0(seed) if callable(self.theta0) else self.theta0

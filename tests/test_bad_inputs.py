@@ -633,3 +633,29 @@ def test_a_process_that_moves_t_needs_a_task_path_from_python_too(competition):
     with pytest.raises(ValueError, match="process 'quasi-static' moves the task time t, and problem .* has no task path"):
         continue_path(competition.problem, QuasiStatic(lambda_rate=0.0, t_rate=1.0), ODEPredictor("rk4"),
                       NewtonCorrector(), AdaptiveSteps(), StopRule(max_steps=0), start=(1.0, 1.0))
+
+
+@pytest.mark.parametrize("objective,needle", [
+    (lambda theta, mu: torch.tensor(3), "must return a floating-point scalar (J is differentiated), got dtype int64"),
+    (lambda theta, mu: torch.tensor(3.0), "does not depend on theta (its value carries no gradient)"),
+])
+def test_an_energy_that_cannot_be_differentiated_in_theta_is_refused(objective, needle):
+    """FAULTS.md: an objective returning torch.tensor(3) gave a 5-point "finished" path, grad 0."""
+    from problems.energy import EnergyProblem
+
+    with pytest.raises(ValueError) as err:
+        EnergyProblem(objective, {"x": torch.zeros(3, dtype=torch.float64)})
+    assert needle in str(err.value)
+
+
+@pytest.mark.parametrize("B,needle", [
+    ([[1.0, 2.0], [1.0]], "B must be an m x n matrix of numbers"),
+    ([[1.0, 2.0]], "B must be an m x n matrix with n = len(sigma_diag) = 3, got shape (1, 2)"),
+])
+def test_a_ragged_or_misshapen_b_is_named(B, needle):
+    """FAULTS.md: a ragged B gave numpy's "setting an array element with a sequence"."""
+    from problems.registry import linear_gaussian
+
+    with pytest.raises(ValueError) as err:
+        linear_gaussian(sigma_diag=[1.0, 2.0, 3.0], B=B)
+    assert needle in str(err.value)
