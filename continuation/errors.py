@@ -22,6 +22,12 @@ class ContinuationError(RuntimeError):
     """A run that cannot go on; the message is one line naming the step and the cause."""
 
 
+class Misconfigured(ContinuationError, ValueError):
+    """A configuration mistake found when the run could first check it (a quantity the problem
+    does not have, more eigenvalues than parameters off the gauge orbit): exit 2, as a bad
+    configuration file."""
+
+
 class FileProblem(ContinuationError):
     """A ContinuationError about a file or an output (the command line exits 2)."""
 

@@ -39,9 +39,12 @@ class Problem(ABC):
     A deterministic problem (closed form, quadrature) is a plain `Problem`; one whose J is a
     random draw (minibatches, reparameterisation noise) is a `StochasticProblem`. `name` is a
     plain attribute: the class's default, or the one a registry factory passes in.
+    `task_path`: whether J depends on the task time t = mu[2] (a problem on a path of tasks,
+    paper section 4); a process that moves t needs one (continuation/strategies/checks.py).
     """
 
     name: str = "problem"
+    task_path: bool = False
 
     @abstractmethod
     def init_params(self, seed: int = 0) -> dict:

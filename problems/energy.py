@@ -80,11 +80,14 @@ def _as_tree(value, what: str) -> dict:
 
 class EnergyProblem(Problem):
     """J(theta; mu) given directly; R, D, C the user's or by the envelope theorem (module docstring).
+    Its objective may read t = mu[2] (`task_path` True: nothing says it does not).
 
     theta0: a dict of tensors (or one tensor, named "x"), or a function seed -> such a dict:
     `init_params(seed)` returns a copy (the start, equilibrated by the corrector).
     functionals: optional (theta, mu) -> {"R", "D", "C"}. gauge: optional theta -> list of
     dicts shaped like theta, the tangents of a symmetry orbit (exact zero modes of A)."""
+
+    task_path = True  # an energy given directly may depend on t
 
     def __init__(self, objective: Callable, theta0, *, functionals: Callable | None = None,
                  gauge: Callable | None = None, name: str = "energy", options: dict | None = None):
@@ -102,6 +105,13 @@ class EnergyProblem(Problem):
         if not isinstance(J, torch.Tensor) or J.numel() != 1:
             raise ValueError(f"objective(theta, mu) must return a scalar tensor, got "
                              f"{tuple(J.shape) if isinstance(J, torch.Tensor) else type(J).__name__}")
+        if not torch.is_floating_point(J):
+            raise ValueError(f"objective(theta, mu) must return a floating-point scalar (J is differentiated), got "
+                             f"dtype {str(J.dtype).removeprefix('torch.')}")
+        leaves = {k: v.detach().requires_grad_(True) for k, v in theta.items()}
+        if not self.f(leaves, mu).requires_grad:
+            raise ValueError("objective(theta, mu) does not depend on theta (its value carries no gradient): "
+                             "J must be computed from theta's tensors")
 
     def init_params(self, seed: int = 0) -> dict:
         theta = self.theta0(seed) if callable(self.theta0) else self.theta0

@@ -239,6 +239,7 @@ class LinearGaussianTransferProblem(LinearGaussianGibbs):
     """The linear-Gaussian Gibbs problem on a task path: the data moment is S(t) of a
     `problems.task_path.TaskMoments` (mixture or coupling), t = mu[2]; soft labels add
     gamma kappa(t) to J and kappa(t) to C, kappa = label_spread / (2 sigma_c^2) (docs/transfer.md)."""
+    task_path = True  # J depends on t = mu[2] (paper section 4)
 
     name = "linear-gaussian-transfer"
 

@@ -60,6 +60,9 @@ class NetworkProblem(StochasticProblem):
         self.train = train.to(dtype=dtype, device=device)
         self.val = val.to(dtype=dtype, device=device) if val is not None else None
         self.decoder_std, self.samples = decoder_std, samples
+        if grad_batch and grad_batch > len(train):
+            raise ValueError(f"grad_batch = {grad_batch} exceeds the {len(train)} training samples; give at most "
+                             f"{len(train)} (or 0: the whole training set)")
         self.grad_batch = min(grad_batch or len(train), len(train))
         self.hvp_batch = min(hvp_batch or self.grad_batch, self.grad_batch)
         self.dtype, self.device = dtype, torch.device(device)

@@ -36,8 +36,16 @@ def linear_gaussian(n: int = 3, m: int = 1, latent_dim: int = 1, seed: int = 0, 
     if sigma_diag is not None or B is not None:
         if sigma_diag is None or B is None:
             raise ValueError("give both sigma_diag and B, or neither (for a random instance)")
-        B = np.atleast_2d(np.asarray(B, dtype=float))
-        data = LinearGaussianData(np.diag(np.asarray(sigma_diag, dtype=float)), B, noise**2 * np.eye(B.shape[0]))
+        try:
+            B = np.atleast_2d(np.asarray(B, dtype=float))
+            sigma = np.asarray(sigma_diag, dtype=float)
+        except (ValueError, TypeError):
+            raise ValueError(f"B must be an m x n matrix of numbers and sigma_diag a list of n numbers, got B = {B!r}, "
+                             f"sigma_diag = {sigma_diag!r}") from None
+        if B.ndim != 2 or sigma.ndim != 1 or B.shape[1] != sigma.size:
+            raise ValueError(f"B must be an m x n matrix with n = len(sigma_diag) = {sigma.size}, got shape "
+                             f"{B.shape}")
+        data = LinearGaussianData(np.diag(sigma), B, noise**2 * np.eye(B.shape[0]))
     else:
         data = LinearGaussianData.random(n, m, seed=seed, noise=noise)
     return LinearGaussianGibbsProblem.from_data(data, latent_dim, sigma_d, sigma_c, options=options)
@@ -234,6 +242,12 @@ def _split(loaders: dict, dataset, classes, val_fraction, split_seed, limit, val
     if classes:
         data = class_subset(data, classes, relabel=True)
     train, val = train_val_split(data, val_fraction, seed=split_seed, limit=limit or None, val_limit=val_limit or None)
+    n_val = int(round(val_fraction * len(data)))  # the split's sizes before the limits (train_val_split)
+    for option, value, have, part in (("limit", limit, len(data) - n_val, "training"),
+                                      ("val_limit", val_limit, n_val, "validation")):
+        if value and value > have:
+            raise ValueError(f"{option} = {value} exceeds the {have} {part} samples of {dataset}"
+                             f"{f'[{classes}]' if classes else ''} (val_fraction = {val_fraction}); give at most {have}")
     _check_sizes(train, limit)
     return data, train, val
 

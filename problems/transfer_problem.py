@@ -34,6 +34,7 @@ class _PairBatch:
 @final
 class TransferProblem(NetworkProblem):
     name = "transfer"
+    task_path = True  # J depends on t = mu[2] (paper section 4)
 
     def __init__(self, encoder, decoder, classifier, source: Data, target: Data, source_val: Data | None = None,
                  target_val: Data | None = None, *, path: str = "mixture", ot_method: str = "emd",

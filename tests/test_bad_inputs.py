@@ -110,6 +110,20 @@ CONFIG_CASES = [
     ("train-lr-zero", _set("start", train_lr=0.0), "[start] train_lr must be > 0"),
     ("train-steps-negative", _set("start", train_steps=-1), "[start] train_steps must be >= 0"),
     ("settle-zero", _set("start", settle=0), "[start] settle must be an integer >= 1"),
+    # FAULTS.md (2026-12-06): silent results, now one line before any work
+    ("target-at-start", _set("stop", target={"lambda": 1.0}, milestones={}),
+     "target lambda = 1.0 is the start's value: the run would end at its first point"),
+    ("milestone-beyond-target", _set("stop", target={"lambda": 2.0}, milestones={"lambda": [5.0]}),
+     "milestone lambda = 5.0 lies beyond the target lambda = 2.0 (from the start 1): the run stops at the target"),
+    ("max-angle-720", _set("steps", max_angle_deg=720), "max_angle_deg must be in (0, 180) degrees"),
+    ("crossing-unknown", _set("monitor", crossings={"Q": [1.0]}),
+     "monitor crossings: 'Q' not among this problem's quantities"),
+    ("monitor-modes-over", _set("monitor", modes=200), "monitor modes = 200 exceeds the"),
+    ("transfer-no-task-path", lambda config: config.update(process={"name": "iso-classification-transfer"}),
+     "[process] process 'iso-classification-transfer' moves the task time t, and problem 'linear-gaussian' has no "
+     "task path"),
+    ("clock-move-iso", lambda config: config.update(predictor={"name": "none", "move": "clock"}),
+     "with move = 'clock' moves t alone, and process 'iso-classification' does not move t"),
     ("seed-fraction", _set("start", seed=1.5), "[start] seed must be an integer"),
     ("schedule", _set("start", train_schedule="linear"), "[start] train_schedule must be one of"),
     # [process]
@@ -558,3 +572,90 @@ def test_a_cause_quoted_in_a_status_names_the_public_exception():
     with pytest.raises(torch.linalg.LinAlgError) as err:
         torch.linalg.cholesky(-torch.eye(2))
     assert first_line(err.value).startswith("LinAlgError: linalg.cholesky")
+
+
+@pytest.mark.parametrize("role,value,needle", [
+    ("problem", None, "continue_path: problem must be a Problem"),
+    ("process", "quasi-static", "continue_path: process must be a Process (continuation.strategies.processes, or "
+                                "build('process', {...})), got str 'quasi-static'"),
+    ("predictor", None, "continue_path: predictor must be a Predictor"),
+    ("corrector", lambda system, x, mu: x, "continue_path: corrector must be a Corrector"),
+    ("control", None, "continue_path: control must be a StepControl"),
+    ("stop", {"max_steps": 3}, "continue_path: stop must be a StopRule"),
+    ("projection", "newton", "continue_path: projection must be a Projection"),
+    ("solver", "minres", "continue_path: solver must be a Krylov solver (solvers.MINRES(), CG(), GMRES()) or None, "
+                         "got str 'minres'"),
+])
+def test_continue_path_names_an_argument_not_of_its_role(competition, role, value, needle, tmp_path):
+    """FAULTS.md: None, a string or a function in a role's place raised AttributeError from inside."""
+    args = {"problem": competition.problem, "process": QuasiStatic(), "predictor": ODEPredictor("rk4"),
+            "corrector": NewtonCorrector(), "control": AdaptiveSteps(), "stop": StopRule(max_steps=0)}
+    extra = {}
+    if role in args:
+        args[role] = value
+    else:
+        extra[role] = value
+    with pytest.raises(ValueError) as err:
+        continue_path(*args.values(), start=(1.0, 1.0), output=tmp_path / "p.nc", **extra)
+    msg = str(err.value)
+    assert needle in msg and "\n" not in msg, msg
+    assert not (tmp_path / "p.nc").exists()  # before any work
+
+
+@pytest.mark.parametrize("options,needle", [
+    (dict(limit=100000), "limit = 100000 exceeds the 1438 training samples of digits (val_fraction = 0.2)"),
+    (dict(val_limit=100000), "val_limit = 100000 exceeds the 359 validation samples of digits"),
+    (dict(limit=200, grad_batch=500), "grad_batch = 500 exceeds the 200 training samples"),
+])
+def test_data_sizes_beyond_the_data_are_refused(options, needle):
+    """FAULTS.md: limit, val_limit beyond the data set and grad_batch beyond limit were accepted
+    silently (capped). sklearn's digits: 1,797 images, 359 of them for validation at 0.2."""
+    from continuation.files.config import build
+
+    with pytest.raises(ValueError) as err:
+        build("problem", {"name": "mlp", "dataset": "digits", **options})
+    assert needle in str(err.value) and "\n" not in str(err.value), str(err.value)
+    build("problem", {"name": "mlp", "dataset": "digits", "limit": 1438, "val_limit": 359, "grad_batch": 1438})
+
+
+def test_an_output_that_is_a_folder_is_named_as_one(competition, tmp_path):
+    """FAULTS.md: out = an existing folder said "exists; pass resume=True", which cannot help."""
+    from continuation.errors import OutputExists
+
+    for resume in (False, True):
+        with pytest.raises(OutputExists) as err:
+            continue_path(competition.problem, QuasiStatic(), ODEPredictor("rk4"), NewtonCorrector(), AdaptiveSteps(),
+                          StopRule(max_steps=0), start=(1.0, 1.0), output=Output(tmp_path, resume=resume))
+        assert str(err.value) == f"output {tmp_path} is a folder; give the path file's name in it, e.g. {tmp_path / 'path.nc'}"
+
+
+def test_a_process_that_moves_t_needs_a_task_path_from_python_too(competition):
+    with pytest.raises(ValueError, match="process 'quasi-static' moves the task time t, and problem .* has no task path"):
+        continue_path(competition.problem, QuasiStatic(lambda_rate=0.0, t_rate=1.0), ODEPredictor("rk4"),
+                      NewtonCorrector(), AdaptiveSteps(), StopRule(max_steps=0), start=(1.0, 1.0))
+
+
+@pytest.mark.parametrize("objective,needle", [
+    (lambda theta, mu: torch.tensor(3), "must return a floating-point scalar (J is differentiated), got dtype int64"),
+    (lambda theta, mu: torch.tensor(3.0), "does not depend on theta (its value carries no gradient)"),
+])
+def test_an_energy_that_cannot_be_differentiated_in_theta_is_refused(objective, needle):
+    """FAULTS.md: an objective returning torch.tensor(3) gave a 5-point "finished" path, grad 0."""
+    from problems.energy import EnergyProblem
+
+    with pytest.raises(ValueError) as err:
+        EnergyProblem(objective, {"x": torch.zeros(3, dtype=torch.float64)})
+    assert needle in str(err.value)
+
+
+@pytest.mark.parametrize("B,needle", [
+    ([[1.0, 2.0], [1.0]], "B must be an m x n matrix of numbers"),
+    ([[1.0, 2.0]], "B must be an m x n matrix with n = len(sigma_diag) = 3, got shape (1, 2)"),
+])
+def test_a_ragged_or_misshapen_b_is_named(B, needle):
+    """FAULTS.md: a ragged B gave numpy's "setting an array element with a sequence"."""
+    from problems.registry import linear_gaussian
+
+    with pytest.raises(ValueError) as err:
+        linear_gaussian(sigma_diag=[1.0, 2.0, 3.0], B=B)
+    assert needle in str(err.value)

@@ -466,3 +466,27 @@ def test_a_run_going_away_from_its_target_is_stopped(competition, tmp_path):
     assert ds.attrs["status"] == "stopped" and ds.sizes["step"] == 11
     assert ds.attrs["stop_reason"].startswith("running away from the target lambda = 0.5")
     assert "(1 -> 1.13399)" in ds.attrs["stop_reason"]
+
+
+def test_a_finished_run_exits_0_whatever_signal_comes_after(tmp_path):
+    """FAULTS.md: SIGTERM after "wrote ... finished" was printed killed the program (status -15 /
+    143) although its file was finished. The program (argv from sys.argv) sends itself SIGTERM
+    and SIGINT just after the run returns: it still exits 0 and prints its line."""
+    import subprocess
+    import sys
+
+    cfg = ROOT / "validation" / "configs" / "bratu_fold.toml"
+    code = ("import os, signal, sys\n"
+            "import continuation.apps.cli as cli\n"
+            "real = cli._ended_program\n"
+            "def ended():\n"
+            "    real()\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    os.kill(os.getpid(), signal.SIGINT)\n"
+            "cli._ended_program = ended\n"
+            f"sys.argv = ['continuation', 'run', {str(cfg)!r}, '--out', {str(tmp_path / 'b.nc')!r}, '--quiet']\n"
+            "sys.exit(cli.main())\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1"))
+    assert r.returncode == 0, (r.returncode, r.stderr[-1500:])
+    assert "wrote" in r.stdout and "finished" in r.stdout

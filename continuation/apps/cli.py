@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from problems.data import DataFileError
 
 from continuation.files.config import ConfigError, describe_registry, load_config
-from continuation.errors import ContinuationError, FileProblem, RunInterrupted, first_line
+from continuation.errors import ContinuationError, FileProblem, Misconfigured, RunInterrupted, first_line
 from continuation.apps.scripts import OneLineParser, sigterm_as_interrupt  # noqa: F401 (the scripts' names, here too)
 
 
@@ -130,10 +132,20 @@ def _figure_format(out: Path) -> None:
                           f"valid: {', '.join('.' + f for f in sorted(formats))}")
 
 
+def _ended_program() -> None:
+    """The run's file is complete: the program exits with the run's status whatever signal comes
+    from here to its exit (a SIGTERM after "wrote ... finished" killed it with status 143, and a
+    wrapper read a finished run as interrupted). SIGINT and SIGTERM are ignored from here on."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+
+
 def main(argv=None) -> int:
     debug = "--debug" in (sys.argv[1:] if argv is None else list(argv))
     try:
         args = _parser().parse_args(argv)
+        args.program = argv is None  # the process is this program (python -m continuation), not a caller's
         return _main(args)
     except (_UsageError, ConfigError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError,
             DataFileError) as e:
@@ -146,7 +158,8 @@ def main(argv=None) -> int:
             raise
         _say(e.line(sys.argv[1:] if argv is None else list(argv)))
         return e.exit_code
-    except FileProblem as e:  # a damaged or foreign path file, a locked or unwritable output, a setup mismatch
+    except (FileProblem, Misconfigured) as e:  # a damaged or foreign path file, a locked or unwritable output, a
+        # setup mismatch; a configuration mistake the run found when it could first check it
         if debug:
             raise
         _say(e)
@@ -235,6 +248,8 @@ def _main(args) -> int:
     start_from = (args.start_from, -1 if args.from_step is None else args.from_step) if args.start_from else None
     ds = run_config(config, out, resume=args.resume, start_from=start_from,
                     progress=False if args.quiet else None)
+    if args.program:
+        _ended_program()
     n = ds.sizes["step"]
     if args.config is None:
         from continuation.apps.plot import plot_paths

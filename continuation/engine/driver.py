@@ -25,7 +25,7 @@ from solvers import MINRES
 from continuation.engine import start as starts
 from problems.base import StochasticProblem
 
-from continuation.strategies.checks import _leaves, check_inputs, check_strategies
+from continuation.strategies.checks import check_roles, _leaves, check_inputs, check_strategies
 from continuation.singular.monitor import Monitor
 from continuation.errors import ContinuationError, OutputExists, RunInterrupted
 from continuation.files.lock import OutputLock
@@ -79,7 +79,8 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, star
     Raises ContinuationError (one line: the step and the cause) when the start does not
     equilibrate, R, D, C or J are not finite; OutputExists when the output exists without resume;
     SetupMismatch when resuming one written with other settings; ValueError (one line naming the
-    option) for a bad option. The returned status is "finished" when the stop rule's end was
+    option) for a bad option, or for an argument that is not of its role (a string where a
+    strategy object is needed, None for the problem: strategies/checks.py check_roles). The returned status is "finished" when the stop rule's end was
     reached, else "stopped" with the reason (steps exhausted, a budget spent before the target, no
     progress, running away from the target: StopRule.judge). Resuming a run that has ended returns
     its file as it is.
@@ -90,6 +91,9 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, star
     let the current write finish and raise RunInterrupted (exit_code 130 / 143): the file keeps
     every point written, with status "running", and resumes with resume=True.
     """
+    check_roles(problem=problem, process=process, predictor=predictor, corrector=corrector, control=control,
+                stop=stop, **({} if projection is None else {"projection": projection}),
+                **({} if solver is None else {"solver": solver}))
     start, output = as_start(start), as_output(output)
     start = replace(start, mu=check_inputs(problem, process, stop, start=start.mu, theta0=start.theta0,
                                            from_point=start.from_point, checkpoint_every=output.checkpoint_every))
@@ -101,6 +105,8 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, star
                       resample=resample, monitor=_monitor(monitor, problem, template))
     attrs = _attrs(stepper, start, output, template, hvp_mode)
     out = Path(output.path) if output.path is not None else None
+    if out is not None and out.is_dir():
+        raise OutputExists(f"output {out} is a folder; give the path file's name in it, e.g. {out / 'path.nc'}")
     rows = []  # the path's rows so far (a resumed run's included)
     with OutputLock(out) if out is not None else nullcontext(), Interrupts(out, output.resume) as guard:
         try:

@@ -30,7 +30,7 @@ from problems.base import StochasticProblem
 
 from continuation.surface.context import PointContext
 from continuation.strategies.correctors import Corrector
-from continuation.errors import ContinuationError, first_line
+from continuation.errors import ContinuationError, Misconfigured, first_line
 from continuation.singular.branch_end import BranchEnd
 from continuation.singular.events import EventFinder
 from continuation.singular.monitor import Monitor
@@ -233,7 +233,7 @@ class Stepper:
             d = self.system.deflation(x)
             free = x.numel() - (0 if d is None else d.size)
             if self.monitor.modes > free:
-                raise ContinuationError(f"monitor modes = {self.monitor.modes} exceeds the {free} parameters off the "
+                raise Misconfigured(f"monitor modes = {self.monitor.modes} exceeds the {free} parameters off the "
                                         f"gauge orbit at the start; ask for at most {free}")
             with self.system.ledger.aside() as spent:  # the monitor's work is its own (monitor_hvps)
                 current, events = self._leave_saddle(self.monitored(current), 0, None, [])

@@ -40,7 +40,7 @@ from pathlib import Path
 from problems.base import StochasticProblem
 from problems.data import DataFileError
 
-from continuation.strategies.checks import check_reachable, check_strategies
+from continuation.strategies.checks import check_reachable, check_strategies, check_task_path
 from continuation.singular.monitor import Monitor
 from continuation.strategies.registry import REGISTRY
 from continuation.strategies.step_control import StopRule
@@ -300,6 +300,10 @@ def build_run(config: dict, *, check_start: bool = True) -> dict:
         check_strategies(run["process"], run["predictor"], run["corrector"])
     except ValueError as e:
         raise ConfigError(f"[predictor] {first_line(e, typed=False)}") from None
+    try:
+        check_task_path(run["problem"], run["process"])
+    except ValueError as e:
+        raise ConfigError(f"[process] {first_line(e, typed=False)}") from None
     run["krylov"], run["hvp_mode"] = build("krylov", krylov), hvp_mode
     options = _checked_options("stop", config.get("stop", {}), _parameters(StopRule), "[stop]",
                                _annotations(StopRule))

@@ -39,7 +39,7 @@ import torch
 from problems.base import FUNCTIONAL_NAMES
 
 from continuation.strategies.options import integer, positive
-from continuation.errors import ContinuationError
+from continuation.errors import Misconfigured
 from continuation.singular.stability import Spectrum, lowest_eigenpairs
 from continuation.strategies.base import Strategy
 
@@ -123,10 +123,10 @@ class Monitor(Strategy):
         return tuple((float(s), [float(v) for v in values]) for s, values in raw)
 
     def check_crossings(self, available) -> None:
-        """ContinuationError (one line) for a crossing of a quantity the path does not have."""
+        """Misconfigured (one line) for a crossing of a quantity the path does not have."""
         missing = [n for n in self.crossings if n not in available]
         if missing:
-            raise ContinuationError(f"monitor crossings: {', '.join(map(repr, missing))} not among this problem's quantities "
+            raise Misconfigured(f"monitor crossings: {', '.join(map(repr, missing))} not among this problem's quantities "
                              f"({', '.join(available)})")
 
     def spectrum(self, system, x: torch.Tensor, mu: torch.Tensor, previous: Spectrum | None = None) -> Spectrum | None:

@@ -4,15 +4,21 @@
 first: the start multipliers, the initial parameters' dtype and shapes against the problem's,
 and whether the stop rule's target lies ahead in the direction the process moves
 (`check_reachable`, also called by continuation/files/config.py for configuration files);
-`check_strategies`: combinations of strategies that cannot work together. The scalar checks
+`check_roles`: each argument is an object of the role it fills; `check_strategies`:
+combinations of strategies that cannot work together. The scalar checks
 each strategy makes of its own options are in continuation/strategies/options.py.
 """
 
 from __future__ import annotations
 
+from problems.base import Problem
+
+from continuation.strategies.correctors import Corrector
 from continuation.strategies.options import MU_NAMES, check_start, integer
-from continuation.strategies.processes import IsoClassificationFD, IsoFunctional, QuasiStatic
-from continuation.strategies.step_control import StopRule
+from continuation.strategies.predictors import Predictor
+from continuation.strategies.processes import IsoClassificationFD, IsoFunctional, Process, QuasiStatic
+from continuation.strategies.projections import Projection
+from continuation.strategies.step_control import StepControl, StopRule
 from continuation.strategies.transfer_processes import IsoClassificationTransfer
 
 
@@ -40,7 +46,10 @@ def check_reachable(process, stop, start) -> None:
     known = directions(process)
     here = dict(zip(MU_NAMES, list(start) + [0.0] * (3 - len(start))))
     for name, value in stop.target.items():
-        if name not in known or float(value) == here[name]:
+        if float(value) == here[name]:
+            raise ValueError(f"target {name} = {value} is the start's value: the run would end at its first point; "
+                             f"give a target ahead of the start")
+        if name not in known:
             continue
         way, need = known[name], (float(value) > here[name]) - (float(value) < here[name])
         if way == 0:
@@ -51,6 +60,13 @@ def check_reachable(process, stop, start) -> None:
             raise ValueError(f"target {name} = {value} is unreachable: process {process.name!r} moves {name} {moves} "
                              f"from its start {here[name]:g}")
     for name, values in stop.milestones.items():
+        if name in stop.target:
+            end = float(stop.target[name])
+            for value in values:
+                if (float(value) - here[name]) * (end - here[name]) > 0 and \
+                        abs(float(value) - here[name]) > abs(end - here[name]):
+                    raise ValueError(f"milestone {name} = {value} lies beyond the target {name} = {stop.target[name]} "
+                                     f"(from the start {here[name]:g}): the run stops at the target first")
         if name not in known:
             continue
         for value in values:
@@ -59,6 +75,46 @@ def check_reachable(process, stop, start) -> None:
                 moves = {1: "up", -1: "down", 0: "not at all"}[known[name]]
                 raise ValueError(f"milestone {name} = {value} is unreachable: process {process.name!r} moves {name} "
                                  f"{moves} from its start {here[name]:g}")
+
+
+def check_task_path(problem, process) -> None:
+    """A process that moves the task time t needs a problem whose J depends on t (`task_path`):
+    on another, t would run 0 -> 1 at fixed multipliers and the run "finish" having done nothing."""
+    if directions(process).get("t", 0) != 0 and not getattr(problem, "task_path", False):
+        raise ValueError(f"process {process.name!r} moves the task time t, and problem {problem.name!r} has no task "
+                         f"path (its J does not depend on t): use a problem on a task path (transfer-mlp, transfer-resnet; "
+                         f"problems.LinearGaussianTransferProblem in Python) or a process that does not move t")
+
+
+ROLES = {  # role -> (the class its object must be, where such objects come from)
+    "problem": (Problem, "problems.registry.build('problem', {...}) or a problems.base.Problem"),
+    "process": (Process, "continuation.strategies.processes, or build('process', {...})"),
+    "predictor": (Predictor, "continuation.strategies.predictors, or build('predictor', {...})"),
+    "corrector": (Corrector, "continuation.strategies.correctors, or build('corrector', {...})"),
+    "control": (StepControl, "continuation.strategies.step_control: AdaptiveSteps, FixedSteps, HeldSteps"),
+    "stop": (StopRule, "continuation.strategies.step_control.StopRule"),
+    "projection": (Projection, "continuation.strategies.projections, or None"),
+}
+
+
+def check_roles(**objects) -> None:
+    """Each object is of the role it fills (ROLES); `solver` is a Krylov solver (solvers.CG,
+    MINRES, GMRES: an object with `solve(matvec, b)`). One ValueError line naming the argument,
+    what it must be and what it got (a name given where an object is needed says how to build one)."""
+    for role, value in objects.items():
+        if role == "solver":
+            if not callable(getattr(value, "solve", None)):
+                raise ValueError(f"continue_path: solver must be a Krylov solver (solvers.MINRES(), CG(), GMRES()) "
+                                 f"or None, got {_short(value)}")
+            continue
+        cls, where = ROLES[role]
+        if not isinstance(value, cls):
+            raise ValueError(f"continue_path: {role} must be a {cls.__name__} ({where}), got {_short(value)}")
+
+
+def _short(value) -> str:
+    text = " ".join(repr(value).split())
+    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
 
 
 def check_strategies(process, predictor, corrector) -> None:
@@ -71,6 +127,10 @@ def check_strategies(process, predictor, corrector) -> None:
     if q_arc and not p_arc:
         raise ValueError(f"predictor {predictor.name!r} follows the extended tangent of process 'pseudo-arclength', "
                          f"got process {process.name!r}")
+    if getattr(predictor, "move", "all") == "clock" and directions(process).get("t") == 0:
+        raise ValueError(f"predictor {predictor.name!r} with move = 'clock' moves t alone, and process "
+                         f"{process.name!r} does not move t: nothing would move; use move = 'all' or a process on a "
+                         f"task path")
     if q_arc and not getattr(corrector, "solves_arclength", False):
         raise ValueError(f"predictor {predictor.name!r} needs a corrector that solves the arclength condition "
                          f"('bordered-newton'); corrector {corrector.name!r} corrects at fixed mu only")
@@ -141,8 +201,9 @@ def check_inputs(problem, process=None, stop=None, *, start=None, theta0=None, f
     integer("checkpoint_every", checkpoint_every, minimum=1)
     if theta0 is not None:
         check_theta(problem, theta0)
+    if process is not None:
+        check_task_path(problem, process)
     if stop is not None:
-
         if not isinstance(stop, StopRule):
             raise ValueError(f"stop must be a StopRule, got {type(stop).__name__}")
         if process is not None and start is not None and from_point is None:
