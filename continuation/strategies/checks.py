@@ -87,7 +87,7 @@ def check_task_path(problem, process) -> None:
 
 
 ROLES = {  # role -> (the class its object must be, where such objects come from)
-    "problem": (Problem, "problems.registry.build('problem', {...}) or a problems.base.Problem"),
+    "problem": (Problem, "problems.registry, or build('problem', {...}) of continuation.files.config"),
     "process": (Process, "continuation.strategies.processes, or build('process', {...})"),
     "predictor": (Predictor, "continuation.strategies.predictors, or build('predictor', {...})"),
     "corrector": (Corrector, "continuation.strategies.correctors, or build('corrector', {...})"),
