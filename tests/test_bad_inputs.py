@@ -115,7 +115,7 @@ CONFIG_CASES = [
      "target lambda = 1.0 is the start's value: the run would end at its first point"),
     ("milestone-beyond-target", _set("stop", target={"lambda": 2.0}, milestones={"lambda": [5.0]}),
      "milestone lambda = 5.0 lies beyond the target lambda = 2.0 (from the start 1): the run stops at the target"),
-    ("max-angle-720", _set("steps", max_angle_deg=720), "max_angle_deg must be in (0, 180) degrees"),
+    ("max-angle-720", _set("steps", max_angle_deg=720), "max_angle_deg must be in (0, 180] degrees"),
     ("crossing-unknown", _set("monitor", crossings={"Q": [1.0]}),
      "monitor crossings: 'Q' not among this problem's quantities"),
     ("monitor-modes-over", _set("monitor", modes=200), "monitor modes = 200 exceeds the"),

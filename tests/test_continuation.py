@@ -182,7 +182,8 @@ def write_config(path, **overrides):
 
 
 def test_cli_run_plot_and_start_from_saved_point(tmp_path, capsys):
-    cfg = write_config(tmp_path / "c.toml", **{"target = {lambda = 4.0}": "target = {lambda = 2.0}"})
+    cfg = write_config(tmp_path / "c.toml", **{"target = {lambda = 4.0}": "target = {lambda = 2.0}",
+                                               "milestones = {lambda = [2.0, 3.0]}": "milestones = {lambda = [1.5]}"})
     out = tmp_path / "p.nc"
     assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
     assert "target lambda = 2.0 reached" in capsys.readouterr().out

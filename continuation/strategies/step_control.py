@@ -136,10 +136,10 @@ class AdaptiveSteps(ShrinkingSteps):
 
     def __post_init__(self):
         self._check_sizes()
-        # the angle between two tangents lies in [0, 180]: a limit of 180 or more never rejects
-        if not 0 < number("max_angle_deg", self.max_angle_deg) < 180:
-            raise ValueError(f"max_angle_deg must be in (0, 180) degrees (the turning angle between two tangents "
-                             f"lies in [0, 180]), got {self.max_angle_deg!r}")
+        # the angle between two tangents lies in [0, 180]: 180 turns the test off, beyond means nothing
+        if not 0 < number("max_angle_deg", self.max_angle_deg) <= 180:
+            raise ValueError(f"max_angle_deg must be in (0, 180] degrees (the turning angle between two tangents "
+                             f"lies in [0, 180]; 180: no limit), got {self.max_angle_deg!r}")
 
     def assess(self, corrector, result, prediction_ok, drift, angle, miss=None, factor=None, ds=None):
         max_iters = self.max_iters if self.max_iters is not None else corrector.max_iters
