@@ -195,12 +195,18 @@ def class_subset(data: Data, classes, relabel: bool = False) -> Data:
 
 def train_val_split(data: Data, val_fraction: float = 0.2, seed: int = 0, limit: int | None = None,
                     val_limit: int | None = None):
-    """A seeded random split into (train, validation); `limit` and `val_limit` cap their sizes."""
+    """A seeded random split into (train, validation); `limit` and `val_limit` cap their sizes.
+    ValueError (one line naming the option and the split's size) for a cap beyond the split:
+    a cap that caps nothing would be taken silently for a smaller set."""
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
     n_val = int(round(val_fraction * len(data)))
     val, train = perm[:n_val], perm[n_val:]
+    for option, cap, part, what in (("limit", limit, train, "training"), ("val_limit", val_limit, val, "validation")):
+        if cap is not None and cap > len(part):
+            raise ValueError(f"{option} = {cap} exceeds the {len(part)} {what} samples of {data.name} "
+                             f"(val_fraction = {val_fraction}); give at most {len(part)}")
     if limit is not None:
         train = train[:limit]
     if val_limit is not None:

@@ -95,9 +95,9 @@ class EnergyProblem(Problem):
             raise ValueError(f"objective must be a function (theta, mu) -> scalar, got {type(objective).__name__}")
         self.f, self.theta0, self.user_functionals, self.gauge = objective, theta0, functionals, gauge
         self.name, self.options = name, dict(options or {})
-        theta = self.init_params(0)
+        theta = {k: v.requires_grad_(v.is_floating_point()) for k, v in self.init_params(0).items()}
         mu = make_mu(1.0, 1.0, 0.0, dtype=next(iter(theta.values())).dtype)
-        try:
+        try:  # once, with theta's leaves requiring a gradient: does J depend on them?
             J = objective(theta, mu)
         except Exception as e:
             raise ValueError(f"objective(theta0, mu) raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
@@ -108,8 +108,7 @@ class EnergyProblem(Problem):
         if not torch.is_floating_point(J):
             raise ValueError(f"objective(theta, mu) must return a floating-point scalar (J is differentiated), got "
                              f"dtype {str(J.dtype).removeprefix('torch.')}")
-        leaves = {k: v.detach().requires_grad_(True) for k, v in theta.items()}
-        if not self.f(leaves, mu).requires_grad:
+        if not J.requires_grad:
             raise ValueError("objective(theta, mu) does not depend on theta (its value carries no gradient): "
                              "J must be computed from theta's tensors")
 

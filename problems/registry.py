@@ -242,12 +242,6 @@ def _split(loaders: dict, dataset, classes, val_fraction, split_seed, limit, val
     if classes:
         data = class_subset(data, classes, relabel=True)
     train, val = train_val_split(data, val_fraction, seed=split_seed, limit=limit or None, val_limit=val_limit or None)
-    n_val = int(round(val_fraction * len(data)))  # the split's sizes before the limits (train_val_split)
-    for option, value, have, part in (("limit", limit, len(data) - n_val, "training"),
-                                      ("val_limit", val_limit, n_val, "validation")):
-        if value and value > have:
-            raise ValueError(f"{option} = {value} exceeds the {have} {part} samples of {dataset}"
-                             f"{f'[{classes}]' if classes else ''} (val_fraction = {val_fraction}); give at most {have}")
     _check_sizes(train, limit)
     return data, train, val
 

@@ -3,8 +3,9 @@
     continue_path(..., start=Start(mu=(1.0, 1.0), settle=3), output=Output("p.nc", resume=True))
 
 As shorthands, `start` may be the multipliers themselves, (lambda, gamma) or (lambda, gamma, t),
-and `output` a path (`as_start`, `as_output`). The values are checked by
-continuation/strategies/checks.py `check_inputs` when the run begins.
+and `output` a path (`as_start`, `as_output`). Each checks its own options when made (one
+ValueError line naming `start.settle`, `output.path`, ...); the multipliers and the point of an
+earlier run are checked by continuation/strategies/checks.py `check_inputs` when the run begins.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from typing import Any, Callable
+
+from continuation.strategies.options import described
 
 
 @dataclass(frozen=True)
@@ -38,9 +41,9 @@ class Start:
                              + ("not both" if self.mu is not None else "got neither"))
         _flag("start.equilibrate", self.equilibrate)
         if isinstance(self.settle, bool) or not isinstance(self.settle, int) or self.settle < 1:
-            raise ValueError(f"start.settle must be an integer >= 1, got {_short(self.settle)}")
+            raise ValueError(f"start.settle must be an integer >= 1, got {described(self.settle)}")
         if self.settings is not None and not isinstance(self.settings, dict):
-            raise ValueError(f"start.settings must be a dict or None, got {_short(self.settings)}")
+            raise ValueError(f"start.settings must be a dict or None, got {described(self.settings)}")
 
 
 @dataclass(frozen=True)
@@ -61,15 +64,15 @@ class Output:
 
     def __post_init__(self):
         if self.path is not None and not isinstance(self.path, (str, os.PathLike)):
-            raise ValueError(f"output.path must be a path (str or Path) or None, got {_short(self.path)}")
+            raise ValueError(f"output.path must be a path (str or Path) or None, got {described(self.path)}")
         _flag("output.resume", self.resume)
         _flag("output.progress", self.progress)
         if self.resume and self.path is None:
             raise ValueError("output.resume = True needs output.path: the file of the run to continue")
         if self.on_point is not None and not callable(self.on_point):
-            raise ValueError(f"output.on_point must be callable as on_point(step, row), got {_short(self.on_point)}")
+            raise ValueError(f"output.on_point must be callable as on_point(step, row), got {described(self.on_point)}")
         if self.config is not None and not isinstance(self.config, dict):
-            raise ValueError(f"output.config must be a dict or None, got {_short(self.config)}")
+            raise ValueError(f"output.config must be a dict or None, got {described(self.config)}")
 
 
 def as_start(value) -> Start:
@@ -78,7 +81,7 @@ def as_start(value) -> Start:
         return value
     if isinstance(value, (tuple, list)) or hasattr(value, "shape"):
         return Start(mu=value)
-    raise ValueError(f"start must be a Start or (lambda, gamma[, t]), got {_short(value)}")
+    raise ValueError(f"start must be a Start or (lambda, gamma[, t]), got {described(value)}")
 
 
 def as_output(value) -> Output:
@@ -89,14 +92,9 @@ def as_output(value) -> Output:
         return value
     if isinstance(value, (str, os.PathLike)):
         return Output(path=value)
-    raise ValueError(f"output must be an Output, a path (str or Path) or None, got {_short(value)}")
+    raise ValueError(f"output must be an Output, a path (str or Path) or None, got {described(value)}")
 
 
 def _flag(name: str, value) -> None:
     if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {_short(value)}")
-
-
-def _short(value) -> str:
-    text = " ".join(repr(value).split())
-    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
+        raise ValueError(f"{name} must be True or False, got {described(value)}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from problems.base import Problem
 
 from continuation.strategies.correctors import Corrector
-from continuation.strategies.options import MU_NAMES, check_start, integer
+from continuation.strategies.options import MU_NAMES, check_start, described, integer
 from continuation.strategies.predictors import Predictor
 from continuation.strategies.processes import IsoClassificationFD, IsoFunctional, Process, QuasiStatic
 from continuation.strategies.projections import Projection
@@ -105,16 +105,11 @@ def check_roles(**objects) -> None:
         if role == "solver":
             if not callable(getattr(value, "solve", None)):
                 raise ValueError(f"continue_path: solver must be a Krylov solver (solvers.MINRES(), CG(), GMRES()) "
-                                 f"or None, got {_short(value)}")
+                                 f"or None, got {described(value)}")
             continue
         cls, where = ROLES[role]
         if not isinstance(value, cls):
-            raise ValueError(f"continue_path: {role} must be a {cls.__name__} ({where}), got {_short(value)}")
-
-
-def _short(value) -> str:
-    text = " ".join(repr(value).split())
-    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
+            raise ValueError(f"continue_path: {role} must be a {cls.__name__} ({where}), got {described(value)}")
 
 
 def check_strategies(process, predictor, corrector) -> None:
@@ -189,23 +184,20 @@ def check_inputs(problem, process=None, stop=None, *, start=None, theta0=None, f
 
     Raises ValueError, one line naming the argument: start not 2 or 3 finite numbers with
     lambda, gamma > 0 and t in [0, 1]; theta0 of another dtype or shape than the problem's; a
-    target behind the process's direction of travel; checkpoint_every < 1. (`settle` is left
-    to continuation/engine/start.py, whose message tests pin.)"""
+    target behind the process's direction of travel; checkpoint_every < 1; a process that moves t
+    on a problem without a task path. (The arguments' roles are check_roles'; `settle` is
+    continuation/engine/options.py Start's.)"""
     if start is not None:
         start = check_start(start)
     if from_point is not None:
         if not isinstance(from_point, (list, tuple)) or len(from_point) != 2:
             raise ValueError(f"from_point must be (path, step), got {from_point!r}")
         integer("from_point step", from_point[1])
-    # settle is checked by continuation/engine/start.py ("settle must be >= 1")
     integer("checkpoint_every", checkpoint_every, minimum=1)
     if theta0 is not None:
         check_theta(problem, theta0)
     if process is not None:
         check_task_path(problem, process)
-    if stop is not None:
-        if not isinstance(stop, StopRule):
-            raise ValueError(f"stop must be a StopRule, got {type(stop).__name__}")
-        if process is not None and start is not None and from_point is None:
-            check_reachable(process, stop, start)
+    if stop is not None and process is not None and start is not None and from_point is None:
+        check_reachable(process, stop, start)
     return start

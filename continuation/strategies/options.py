@@ -88,6 +88,13 @@ def check_start(start) -> tuple:
     return tuple(values)
 
 
+def described(value) -> str:
+    """A value as a one-line error shows it: its type and its repr, whitespace folded, cut at 60
+    characters (e.g. "str 'quasi-static'", "int 42")."""
+    text = " ".join(repr(value).split())
+    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
+
+
 def _short(value) -> str:
     try:
         return repr([float(v) for v in value])
