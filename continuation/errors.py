@@ -24,8 +24,13 @@ class ContinuationError(RuntimeError):
 
 class Misconfigured(ContinuationError, ValueError):
     """A configuration mistake found when the run could first check it (a quantity the problem
-    does not have, more eigenvalues than parameters off the gauge orbit): exit 2, as a bad
-    configuration file."""
+    does not have, more eigenvalues than parameters off the gauge orbit, strategies that cannot
+    work together): exit 2, as a bad configuration file. `section`: the configuration table the
+    mistake is in ("predictor", "projection", ...), or None."""
+
+    def __init__(self, message: str, section: str | None = None):
+        super().__init__(message)
+        self.section = section
 
 
 class FileProblem(ContinuationError):

@@ -78,6 +78,28 @@ def _as_tree(value, what: str) -> dict:
     return value
 
 
+def _checked_directions(dirs, theta: dict, who: str) -> list[dict]:
+    """`dirs` as a list of dicts shaped like theta (module docstring of gauge_directions)."""
+    must = "must return a list of dicts shaped like theta (one per zero mode; [] for none)"
+    if not isinstance(dirs, (list, tuple)):
+        raise ValueError(f"{who} {must}, got {type(dirs).__name__}")
+    out = []
+    for i, d in enumerate(dirs):
+        if isinstance(d, torch.Tensor) and len(theta) == 1:
+            d = {next(iter(theta)): d}
+        if not isinstance(d, dict) or set(d) != set(theta):
+            got = sorted(map(str, d)) if isinstance(d, dict) else type(d).__name__
+            raise ValueError(f"{who} {must}: direction {i} is {got}, theta has keys {sorted(theta)}")
+        for k, v in d.items():
+            if not isinstance(v, torch.Tensor) or not v.is_floating_point() or v.shape != theta[k].shape:
+                got = f"shape {tuple(v.shape)} {str(v.dtype).removeprefix('torch.')}" if isinstance(v, torch.Tensor) \
+                    else type(v).__name__
+                raise ValueError(f"{who} {must}: direction {i}[{k!r}] is {got}, theta[{k!r}] has shape "
+                                 f"{tuple(theta[k].shape)}")
+        out.append(d)
+    return out
+
+
 class EnergyProblem(Problem):
     """J(theta; mu) given directly; R, D, C the user's or by the envelope theorem (module docstring).
     Its objective may read t = mu[2] (`task_path` True: nothing says it does not).
@@ -111,6 +133,11 @@ class EnergyProblem(Problem):
         if not J.requires_grad:
             raise ValueError("objective(theta, mu) does not depend on theta (its value carries no gradient): "
                              "J must be computed from theta's tensors")
+        if gauge is not None:
+            if not callable(gauge):
+                raise ValueError(f"gauge must be a function theta -> list of dicts shaped like theta, got "
+                                 f"{type(gauge).__name__}")
+            self.gauge_directions(self.init_params(0))  # once at construction: its shape, in one line
 
     def init_params(self, seed: int = 0) -> dict:
         theta = self.theta0(seed) if callable(self.theta0) else self.theta0
@@ -134,7 +161,17 @@ class EnergyProblem(Problem):
         return {"R": J - mu[0] * D - mu[1] * C, "D": D, "C": C}
 
     def gauge_directions(self, theta):
-        return [] if self.gauge is None else list(self.gauge(theta))
+        """The gauge function's directions at theta, checked: a list (or tuple) of dicts with theta's
+        keys, each a floating tensor of its leaf's shape (a bare tensor is {"x": it} for a one-leaf
+        theta). ValueError (one line naming the gauge function) otherwise."""
+        if self.gauge is None:
+            return []
+        try:
+            dirs = self.gauge(theta)
+        except Exception as e:  # noqa: BLE001 - the user's function: one line naming it
+            raise ValueError(f"gauge function of energy {self.name!r} raised {type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        return _checked_directions(dirs, theta, f"gauge function of energy {self.name!r}")
 
     def settings(self) -> dict:
         return {"name": self.name, "class": type(self).__name__, **self.options}

@@ -124,6 +124,14 @@ CONFIG_CASES = [
      "task path"),
     ("clock-move-iso", lambda config: config.update(predictor={"name": "none", "move": "clock"}),
      "with move = 'clock' moves t alone, and process 'iso-classification' does not move t"),
+    ("bordered-newton-iso", lambda config: config.update(corrector={"name": "bordered-newton"}),
+     "[corrector] corrector 'bordered-newton' solves grad J = 0 together with the arclength condition of process "
+     "'pseudo-arclength'"),
+    ("iso-target-behind", _set("stop", target={"lambda": 0.5}, milestones={}),
+     "[stop] target lambda = 0.5 is unreachable: process 'iso-classification' moves lambda up from its start 1 "
+     "(lambda' = -alpha C_gamma with alpha = 1, and C_gamma < 0 at a stable equilibrium)"),
+    ("projection-nothing-held", lambda c: c.update(process={"name": "quasi-static", "lambda_rate": 1.0}),
+     "[projection] projection 'newton' has nothing to hold: process 'quasi-static' holds no functional"),
     ("seed-fraction", _set("start", seed=1.5), "[start] seed must be an integer"),
     ("schedule", _set("start", train_schedule="linear"), "[start] train_schedule must be one of"),
     # [process]
@@ -247,7 +255,25 @@ def test_configuration_file_problems(tmp_path, capsys):
     bad.write_bytes('[problem]\nname = "linear-gaussian"  # caf\xe9\n'.encode("latin-1"))
     one_error_line(capsys, main(["run", str(bad), "--out", str(tmp_path / "x.nc")]), 2, "not UTF-8", str(bad))
     bad.write_text("[stop\nmax_steps = 2\n")
-    one_error_line(capsys, main(["run", str(bad), "--out", str(tmp_path / "x.nc")]), 2, "not valid TOML")
+    one_error_line(capsys, main(["run", str(bad), "--out", str(tmp_path / "x.nc")]), 2, "table header [stop] is not "
+                   "valid TOML (line 1: '[stop')")
+
+
+@pytest.mark.parametrize("text,needle", [
+    ('[problem]\nname = "linear-gaussian"\nname = "x"\n',
+     "key 'name' is given twice in [problem] (line 3: 'name = \"x\"'); keep one"),
+    ('[problem]\nname = "linear-gaussian"\n[problem]\nn = 3\n',
+     "table [problem] is declared twice (line 3: '[problem]'); merge the two"),
+    ('[prøblem]\nname = "linear-gaussian"\n',
+     "table header [prøblem] is not valid TOML (line 1: '[prøblem]'): a table name is letters A-Z a-z, digits, _ and -"),
+    ('[problem]\nname = "linear-gaussian"\nn =\n', "key 'n' in [problem] has no valid value (line 3: 'n =')"),
+    ('[stop]\ntarget = {lambda = 2.0, lambda = 3.0}\n', "not valid TOML: Duplicate inline table key 'lambda' (line 2: "),
+])
+def test_a_toml_mistake_names_the_key_or_table_and_the_line(tmp_path, capsys, text, needle):
+    """FAULTS.md: a duplicate key or a bad table name gave the parser's position only."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text, encoding="utf-8")
+    one_error_line(capsys, main(["run", str(bad), "--out", str(tmp_path / "x.nc")]), 2, f"error: {bad}: {needle}")
 
 
 @pytest.fixture(scope="module")
@@ -659,3 +685,59 @@ def test_a_ragged_or_misshapen_b_is_named(B, needle):
     with pytest.raises(ValueError) as err:
         linear_gaussian(sigma_diag=[1.0, 2.0, 3.0], B=B)
     assert needle in str(err.value)
+
+
+def test_a_newton_projection_on_a_stochastic_problem_is_refused(tmp_path, capsys, competition):
+    """FAULTS.md: projection 'newton' (Newton in mu along the equilibrium tangents) on the stochastic
+    mlp was accepted. Refused before any work from a configuration (exit 2) and from Python, where
+    the secant projection (built for stochastic problems) is accepted."""
+    from continuation.errors import Misconfigured
+    from continuation.strategies.correctors import AdamCorrector
+    from continuation.strategies.projections import NewtonProjection
+    from continuation.strategies.processes import iso_classification
+    from continuation.strategies.step_control import FixedSteps
+
+    config = tomllib.loads(MLP)
+    config.update(process={"name": "iso-classification"}, projection={"name": "newton"})
+    one_error_line(capsys, run_cli(tmp_path, config), 2, "[projection] projection 'newton' moves the multipliers by "
+                   "Newton along the equilibrium tangents, and problem 'mlp:digits' is stochastic", "use projection 'secant'")
+    config["projection"] = {"name": "secant"}
+    run = build_run(config)
+    assert run["projection"].name == "secant"
+    problem = run["problem"]
+    with pytest.raises(Misconfigured, match="projection 'newton' moves the multipliers") as err:
+        continue_path(problem, iso_classification(), ODEPredictor("euler"), AdamCorrector(steps=2), FixedSteps(size=0.1),
+                      StopRule(max_steps=1), projection=NewtonProjection(), start=(1.0, 1.0),
+                      output=Output(tmp_path / "p.nc", progress=False))
+    assert err.value.section == "projection" and not (tmp_path / "p.nc").exists()
+
+
+@pytest.mark.parametrize("gauge,needle", [
+    ("abc", "gauge must be a function theta -> list of dicts shaped like theta, got str"),
+    (lambda theta: "abc", "gauge function of energy 'energy' must return a list of dicts shaped like theta (one per "
+                          "zero mode; [] for none), got str"),
+    (lambda theta: [{"y": theta["x"]}], "direction 0 is ['y'], theta has keys ['x']"),
+    (lambda theta: [{"x": torch.ones(3)}], "direction 0['x'] is shape (3,) float32, theta['x'] has shape (2,)"),
+    (lambda theta: 1 / 0, "gauge function of energy 'energy' raised ZeroDivisionError: division by zero"),
+])
+def test_a_gauge_function_that_returns_no_directions_is_named(gauge, needle):
+    """FAULTS.md: a gauge function returning a string gave "unexpected ValueError: FlatView.flatten:
+    pytree structure differs"."""
+    from problems.energy import EnergyProblem
+
+    def f(theta, mu):
+        return (theta["x"] ** 2).sum() * mu[0]
+
+    with pytest.raises(ValueError) as err:
+        EnergyProblem(f, {"x": torch.ones(2, dtype=torch.float64)}, gauge=gauge)
+    assert needle in str(err.value)
+    # a good one: a list of dicts, or of bare tensors for a one-leaf theta
+    p = EnergyProblem(f, {"x": torch.ones(2, dtype=torch.float64)}, gauge=lambda theta: [theta["x"]])
+    assert torch.equal(p.gauge_directions(p.init_params(0))[0]["x"], torch.ones(2, dtype=torch.float64))
+
+
+def test_a_gauge_function_from_a_configuration_is_checked(tmp_path, capsys):
+    config = {"problem": {"name": "energy", "objective": "problems.bratu:bratu_energy", "size": 5,
+                          "gauge": "builtins:repr"}}
+    one_error_line(capsys, run_cli(tmp_path, config), 2, "[problem] bad value for problem 'energy': gauge function of "
+                   "energy 'energy' must return a list of dicts shaped like theta")

@@ -277,7 +277,8 @@ def test_nan_objective_is_one_line(competition, capsys, monkeypatch, tmp_path):
 @pytest.mark.slow  # default suite's time: run with -m slow (and in .ci/run)
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     cfg = write_config(tmp_path / "c.toml", **{"initial = 0.25": "initial = 0.05", "max_step = 1.0": "max_step = 0.05",
-                                               "target = {lambda = 4.0}": "target = {lambda = 2.0}"})
+                                               "target = {lambda = 4.0}": "target = {lambda = 2.0}",
+                                               "milestones = {lambda = [2.0, 3.0]}": "milestones = {lambda = [1.5]}"})
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "continuation", "run", str(cfg), "--quiet", "--out"]
     full = tmp_path / "full.nc"

@@ -455,17 +455,41 @@ def test_a_law_that_does_not_move_the_multipliers_is_stopped_no_progress(competi
 
 
 def test_a_run_going_away_from_its_target_is_stopped(competition, tmp_path):
+    """Holding C + R / beta, lambda's direction is the law's at each point (nothing bounds the sign
+    of R_gamma before the first tangent): a target below the start is found unreachable on the way."""
+    from continuation.strategies.processes import IsoCPlusROverBeta
+
     out = tmp_path / "away.nc"
-    stop = StopRule(max_steps=100, target={"lambda": 2.0})
-    # iso-C with clock "alpha" raises lambda here (C_gamma < 0), which no check can know before
-    # the first tangent: a target below the start is found unreachable on the way
     stop = StopRule(max_steps=100, target={"lambda": 0.5})
-    ds = continue_path(competition.problem, iso_classification(), ODEPredictor("euler"),
+    ds = continue_path(competition.problem, IsoCPlusROverBeta(beta=10.0), ODEPredictor("euler"),
                        NewtonCorrector(gtol=1e-11), FixedSteps(size=0.05), stop, start=(1.0, 1.0),
                        output=Output(out, progress=False))
     assert ds.attrs["status"] == "stopped" and ds.sizes["step"] == 11
     assert ds.attrs["stop_reason"].startswith("running away from the target lambda = 0.5")
-    assert "(1 -> 1.13399)" in ds.attrs["stop_reason"]
+    assert "(1 -> 1.12862)" in ds.attrs["stop_reason"]
+
+
+def test_iso_classification_target_behind_its_start_is_refused_before_work(competition, tmp_path):
+    """FAULTS.md: a sweep member (or a run) of iso-classification whose lambda target lies below the
+    start ran its steps and stopped on 'running away'. At a stable equilibrium C_gamma =
+    -grad C^T A^-1 grad C < 0, so lambda' = -alpha C_gamma has the sign of alpha: refused before
+    any file is made. The premise checked here on the problem's own tangents: C_gamma < 0 at the start."""
+    from continuation.surface.tangents import functional_derivatives, solve_tangents
+    from solvers import NewtonCG
+
+    system = competition.system
+    mu = torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64)
+    x = NewtonCG(gtol=1e-12).solve(system.objective, system.flatten(competition.problem.init_params(0)), mu).x
+    C_gamma = float(functional_derivatives(system, x, mu, solve_tangents(system, x, mu))["C"][1])
+    assert C_gamma < -1e-3
+    out = tmp_path / "behind.nc"
+    for alpha, target in ((1.0, 0.5), (-1.0, 2.0)):
+        with pytest.raises(ValueError, match=rf"^target lambda = {target} is unreachable: process 'iso-classification' "
+                                             r"moves lambda (up|down) .*C_gamma < 0 at a stable equilibrium"):
+            continue_path(competition.problem, iso_classification(alpha=alpha), ODEPredictor("euler"),
+                          NewtonCorrector(gtol=1e-11), FixedSteps(size=0.05), StopRule(target={"lambda": target}),
+                          start=(1.0, 1.0), output=Output(out, progress=False))
+        assert not out.exists()
 
 
 def test_a_finished_run_exits_0_whatever_signal_comes_after(tmp_path):

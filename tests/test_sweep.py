@@ -138,6 +138,11 @@ def test_a_product_sweep_expands_in_order_and_a_zip_pairs_values():
     ("start.gamma = [1.0, 1.0]", "repeats a value"),
     ("start.gamma = [1.0, -1.0]", "sweep member 1 (start.gamma=-1.0): [start] gamma must be > 0"),
     ("corrector.gtol = [1e-11, 'x']", "sweep member 1"),
+    # FAULTS.md: a member whose target lies behind its start ran its steps; now refused before any work
+    ("stop.target.lambda = [1.6, 0.5]", "sweep member 1 (stop.target.lambda=0.5): [stop] target lambda = 0.5 is "
+                                        "unreachable: process 'iso-classification' moves lambda up from its start 1"),
+    ('corrector.name = ["newton", "bordered-newton"]', "sweep member 1 (corrector.name=bordered-newton): [corrector] "
+                                                       "corrector 'bordered-newton' solves grad J = 0 together with"),
 ])
 def test_a_bad_sweep_is_one_line_naming_the_key_or_member(table, message):
     with pytest.raises(ConfigError) as e:
@@ -288,6 +293,60 @@ def test_a_worker_killed_mid_sweep_loses_and_duplicates_no_point(tmp_path, seria
     members, paths = serial
     for i, path in enumerate(paths):
         _same_path(member_path(ds, i), path, f"member {i} after killing worker pid {killed[1]} at {killed}")
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_a_sweep_is_one_line_leaves_no_lock_and_resumes_to_the_same_members(tmp_path, client):
+    """FAULTS.md: Ctrl-C on a sweep printed its line, then two `resource_tracker ... leaked semaphore`
+    lines, and left run_NNN.nc.lock files (the workers died mid-write). SIGINT to the process group,
+    as a terminal sends it, once a member has a few points: exit 130, one line, no lock and no stop
+    file left; the members keep their points, and a re-run finishes them to the paths run one by one
+    without Dask, bit for bit."""
+    fine = SWEEP.replace("initial = 0.25", "initial = 0.02").replace("max_step = 0.5", "max_step = 0.02") \
+        .replace("start.gamma = [1.0, 1.5]\n", "").replace("[1.6, 1.8]", "[1.3, 1.4]")
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(fine)
+    out = tmp_path / "o"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "continuation", "sweep", str(cfg), "--out", str(out),
+                             "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    caught = None
+    try:
+        deadline = time.monotonic() + 240
+        while caught is None and time.monotonic() < deadline and proc.poll() is None:
+            for path in sorted(out.glob("run_*.nc")):
+                try:
+                    points = load_path(path).sizes["step"]
+                except Exception:  # noqa: BLE001 - not written yet, or mid-write
+                    continue
+                if points >= 3:
+                    os.killpg(proc.pid, signal.SIGINT)  # the whole group: the workers too
+                    caught = (path.name, points)
+                    break
+            time.sleep(0.05)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert caught is not None, "no member was caught mid-run"
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().startswith("error: sweep interrupted (SIGINT)") and "\n" not in stderr.strip(), stderr
+    assert not list(out.glob("*.lock")) and not (out / "sweep.stop").exists(), sorted(p.name for p in out.iterdir())
+    kept = {p.name: load_path(p) for p in sorted(out.glob("run_*.nc"))}
+    assert kept[caught[0]].sizes["step"] >= caught[1]
+    assert any(ds.attrs["status"] == "running" for ds in kept.values()), {k: d.attrs["status"] for k, d in kept.items()}
+    ds = run_sweep(_config(fine), out, client=client, progress=False)
+    assert list(ds["status"].values) == ["finished"] * 2
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    threads = torch.get_num_threads()
+    try:
+        for m in expand(_config(fine)):
+            assert run_member(m.config, str(alone / m.file), m.index)["status"] == "finished"
+            _same_path(member_path(ds, m.index), load_path(alone / m.file), f"member {m.index} after Ctrl-C at {caught}")
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_a_sweep_runs_on_an_existing_scheduler(client, tmp_path, serial):

@@ -186,7 +186,36 @@ def config_cases():
         ("transfer: sinkhorn budget", _with(_with(_with(TRANSFER, "problem", "ot_method", "sinkhorn"), "problem",
                                                   "ot_reg", 1e-4), "problem", "ot_max_iter", 5), 2),
     ]
+    cases += faults_cases()
     return cases
+
+
+def faults_cases():
+    """The kinds of ../shared/cases/FAULTS.md (2026-12-06): silent results and unclear lines then."""
+    g, m = GAUSSIAN, MLP
+    energy = {"problem": {"name": "energy", "objective": "problems.bratu:bratu_energy", "size": 5,
+                          "gauge": "builtins:repr"}, "stop": {"max_steps": 2}}
+    return [
+        ("faults: transfer process, no task path", dict(copy.deepcopy(g), process={
+            "name": "iso-classification-transfer"}), 2),
+        ("faults: target at the start", _with(g, "stop", "target", {"lambda": 1.0}), 2),
+        ("faults: milestone beyond the target", _with(_with(g, "stop", "target", {"lambda": 2.0}), "stop", "milestones",
+                                                      {"lambda": [5.0]}), 2),
+        ("faults: iso-c target behind (C_gamma < 0)", _with(g, "stop", "target", {"lambda": 0.5}), 2),
+        ("faults: max_angle_deg 720", _with(g, "steps", "max_angle_deg", 720), 2),
+        ("faults: crossings of an unknown quantity", _with(g, "monitor", "crossings", {"Q": [1.0]}), 2),
+        ("faults: more monitor modes than parameters", _with(g, "monitor", "modes", 200), 2),
+        ("faults: none predictor, move clock, iso-c", dict(copy.deepcopy(g), predictor={"name": "none",
+                                                                                       "move": "clock"}), 2),
+        ("faults: bordered-newton with iso-c", dict(copy.deepcopy(g), corrector={"name": "bordered-newton"}), 2),
+        ("faults: ragged B", _with(g, "problem", "B", [[0.3, 1.0], [0.5]]), 2),
+        ("faults: energy gauge returns a string", energy, 2),
+        ("faults: mlp limit beyond the data", _with(m, "problem", "limit", 100000), 2),
+        ("faults: mlp val_limit beyond the data", _with(m, "problem", "val_limit", 100000), 2),
+        ("faults: mlp grad_batch beyond limit", _with(_with(m, "problem", "limit", 200), "problem", "grad_batch", 500), 2),
+        ("faults: newton projection on the stochastic mlp", dict(copy.deepcopy(m), process={
+            "name": "iso-classification"}, projection={"name": "newton"}), 2),
+    ]
 
 
 def dump(config: dict) -> str:
@@ -210,6 +239,19 @@ def file_cases(tmp: Path):
     latin.write_bytes('[problem]\nname = "linear-gaussian" # caf\xe9\n'.encode("latin-1"))
     broken = tmp / "broken.toml"
     broken.write_text("[stop\nmax_steps = 2\n")
+    toml_mistakes = {"duplicate key": '[problem]\nname = "linear-gaussian"\nname = "x"\n',
+                     "table declared twice": '[problem]\nname = "linear-gaussian"\n[problem]\nn = 3\n',
+                     "table name not a key": '[prøblem]\nname = "linear-gaussian"\n',
+                     "key without a value": '[problem]\nname = "linear-gaussian"\nn =\n'}
+    for label, text in toml_mistakes.items():
+        f = tmp / f"toml-{label.replace(' ', '_')}.toml"
+        f.write_text(text, encoding="utf-8")
+        cases.append((f"config: TOML {label}", ["run", str(f), "--out", str(tmp / "n.nc")], 2))
+    behind = copy.deepcopy(GAUSSIAN)
+    behind["sweep"] = {"stop.target.lambda": [1.6, 0.5]}
+    (tmp / "sweep-behind.toml").write_text(dump(behind))
+    cases.append(("sweep: a member's target behind its start", ["sweep", str(tmp / "sweep-behind.toml"), "--out",
+                                                                str(tmp / "sweep-behind"), "--quiet"], 2))
     binary = tmp / "binary.toml"
     binary.write_bytes(np.random.default_rng(0).bytes(300))
     truncated, garbage, foreign = tmp / "truncated.nc", tmp / "garbage.nc", tmp / "foreign.nc"

@@ -87,7 +87,7 @@ FULL_CONFIG = ROOT / "validation" / "configs" / "fig2_mnist_full.toml"
 ROUTE_ORDER = ("adam75-secant", "paper", "law-adam150", "adam150-secant", "adam600-secant", "ode-euler-adam600")
 SAFETY = 1.3  # estimates are multiplied by this before they are compared with a share
 ASSUMED = {"cuda": {"update_s": 3e-3, "startup_s": 10.0}, "cpu": {"update_s": 2e-2, "startup_s": 10.0}}
-SMOKE = {"problem": {"limit": 200, "val_limit": 100, "hidden": 32, "latent": 4, "grad_batch": 50, "hvp_batch": 50},
+SMOKE = {"problem": {"limit": 200, "val_limit": 50, "hidden": 32, "latent": 4, "grad_batch": 50, "hvp_batch": 50},
          "start": {"train_steps": 40, "settle": 1},
          "corrector": {"steps": 20},
          "krylov": {"maxiter": 10}}

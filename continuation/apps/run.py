@@ -16,20 +16,21 @@ from continuation.files.lock import OutputLock
 from continuation.surface.system import EquilibriumSystem
 
 
-def run_config(config: dict, out=None, *, resume: bool = False, start_from=None, progress=None, on_point=None):
+def run_config(config: dict, out=None, *, resume: bool = False, start_from=None, progress=None, on_point=None,
+               stop_requested=None):
     """Build every object from `config` (a parsed TOML dict) and run the path; returns the dataset.
 
     `out` is locked (OUT.lock) before any work: a second run on it, or a folder it cannot write
     to, is refused before pre-training. With `start_from` (path, step) the point is
     re-equilibrated by the corrector unless `[start] equilibrate = false` (a point of another
     problem's path is not on this problem's surface). `on_point(step, row)`: called after every
-    point is written (continue_path)."""
+    point is written, `stop_requested()` after it (continue_path's Output)."""
     r = build_run(config, check_start=start_from is None)
     with OutputLock(out) if out is not None else contextlib.nullcontext():
-        return _run(r, config, out, resume, start_from, progress, on_point)
+        return _run(r, config, out, resume, start_from, progress, on_point, stop_requested)
 
 
-def _run(r, config, out, resume, start_from, progress, on_point):
+def _run(r, config, out, resume, start_from, progress, on_point, stop_requested):
     problem, start = r["problem"], r["start"]
     show = r["output"]["progress"] if progress is None else progress
     if out is not None and Path(out).exists() and not resume:  # before any work (pre-training takes minutes)
@@ -54,5 +55,5 @@ def _run(r, config, out, resume, start_from, progress, on_point):
         start=Start(mu=mu, theta0=theta0, equilibrate=start["equilibrate"], settle=start["settle"],
                     from_point=start_from, settings=start),
         output=Output(out, resume=resume, checkpoint_every=r["output"]["checkpoint_every"], progress=show,
-                      on_point=on_point, config=config),
+                      on_point=on_point, stop_requested=stop_requested, config=config),
         solver=r["krylov"], hvp_mode=r["hvp_mode"], monitor=r["monitor"])

@@ -41,12 +41,15 @@ configuration) describe the sweep. `load_sweep(DIR)` reads it back.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
 import itertools
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,12 +59,15 @@ import xarray as xr
 
 from continuation.errors import first_line
 from continuation.files.config import SECTIONS, ConfigError, build_run
+from continuation.files.lock import remove_stale_lock
 
 SWEEP_FILE = "sweep.nc"
 PLAN_FILE = "sweep.json"
 TOPIC = "continuation-sweep"  # Dask event topic of the members' progress
 CONNECT_TIMEOUT = "10s"  # how long a Client tries to reach --scheduler
 DONE = ("finished", "stopped")  # a member whose file says so is not run again
+STOP_FILE = "sweep.stop"  # made on Ctrl-C / SIGTERM: each running member stops after its current point
+GRACE_S = 60.0  # how long an interrupted sweep waits for its running members to stop at a point
 MODES = ("product", "zip")
 
 
@@ -233,11 +239,15 @@ def _member_status(path: Path) -> str | None:
         return None
 
 
-def run_member(config: dict, path: str, index: int = 0, command: str | None = None) -> dict:
+def run_member(config: dict, path: str, index: int = 0, command: str | None = None,
+               stop_file: str | None = None) -> dict:
     """Run (or resume) one member into `path`; the Dask task. Returns {"status", "stop_reason",
     "points", "lambda"}; a member that raises returns status "failed" with the one-line reason
     (the exception does not cross to the client, so the others go on). `command`: the sweep's
     command line, for the path's `history` (a worker's own command line says nothing).
+    `stop_file`: once it exists (an interrupted sweep, STOP_FILE) the member stops after its
+    current point, its file resumable, and returns status "interrupted"; a member not yet
+    started returns at once.
 
     One torch thread (the worker's core); progress goes to the Dask event topic TOPIC when run on
     a worker."""
@@ -245,7 +255,7 @@ def run_member(config: dict, path: str, index: int = 0, command: str | None = No
 
     torch.set_num_threads(1)
     _seed_everything(config)
-    from continuation.errors import ContinuationError, FileProblem
+    from continuation.errors import ContinuationError, FileProblem, RunInterrupted
     from continuation.apps.run import run_config
 
     from continuation.files import schema as paths
@@ -254,11 +264,18 @@ def run_member(config: dict, path: str, index: int = 0, command: str | None = No
     path = Path(path)
     before = paths.COMMAND
     paths.COMMAND = f"{command} (member {index})" if command else None  # the path's history names the sweep
+    stop = (lambda: Path(stop_file).exists()) if stop_file is not None else None  # noqa: E731
+    if stop is not None and stop():
+        return {"index": index, "status": "interrupted", "stop_reason": "the sweep was interrupted before it started",
+                "points": _points(path)}
     if report is not None:
         report(-1, None)  # started (pre-training, if any, reports no point for a while)
     try:
         with _local_writes():
-            ds = run_config(config, path, resume=path.exists(), progress=False, on_point=report)
+            ds = run_config(config, path, resume=path.exists(), progress=False, on_point=report, stop_requested=stop)
+    except RunInterrupted as e:  # the sweep's Ctrl-C (stop_file), or a signal to this process
+        return {"index": index, "status": "interrupted", "stop_reason": first_line(e, typed=False),
+                "points": _points(path)}
     except (ContinuationError, FileProblem, ConfigError, FileNotFoundError, OSError, ValueError) as e:
         return {"index": index, "status": "failed", "stop_reason": first_line(e, typed=False), "points": _points(path)}
     except Exception as e:  # noqa: BLE001 - a bug: still recorded, with its type
@@ -345,9 +362,24 @@ def _client(scheduler: str | None, workers: int | None):
         raise ConfigError(f"--workers must be an integer >= 1, got {workers!r}")
     # ":0": the scheduler's HTTP server (health, and the dashboard where bokeh is installed) on a free
     # port, so that two sweeps at once do not compete for 8787
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                           silence_logs=40)
+    with _sigint_ignored():  # the workers inherit it: a Ctrl-C (to the terminal's process group) reaches
+        # this process alone, which stops the members at a point (_run_members), not the workers mid-write
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                               silence_logs=40)
     return Client(cluster), cluster
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """SIGINT ignored while the block runs (processes started inside inherit SIG_IGN across exec)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def run_sweep(config: dict, out, *, workers: int | None = None, scheduler: str | None = None,
@@ -419,45 +451,68 @@ def _run_members(todo, out: Path, total: int, workers, scheduler, progress, clie
         from continuation.files.schema import command_line
 
         command = command_line()
-        futures = {client.submit(run_member, m.config, str(out / m.file), m.index, command, key=f"sweep-{out.name}-{m.file}-"
-                                 f"{time.time_ns()}", pure=False, retries=0): m for m in todo}
+        stop_file = out / STOP_FILE
+        stop_file.unlink(missing_ok=True)  # an earlier interrupted sweep's
+        futures = {client.submit(run_member, m.config, str(out / m.file), m.index, command, str(stop_file),
+                                 key=f"sweep-{out.name}-{m.file}-{time.time_ns()}", pure=False, retries=0): m
+                   for m in todo}
         pending = dict(futures)
-        shown = 0.0
-        while pending:
-            for fut in [f for f in pending if f.done()]:
-                m = pending.pop(fut)
-                try:
-                    r = fut.result()
-                except Exception as e:  # noqa: BLE001 - KilledWorker (the worker died too often), a lost task
-                    r = {"index": m.index, "status": "failed", "points": _points(out / m.file),
-                         "stop_reason": f"{type(e).__name__}: {first_line(e, typed=False)}"}
-                results[m.index] = r
-                where.pop(m.index, None)
-                bar.update(1)
-                shown = 0.0  # the counts now
-                if progress:
-                    why = f": {r['stop_reason']}" if r.get("stop_reason") else ""
-                    tqdm.write(f"{m.file} ({m.label()}): {r['status']}, {r.get('points')} points{why}",
-                              file=sys.stderr)
-            if not bar.disable and time.monotonic() - shown > 1.0:
-                shown = time.monotonic()
-                failed = sum(r["status"] == "failed" for r in results.values())
-                running = _running(pending, where)
-                now = ", ".join(f"{i}: lambda {where[i]['lambda']:.4g}" for i in running if "lambda" in where[i])
-                bar.set_postfix_str(f"done {len(results) - failed}, running {len(running)}, queued "
-                                    f"{len(pending) - len(running)}, failed {failed}" + (f" [{now}]" if now else ""))
-            if pending:
-                time.sleep(0.25)
-        if not bar.disable:
-            failed = sum(r["status"] == "failed" for r in results.values())
-            bar.set_postfix_str(f"done {len(results) - failed}, failed {failed}")
+        try:
+            _collect(pending, results, where, out, bar, progress)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the members stop at a point, then the cluster closes
+            stop_file.touch()
+            if not bar.disable:  # on a terminal; a log gets the one line of the command line
+                print(f"stopping: {len(_running(pending, where))} running member(s) end at their next point "
+                      f"(at most {GRACE_S:.0f} s; interrupt again to stop at once)", file=sys.stderr)
+            deadline = time.monotonic() + GRACE_S
+            while any(not f.done() for f in pending) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            raise
     finally:
         bar.close()
         if own:
             client.close()
             if cluster is not None:
                 cluster.close()
+        (out / STOP_FILE).unlink(missing_ok=True)
+        for m in todo:  # a member stopped by force (a second interrupt, past GRACE_S) leaves its dead pid's lock
+            remove_stale_lock(out / m.file)
     return results
+
+
+def _collect(pending: dict, results: dict, where: dict, out: Path, bar, progress: bool) -> None:
+    """Wait for the members' futures, recording each result as it comes and showing progress."""
+    from tqdm import tqdm
+
+    shown = 0.0
+    while pending:
+        for fut in [f for f in pending if f.done()]:
+            m = pending.pop(fut)
+            try:
+                r = fut.result()
+            except Exception as e:  # noqa: BLE001 - KilledWorker (the worker died too often), a lost task
+                r = {"index": m.index, "status": "failed", "points": _points(out / m.file),
+                     "stop_reason": f"{type(e).__name__}: {first_line(e, typed=False)}"}
+            results[m.index] = r
+            where.pop(m.index, None)
+            bar.update(1)
+            shown = 0.0  # the counts now
+            if progress:
+                why = f": {r['stop_reason']}" if r.get("stop_reason") else ""
+                tqdm.write(f"{m.file} ({m.label()}): {r['status']}, {r.get('points')} points{why}",
+                          file=sys.stderr)
+        if not bar.disable and time.monotonic() - shown > 1.0:
+            shown = time.monotonic()
+            failed = sum(r["status"] == "failed" for r in results.values())
+            running = _running(pending, where)
+            now = ", ".join(f"{i}: lambda {where[i]['lambda']:.4g}" for i in running if "lambda" in where[i])
+            bar.set_postfix_str(f"done {len(results) - failed}, running {len(running)}, queued "
+                                f"{len(pending) - len(running)}, failed {failed}" + (f" [{now}]" if now else ""))
+        if pending:
+            time.sleep(0.25)
+    if not bar.disable:
+        failed = sum(r["status"] == "failed" for r in results.values())
+        bar.set_postfix_str(f"done {len(results) - failed}, failed {failed}")
 
 
 def _running(pending: dict, where: dict) -> list[int]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -25,14 +26,14 @@ from solvers import MINRES
 from continuation.engine import start as starts
 from problems.base import StochasticProblem
 
-from continuation.strategies.checks import check_roles, _leaves, check_inputs, check_strategies
+from continuation.strategies.checks import check_roles, _leaves, check_inputs, check_combination
 from continuation.singular.monitor import Monitor
 from continuation.errors import ContinuationError, OutputExists, RunInterrupted
 from continuation.files.lock import OutputLock
 from continuation.files.writer import PathWriter
 from continuation.files.schema import dataset_to_rows, journal_file, rows_to_dataset
 from continuation.strategies.projections import NoProjection
-from continuation.engine.interrupts import Interrupts
+from continuation.engine.interrupts import Interrupted, Interrupts
 from continuation.engine.options import Output, Start, as_output, as_start
 from continuation.engine.state import dump_slots, named
 from continuation.engine.stepper import Stepper, Strategies
@@ -95,9 +96,9 @@ def continue_path(problem, process, predictor, corrector, control, stop, *, star
                 stop=stop, **({} if projection is None else {"projection": projection}),
                 **({} if solver is None else {"solver": solver}))
     start, output = as_start(start), as_output(output)
+    check_combination(problem, process, predictor, corrector, projection, monitor)
     start = replace(start, mu=check_inputs(problem, process, stop, start=start.mu, theta0=start.theta0,
                                            from_point=start.from_point, checkpoint_every=output.checkpoint_every))
-    check_strategies(process, predictor, corrector)
     strategies = Strategies(process, predictor, corrector, control, stop,
                             projection if projection is not None else NoProjection())
     template = start.theta0 if start.theta0 is not None else problem.init_params(0)
@@ -222,6 +223,8 @@ def _loop(stepper, state, writer, rows: list, output: Output):
                 break
             _record(writer, rows, row, state, output.on_point)
             _show(bar, stop, state, row, rows[0], origin)
+            if output.stop_requested is not None and output.stop_requested():
+                raise Interrupted(signal.SIGINT)  # as Ctrl-C here: Interrupts makes it RunInterrupted
     return state
 
 

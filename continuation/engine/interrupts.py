@@ -11,7 +11,7 @@ from continuation.errors import RunInterrupted
 from continuation.files.path import load_path
 
 
-class _Interrupted(BaseException):
+class Interrupted(BaseException):
     """SIGINT / SIGTERM seen by the driver (a BaseException: no `except Exception` on the way swallows it)."""
 
     def __init__(self, signum: int):
@@ -36,7 +36,7 @@ class Interrupts:
         if self.depth > 0 or self.finishing:
             self.pending = self.pending or signum
             return
-        raise _Interrupted(signum)
+        raise Interrupted(signum)
 
     def __enter__(self) -> "Interrupts":
         if threading.current_thread() is threading.main_thread():  # handlers can only be set from there
@@ -47,7 +47,7 @@ class Interrupts:
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
         self._old = {}
-        if isinstance(e, _Interrupted):
+        if isinstance(e, Interrupted):
             raise RunInterrupted(e.name, 128 + e.signum, *self._kept()) from None
         return False
 
@@ -72,4 +72,4 @@ class Interrupts:
             self.depth -= 1
         if self.depth == 0 and self.pending is not None and not self.finishing:
             signum, self.pending = self.pending, None
-            raise _Interrupted(signum)
+            raise Interrupted(signum)

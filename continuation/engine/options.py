@@ -52,7 +52,9 @@ class Output:
     points in PATH.ckpt/, every `checkpoint_every`-th point and the last two kept; `resume`:
     continue the run in an existing `path` from its last point (refused for one written with
     other settings). `progress`: a bar toward the stop rule's target; `on_point(step, row)`:
-    called after every point is written; `config`: the TOML configuration recorded in the
+    called after every point is written; `stop_requested()`: asked after every point is
+    written, True stops the run as SIGINT would (RunInterrupted, the file resumable; a sweep's
+    Ctrl-C reaches its members this way); `config`: the TOML configuration recorded in the
     file's attributes (None: the run's settings)."""
 
     path: str | os.PathLike | None = None
@@ -60,6 +62,7 @@ class Output:
     checkpoint_every: int = 1
     progress: bool = True
     on_point: Callable | None = None
+    stop_requested: Callable | None = None
     config: dict | None = None
 
     def __post_init__(self):
@@ -71,6 +74,9 @@ class Output:
             raise ValueError("output.resume = True needs output.path: the file of the run to continue")
         if self.on_point is not None and not callable(self.on_point):
             raise ValueError(f"output.on_point must be callable as on_point(step, row), got {described(self.on_point)}")
+        if self.stop_requested is not None and not callable(self.stop_requested):
+            raise ValueError(f"output.stop_requested must be callable as stop_requested() -> bool, got "
+                             f"{described(self.stop_requested)}")
         if self.config is not None and not isinstance(self.config, dict):
             raise ValueError(f"output.config must be a dict or None, got {described(self.config)}")
 

@@ -27,7 +27,7 @@ run, the iso-C routes, the GPU check's sweep, the bad-input sweep's cases all wr
 
 from __future__ import annotations
 
-from continuation.errors import first_line
+from continuation.errors import Misconfigured, first_line
 
 import dataclasses
 import inspect
@@ -37,10 +37,9 @@ import re
 import tomllib
 from pathlib import Path
 
-from problems.base import StochasticProblem
 from problems.data import DataFileError
 
-from continuation.strategies.checks import check_reachable, check_strategies, check_task_path
+from continuation.strategies.checks import check_combination, check_reachable
 from continuation.singular.monitor import Monitor
 from continuation.strategies.registry import REGISTRY
 from continuation.strategies.step_control import StopRule
@@ -214,7 +213,44 @@ def load_config(path) -> dict:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+        raise ConfigError(f"{path}: {toml_error(text, e)}") from None
+
+
+def toml_error(text: str, e: Exception) -> str:
+    """The parser's error as one line naming what is wrong where: the line's number and text, and
+    for the common mistakes the key or table by name (a key given twice, a table declared twice,
+    a table name that is not a bare key)."""
+    m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
+    what = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e)) or "invalid"
+    if m is None:
+        return f"not valid TOML: {what}"
+    number = int(m.group(1))
+    lines = text.splitlines()
+    line = lines[number - 1].strip() if 0 < number <= len(lines) else ""
+    table = ""
+    for previous in reversed(lines[:number - 1]):
+        header = re.match(r"\s*\[+\s*([^\]]*?)\s*\]+", previous)
+        if header:
+            table = header.group(1)
+            break
+    where = f"line {number}: {line!r}"
+    key = re.match(r"\s*([^=\s]+)\s*=", line)
+    header = re.match(r"\s*\[+\s*([^\]]*?)\s*(\]+|$)", line)
+    if what.startswith("Cannot overwrite a value") and key:
+        inside = f" in [{table}]" if table else ""
+        return f"key {key.group(1)!r} is given twice{inside} ({where}); keep one"
+    if what.startswith("Invalid value") and key:
+        inside = f" in [{table}]" if table else ""
+        return f"key {key.group(1)!r}{inside} has no valid value ({where}): give a number, \"text\", true/false, [...] or {{...}}"
+    if what.startswith("Cannot declare") and header:
+        return f"table [{header.group(1)}] is declared twice ({where}); merge the two"
+    if header and not key and ("table declaration" in what or "Invalid" in what):
+        name = header.group(1)
+        if not re.fullmatch(r"[A-Za-z0-9_.\-\s\"']+", name) or not line.rstrip().endswith("]"):
+            known = ", ".join(f"[{s}]" for s in SECTIONS)
+            return (f"table header [{name}] is not valid TOML ({where}): a table name is letters A-Z a-z, digits, _ "
+                    f"and - (or quoted), closed by ]; the tables are {known}, [sweep]")
+    return f"not valid TOML: {what} ({where})"
 
 
 def _toml_value(v) -> str:
@@ -293,17 +329,6 @@ def build_run(config: dict, *, check_start: bool = True) -> dict:
         raise ConfigError(f"[krylov] hvp_mode must be 'fwd-rev' or 'rev-rev', got {hvp_mode!r}")
     run = {name: build(name, config.get(name)) for name in ("problem", "process", "predictor", "corrector",
                                                             "projection", "steps")}
-    if run["process"].holds is None and run["projection"].name != "none":
-        raise ConfigError(f"[projection] {run['projection'].name!r} has nothing to hold: process "
-                          f"{run['process'].name!r} holds no functional; use name = \"none\" (the default)")
-    try:
-        check_strategies(run["process"], run["predictor"], run["corrector"])
-    except ValueError as e:
-        raise ConfigError(f"[predictor] {first_line(e, typed=False)}") from None
-    try:
-        check_task_path(run["problem"], run["process"])
-    except ValueError as e:
-        raise ConfigError(f"[process] {first_line(e, typed=False)}") from None
     run["krylov"], run["hvp_mode"] = build("krylov", krylov), hvp_mode
     options = _checked_options("stop", config.get("stop", {}), _parameters(StopRule), "[stop]",
                                _annotations(StopRule))
@@ -312,12 +337,14 @@ def build_run(config: dict, *, check_start: bool = True) -> dict:
     except (TypeError, ValueError) as e:
         raise ConfigError(f"[stop] {first_line(e, typed=False)}") from None
     run["monitor"] = _monitor(config.get("monitor"))
-    if getattr(run["monitor"], "locate", None) == "newton" and isinstance(run["problem"], StochasticProblem):
-        raise ConfigError(f"[monitor] locate = 'newton' needs a deterministic problem; {run['problem'].name!r} draws "
-                          f"a new J with each batch (use 'interpolate' or 'auto')")
+    try:
+        check_combination(run["problem"], run["process"], run["predictor"], run["corrector"], run["projection"],
+                          run["monitor"])
+    except Misconfigured as e:
+        raise ConfigError(f"[{e.section}] {first_line(e, typed=False)}") from None
     if check_start:
         try:
-            check_reachable(run["process"], run["stop"], (start["lambda"], start["gamma"], start["t"]))
+            check_reachable(run["process"], run["stop"], (start["lambda"], start["gamma"], start["t"]), run["problem"])
         except ValueError as e:
             raise ConfigError(f"[stop] {first_line(e, typed=False)} ([start] {_start_text(start)}, [process] name = "
                               f"{run['process'].name!r})") from None

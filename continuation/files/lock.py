@@ -40,6 +40,21 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def remove_stale_lock(path) -> bool:
+    """Remove OUT.lock (and the writer's temporary files) when the pid it names is not running (a
+    writer killed before it could release it); True when one was removed. A live owner's lock, or
+    one that names no pid, is left alone."""
+    path = Path(path)
+    lock = OutputLock(path)
+    pid = lock._owner()
+    if pid is None or pid == os.getpid() or _pid_alive(pid):
+        return False
+    for leftover in (lock.file, tmp_file(path), tmp_file(journal_file(path))):
+        with contextlib.suppress(OSError):
+            leftover.unlink(missing_ok=True)
+    return True
+
+
 class OutputLock:
     """OUT.lock, created atomically (O_EXCL) with the owner's pid: one writer per output.
 

@@ -4,14 +4,16 @@
 first: the start multipliers, the initial parameters' dtype and shapes against the problem's,
 and whether the stop rule's target lies ahead in the direction the process moves
 (`check_reachable`, also called by continuation/files/config.py for configuration files);
-`check_roles`: each argument is an object of the role it fills; `check_strategies`:
-combinations of strategies that cannot work together. The scalar checks
+`check_roles`: each argument is an object of the role it fills; `check_combination`:
+strategies that cannot work together, or that need what the problem lacks. The scalar checks
 each strategy makes of its own options are in continuation/strategies/options.py.
 """
 
 from __future__ import annotations
 
-from problems.base import Problem
+from problems.base import Problem, StochasticProblem
+
+from continuation.errors import Misconfigured
 
 from continuation.strategies.correctors import Corrector
 from continuation.strategies.options import MU_NAMES, check_start, described, integer
@@ -22,9 +24,14 @@ from continuation.strategies.step_control import StepControl, StopRule
 from continuation.strategies.transfer_processes import IsoClassificationTransfer
 
 
-def directions(process) -> dict:
+def directions(process, problem=None) -> dict:
     """{name: +1 | -1 | 0} for the multipliers whose direction of travel is known before running
-    (0: the process does not move it); multipliers absent: unknown (set by the law at each point)."""
+    (0: the process does not move it); multipliers absent: unknown (set by the law at each point).
+
+    With a deterministic `problem`, iso-classification's lambda (clock "alpha") moves with the
+    sign of alpha: lambda' = -alpha C_gamma, and at a stable equilibrium C_gamma = -grad C^T
+    A^-1 grad C < 0 (A = Hess_theta J positive definite; F is concave in the multipliers, paper
+    section 3). On a stochastic problem the corrector's points are not equilibria: unknown."""
 
     sign = lambda r: (r > 0) - (r < 0)  # noqa: E731
     if isinstance(process, QuasiStatic):
@@ -36,14 +43,18 @@ def directions(process) -> dict:
         return out
     if isinstance(process, (IsoFunctional, IsoClassificationFD)):
         # clock = "lambda": lambda' = 1 whatever the law; t never moves off a task path
-        return {"lambda": 1, "t": 0} if process.clock == "lambda" else {"t": 0}
+        if process.clock == "lambda":
+            return {"lambda": 1, "t": 0}
+        if process.holds == "C" and problem is not None and not isinstance(problem, StochasticProblem):
+            return {"lambda": sign(process.alpha), "t": 0}
+        return {"t": 0}
     return {}
 
 
-def check_reachable(process, stop, start) -> None:
+def check_reachable(process, stop, start, problem=None) -> None:
     """Refuse a target that lies behind (or off) the direction of travel, where it is known
-    before running (directions()); `start` is (lambda, gamma[, t])."""
-    known = directions(process)
+    before running (directions(process, problem)); `start` is (lambda, gamma[, t])."""
+    known = directions(process, problem)
     here = dict(zip(MU_NAMES, list(start) + [0.0] * (3 - len(start))))
     for name, value in stop.target.items():
         if float(value) == here[name]:
@@ -58,7 +69,7 @@ def check_reachable(process, stop, start) -> None:
         if way != need:
             moves = "up" if way > 0 else "down"
             raise ValueError(f"target {name} = {value} is unreachable: process {process.name!r} moves {name} {moves} "
-                             f"from its start {here[name]:g}")
+                             f"from its start {here[name]:g}{_why(process, name)}")
     for name, values in stop.milestones.items():
         if name in stop.target:
             end = float(stop.target[name])
@@ -74,16 +85,15 @@ def check_reachable(process, stop, start) -> None:
             if need != 0 and known[name] != need:
                 moves = {1: "up", -1: "down", 0: "not at all"}[known[name]]
                 raise ValueError(f"milestone {name} = {value} is unreachable: process {process.name!r} moves {name} "
-                                 f"{moves} from its start {here[name]:g}")
+                                 f"{moves} from its start {here[name]:g}{_why(process, name)}")
 
 
-def check_task_path(problem, process) -> None:
-    """A process that moves the task time t needs a problem whose J depends on t (`task_path`):
-    on another, t would run 0 -> 1 at fixed multipliers and the run "finish" having done nothing."""
-    if directions(process).get("t", 0) != 0 and not getattr(problem, "task_path", False):
-        raise ValueError(f"process {process.name!r} moves the task time t, and problem {problem.name!r} has no task "
-                         f"path (its J does not depend on t): use a problem on a task path (transfer-mlp, transfer-resnet; "
-                         f"problems.LinearGaussianTransferProblem in Python) or a process that does not move t")
+def _why(process, name) -> str:
+    """Why the law's direction is known (directions()), where it is the law's."""
+    if name == "lambda" and getattr(process, "holds", None) == "C" and getattr(process, "clock", None) == "alpha":
+        return (f" (lambda' = -alpha C_gamma with alpha = {process.alpha:g}, and C_gamma < 0 at a stable "
+                f"equilibrium)")
+    return ""
 
 
 ROLES = {  # role -> (the class its object must be, where such objects come from)
@@ -112,23 +122,54 @@ def check_roles(**objects) -> None:
             raise ValueError(f"continue_path: {role} must be a {cls.__name__} ({where}), got {described(value)}")
 
 
-def check_strategies(process, predictor, corrector) -> None:
-    """Refuse combinations that cannot work together, one line: pseudo-arclength needs its
-    predictor (which carries the arclength condition) and a corrector that solves that condition."""
+def check_combination(problem, process, predictor, corrector, projection=None, monitor=None) -> None:
+    """Strategies that cannot work together, and strategies that need a capability the problem
+    lacks, refused before any work: one Misconfigured line (exit 2 from the command line) whose
+    `section` names the configuration table to change. The one check the command line, each
+    sweep member and continue_path share.
+
+    - pseudo-arclength: its process, its predictor (which carries the arclength condition) and a
+      corrector that solves that condition ('bordered-newton') come together, or not at all;
+    - the `none` predictor with move = 'clock' needs a process that moves t;
+    - a process that moves t needs a problem on a task path (`Problem.task_path`);
+    - a projection other than 'none' needs a process that holds a functional;
+    - a projection or an event location that needs equilibria (`needs_equilibria`: Newton in the
+      multipliers along the tangents) needs a deterministic problem."""
     p_arc, q_arc = getattr(process, "arclength", False), getattr(predictor, "arclength", False)
+    c_arc = getattr(corrector, "solves_arclength", False)
     if p_arc and not q_arc:
-        raise ValueError(f"process {process.name!r} moves along the arclength of the extended tangent: it needs "
-                         f"predictor 'pseudo-arclength', got {predictor.name!r}")
+        raise Misconfigured(f"process {process.name!r} moves along the arclength of the extended tangent: it needs "
+                            f"predictor 'pseudo-arclength', got {predictor.name!r}", "predictor")
     if q_arc and not p_arc:
-        raise ValueError(f"predictor {predictor.name!r} follows the extended tangent of process 'pseudo-arclength', "
-                         f"got process {process.name!r}")
+        raise Misconfigured(f"predictor {predictor.name!r} follows the extended tangent of process "
+                            f"'pseudo-arclength', got process {process.name!r}", "predictor")
     if getattr(predictor, "move", "all") == "clock" and directions(process).get("t") == 0:
-        raise ValueError(f"predictor {predictor.name!r} with move = 'clock' moves t alone, and process "
-                         f"{process.name!r} does not move t: nothing would move; use move = 'all' or a process on a "
-                         f"task path")
-    if q_arc and not getattr(corrector, "solves_arclength", False):
-        raise ValueError(f"predictor {predictor.name!r} needs a corrector that solves the arclength condition "
-                         f"('bordered-newton'); corrector {corrector.name!r} corrects at fixed mu only")
+        raise Misconfigured(f"predictor {predictor.name!r} with move = 'clock' moves t alone, and process "
+                            f"{process.name!r} does not move t: nothing would move; use move = 'all' or a process on "
+                            f"a task path", "predictor")
+    if q_arc and not c_arc:
+        raise Misconfigured(f"predictor {predictor.name!r} needs a corrector that solves the arclength condition "
+                            f"('bordered-newton'); corrector {corrector.name!r} corrects at fixed mu only", "corrector")
+    if c_arc and not q_arc:
+        raise Misconfigured(f"corrector {corrector.name!r} solves grad J = 0 together with the arclength condition of "
+                            f"process 'pseudo-arclength' and predictor 'pseudo-arclength'; process {process.name!r} "
+                            f"corrects at fixed mu: use corrector 'newton' (or 'lbfgs', 'adam')", "corrector")
+    if directions(process).get("t", 0) != 0 and not getattr(problem, "task_path", False):
+        raise Misconfigured(f"process {process.name!r} moves the task time t, and problem {problem.name!r} has no task "
+                            f"path (its J does not depend on t): use a problem on a task path (transfer-mlp, "
+                            f"transfer-resnet; problems.LinearGaussianTransferProblem in Python) or a process that does "
+                            f"not move t", "process")
+    if projection is not None and projection.name != "none" and process.holds is None:
+        raise Misconfigured(f"projection {projection.name!r} has nothing to hold: process {process.name!r} holds no "
+                            f"functional; use projection 'none' (the default)", "projection")
+    stochastic = isinstance(problem, StochasticProblem)
+    if projection is not None and getattr(projection, "needs_equilibria", False) and stochastic:
+        raise Misconfigured(f"projection {projection.name!r} moves the multipliers by Newton along the equilibrium "
+                            f"tangents, and problem {problem.name!r} is stochastic (its corrector's points are not "
+                            f"equilibria of one J): use projection 'secant'", "projection")
+    if getattr(monitor, "locate", None) == "newton" and stochastic:
+        raise Misconfigured(f"monitor locate = 'newton' needs a deterministic problem; {problem.name!r} draws a new J "
+                            f"with each batch (use 'interpolate' or 'auto')", "monitor")
 
 
 # --- the Python entry: continue_path's inputs -----------------------------------------------
@@ -184,8 +225,8 @@ def check_inputs(problem, process=None, stop=None, *, start=None, theta0=None, f
 
     Raises ValueError, one line naming the argument: start not 2 or 3 finite numbers with
     lambda, gamma > 0 and t in [0, 1]; theta0 of another dtype or shape than the problem's; a
-    target behind the process's direction of travel; checkpoint_every < 1; a process that moves t
-    on a problem without a task path. (The arguments' roles are check_roles'; `settle` is
+    target behind the process's direction of travel; checkpoint_every < 1. (The arguments' roles
+    are check_roles', their combination check_combination's; `settle` is
     continuation/engine/options.py Start's.)"""
     if start is not None:
         start = check_start(start)
@@ -196,8 +237,6 @@ def check_inputs(problem, process=None, stop=None, *, start=None, theta0=None, f
     integer("checkpoint_every", checkpoint_every, minimum=1)
     if theta0 is not None:
         check_theta(problem, theta0)
-    if process is not None:
-        check_task_path(problem, process)
     if stop is not None and process is not None and start is not None and from_point is None:
-        check_reachable(process, stop, start)
+        check_reachable(process, stop, start, problem)
     return start

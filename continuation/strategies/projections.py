@@ -3,7 +3,7 @@ multipliers in `process.project_along` (less one that just landed on a milestone
 
 - `NoProjection` ("none"): the law alone; G drifts at the order of the predictor.
 - `NewtonProjection` ("newton"): scalar Newton in mu along the tangents' dG/dmu, each iterate
-  re-equilibrated from the last (deterministic problems: converges quadratically). Cost per
+  re-equilibrated from the last (deterministic problems only: converges quadratically). Cost per
   iterate: one corrector run and the two tangent solves at the new point.
 - `SecantProjection` ("secant"): a secant on tau, mu(tau) = mu_pred + tau d, d the Newton
   direction of the tangents at the last point, every iterate the corrector run from the same
@@ -62,6 +62,10 @@ class ProjectionTask:
 
 
 class Projection(Strategy):
+    # True: the projection uses the equilibrium tangents (Newton in mu), so it needs a deterministic
+    # problem (strategies/checks.py check_combination)
+    needs_equilibria: ClassVar[bool] = False
+
     @abstractmethod
     def project(self, task: ProjectionTask) -> Projected:
         """The projected point; called only when the corrector converged."""
@@ -148,6 +152,7 @@ class NewtonProjection(Projection):
 
     max_iter: int = 8
     name: ClassVar[str] = "newton"
+    needs_equilibria: ClassVar[bool] = True
 
     def __post_init__(self):
         integer("max_iter", self.max_iter, minimum=1)
