@@ -34,37 +34,50 @@ class FixedDropout(nn.Module):
         return x if mask is None else x * mask / (1.0 - self.p)
 
 
-class MLPEncoder(nn.Module):
-    """x -> (mean, log_std) of a Gaussian over z: Linear-[BN]-ReLU-[FixedDropout]-Linear."""
+ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "softplus": nn.Softplus, "tanh": nn.Tanh}
 
-    def __init__(self, input_dim, hidden, latent, batch_norm=True, dropout=0.0):
+
+def activation(name: str) -> nn.Module:
+    """The hidden layers' nonlinearity by name (ACTIVATIONS): "relu" (the paper's; J piecewise
+    smooth), "silu", "softplus", "tanh" (smooth: J is C-infinity)."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {name!r}")
+    return ACTIVATIONS[name]()
+
+
+class MLPEncoder(nn.Module):
+    """x -> (mean, log_std) of a Gaussian over z: Linear-[BN]-act-[FixedDropout]-Linear (act: ReLU
+    by default, the paper's)."""
+
+    def __init__(self, input_dim, hidden, latent, batch_norm=True, dropout=0.0, act="relu"):
         super().__init__()
         self.latent_dim = latent
         self.hidden = nn.Linear(input_dim, hidden)
         self.norm = nn.BatchNorm1d(hidden) if batch_norm else nn.Identity()
+        self.act = activation(act)
         self.dropout = FixedDropout(dropout)
         self.out = nn.Linear(hidden, 2 * latent)
         self.mask_shape = (hidden,) if dropout > 0 else None
 
     def forward(self, x, mask=None):
-        h = self.dropout(torch.relu(self.norm(self.hidden(x.reshape(x.shape[0], -1)))), mask)
+        h = self.dropout(self.act(self.norm(self.hidden(x.reshape(x.shape[0], -1)))), mask)
         out = self.out(h)
         return out[:, : self.latent_dim], out[:, self.latent_dim:]
 
 
-def mlp_decoder(latent, hidden, output_dim, batch_norm=False) -> nn.Sequential:
+def mlp_decoder(latent, hidden, output_dim, batch_norm=False, act="relu") -> nn.Sequential:
     """z -> mean of x. Acts on (..., latent) (several noise samples at once), so no batch norm
     by default: batch statistics over a (samples, batch) stack would mix noise draws."""
     layers = [nn.Linear(latent, hidden)]
     if batch_norm:
         layers.append(nn.BatchNorm1d(hidden))
-    layers += [nn.ReLU(), nn.Linear(hidden, output_dim)]
+    layers += [activation(act), nn.Linear(hidden, output_dim)]
     return nn.Sequential(*layers)
 
 
-def classifier_head(latent, classes, hidden=None) -> nn.Sequential:
+def classifier_head(latent, classes, hidden=None, act="relu") -> nn.Sequential:
     if hidden:
-        return nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, classes))
+        return nn.Sequential(nn.Linear(latent, hidden), activation(act), nn.Linear(hidden, classes))
     return nn.Sequential(nn.Linear(latent, classes))
 
 
@@ -78,6 +91,13 @@ def paper_mlp(input_dim=784, hidden=256, latent=16, classifier_hidden=12, classe
     """(encoder, decoder, classifier) of the paper's MNIST model."""
     return _prepare(MLPEncoder(input_dim, hidden, latent, batch_norm=True),
                     mlp_decoder(latent, hidden, input_dim), classifier_head(latent, classes, classifier_hidden))
+
+
+def smooth_mlp(input_dim=64, hidden=128, latent=8, classifier_hidden=12, classes=10, act="silu"):
+    """(encoder, decoder, classifier) of the paper's MLP made smooth for exact equilibria
+    (problems/smooth_network.py): the same widths, a smooth activation, no batch norm."""
+    return (MLPEncoder(input_dim, hidden, latent, batch_norm=False, act=act),
+            mlp_decoder(latent, hidden, input_dim, act=act), classifier_head(latent, classes, classifier_hidden, act=act))
 
 
 def transfer_mlp(input_dim=784, hidden=400, latent=64, dropout=0.1, classes=10):

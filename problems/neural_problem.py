@@ -10,9 +10,11 @@ Stochastic estimates, as DESIGN.md section 3 recommends: gradients and mixed par
 and dropout masks are drawn once per batch and re-drawn only by `resample(seed)`, between
 path points, so that within a step J is one deterministic function of theta.
 
-`NetworkProblem` (abstract) holds what both network problems share: the modules, the batches,
+`NetworkModel` (abstract) holds what the network problems share: the modules, the batches,
 the per-sample terms (the encoder's sample and rate from problems/amortized.py) and the
-validation; `NeuralProblem` is one data set, `TransferProblem` a task path between two.
+validation; `NetworkProblem` makes it stochastic (re-drawn between points): `NeuralProblem`
+is one data set, `TransferProblem` a task path between two. The deterministic smooth variant
+is problems/smooth_network.py.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from torch import nn
 from torch.func import functional_call
 
 from .amortized import encode, gaussian_kl_per_latent
-from .base import StochasticProblem
+from .base import Problem, StochasticProblem
 from .data import Data
 from .neural import init_module_params
 
@@ -38,8 +40,11 @@ class _Batch:
         self.x, self.y, self.eps, self.mask = x, y, eps, mask
 
 
-class NetworkProblem(StochasticProblem):
-    """Encoder, decoder and classifier networks on data held as fixed batches between draws.
+class NetworkModel(Problem):
+    """Encoder, decoder and classifier networks on data held as fixed batches (`self.batch` for
+    R, D, C and gradients, `self.hvp` for Hessian-vector products), made by `_draw_batches(seed)`:
+    what the stochastic network problems (NetworkProblem) and the deterministic smooth one
+    (problems/smooth_network.py) share.
 
     name: the problem's name (default: the class's); options: the registry factory's keyword
     options, recorded by `settings()` so that a run's file says what it ran."""
@@ -66,7 +71,11 @@ class NetworkProblem(StochasticProblem):
         self.grad_batch = min(grad_batch or len(train), len(train))
         self.hvp_batch = min(hvp_batch or self.grad_batch, self.grad_batch)
         self.dtype, self.device = dtype, torch.device(device)
-        self.resample(seed)
+        self._draw_batches(seed)
+
+    @abstractmethod
+    def _draw_batches(self, seed: int) -> None:
+        """Set self.batch, self.hvp (and self.seed) from `seed`."""
 
     def distortion_floor(self) -> float:
         """d/2 log(2 pi decoder_std^2), d the number of pixels: D's Gaussian normaliser (Problem.distortion_floor)."""
@@ -158,6 +167,14 @@ class NetworkProblem(StochasticProblem):
                 "hvp_batch": self.hvp_batch, "samples": self.samples, "dtype": str(self.dtype).removeprefix("torch."),
                 "device": str(self.device), "train_size": len(self.train),
                 "val_size": 0 if self.val is None else len(self.val), "options": dict(self.options)}
+
+
+class NetworkProblem(NetworkModel, StochasticProblem):
+    """Network problems whose J is one random draw of batches and noise (StochasticProblem),
+    re-drawn between path points by `resample(seed)`."""
+
+    def _draw_batches(self, seed: int) -> None:
+        self.resample(seed)
 
 
 @final

@@ -221,6 +221,22 @@ def test_deterministic_newton_route_counts_every_pass(monkeypatch, competition):
     assert np.all(ds["evaluations"].values > 0)
 
 
+def test_trust_newton_route_counts_every_pass(monkeypatch, competition):
+    """The trust-newton corrector: its L-BFGS phase's gradients (closure backwards), the trust
+    region's gradients, model HVPs and trial evaluations, all in the rows' columns."""
+    from continuation.strategies.correctors import TrustRegionCorrector
+
+    problem = competition.problem
+    corrector = TrustRegionCorrector(gtol=1e-10, lbfgs_iters=3)
+    counter = IndependentCounter(monkeypatch, problem, corrector)
+    ds = continue_path(problem, IsoClassification(tol=1e-10), ODEPredictor(method="euler"), corrector,
+                       FixedSteps(size=0.05), StopRule(max_steps=2), projection=NewtonProjection(),
+                       start=Start(mu=(1.0, 1.0), equilibrate=True), output=Output(progress=False), monitor=None)
+    assert ds.sizes["step"] == 3 and ds.attrs["corrector"] == "trust-newton"
+    assert_columns_match(ds, counter, corrector)
+    assert int(ds["hvps"].sum()) > int(ds["krylov_iters"].sum()) > 0
+
+
 def test_monitor_work_is_counted_apart_once(monkeypatch, competition):
     """With the stability monitor on, its HVPs (the spectra at every point) are spent aside
     (Ledger.aside): not in the rows' `hvps`, in `monitor_hvps`; the two together are every HVP

@@ -27,6 +27,7 @@ import torch
 
 from problems.base import StochasticProblem
 from solvers import NewtonCG, check_finite
+from solvers.trust_region import TrustRegionNewton
 
 from continuation.strategies.options import integer, non_negative, positive
 from continuation.surface.equilibrate import optimize
@@ -232,6 +233,11 @@ class LBFGSCorrector(Corrector):
         integer("history", self.history, minimum=1)
 
     def correct(self, system, x, mu):
+        return self.counted(system, self.run(system, x, mu))
+
+    def run(self, system, x, mu) -> CorrectorResult:
+        """The L-BFGS run, its gradients counted where spent but not counted as a corrector run (a
+        phase of another corrector's: TrustRegionCorrector)."""
         start = time.perf_counter()
         y = x.detach().clone().requires_grad_(True)
         # torch stops on the max-norm of the gradient; gtol/sqrt(N) there bounds the 2-norm by gtol
@@ -261,7 +267,51 @@ class LBFGSCorrector(Corrector):
             status = "max_iters"
         else:  # torch stopped early: its evaluation budget spent in line searches that found no decrease
             status = f"line_search_stalled (J's changes below its rounding; {evals} evaluations)"
-        return self.counted(system, CorrectorResult(y, ok, status, iters, gnorm, 0, evals + 1, time.perf_counter() - start))
+        return CorrectorResult(y, ok, status, iters, gnorm, 0, evals + 1, time.perf_counter() - start)
+
+
+@final
+@dataclass
+class TrustRegionCorrector(Corrector):
+    """For nonconvex J (networks): `lbfgs_iters` L-BFGS iterations (strong Wolfe) to enter Newton's
+    basin, then trust-region Newton-CG (Steihaug-Toint, solvers.TrustRegionNewton) to
+    ||grad J|| <= gtol, which follows negative curvature out of saddles and converges
+    quadratically at the end (the damped line-search Newton, `newton`, shifts the Hessian past
+    negative curvature instead, and stalls on networks: docs/neural_equilibrium.md).
+
+    cg_maxiter: CG iterations per trust-region model (0: the dimension). Cost: the L-BFGS
+    gradients (about one per iteration), then per trust-region iteration one gradient, one
+    objective evaluation and the CG HVPs plus one."""
+
+    gtol: float = 1e-10
+    maxiter: int = 200
+    cg_maxiter: int = 0
+    lbfgs_iters: int = 0
+    hvp_mode: str = "rev-rev"
+    name = "trust-newton"
+    counts = "newton_iters"
+    easy_iters = 5
+    max_iters = 40
+
+    def __post_init__(self):
+        positive("gtol", self.gtol)
+        integer("maxiter", self.maxiter, minimum=1)
+        integer("cg_maxiter", self.cg_maxiter, minimum=0)
+        integer("lbfgs_iters", self.lbfgs_iters, minimum=0)
+        if self.hvp_mode not in ("rev-rev", "fwd-rev"):
+            raise ValueError(f"hvp_mode must be 'rev-rev' or 'fwd-rev', got {self.hvp_mode!r}")
+
+    def correct(self, system, x, mu):
+        start = time.perf_counter()
+        lbfgs_grads = 0
+        if self.lbfgs_iters > 0:
+            pre = LBFGSCorrector(gtol=self.gtol, maxiter=self.lbfgs_iters, history=30).run(system, x, mu)
+            x, lbfgs_grads = pre.x, pre.grads
+        res = TrustRegionNewton(gtol=self.gtol, maxiter=self.maxiter, cg_maxiter=self.cg_maxiter or None,
+                                hvp_mode=self.hvp_mode).solve(system.objective, x, mu, deflation=system.deflation)
+        count(system, gradients=res.grads, hvps=res.hvps, evaluations=res.fevals)
+        return self.counted(system, CorrectorResult(res.x, res.converged, res.status, res.iters, res.grad_norm,
+                                                    res.hvps, res.grads + lbfgs_grads, time.perf_counter() - start))
 
 
 CORRECTORS = {"newton": NewtonCorrector, "adam": AdamCorrector, "sgd": SGDCorrector, "lbfgs": LBFGSCorrector}

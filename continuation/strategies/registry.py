@@ -12,7 +12,7 @@ from problems.registry import PROBLEMS
 from solvers.krylov import KRYLOV_SOLVERS
 
 from continuation.strategies.arclength import BorderedNewtonCorrector, PseudoArclength, PseudoArclengthPredictor
-from continuation.strategies.correctors import CORRECTORS
+from continuation.strategies.correctors import CORRECTORS, TrustRegionCorrector
 from continuation.strategies.predictors import NoPredictor, ODEPredictor, SecantPredictor
 from continuation.strategies.processes import IsoClassification, IsoClassificationFD, IsoCPlusROverBeta, QuasiStatic
 from continuation.strategies.projections import NewtonProjection, NoProjection, SecantProjection
@@ -27,7 +27,7 @@ def _table(*classes) -> dict:
 PROCESSES = _table(QuasiStatic, IsoClassification, IsoClassificationFD, IsoCPlusROverBeta, IsoClassificationTransfer,
                    PseudoArclength)
 PREDICTORS = _table(ODEPredictor, SecantPredictor, NoPredictor, PseudoArclengthPredictor)
-CORRECTOR_TABLE = {**CORRECTORS, **_table(BorderedNewtonCorrector)}
+CORRECTOR_TABLE = {**CORRECTORS, **_table(TrustRegionCorrector, BorderedNewtonCorrector)}
 PROJECTIONS = _table(NoProjection, NewtonProjection, SecantProjection)
 STEP_CONTROLS = _table(AdaptiveSteps, FixedSteps, HeldSteps)
 

@@ -1,0 +1,154 @@
+"""Trust-region Newton-CG (Steihaug-Toint): find x with grad_x f(x, mu) = 0 at fixed mu, a local
+minimum of f, on a nonconvex f (a network's J) where the damped line-search Newton stalls.
+
+Each outer iteration minimises the quadratic model m(p) = g.p + p.A p / 2 (A = Hess f, by HVPs)
+inside the ball |p| <= Delta by conjugate gradients from p = 0 (Steihaug 1983, Toint 1981;
+Nocedal & Wright, Numerical Optimization, 2nd ed., Algorithm 7.2): CG stops at the forcing
+tolerance |r| <= eta |g|, eta = min(eta_max, |g|) (quadratic convergence near a nondegenerate
+minimum, N&W Theorem 7.2), on the boundary when an iterate leaves the ball, or along a direction of
+negative curvature to the boundary (which is how the method leaves saddles: the line-search
+Newton shifts the Hessian past it instead). The step is accepted when the actual decrease is
+at least `accept` times the model's (ratio rho), and Delta follows rho (Algorithm 4.1: a
+quarter of the step when rho < 1/4; doubled when rho > 3/4 on the boundary).
+
+Near the minimum the decrease f(x) - f(x + p) = O(|g|^2) falls below f's rounding error; there
+the ratio is meaningless and the step is judged by the gradient instead (accepted when |g|
+falls). Cost per outer iteration: one gradient, the CG iterations' HVPs plus one for the model
+value, one objective evaluation.
+
+Why our own and not a library's: scipy.optimize's trust-ncg / trust-krylov take numpy arrays
+(host copies at every HVP, no GPU) and torchmin's trust-ncg builds its own Hessian products by
+double backward of a closure; here the products are the caller's (a deflated, counted
+operator: solvers/deflation.py, the engine's work ledger) on the problem's device and dtype.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .derivatives import check_finite, gradient, hessian_operator
+from .newton import NewtonResult
+
+
+def _to_boundary(z: torch.Tensor, d: torch.Tensor, radius: float) -> torch.Tensor:
+    """z + tau d with tau >= 0 and |z + tau d| = radius (|z| < radius)."""
+    dd, zd, zz = float(d @ d), float(z @ d), float(z @ z)
+    tau = (-zd + math.sqrt(max(zd * zd + dd * (radius * radius - zz), 0.0))) / dd
+    return z + tau * d
+
+
+def steihaug_cg(hvp: Callable, g: torch.Tensor, radius: float, rtol: float, maxiter: int):
+    """Approximate minimiser of g.p + p.A p / 2 over |p| <= radius (Nocedal & Wright Alg. 7.2).
+
+    Returns (p, how, iters): how is "converged" (|A p + g| <= rtol |g|), "boundary" (left the
+    ball), "negative_curvature" (followed d with d.A d <= 0 to the boundary) or "max_iters";
+    iters = HVPs spent."""
+    z = torch.zeros_like(g)
+    r = g.clone()
+    d = -r
+    gnorm = float(torch.linalg.vector_norm(g))
+    rr = float(r @ r)
+    for j in range(maxiter):
+        Ad = hvp(d)
+        dAd = float(d @ Ad)
+        if not dAd > 0:
+            return _to_boundary(z, d, radius), "negative_curvature", j + 1
+        alpha = rr / dAd
+        z_next = z + alpha * d
+        if float(torch.linalg.vector_norm(z_next)) >= radius:
+            return _to_boundary(z, d, radius), "boundary", j + 1
+        r = r + alpha * Ad
+        rr_next = float(r @ r)
+        z = z_next
+        if math.sqrt(rr_next) <= rtol * gnorm:
+            return z, "converged", j + 1
+        d = -r + (rr_next / rr) * d
+        rr = rr_next
+    return z, "max_iters", maxiter
+
+
+@dataclass
+class TrustRegionNewton:
+    """Trust-region Newton-CG (module docstring); stops when |grad| <= gtol.
+
+    radius: the first trust radius (0: |g| at the start); max_radius: its cap; cg_maxiter: CG
+    iterations per model solve (None: the dimension); accept: the least rho that takes a step.
+    Returns a NewtonResult (status "converged", "max_iters" or "radius_collapsed": Delta fell
+    below min_radius, the model no longer predicts f)."""
+
+    gtol: float = 1e-10
+    maxiter: int = 200
+    radius: float = 0.0
+    max_radius: float = 1e3
+    min_radius: float = 1e-12
+    eta_max: float = 0.5
+    cg_maxiter: int | None = None
+    accept: float = 0.1
+    hvp_mode: str = "rev-rev"
+
+    def solve(self, f: Callable, x0: torch.Tensor, mu: torch.Tensor, deflation: Callable | None = None) -> NewtonResult:
+        """From x0 at mu. deflation: x -> a Deflation of known zero modes of Hess f (or None):
+        the model is then solved on (P A P) p = -P g, steps have no component along them."""
+        start = time.perf_counter()
+        x = x0.detach().clone()
+        hvps = grads = fevals = 0
+        value = float(check_finite(f(x, mu), "objective at the starting point"))
+        fevals += 1
+        g = check_finite(gradient(f, x, mu), "gradient")
+        grads += 1
+        gnorm = float(torch.linalg.vector_norm(g))
+        radius = self.radius if self.radius > 0 else max(gnorm, 1e-3)
+        eps = torch.finfo(x.dtype).eps
+        history = [(value, gnorm)]
+        status, it, negative = "max_iters", 0, 0
+        cg_maxiter = self.cg_maxiter or x.numel()
+        for it in range(1, self.maxiter + 1):
+            if gnorm <= self.gtol:
+                status, it = "converged", it - 1
+                break
+            hvp = hessian_operator(f, x, mu, self.hvp_mode)
+            d = deflation(x) if deflation is not None else None
+            op, rhs = (hvp, g) if d is None else (d.operator(hvp), d.project(g))
+            eta = min(self.eta_max, gnorm)
+            p, how, used = steihaug_cg(op, rhs, radius, eta, cg_maxiter)
+            hvps += used + 1
+            negative += how == "negative_curvature"
+            predicted = -(float(g @ p) + 0.5 * float(p @ op(p)))
+            trial_x = x + p
+            trial = f(trial_x, mu)
+            fevals += 1
+            plen = float(torch.linalg.vector_norm(p))
+            if not torch.isfinite(trial):
+                radius = 0.25 * plen
+            else:
+                actual = value - float(trial)
+                noise = 100 * eps * max(abs(value), 1.0)
+                if predicted <= noise:  # below f's rounding error: judge by the gradient
+                    g_trial = gradient(f, trial_x, mu)
+                    grads += 1
+                    rho = 1.0 if float(torch.linalg.vector_norm(g_trial)) < gnorm else 0.0
+                else:
+                    rho, g_trial = actual / predicted, None
+                if rho < 0.25:
+                    radius = 0.25 * plen
+                elif rho > 0.75 and how in ("boundary", "negative_curvature"):
+                    radius = min(2.0 * radius, self.max_radius)
+                if rho > self.accept:
+                    x, value = trial_x, float(trial)
+                    g = g_trial if g_trial is not None else check_finite(gradient(f, x, mu), "gradient")
+                    grads += g_trial is None
+                    gnorm = float(torch.linalg.vector_norm(g))
+            history.append((value, gnorm))
+            if radius < self.min_radius:
+                status = "radius_collapsed"
+                break
+        else:
+            if gnorm <= self.gtol:
+                status = "converged"
+        return NewtonResult(x, status == "converged", status, it, hvps, grads, fevals, gnorm, value,
+                            time.perf_counter() - start, 0.0, negative, history)

@@ -1,0 +1,76 @@
+"""The smooth deterministic network objective (problems/smooth_network.py): one function of theta
+(the same at every call, no draws between points), J = R + lambda D + gamma C + (w/2)|theta|^2
+exactly, smooth (central differences of its gradient converge at second order), and a
+Problem the engine treats as deterministic (monitor on, Newton projection allowed)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from problems.base import StochasticProblem
+from problems.registry import PROBLEMS
+from continuation.surface.system import EquilibriumSystem
+
+
+@pytest.fixture(scope="module")
+def small():
+    problem = PROBLEMS["mlp-smooth"](limit=48, val_limit=16, hidden=6, latent=2, classifier_hidden=5,
+                                     weight_decay=1e-2, samples=2)
+    return problem, EquilibriumSystem(problem, problem.init_params(0))
+
+
+def test_it_is_deterministic_and_float64(small):
+    problem, system = small
+    assert not isinstance(problem, StochasticProblem)
+    theta = problem.init_params(0)
+    mu = torch.tensor([0.7, 3.0, 0.0], dtype=torch.float64)
+    a, b = problem.objective(theta, mu), problem.objective(theta, mu)
+    assert a.dtype == torch.float64 and float(a) == float(b)
+    x = system.flatten(theta)
+    assert torch.equal(system.gradient(x, mu), system.gradient(x, mu))
+
+
+def test_j_is_the_functionals_plus_the_weight_prior(small):
+    problem, _ = small
+    theta = problem.init_params(3)
+    mu = torch.tensor([0.7, 3.0, 0.0], dtype=torch.float64)
+    f = problem.functionals(theta, mu)
+    squares = sum(float((v.double() ** 2).sum()) for part in theta.values() for v in part.values())
+    prior = 0.5 * 1e-2 * squares
+    assert float(problem.objective(theta, mu)) == pytest.approx(
+        float(f["R"] + mu[0] * f["D"] + mu[1] * f["C"]) + prior, rel=1e-14)
+    assert problem.evaluation_metrics(theta)["prior"] == pytest.approx(prior, rel=1e-14)
+    kl = [v for k, v in problem.evaluation_metrics(theta).items() if k.startswith("kl_z")]
+    assert len(kl) == 2 and sum(kl) == pytest.approx(float(f["R"]), rel=1e-12)  # the units' rates sum to R
+    # the prior does not depend on mu: dJ/dlambda = D and dJ/dgamma = C at fixed theta (the envelope theorem's premise)
+    dmu = torch.func.grad(lambda m: problem.objective(theta, m))(mu)
+    assert float(dmu[0]) == pytest.approx(float(f["D"]), rel=1e-13)
+    assert float(dmu[1]) == pytest.approx(float(f["C"]), rel=1e-13)
+
+
+def test_the_gradient_is_smooth_central_differences_converge_at_second_order(small):
+    """With ReLU, a difference across a kink does not converge; with SiLU the error of the
+    central difference of J along v falls as h^2 (ratio 4 per halving) until round-off."""
+    problem, system = small
+    mu = torch.tensor([0.7, 3.0, 0.0], dtype=torch.float64)
+    x = system.flatten(problem.init_params(1))
+    v = torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    v /= v.norm()
+    exact = float(system.gradient(x, mu) @ v)
+    errors = []
+    for h in (1e-2, 5e-3, 2.5e-3):
+        fd = (float(system.objective(x + h * v, mu)) - float(system.objective(x - h * v, mu))) / (2 * h)
+        errors.append(abs(fd - exact))
+    assert all(3.5 < errors[i] / errors[i + 1] < 4.5 for i in range(2)), errors
+
+
+def test_options_are_checked_in_one_line():
+    with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0, got -1"):
+        PROBLEMS["mlp-smooth"](limit=8, hidden=3, latent=2, weight_decay=-1.0)
+    with pytest.raises(ValueError, match="activation must be one of relu, silu, softplus, tanh, got 'gelu'"):
+        PROBLEMS["mlp-smooth"](limit=8, hidden=3, latent=2, activation="gelu")
+    with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0"):
+        PROBLEMS["mlp-smooth"](limit=8, hidden=3, latent=2, weight_decay=math.nan)
