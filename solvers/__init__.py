@@ -10,11 +10,11 @@ warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated
 from .deflation import Deflation, orthonormal_basis
 from .derivatives import HVP_MODES, check_finite, dense_hessian, gradient, hessian_operator, mixed_partials
 from .flat import FlatView
-from .krylov import CG, GMRES, KRYLOV_SOLVERS, MINRES, KrylovResult, make_krylov
+from .krylov import CG, GMRES, KRYLOV_SOLVERS, MINRES, Dense, KrylovResult, make_krylov
 from .newton import NewtonCG, NewtonResult
 
 __all__ = [
-    "CG", "Deflation", "GMRES", "FlatView", "HVP_MODES", "KRYLOV_SOLVERS", "KrylovResult", "MINRES", "NewtonCG", "NewtonResult",
+    "CG", "Deflation", "Dense", "GMRES", "FlatView", "HVP_MODES", "KRYLOV_SOLVERS", "KrylovResult", "MINRES", "NewtonCG", "NewtonResult",
     "check_finite", "dense_hessian", "gradient", "hessian_operator", "make_krylov", "mixed_partials",
     "orthonormal_basis",
 ]

@@ -256,7 +256,42 @@ class GMRES:
         return _finish(matvec, b, x, it, max(bnorm, 1e-300), self.rtol, status)
 
 
-KRYLOV_SOLVERS = {"cg": CG, "minres": MINRES}
+@dataclass
+class Dense:
+    """Direct solve of A x = b for small problems, exact to rounding whatever A's conditioning:
+    A assembled from N products A e_i (in vmapped blocks of `block` rows when the operator has
+    `.block(V)`, as the engine's counted Hessian does), symmetrised, and solved through its
+    eigendecomposition, x = sum over |l_i| > rcond max|l| of v_i (v_i . b) / l_i (the
+    minimum-norm least-squares solution where A is numerically singular: status
+    "least_squares" unless the residual meets rtol). For problems whose Krylov solves do not
+    converge in a useful number of products (a small network's Hessian, condition ~1e6);
+    Krylov methods with a preconditioner are what scales. Cost: N + 1 HVPs and O(N^3) flops
+    per solve; ValueError above max_size parameters."""
+
+    rtol: float = RTOL
+    max_size: int = 4000
+    block: int = 128
+    rcond: float = 1e-14
+
+    def solve(self, matvec: Callable, b: torch.Tensor, x0=None) -> KrylovResult:
+        n = b.numel()
+        if n > self.max_size:
+            raise ValueError(f"the dense solver assembles A from {n} products; that is above its max_size = "
+                             f"{self.max_size} (use minres or cg, or raise max_size)")
+        eye = torch.eye(n, dtype=b.dtype, device=b.device)
+        if callable(getattr(matvec, "block", None)):
+            A = torch.cat([matvec.block(eye[i: i + self.block]) for i in range(0, n, self.block)])
+        else:
+            A = torch.stack([matvec(eye[i]) for i in range(n)])
+        l, V = torch.linalg.eigh(0.5 * (A + A.T))
+        keep = l.abs() > self.rcond * float(l.abs().max())
+        x = V[:, keep] @ ((V[:, keep].T @ b) / l[keep])
+        bnorm = float(torch.linalg.vector_norm(b))
+        return _finish(matvec, b, x, n, max(bnorm, 1e-300), self.rtol,
+                       "converged" if bool(keep.all()) else "least_squares")
+
+
+KRYLOV_SOLVERS = {"cg": CG, "minres": MINRES, "dense": Dense}
 
 
 def make_krylov(name: str, **options):

@@ -36,6 +36,7 @@ class NewtonResult:
     damping: float = 0.0  # the Levenberg damping at exit (0 near a nondegenerate minimum)
     negative_curvature: int = 0  # inner solves that met negative curvature
     history: list = field(default_factory=list)  # (value, grad_norm) per iterate
+    work: list = field(default_factory=list)  # (gradients, HVPs, evaluations) spent up to each iterate (trust region)
 
     def message(self) -> str:
         return (f"Newton-CG {self.status} after {self.iters} steps ({self.hvps} HVPs), "

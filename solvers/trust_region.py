@@ -72,6 +72,44 @@ def steihaug_cg(hvp: Callable, g: torch.Tensor, radius: float, rtol: float, maxi
     return z, "max_iters", maxiter
 
 
+def exact_subproblem(A: torch.Tensor, g: torch.Tensor, radius: float):
+    """The minimiser of g.p + p.A p / 2 over |p| <= radius, exactly, from A's eigendecomposition
+    (Moré & Sorensen 1983; Nocedal & Wright section 4.3): p = -(A + sigma I)^-1 g with sigma = 0
+    when A is positive definite and the Newton step lies inside, else the sigma >= max(0, -l_min)
+    with |p| = radius (bisection), and in the "hard case" (g orthogonal to the lowest
+    eigenvector) that step plus the lowest eigenvector to the boundary. Eigenvalues at round-off
+    (|l| <= 1e-14 max|l|: deflated gauge modes) are left out. Returns (p, how) as steihaug_cg."""
+    l, V = torch.linalg.eigh(0.5 * (A + A.T))
+    keep = l.abs() > 1e-14 * float(l.abs().max())
+    l, V = l[keep], V[:, keep]
+    c = V.T @ g
+    lmin = float(l[0])
+    norm = lambda sigma: float(torch.linalg.vector_norm(c / (l + sigma)))  # noqa: E731
+    if lmin > 0 and norm(0.0) <= radius:
+        return -(V @ (c / l)), "converged"
+    how = "negative_curvature" if lmin <= 0 else "boundary"
+    lo = max(0.0, -lmin)
+    floor = lo + 1e-12 * max(float(l.abs().max()), 1.0)
+    if norm(floor) < radius:  # the hard case: |p(sigma)| stays inside as sigma -> -l_min
+        low = l <= l[0] + 1e-12 * max(float(l.abs().max()), 1.0)
+        rest = torch.where(low, torch.zeros_like(c), c / (l + lo))
+        p = -(V @ rest)
+        return _to_boundary(p, V[:, 0], radius), how
+    hi = lo + float(torch.linalg.vector_norm(c)) / radius + 1.0
+    while norm(hi) > radius:
+        hi *= 2.0
+    lo = floor
+    for _ in range(200):  # |p(sigma)| decreases in sigma: bisect to |p| = radius
+        mid = 0.5 * (lo + hi)
+        if norm(mid) > radius:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-15 * hi:
+            break
+    return -(V @ (c / (l + hi))), how
+
+
 @dataclass
 class TrustRegionNewton:
     """Trust-region Newton-CG (module docstring); stops when |grad| <= gtol.
@@ -90,6 +128,7 @@ class TrustRegionNewton:
     cg_maxiter: int | None = None
     accept: float = 0.1
     hvp_mode: str = "rev-rev"
+    subproblem: str = "cg"  # "cg": Steihaug-Toint; "dense": exact, A assembled from N HVPs (small N)
 
     def solve(self, f: Callable, x0: torch.Tensor, mu: torch.Tensor, deflation: Callable | None = None) -> NewtonResult:
         """From x0 at mu. deflation: x -> a Deflation of known zero modes of Hess f (or None):
@@ -104,7 +143,7 @@ class TrustRegionNewton:
         gnorm = float(torch.linalg.vector_norm(g))
         radius = self.radius if self.radius > 0 else max(gnorm, 1e-3)
         eps = torch.finfo(x.dtype).eps
-        history = [(value, gnorm)]
+        history, work = [(value, gnorm)], [(grads, hvps, fevals)]
         status, it, negative = "max_iters", 0, 0
         cg_maxiter = self.cg_maxiter or x.numel()
         for it in range(1, self.maxiter + 1):
@@ -114,11 +153,18 @@ class TrustRegionNewton:
             hvp = hessian_operator(f, x, mu, self.hvp_mode)
             d = deflation(x) if deflation is not None else None
             op, rhs = (hvp, g) if d is None else (d.operator(hvp), d.project(g))
-            eta = min(self.eta_max, gnorm)
-            p, how, used = steihaug_cg(op, rhs, radius, eta, cg_maxiter)
-            hvps += used + 1
+            if self.subproblem == "dense":
+                eye = torch.eye(x.numel(), dtype=x.dtype, device=x.device)
+                A = torch.cat([torch.func.vmap(op)(eye[i: i + 128]) for i in range(0, x.numel(), 128)])
+                p, how = exact_subproblem(A, rhs, radius)
+                hvps += x.numel()
+                predicted = -(float(g @ p) + 0.5 * float(p @ (A @ p)))
+            else:
+                eta = min(self.eta_max, gnorm)
+                p, how, used = steihaug_cg(op, rhs, radius, eta, cg_maxiter)
+                hvps += used + 1
+                predicted = -(float(g @ p) + 0.5 * float(p @ op(p)))
             negative += how == "negative_curvature"
-            predicted = -(float(g @ p) + 0.5 * float(p @ op(p)))
             trial_x = x + p
             trial = f(trial_x, mu)
             fevals += 1
@@ -144,6 +190,7 @@ class TrustRegionNewton:
                     grads += g_trial is None
                     gnorm = float(torch.linalg.vector_norm(g))
             history.append((value, gnorm))
+            work.append((grads, hvps, fevals))
             if radius < self.min_radius:
                 status = "radius_collapsed"
                 break
@@ -151,4 +198,4 @@ class TrustRegionNewton:
             if gnorm <= self.gtol:
                 status = "converged"
         return NewtonResult(x, status == "converged", status, it, hvps, grads, fevals, gnorm, value,
-                            time.perf_counter() - start, 0.0, negative, history)
+                            time.perf_counter() - start, 0.0, negative, history, work)

@@ -248,6 +248,15 @@ def test_emd_budget_is_checked_not_silent():
 
 # --- files: the configuration, data, path files, output folders (exit 2) ---------------------
 
+def test_an_empty_configuration_file_is_refused(tmp_path, capsys):
+    """A new user's empty file ran linear-gaussian iso-C for 100 steps on hidden defaults, exit 0."""
+    empty = tmp_path / "empty.toml"
+    empty.write_text("# nothing yet\n")
+    one_error_line(capsys, main(["run", str(empty), "--out", str(tmp_path / "x.nc")]), 2,
+                   f"error: {empty} is empty (no tables, no keys): give at least [problem] name = ...")
+    assert not (tmp_path / "x.nc").exists()
+
+
 def test_configuration_file_problems(tmp_path, capsys):
     one_error_line(capsys, main(["run", str(tmp_path), "--out", str(tmp_path / "x.nc")]), 2, "is a directory",
                    str(tmp_path))

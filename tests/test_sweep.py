@@ -296,12 +296,13 @@ def test_a_worker_killed_mid_sweep_loses_and_duplicates_no_point(tmp_path, seria
 
 
 @pytest.mark.slow
-def test_ctrl_c_on_a_sweep_is_one_line_leaves_no_lock_and_resumes_to_the_same_members(tmp_path, client):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_on_a_sweep_is_one_line_leaves_no_lock_and_resumes_to_the_same_members(tmp_path, client, signum):
     """FAULTS.md: Ctrl-C on a sweep printed its line, then two `resource_tracker ... leaked semaphore`
-    lines, and left run_NNN.nc.lock files (the workers died mid-write). SIGINT to the process group,
-    as a terminal sends it, once a member has a few points: exit 130, one line, no lock and no stop
-    file left; the members keep their points, and a re-run finishes them to the paths run one by one
-    without Dask, bit for bit."""
+    lines, and left run_NNN.nc.lock files (the workers died mid-write). The signal to the process
+    group, as a terminal (SIGINT) or a batch system (SIGTERM) sends it, once a member has a few
+    points: exit 128 + signum, one line, no lock and no stop file left; the members keep their
+    points, and (SIGINT) a re-run finishes them to the paths run one by one without Dask, bit for bit."""
     fine = SWEEP.replace("initial = 0.25", "initial = 0.02").replace("max_step = 0.5", "max_step = 0.02") \
         .replace("start.gamma = [1.0, 1.5]\n", "").replace("[1.6, 1.8]", "[1.3, 1.4]")
     cfg = tmp_path / "s.toml"
@@ -321,7 +322,7 @@ def test_ctrl_c_on_a_sweep_is_one_line_leaves_no_lock_and_resumes_to_the_same_me
                 except Exception:  # noqa: BLE001 - not written yet, or mid-write
                     continue
                 if points >= 3:
-                    os.killpg(proc.pid, signal.SIGINT)  # the whole group: the workers too
+                    os.killpg(proc.pid, signum)  # the whole group: the workers too
                     caught = (path.name, points)
                     break
             time.sleep(0.05)
@@ -330,12 +331,15 @@ def test_ctrl_c_on_a_sweep_is_one_line_leaves_no_lock_and_resumes_to_the_same_me
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert caught is not None, "no member was caught mid-run"
-    assert proc.returncode == 130, stderr
-    assert stderr.strip().startswith("error: sweep interrupted (SIGINT)") and "\n" not in stderr.strip(), stderr
+    assert proc.returncode == 128 + signum, stderr
+    assert stderr.strip().startswith(f"error: sweep interrupted ({signal.Signals(signum).name})") and \
+        "\n" not in stderr.strip(), stderr
     assert not list(out.glob("*.lock")) and not (out / "sweep.stop").exists(), sorted(p.name for p in out.iterdir())
     kept = {p.name: load_path(p) for p in sorted(out.glob("run_*.nc"))}
     assert kept[caught[0]].sizes["step"] >= caught[1]
     assert any(ds.attrs["status"] == "running" for ds in kept.values()), {k: d.attrs["status"] for k, d in kept.items()}
+    if signum != signal.SIGINT:
+        return
     ds = run_sweep(_config(fine), out, client=client, progress=False)
     assert list(ds["status"].values) == ["finished"] * 2
     alone = tmp_path / "alone"

@@ -362,24 +362,27 @@ def _client(scheduler: str | None, workers: int | None):
         raise ConfigError(f"--workers must be an integer >= 1, got {workers!r}")
     # ":0": the scheduler's HTTP server (health, and the dashboard where bokeh is installed) on a free
     # port, so that two sweeps at once do not compete for 8787
-    with _sigint_ignored():  # the workers inherit it: a Ctrl-C (to the terminal's process group) reaches
-        # this process alone, which stops the members at a point (_run_members), not the workers mid-write
+    with _signals_ignored():  # the workers inherit it: a Ctrl-C (to the terminal's process group) or a batch
+        # system's SIGTERM to the job's processes reaches this process alone, which stops the members at a point
+        # (_run_members), not the workers mid-write
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                                silence_logs=40)
     return Client(cluster), cluster
 
 
 @contextlib.contextmanager
-def _sigint_ignored():
-    """SIGINT ignored while the block runs (processes started inside inherit SIG_IGN across exec)."""
+def _signals_ignored():
+    """SIGINT and SIGTERM ignored while the block runs (processes started inside inherit SIG_IGN
+    across exec; the cluster still stops its workers on close, by its own means)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def run_sweep(config: dict, out, *, workers: int | None = None, scheduler: str | None = None,

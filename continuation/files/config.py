@@ -211,9 +211,13 @@ def load_config(path) -> dict:
         raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}: {data[e.start:e.start + 1]!r}); TOML files are "
                           f"UTF-8") from None
     try:
-        return tomllib.loads(text)
+        config = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: {toml_error(text, e)}") from None
+    if not config:  # a file given on purpose that says nothing: every option its default is not a choice
+        raise ConfigError(f"{path} is empty (no tables, no keys): give at least [problem] name = ...; "
+                          f"`python -m continuation run` without a file runs the built-in default")
+    return config
 
 
 def toml_error(text: str, e: Exception) -> str:

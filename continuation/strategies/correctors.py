@@ -279,7 +279,9 @@ class TrustRegionCorrector(Corrector):
     quadratically at the end (the damped line-search Newton, `newton`, shifts the Hessian past
     negative curvature instead, and stalls on networks: docs/neural_equilibrium.md).
 
-    cg_maxiter: CG iterations per trust-region model (0: the dimension). Cost: the L-BFGS
+    cg_maxiter: CG iterations per trust-region model (0: the dimension); subproblem "dense":
+    each model solved exactly from the Hessian assembled by N HVPs (small problems, whatever
+    their conditioning). Cost: the L-BFGS
     gradients (about one per iteration), then per trust-region iteration one gradient, one
     objective evaluation and the CG HVPs plus one."""
 
@@ -287,6 +289,7 @@ class TrustRegionCorrector(Corrector):
     maxiter: int = 200
     cg_maxiter: int = 0
     lbfgs_iters: int = 0
+    subproblem: str = "cg"
     hvp_mode: str = "rev-rev"
     name = "trust-newton"
     counts = "newton_iters"
@@ -298,6 +301,9 @@ class TrustRegionCorrector(Corrector):
         integer("maxiter", self.maxiter, minimum=1)
         integer("cg_maxiter", self.cg_maxiter, minimum=0)
         integer("lbfgs_iters", self.lbfgs_iters, minimum=0)
+        if self.subproblem not in ("cg", "dense"):
+            raise ValueError(f"subproblem must be 'cg' (Steihaug-Toint) or 'dense' (exact, small problems), got "
+                             f"{self.subproblem!r}")
         if self.hvp_mode not in ("rev-rev", "fwd-rev"):
             raise ValueError(f"hvp_mode must be 'rev-rev' or 'fwd-rev', got {self.hvp_mode!r}")
 
@@ -308,7 +314,8 @@ class TrustRegionCorrector(Corrector):
             pre = LBFGSCorrector(gtol=self.gtol, maxiter=self.lbfgs_iters, history=30).run(system, x, mu)
             x, lbfgs_grads = pre.x, pre.grads
         res = TrustRegionNewton(gtol=self.gtol, maxiter=self.maxiter, cg_maxiter=self.cg_maxiter or None,
-                                hvp_mode=self.hvp_mode).solve(system.objective, x, mu, deflation=system.deflation)
+                                hvp_mode=self.hvp_mode, subproblem=self.subproblem).solve(system.objective, x, mu,
+                                                                                          deflation=system.deflation)
         count(system, gradients=res.grads, hvps=res.hvps, evaluations=res.fevals)
         return self.counted(system, CorrectorResult(res.x, res.converged, res.status, res.iters, res.grad_norm,
                                                     res.hvps, res.grads + lbfgs_grads, time.perf_counter() - start))
