@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lam", type=float, default=1.0)
     ap.add_argument("--gamma", type=float, default=2.0)
     ap.add_argument("--lbfgs", type=int, default=300, help="L-BFGS iterations before the Newton methods")
-    ap.add_argument("--budget", type=int, default=20000, help="gradient-equivalents for Adam and L-BFGS alone")
+    ap.add_argument("--budget", type=int, default=5000, help="gradient-equivalents for Adam and L-BFGS alone")
     ap.add_argument("--adam-lr", type=float, default=1e-3)
     ap.add_argument("--maxiter", type=int, default=500, help="Newton / trust-region iterations at most")
     ap.add_argument("--rtol", type=float, default=1e-9, help="stop at |grad J| <= rtol |grad J_0|")
