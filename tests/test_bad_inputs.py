@@ -750,3 +750,12 @@ def test_a_gauge_function_from_a_configuration_is_checked(tmp_path, capsys):
                           "gauge": "builtins:repr"}}
     one_error_line(capsys, run_cli(tmp_path, config), 2, "[problem] bad value for problem 'energy': gauge function of "
                    "energy 'energy' must return a list of dicts shaped like theta")
+
+
+def test_a_data_set_without_its_folder_names_the_table(tmp_path, capsys):
+    """The new-user trial: "error: mnist needs data_dir ..." lacked the [problem] prefix of the other lines."""
+    config = tomllib.loads(MLP)
+    config["problem"]["dataset"] = "mnist"
+    one_error_line(capsys, run_cli(tmp_path, config), 2, "error: [problem] data: mnist needs data_dir")
+    config["problem"]["data_dir"] = str(tmp_path / "nowhere")
+    one_error_line(capsys, run_cli(tmp_path, config), 2, f"error: [problem] data: MNIST not found in {tmp_path / 'nowhere'}")

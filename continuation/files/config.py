@@ -178,7 +178,7 @@ def build(section: str, table: dict | None):
         _check_krylov(options)
     try:
         return factory(**options)
-    except DataFileError as e:
+    except (DataFileError, FileNotFoundError) as e:  # a damaged data file, or a data folder that is not there
         raise ConfigError(f"[{section}] data: {first_line(e, typed=False)}") from None
     except (TypeError, ValueError) as e:
         raise ConfigError(f"[{section}] bad value for {section} {name!r}: {first_line(e, typed=False)}") from None
