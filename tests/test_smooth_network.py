@@ -74,3 +74,18 @@ def test_options_are_checked_in_one_line():
         PROBLEMS["mlp-smooth"](limit=8, hidden=3, latent=2, activation="gelu")
     with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0"):
         PROBLEMS["mlp-smooth"](limit=8, hidden=3, latent=2, weight_decay=math.nan)
+
+
+def test_the_exact_route_configuration_builds_what_the_docs_say():
+    """validation/configs/smooth_mlp_exact.toml (README, docs/neural_equilibrium.md): the smooth MLP of
+    674 parameters, trust-newton with the exact subproblem, the dense solver, the Newton projection."""
+    from pathlib import Path
+
+    from continuation.files.config import build_run, load_config
+
+    run = build_run(load_config(Path(__file__).resolve().parents[1] / "validation" / "configs" / "smooth_mlp_exact.toml"))
+    problem = run["problem"]
+    assert not isinstance(problem, StochasticProblem)
+    assert sum(v.numel() for part in problem.init_params(0).values() for v in part.values()) == 674
+    assert (run["corrector"].name, run["corrector"].subproblem, run["krylov"].__class__.__name__,
+            run["projection"].name) == ("trust-newton", "dense", "Dense", "newton")
