@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from problems.registry import PROBLEMS
-from solvers import Dense
+from solvers import Dense, NewtonCG
 from continuation import Output, Start, continue_path
 from continuation.singular.monitor import Monitor
 from continuation.strategies.correctors import TrustRegionCorrector
@@ -33,11 +33,24 @@ def equilibrium():
     mu = torch.tensor([1.0, 2.0, 0.0], dtype=torch.float64)
     x0 = system.flatten(problem.init_params(0))
     g0 = float(system.gradient(x0, mu).norm())
-    near = TrustRegionCorrector(gtol=1e-6 * g0, maxiter=500, lbfgs_iters=300).correct(system, x0, mu)
-    assert near.converged, near.status
+    near = TrustRegionCorrector(gtol=1e-9 * g0, maxiter=500, lbfgs_iters=300).correct(system, x0, mu)
+    assert near.converged and float(system.gradient(near.x, mu).norm()) <= 1e-9 * g0, near.status
     exact = TrustRegionCorrector(gtol=1e-13 * g0, maxiter=30, subproblem="dense").correct(system, near.x, mu)
-    assert exact.converged and exact.iters <= 6, (exact.status, exact.iters)  # quadratic from 1e-6: a few steps
+    assert exact.converged and exact.iters <= 6, (exact.status, exact.iters)  # quadratic from 1e-9: a few steps
     return problem, system, exact.x, mu, g0
+
+
+def test_the_trust_newton_corrector_reaches_a_minimum_where_damped_newton_does_not(equilibrium):
+    """The fixture's L-BFGS-then-trust-region run reached 1e-9 of the start's gradient (Steihaug's CG,
+    then 1e-13 with the exact subproblem) at a point whose dense Hessian is positive definite (a
+    minimum, not a saddle); the damped line-search Newton (`newton`) from the same start has not
+    converged after 30 steps (it shifts the Hessian past the negative curvature it meets)."""
+    problem, system, x, mu, g0 = equilibrium
+    H = torch.func.hessian(lambda v: system.objective(v, mu))(x)
+    eigs = torch.linalg.eigvalsh(0.5 * (H + H.T))
+    assert float(eigs[0]) > 1e-9 * float(eigs[-1]), (float(eigs[0]), float(eigs[-1]))  # round-off: ~1e-16 of it
+    damped = NewtonCG(gtol=1e-9 * g0, maxiter=30).solve(system.objective, system.flatten(problem.init_params(0)), mu)
+    assert not damped.converged
 
 
 def _equilibrium_at(system, x, mu, g0):

@@ -1,14 +1,11 @@
 """Trust-region Newton-CG (solvers/trust_region.py) and the trust-newton corrector: converges to a
-minimum (not a saddle), quadratically at the end, on analytic nonconvex functions; on the
-smooth deterministic MLP it reaches |grad J| <= 1e-9 of its start, at a point whose dense
-Hessian is positive definite."""
+minimum (not a saddle), quadratically at the end, on analytic nonconvex functions. On the
+smooth deterministic MLP: tests/test_exact_route.py."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 
-from solvers import NewtonCG
 from solvers.trust_region import TrustRegionNewton, steihaug_cg
 
 
@@ -59,28 +56,3 @@ def test_steihaug_cg_is_the_newton_step_inside_and_stops_on_the_boundary():
     p, how, _ = steihaug_cg(lambda v: B @ v, g, radius=2.0, rtol=1e-12, maxiter=10)
     assert how == "negative_curvature" and abs(float(p.norm()) - 2.0) < 1e-12
     assert float(g @ p + 0.5 * p @ B @ p) < 0  # the model decreases
-
-
-@pytest.mark.slow  # about 40 s on one thread
-def test_the_trust_newton_corrector_reaches_a_minimum_of_the_smooth_mlp():
-    """The damped line-search Newton (`newton`) stalls on this J (it shifts the Hessian past the
-    negative curvature it meets); L-BFGS then trust-region Newton reaches 1e-9 of the start's
-    gradient, quadratically at the end, at a point where the dense Hessian's lowest eigenvalue
-    is positive (a minimum, not a saddle)."""
-    from problems.registry import PROBLEMS
-    from continuation.strategies.correctors import TrustRegionCorrector
-    from continuation.surface.system import EquilibriumSystem
-
-    problem = PROBLEMS["mlp-smooth"](limit=32, val_limit=8, hidden=4, latent=2, classifier_hidden=4, weight_decay=1e-2,
-                                     samples=2)
-    system = EquilibriumSystem(problem, problem.init_params(0))
-    mu = torch.tensor([1.0, 2.0, 0.0], dtype=torch.float64)
-    x0 = system.flatten(problem.init_params(0))
-    g0 = float(system.gradient(x0, mu).norm())
-    r = TrustRegionCorrector(gtol=1e-9 * g0, maxiter=500, lbfgs_iters=300).correct(system, x0, mu)
-    assert r.converged and float(system.gradient(r.x, mu).norm()) <= 1e-9 * g0
-    H = torch.func.hessian(lambda v: system.objective(v, mu))(r.x)
-    eigs = torch.linalg.eigvalsh(0.5 * (H + H.T))
-    assert float(eigs[0]) > 1e-9 * float(eigs[-1]), (float(eigs[0]), float(eigs[-1]))  # round-off: ~1e-16 of it
-    damped = NewtonCG(gtol=1e-9 * g0, maxiter=30).solve(system.objective, x0, mu)
-    assert not damped.converged  # the case for the trust region

@@ -78,11 +78,9 @@ class OutputLock:
                 fd = os.open(self.file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 pid = self._owner()
-                if pid is not None and pid != os.getpid() and not _pid_alive(pid):
+                if remove_stale_lock(self.path):
                     print(f"note: {self.file}: taking over the lock of pid {pid}, which is no longer running",
                           file=sys.stderr)
-                    with contextlib.suppress(FileNotFoundError):
-                        self.file.unlink()
                     continue
                 if pid is None:
                     raise OutputLocked(f"{self.path} is locked by {self.file}, which names no pid; remove it if no "

@@ -49,7 +49,7 @@ from problems.base import MU_NAMES, mu_index
 from solvers import GMRES, NewtonCG
 from solvers.bordered import Border, BorderedNewton, bordered_solve
 
-from continuation.strategies.options import in_range, integer, positive
+from continuation.strategies.options import hvp_mode, in_range, integer, positive
 from continuation.strategies.correctors import Corrector, CorrectorResult
 from continuation.strategies.predictors import Correction, Prediction, Predictor
 from continuation.strategies.processes import Process
@@ -207,8 +207,7 @@ class BorderedNewtonCorrector(Corrector):
     def __post_init__(self):
         positive("gtol", self.gtol)
         integer("maxiter", self.maxiter, minimum=1)
-        if self.hvp_mode not in ("rev-rev", "fwd-rev"):
-            raise ValueError(f"hvp_mode must be 'rev-rev' or 'fwd-rev', got {self.hvp_mode!r}")
+        hvp_mode(self.hvp_mode)
 
     def _newton(self):
         return BorderedNewton(gtol=self.gtol, maxiter=self.maxiter, hvp_mode=self.hvp_mode)

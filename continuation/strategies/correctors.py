@@ -29,7 +29,7 @@ from problems.base import StochasticProblem
 from solvers import NewtonCG, check_finite
 from solvers.trust_region import TrustRegionNewton
 
-from continuation.strategies.options import integer, non_negative, positive
+from continuation.strategies.options import hvp_mode, integer, non_negative, positive
 from continuation.surface.equilibrate import optimize
 from continuation.surface.work import count, ledger_of
 from continuation.strategies.base import Strategy
@@ -87,8 +87,7 @@ class NewtonCorrector(Corrector):
         # gtol <= 0 can never be met: the run would report that the start "did not equilibrate"
         positive("gtol", self.gtol)
         integer("maxiter", self.maxiter, minimum=1)
-        if self.hvp_mode not in ("rev-rev", "fwd-rev"):
-            raise ValueError(f"hvp_mode must be 'rev-rev' or 'fwd-rev', got {self.hvp_mode!r}")
+        hvp_mode(self.hvp_mode)
 
     def correct(self, system, x, mu):
         res = NewtonCG(gtol=self.gtol, maxiter=self.maxiter, hvp_mode=self.hvp_mode).solve(system.objective, x, mu,
@@ -304,8 +303,7 @@ class TrustRegionCorrector(Corrector):
         if self.subproblem not in ("cg", "dense"):
             raise ValueError(f"subproblem must be 'cg' (Steihaug-Toint) or 'dense' (exact, small problems), got "
                              f"{self.subproblem!r}")
-        if self.hvp_mode not in ("rev-rev", "fwd-rev"):
-            raise ValueError(f"hvp_mode must be 'rev-rev' or 'fwd-rev', got {self.hvp_mode!r}")
+        hvp_mode(self.hvp_mode)
 
     def correct(self, system, x, mu):
         start = time.perf_counter()

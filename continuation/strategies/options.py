@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 import numbers
 
+from solvers import HVP_MODES
+
 MU_NAMES = ("lambda", "gamma", "t")
 
 
@@ -47,6 +49,13 @@ def integer(option: str, value, *, minimum: int | None = None) -> int:
     if minimum is not None and value < minimum:
         raise ValueError(f"{option} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def hvp_mode(value) -> str:
+    """An HVP mode (solvers.HVP_MODES: "rev-rev", "fwd-rev"), or ValueError naming the option."""
+    if value not in HVP_MODES:
+        raise ValueError(f"hvp_mode must be 'rev-rev' or 'fwd-rev', got {value!r}")
+    return value
 
 
 def in_range(option: str, value, lo: float, hi: float, *, closed: bool = True) -> float:
