@@ -26,12 +26,16 @@ def test_report_runs_from_a_non_editable_install(tmp_path):
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copyfile(ROOT / name, src / name)
+    own = _own_install(tmp_path)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    # this environment's pip installs into the venv (--prefix: the venv's own site-packages)
+    # this environment's pip installs into the venv (--prefix: the venv's own site-packages).
+    # --ignore-installed: without it pip first uninstalls this environment's own (editable)
+    # install of the package, and every later step of CI fails to import it.
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
-                    "--prefix", str(venv), "--quiet", str(src)], check=True, cwd=tmp_path)
+                    "--ignore-installed", "--prefix", str(venv), "--quiet", str(src)], check=True, cwd=tmp_path)
+    assert _own_install(tmp_path) == own  # this environment's install untouched (CI's later steps need it)
     shutil.rmtree(src)  # nothing of the copy is left but what was installed
     deps = [p for p in site.getsitepackages() if Path(p).is_dir()]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
@@ -52,3 +56,11 @@ def test_report_runs_from_a_non_editable_install(tmp_path):
     assert "2 of 2 claims hold." in text and "not measured" not in text
     assert (out / "foundation" / "foundation.json").exists() and (out / "gaussian-iso-c" / "results.json").exists()
     assert (out / "gaussian-iso-c" / "gaussian_iso_c.log").read_text().strip()  # the experiment's own log
+
+
+
+def _own_install(cwd) -> str:
+    """Where this environment imports the package from (outside the checkout, so not by its path)."""
+    r = subprocess.run([sys.executable, "-c", "import continuation; print(continuation.__file__)"],
+                       cwd=cwd, capture_output=True, text=True)
+    return r.stdout.strip() if r.returncode == 0 else "not importable: " + r.stderr.strip().splitlines()[-1]
