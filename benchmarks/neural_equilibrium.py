@@ -136,8 +136,8 @@ def main(argv=None) -> int:
             curve = base + [(gp + (r.grads + ratio * r.hvps) * i / n, h[1] / g0) for i, h in enumerate(r.history)]
         record(name, r.x, gp + r.grads, r.hvps, f"{r.status}, {r.iters} iterations", curve)
     print(f"({time.perf_counter() - t:.0f} s)\n")
-    print(f"| method | gradients | HVPs | gradient-equivalents | final |grad J| / |grad J_0| | status | lowest eigenvalue "
-          f"| highest |\n|---|---|---|---|---|---|---|---|")
+    print("| method | gradients | HVPs | gradient-equivalents | final |grad J| / |grad J_0| | status | lowest eigenvalue "
+          "| highest |\n|---|---|---|---|---|---|---|---|")
     for name, grads, hvps, eq, rel, status, low, high in rows:
         print(f"| {name} | {grads} | {hvps} | {eq:.0f} | {rel:.1e} | {status} | {low:.2e} | {high:.2e} |")
     import matplotlib

@@ -71,11 +71,14 @@ def _finish(matvec, b, x, iters, bnorm, rtol, status, curvature=math.nan):
 
 @dataclass
 class CG:
-    """Conjugate gradients on (A + damping I) x = b. Stops on negative curvature."""
+    """Conjugate gradients on (A + damping I) x = b, preconditioned by M^-1 ~ A^-1 when
+    `preconditioner` is given (solvers/preconditioners.py; Saad, Iterative Methods, Alg. 9.1).
+    Stops on negative curvature. The stopping test is on the true-norm residual recurrence."""
 
     rtol: float = RTOL
     maxiter: int | None = None  # default: 2 N
     damping: float = 0.0
+    preconditioner: object | None = None
     name: ClassVar[str] = "cg"
 
     def solve(self, matvec: Callable, b: torch.Tensor, x0: torch.Tensor | None = None) -> KrylovResult:
@@ -85,9 +88,11 @@ class CG:
         x = torch.zeros_like(b) if x0 is None else x0.clone()
         if bnorm == 0.0:
             return KrylovResult(torch.zeros_like(b), 0, 0.0, 0.0, True, "converged")
+        M = _prepared(self.preconditioner, op, b)
         r = b - op(x) if x0 is not None else b.clone()
-        p = r.clone()
-        rr = torch.dot(r, r)
+        z = r if M is None else M.apply(r)
+        p = z.clone()
+        rz = torch.dot(r, z)
         tol2 = (self.rtol * bnorm) ** 2
         status = "max_iters"
         curvature = math.nan
@@ -99,38 +104,71 @@ class CG:
                 status = "negative_curvature"
                 curvature = float(pAp / torch.dot(p, p))
                 break
-            alpha = rr / pAp
+            alpha = rz / pAp
             x = x + alpha * p
             r = r - alpha * Ap
-            rr_new = torch.dot(r, r)
-            if rr_new <= tol2:
+            if torch.dot(r, r) <= tol2:
                 status = "converged"
                 break
-            p = r + (rr_new / rr) * p
-            rr = rr_new
+            z = r if M is None else M.apply(r)
+            rz_new = torch.dot(r, z)
+            p = z + (rz_new / rz) * p
+            rz = rz_new
         return _finish(op, b, x, it, bnorm, self.rtol, status, curvature)
+
+
+def _prepared(preconditioner, op, b):
+    """The preconditioner ready for this operator (built or refreshed from its products), or None."""
+    return None if preconditioner is None else preconditioner.ready_for(op, b)
 
 
 @dataclass
 class MINRES:
-    """MINRES on (A - shift I) x = b for symmetric, possibly indefinite or singular A."""
+    """MINRES on (A - shift I) x = b for symmetric, possibly indefinite or singular A;
+    preconditioned by a symmetric positive definite M^-1 when `preconditioner` is given (as
+    scipy.sparse.linalg.minres's M). Preconditioned, the recurrences estimate the residual in the
+    M^-1-norm; a solve whose estimate met rtol but whose true residual did not is continued from
+    its x with the estimate's target tightened (at most `restarts` times), so "converged" always
+    means the true relative residual <= rtol (to the factor 10 of `_finish`)."""
 
     rtol: float = RTOL
     maxiter: int | None = None  # default: 5 N
     shift: float = 0.0
+    preconditioner: object | None = None
+    restarts: int = 3
     name: ClassVar[str] = "minres"
 
     def solve(self, matvec: Callable, b: torch.Tensor, x0: torch.Tensor | None = None) -> KrylovResult:
         op = matvec if self.shift == 0 else (lambda v: matvec(v) - self.shift * v)
+        M = _prepared(self.preconditioner, op, b)
         maxiter = self.maxiter or 5 * b.numel()
-        eps = torch.finfo(b.dtype).eps
         bnorm = float(torch.linalg.vector_norm(b))
-        x = torch.zeros_like(b) if x0 is None else x0.clone()
         if bnorm == 0.0:
-            return KrylovResult(x, 0, 0.0, 0.0, True, "converged")
+            return KrylovResult(torch.zeros_like(b) if x0 is None else x0.clone(), 0, 0.0, 0.0, True, "converged")
+        target, spent, x = self.rtol, 0, x0
+        for attempt in range(self.restarts + 1 if M is not None else 1):
+            x, it, status = self._iterate(op, M, b, x, target, maxiter - spent)
+            spent += it + (attempt > 0)  # a restart's first residual is a product
+            res = _finish(op, b, x, spent, bnorm, self.rtol, status)
+            if M is None or res.converged or status != "converged" or spent >= maxiter:
+                return res
+            spent += 1  # the residual check's product
+            # the estimate was optimistic: go on from x to 0.5 rtol |b| in the true norm, relative
+            # to the residual it starts from
+            target = min(0.5, 0.5 * self.rtol * bnorm / max(res.residual, 1e-300))
+        return res
+
+    def _iterate(self, op, M, b, x0, rtol, maxiter):
+        """Paige & Saunders' recurrences from x0 (None: 0) to the estimated relative residual
+        rtol; returns (x, products, status)."""
+        eps = torch.finfo(b.dtype).eps
+        x = torch.zeros_like(b) if x0 is None else x0.clone()
         r1 = b - op(x) if x0 is not None else b.clone()
-        y = r1
-        beta1 = float(torch.linalg.vector_norm(r1))
+        y = r1 if M is None else M.apply(r1)
+        beta1 = math.sqrt(max(float(torch.dot(r1, y)), 0.0))
+        bnorm = beta1
+        if beta1 == 0.0:
+            return x, 0, "converged"
         # Lanczos + QR recurrences, as in Paige & Saunders (and scipy.sparse.linalg.minres).
         oldb, beta, dbar, epsln, phibar = 0.0, beta1, 0.0, 0.0, beta1
         cs, sn = -1.0, 0.0
@@ -148,7 +186,9 @@ class MINRES:
             alfa = float(torch.dot(v, y))
             y = y - (alfa / beta) * r2
             r1, r2 = r2, y
-            oldb, beta = beta, float(torch.linalg.vector_norm(y))
+            if M is not None:
+                y = M.apply(r2)
+            oldb, beta = beta, math.sqrt(max(float(torch.dot(r2, y)), 0.0))
             tnorm2 += alfa**2 + oldb**2 + beta**2
             oldeps = epsln
             delta = cs * dbar + sn * alfa
@@ -171,10 +211,10 @@ class MINRES:
             anorm = math.sqrt(tnorm2)
             rnorm = phibar
             arnorm = phibar * root  # ||A r|| estimate: zero at a least-squares solution
-            if rnorm <= self.rtol * bnorm:
+            if rnorm <= rtol * bnorm:
                 status = "converged"
                 break
-            if arnorm <= self.rtol * anorm * max(rnorm, eps):
+            if arnorm <= rtol * anorm * max(rnorm, eps):
                 status = "least_squares"
                 break
             if beta <= eps * anorm:  # Lanczos found an invariant subspace: nothing more to gain
@@ -182,7 +222,7 @@ class MINRES:
                 break
         if status == "breakdown":  # the Krylov space is exhausted: x is its least-squares solution
             status = "least_squares"
-        return _finish(op, b, x, it, bnorm, self.rtol, status)
+        return x, it, status
 
 
 @dataclass

@@ -35,41 +35,56 @@ from .derivatives import check_finite, gradient, hessian_operator
 from .newton import NewtonResult
 
 
-def _to_boundary(z: torch.Tensor, d: torch.Tensor, radius: float) -> torch.Tensor:
-    """z + tau d with tau >= 0 and |z + tau d| = radius (|z| < radius)."""
-    dd, zd, zz = float(d @ d), float(z @ d), float(z @ z)
+def _to_boundary(z: torch.Tensor, d: torch.Tensor, radius: float, zz: float | None = None,
+                 zd: float | None = None, dd: float | None = None) -> torch.Tensor:
+    """z + tau d with tau >= 0 and |z + tau d| = radius (|z| < radius); the norm's inner products
+    zz = z.Mz, zd = z.Md, dd = d.Md where given (the M-norm of preconditioned CG), else Euclidean."""
+    dd = float(d @ d) if dd is None else dd
+    zd = float(z @ d) if zd is None else zd
+    zz = float(z @ z) if zz is None else zz
     tau = (-zd + math.sqrt(max(zd * zd + dd * (radius * radius - zz), 0.0))) / dd
     return z + tau * d
 
 
-def steihaug_cg(hvp: Callable, g: torch.Tensor, radius: float, rtol: float, maxiter: int):
-    """Approximate minimiser of g.p + p.A p / 2 over |p| <= radius (Nocedal & Wright Alg. 7.2).
+def steihaug_cg(hvp: Callable, g: torch.Tensor, radius: float, rtol: float, maxiter: int, precondition=None):
+    """Approximate minimiser of g.p + p.A p / 2 over |p|_M <= radius (Nocedal & Wright Alg. 7.2;
+    with a preconditioner M^-1 = `precondition` (r -> M^-1 r, symmetric positive definite), the
+    preconditioned form of their section 7.2 / Gould, Lucidi, Roma & Toint 1999: the ball is in
+    the M-norm, whose inner products z.Mz, z.Md, d.Md follow by recurrences without products with
+    M). Without one, M = I.
 
-    Returns (p, how, iters): how is "converged" (|A p + g| <= rtol |g|), "boundary" (left the
-    ball), "negative_curvature" (followed d with d.A d <= 0 to the boundary) or "max_iters";
-    iters = HVPs spent."""
+    Returns (p, how, iters, |p|_M): how is "converged" (|A p + g| <= rtol |g|, Euclidean), "boundary"
+    (left the ball), "negative_curvature" (followed d with d.A d <= 0 to the boundary) or
+    "max_iters"; iters = HVPs spent."""
     z = torch.zeros_like(g)
     r = g.clone()
-    d = -r
+    y = r if precondition is None else precondition(r)
+    d = -y
     gnorm = float(torch.linalg.vector_norm(g))
-    rr = float(r @ r)
+    ry = float(r @ y)
+    zz, zd, dd = 0.0, 0.0, ry  # z.Mz, z.Md, d.Md (d = -M^-1 r: d.Md = r.M^-1 r)
     for j in range(maxiter):
         Ad = hvp(d)
         dAd = float(d @ Ad)
         if not dAd > 0:
-            return _to_boundary(z, d, radius), "negative_curvature", j + 1
-        alpha = rr / dAd
-        z_next = z + alpha * d
-        if float(torch.linalg.vector_norm(z_next)) >= radius:
-            return _to_boundary(z, d, radius), "boundary", j + 1
+            return _to_boundary(z, d, radius, zz, zd, dd), "negative_curvature", j + 1, radius
+        alpha = ry / dAd
+        zz_next = zz + 2 * alpha * zd + alpha * alpha * dd
+        if zz_next >= radius * radius:
+            return _to_boundary(z, d, radius, zz, zd, dd), "boundary", j + 1, radius
+        z = z + alpha * d
         r = r + alpha * Ad
-        rr_next = float(r @ r)
-        z = z_next
-        if math.sqrt(rr_next) <= rtol * gnorm:
-            return z, "converged", j + 1
-        d = -r + (rr_next / rr) * d
-        rr = rr_next
-    return z, "max_iters", maxiter
+        if float(torch.linalg.vector_norm(r)) <= rtol * gnorm:
+            return z, "converged", j + 1, math.sqrt(zz_next)
+        y = r if precondition is None else precondition(r)
+        ry_next = float(r @ y)
+        beta = ry_next / ry
+        zd = beta * (zd + alpha * dd)
+        dd = ry_next + beta * beta * dd
+        zz = zz_next
+        d = -y + beta * d
+        ry = ry_next
+    return z, "max_iters", maxiter, math.sqrt(zz)
 
 
 def exact_subproblem(A: torch.Tensor, g: torch.Tensor, radius: float):
@@ -129,6 +144,7 @@ class TrustRegionNewton:
     accept: float = 0.1
     hvp_mode: str = "rev-rev"
     subproblem: str = "cg"  # "cg": Steihaug-Toint; "dense": exact, A assembled from N HVPs (small N)
+    preconditioner: object | None = None  # solvers/preconditioners.py; the ball is then in its M-norm
 
     def solve(self, f: Callable, x0: torch.Tensor, mu: torch.Tensor, deflation: Callable | None = None) -> NewtonResult:
         """From x0 at mu. deflation: x -> a Deflation of known zero modes of Hess f (or None):
@@ -161,14 +177,19 @@ class TrustRegionNewton:
                 predicted = -(float(g @ p) + 0.5 * float(p @ (A @ p)))
             else:
                 eta = min(self.eta_max, gnorm)
-                p, how, used = steihaug_cg(op, rhs, radius, eta, cg_maxiter)
+                M = None
+                if self.preconditioner is not None:
+                    before = self.preconditioner.build_products
+                    M = self.preconditioner.ready_for(op, rhs)
+                    hvps += M.build_products - before
+                p, how, used, pnorm = steihaug_cg(op, rhs, radius, eta, cg_maxiter, None if M is None else M.apply)
                 hvps += used + 1
                 predicted = -(float(g @ p) + 0.5 * float(p @ op(p)))
             negative += how == "negative_curvature"
             trial_x = x + p
             trial = f(trial_x, mu)
             fevals += 1
-            plen = float(torch.linalg.vector_norm(p))
+            plen = float(torch.linalg.vector_norm(p)) if self.subproblem == "dense" else pnorm
             if not torch.isfinite(trial):
                 radius = 0.25 * plen
             else:

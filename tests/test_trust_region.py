@@ -47,12 +47,27 @@ def test_steihaug_cg_is_the_newton_step_inside_and_stops_on_the_boundary():
     A = torch.diag(torch.tensor([1.0, 4.0, 9.0], dtype=torch.float64))
     g = torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)
     newton = -torch.linalg.solve(A, g)
-    p, how, _ = steihaug_cg(lambda v: A @ v, g, radius=10.0, rtol=1e-12, maxiter=10)
+    p, how, _, _ = steihaug_cg(lambda v: A @ v, g, radius=10.0, rtol=1e-12, maxiter=10)
     assert how == "converged" and torch.allclose(p, newton, atol=1e-12)
-    p, how, _ = steihaug_cg(lambda v: A @ v, g, radius=0.5, rtol=1e-12, maxiter=10)
+    p, how, _, _ = steihaug_cg(lambda v: A @ v, g, radius=0.5, rtol=1e-12, maxiter=10)
     assert how == "boundary" and abs(float(p.norm()) - 0.5) < 1e-12 and float(g @ p) < 0
     B = torch.diag(torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64))  # indefinite
     g = torch.tensor([0.1, 1.0, 0.1], dtype=torch.float64)  # -g has negative curvature: d.B d = -1.96
-    p, how, _ = steihaug_cg(lambda v: B @ v, g, radius=2.0, rtol=1e-12, maxiter=10)
+    p, how, _, _ = steihaug_cg(lambda v: B @ v, g, radius=2.0, rtol=1e-12, maxiter=10)
     assert how == "negative_curvature" and abs(float(p.norm()) - 2.0) < 1e-12
     assert float(g @ p + 0.5 * p @ B @ p) < 0  # the model decreases
+
+
+def test_preconditioned_steihaug_measures_the_ball_in_the_m_norm():
+    """With M^-1 = diag(1/m): the Newton step inside the M-ball is the same step; on the boundary
+    p.M p = radius^2 (the recurrences for z.Mz, z.Md, d.Md against the explicit M-norm)."""
+    A = torch.diag(torch.tensor([1.0, 4.0, 9.0, 100.0], dtype=torch.float64))
+    m = torch.tensor([2.0, 3.0, 7.0, 90.0], dtype=torch.float64)
+    g = torch.tensor([1.0, -1.0, 2.0, 1.0], dtype=torch.float64)
+    newton = -torch.linalg.solve(A, g)
+    p, how, _, pnorm = steihaug_cg(lambda v: A @ v, g, radius=10.0, rtol=1e-13, maxiter=10, precondition=lambda r: r / m)
+    assert how == "converged" and torch.allclose(p, newton, atol=1e-13)
+    assert abs(pnorm - float(torch.sqrt(p @ (m * p)))) < 1e-12
+    p, how, _, pnorm = steihaug_cg(lambda v: A @ v, g, radius=0.3, rtol=1e-13, maxiter=10, precondition=lambda r: r / m)
+    assert how == "boundary" and abs(float(torch.sqrt(p @ (m * p))) - 0.3) < 1e-12 and pnorm == 0.3
+    assert float(g @ p + 0.5 * p @ A @ p) < 0

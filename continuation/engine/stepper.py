@@ -108,6 +108,7 @@ class Stepper:
         self.monitor = monitor
         self.finder = None if monitor is None else EventFinder(self, monitor)
         self.system = EquilibriumSystem(problem, template, hvp_mode=hvp_mode)
+        self.system.preconditioner = getattr(solver, "preconditioner", None)
         self.solver = solver
         self.roles = strategies.roles(monitor)
         stochastic = isinstance(problem, StochasticProblem)

@@ -8,7 +8,9 @@
     [predictor]  name = "ode" (method = "euler" | "rk4" | "dopri5") | "secant" | "none" | "pseudo-arclength"
     [corrector]  name = "newton" | "adam" | "sgd" | "lbfgs" | "bordered-newton"
     [projection] name = "none" | "newton" | "secant" (onto the process's held functional)
-    [krylov]     name = "minres" | "cg", rtol, maxiter; hvp_mode = "fwd-rev" | "rev-rev" (for the tangents)
+    [krylov]     name = "minres" | "cg", rtol, maxiter; hvp_mode = "fwd-rev" | "rev-rev" (for the tangents);
+                 preconditioner = "spectral", preconditioner_rank, preconditioner_tol, preconditioner_refresh
+                 (solvers/preconditioners.py: the tangent solves and the trust-newton corrector's CG)
     [steps]      name = "adaptive" (initial, min_step, max_step, grow, shrink, max_angle_deg,
                  max_drift, ...) | "fixed" (size) | "held" (initial, max_miss, min_step, max_step,
                  grow, shrink, max_factor: steps that shrink where the projection cannot hold
@@ -195,6 +197,30 @@ def _check_krylov(options: dict) -> None:
         raise ConfigError(f"[krylov] damping must be >= 0, got {options['damping']!r}")
 
 
+PRECONDITIONER_KEYS = {"preconditioner_rank": "rank", "preconditioner_tol": "tol",
+                       "preconditioner_refresh": "refresh"}
+
+
+def _preconditioner(krylov: dict):
+    """`[krylov] preconditioner = "spectral"` and its preconditioner_* options, popped from the
+    table (solvers/preconditioners.py), or None; ConfigError on a bad name or value."""
+    from solvers.preconditioners import PRECONDITIONERS, make_preconditioner
+
+    name = krylov.pop("preconditioner", None)
+    options = {PRECONDITIONER_KEYS[k]: krylov.pop(k) for k in list(krylov) if k in PRECONDITIONER_KEYS}
+    if name is None:
+        if options:
+            raise ConfigError(f"[krylov] {', '.join('preconditioner_' + k for k in options)} given without "
+                              f"preconditioner = ...; valid: {', '.join(PRECONDITIONERS)}")
+        return None
+    if not isinstance(name, str):
+        raise ConfigError(f"[krylov] preconditioner must be a name, got {name!r}; valid: {', '.join(PRECONDITIONERS)}")
+    try:
+        return make_preconditioner(name, **options)
+    except ValueError as e:
+        raise ConfigError(f"[krylov] {first_line(e, typed=False)}") from None
+
+
 def load_config(path) -> dict:
     path = Path(path)
     if not path.exists():
@@ -333,7 +359,13 @@ def build_run(config: dict, *, check_start: bool = True) -> dict:
         raise ConfigError(f"[krylov] hvp_mode must be 'fwd-rev' or 'rev-rev', got {hvp_mode!r}")
     run = {name: build(name, config.get(name)) for name in ("problem", "process", "predictor", "corrector",
                                                             "projection", "steps")}
+    preconditioner = _preconditioner(krylov)
     run["krylov"], run["hvp_mode"] = build("krylov", krylov), hvp_mode
+    if preconditioner is not None:
+        if not hasattr(run["krylov"], "preconditioner"):
+            raise ConfigError(f"[krylov] preconditioner works with name = \"cg\" or \"minres\", not "
+                              f"{krylov.get('name', DEFAULT_NAMES['krylov'])!r}")
+        run["krylov"].preconditioner = preconditioner
     options = _checked_options("stop", config.get("stop", {}), _parameters(StopRule), "[stop]",
                                _annotations(StopRule))
     try:

@@ -280,7 +280,8 @@ class TrustRegionCorrector(Corrector):
 
     cg_maxiter: CG iterations per trust-region model (0: the dimension); subproblem "dense":
     each model solved exactly from the Hessian assembled by N HVPs (small problems, whatever
-    their conditioning). Cost: the L-BFGS
+    their conditioning). The CG is preconditioned by the run's `[krylov] preconditioner` where
+    one is set (the system's; its trust region is then in the M-norm). Cost: the L-BFGS
     gradients (about one per iteration), then per trust-region iteration one gradient, one
     objective evaluation and the CG HVPs plus one."""
 
@@ -312,8 +313,9 @@ class TrustRegionCorrector(Corrector):
             pre = LBFGSCorrector(gtol=self.gtol, maxiter=self.lbfgs_iters, history=30).run(system, x, mu)
             x, lbfgs_grads = pre.x, pre.grads
         res = TrustRegionNewton(gtol=self.gtol, maxiter=self.maxiter, cg_maxiter=self.cg_maxiter or None,
-                                hvp_mode=self.hvp_mode, subproblem=self.subproblem).solve(system.objective, x, mu,
-                                                                                          deflation=system.deflation)
+                                hvp_mode=self.hvp_mode, subproblem=self.subproblem,
+                                preconditioner=getattr(system, "preconditioner", None)).solve(
+            system.objective, x, mu, deflation=system.deflation)
         count(system, gradients=res.grads, hvps=res.hvps, evaluations=res.fevals)
         return self.counted(system, CorrectorResult(res.x, res.converged, res.status, res.iters, res.grad_norm,
                                                     res.hvps, res.grads + lbfgs_grads, time.perf_counter() - start))

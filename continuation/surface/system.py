@@ -35,6 +35,9 @@ class EquilibriumSystem:
         self.view = FlatView(theta_example)
         self.hvp_mode = hvp_mode
         self.ledger = Ledger()  # the work spent through this system since the stepper last took it
+        # the run's preconditioner (solvers/preconditioners.py; the [krylov] solver's), shared by the
+        # tangent solves and a corrector's Krylov solves: they solve with the same Hessian
+        self.preconditioner = None
 
     # -- flat functions of (x, mu) -----------------------------------------------------------
     def objective(self, x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
