@@ -89,3 +89,19 @@ def test_the_exact_route_configuration_builds_what_the_docs_say():
     assert sum(v.numel() for part in problem.init_params(0).values() for v in part.values()) == 674
     assert (run["corrector"].name, run["corrector"].subproblem, run["krylov"].__class__.__name__,
             run["projection"].name) == ("trust-newton", "dense", "Dense", "newton")
+
+
+def test_force_scale_is_the_sum_of_the_terms_gradient_norms(small):
+    """grad_norm_rel's denominator (EquilibriumSystem.force_scale) against each term's gradient
+    taken apart: R, D, C by torch.func.grad of each functional alone, the prior's in closed form
+    (w theta)."""
+    problem, system = small
+    theta = problem.init_params(5)
+    x = system.flatten(theta)
+    mu = torch.tensor([0.7, 3.0, 0.0], dtype=torch.float64)
+    norms = []
+    for i, name in enumerate(("R", "D", "C")):
+        g = torch.func.grad(lambda v: problem.functionals(system.unflatten(v), mu)[name])(x)
+        norms.append([1.0, 0.7, 3.0][i] * float(g.norm()))
+    norms.append(problem.weight_decay * float(x.norm()))  # grad of (w/2)|theta|^2
+    assert system.force_scale(x, mu) == pytest.approx(sum(norms), rel=1e-12)

@@ -184,7 +184,7 @@ def test_paper_route_start_and_one_step_counts_every_pass(monkeypatch):
     assert_columns_match(ds, counter, corrector)
     # start: 1 settle + 4 (law); step: 4 (law on the new draw) + 1 (corrector) + 4 (law at the new point)
     assert ds["corrector_runs"].values.tolist() == [5, 9]
-    assert counter.counts["gradients"] == 14 * 13  # 12 updates and the final check per run
+    assert counter.counts["gradients"] == 14 * 13 + 2 * 4  # 12 updates and the final check per run; grad_norm_rel: 4 per row
     assert int(ds["hvps"].sum()) == 0 and int(ds["mixed_partials"].sum()) == 0
 
 

@@ -148,8 +148,9 @@ class Stepper:
         system's ledger, taken (read and reset): everything spent since the last row."""
         f = point.ctx.functionals()
         G = self.held(point.ctx)
+        scale = self.system.force_scale(point.x, point.mu)
         head = {"s": point.s, **named(point.mu), "R": f["R"], "D": f["D"], "C": f["C"], "F": point.ctx.objective(),
-                "grad_norm": grad_norm}
+                "grad_norm": grad_norm, "grad_norm_rel": grad_norm / scale if scale > 0 else math.nan}
         tail = {"seconds": seconds, "step_size": step_size, "next_step": next_step, "rejected": int(rejected),
                 "C_drift": _relative(f["C"], state.C0),
                 "constraint_drift": math.nan if G is None or state.G0 is None else _relative(G, state.G0),

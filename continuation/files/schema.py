@@ -9,6 +9,8 @@ Schema (one value per accepted point):
 | lambda, gamma, t  | continuation parameters                                             |
 | R, D, C, F        | functionals and free energy J(theta; mu) after correction           |
 | grad_norm         | ||grad_theta J|| after correction                                    |
+| grad_norm_rel     | grad_norm over |grad R| + lambda |grad D| + gamma |grad C| + |grad  |
+|                   | of J's other terms|: how well the forces cancel (1: not at all)     |
 | krylov_iters      | Krylov matvecs (HVPs) of this step's tangent and projection solves  |
 | hvps              | every HVP of the step: krylov_iters and the corrector's (Newton-CG) |
 | gradients         | gradient evaluations of J of the step (corrector updates and checks) |
@@ -107,6 +109,8 @@ VARIABLE_ATTRS = {
     "source_val_loss": (NATS, "source-task validation cross-entropy at the encoder mean"),
     "source_val_acc": ("1", "source-task validation accuracy (fraction correct)"),
     "grad_norm": (PER_PARAMETER, "norm of grad_theta J after correction"),
+    "grad_norm_rel": ("1", "grad_norm over the sum of the norms of J's terms' gradients (|grad R| + lambda |grad D| + "
+                           "gamma |grad C| + the rest's): how well the forces cancel"),
     "krylov_iters": ("1", "Krylov matvecs (HVPs) of the step's tangent and projection solves"),
     "hvps": ("1", "Hessian-vector products of the step (Krylov solves and corrector)"),
     "gradients": ("1", "gradient evaluations of J of the step (corrector updates and checks)"),

@@ -80,6 +80,18 @@ class EquilibriumSystem:
         self.ledger.count(gradients=1)
         return check_finite(gradient(self.objective, x, mu), "gradient of J")
 
+    def force_scale(self, x, mu) -> float:
+        """|grad R| + lambda |grad D| + gamma |grad C| + |grad (J - R - lambda D - gamma C)|: the size
+        of the forces that cancel at an equilibrium, so that |grad J| / force_scale is how well they
+        cancel (the path's grad_norm_rel; the last term is a weight prior, a task mixture, ...).
+        Cost: four gradients (of R, D, C and J)."""
+        parts = [gradient(lambda v, m, i=i: self.functionals(v, m)[i], x, mu) for i in range(3)]
+        g = gradient(self.objective, x, mu)
+        self.ledger.count(gradients=4)
+        terms = [parts[0], mu[0] * parts[1], mu[1] * parts[2]]
+        terms.append(g - sum(terms))
+        return float(sum(torch.linalg.vector_norm(t) for t in terms))
+
     def hessian(self, x, mu):
         """v -> A v with A = Hess_theta J(theta; mu); on the problem's HVP batch if it has one
         (`Problem.hessian_objective`: a subsampled Hessian beside a full gradient). Each product
