@@ -508,3 +508,19 @@ def test_the_secant_predictor_lands_on_milestones_and_the_target_it_would_pass(c
     assert ds.attrs["stop_reason"] == "target lambda = 4.0 reached" and max(lams) == 4.0
     assert lams.count(2.0) == 1 and lams.count(3.0) == 1
     assert gamma_errors(competition.closed, ds).max() <= 1e-9
+
+
+def test_a_point_that_missed_the_held_tolerance_stops_the_run_saying_so(competition):
+    """The secant with one iterate and crude tangents (one MINRES iteration) cannot restore C to
+    1e-11 in a step of 0.2: the run writes the point, whose C_drift shows the miss, and ends
+    "stopped" naming the step, the miss and the tolerance, never "finished" (issue 25: a missed
+    tolerance was silent). With its iterates the same route finishes (the test above)."""
+    ds = continue_path(competition.problem, iso_classification(clock="lambda", tol=1e-11), NoPredictor(),
+                       NewtonCorrector(gtol=1e-12), FixedSteps(size=0.2),
+                       StopRule(max_steps=60, target={"lambda": 1.8}), projection=SecantProjection(max_iter=1),
+                       start=(1.0, 1.0), output=Output(progress=False), solver=MINRES(rtol=1e-12, maxiter=1))
+    assert ds.attrs["status"] == "stopped"
+    assert ds.sizes["step"] == 2 and abs(float(ds["C_drift"][-1])) > 1e-11
+    reason = ds.attrs["stop_reason"]
+    assert reason.startswith("step 1: C missed its tolerance") and "against tol 1e-11" in reason, reason
+    assert f"{abs(float(ds['C_drift'][-1])):.3g} from its start" in reason

@@ -71,3 +71,23 @@ def test_preconditioned_steihaug_measures_the_ball_in_the_m_norm():
     p, how, _, pnorm = steihaug_cg(lambda v: A @ v, g, radius=0.3, rtol=1e-13, maxiter=10, precondition=lambda r: r / m)
     assert how == "boundary" and abs(float(torch.sqrt(p @ (m * p))) - 0.3) < 1e-12 and pnorm == 0.3
     assert float(g @ p + 0.5 * p @ A @ p) < 0
+
+
+def test_lbfgs_switch_skips_the_globalisation_near_an_equilibrium(competition):
+    """lbfgs_switch: L-BFGS only while |grad J| > lbfgs_switch. From a point whose gradient is
+    already below it, the corrector spends two L-BFGS gradients (the entry closure and the exit check) and goes to the
+    trust region; without it, L-BFGS runs to gtol first. Both end at the same equilibrium."""
+    from continuation.strategies.correctors import TrustRegionCorrector
+    from continuation.surface.system import EquilibriumSystem
+
+    problem = competition.problem
+    system = EquilibriumSystem(problem, problem.init_params(0))
+    mu = torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64)
+    x0 = system.flatten(problem.init_params(0))
+    g0 = float(system.gradient(x0, mu).norm())
+    near = TrustRegionCorrector(gtol=1e-12, lbfgs_iters=500, lbfgs_switch=2 * g0).correct(system, x0, mu)
+    far = TrustRegionCorrector(gtol=1e-12, lbfgs_iters=500).correct(system, x0, mu)
+    assert near.converged and far.converged
+    assert torch.allclose(near.x, far.x, atol=1e-9)
+    trust = TrustRegionCorrector(gtol=1e-12).correct(system, x0, mu)  # no L-BFGS at all
+    assert near.grads == trust.grads + 2 < far.grads and near.hvps == trust.hvps  # the same trust-region run

@@ -191,11 +191,12 @@ def test_paper_route_start_and_one_step_counts_every_pass(monkeypatch):
 def test_default_route_counts_every_pass(monkeypatch):
     """The default route (continuation/apps/defaults.py): the exact iso-C law on the fixed-noise
     training C, no predictor, Adam with re-drawn noise, the secant projection; tangents by
-    shifted MINRES on the HVP batch."""
+    shifted MINRES on the HVP batch. C held to 5% (10 Adam updates on this small model do not hold
+    the default's 0.5%, and a miss stops a run: the test counts passes, not the hold)."""
     problem = small_mlp()
     corrector = AdamCorrector(steps=10, eta_max=1e-3, resample_every=5)
     counter = IndependentCounter(monkeypatch, problem, corrector)
-    ds = continue_path(problem, IsoClassification(tol=5e-3, measure="evaluation", clock="lambda"), NoPredictor(),
+    ds = continue_path(problem, IsoClassification(tol=5e-2, measure="evaluation", clock="lambda"), NoPredictor(),
                        corrector, FixedSteps(size=0.075), StopRule(max_steps=3), projection=SecantProjection(),
                        start=Start(mu=(0.5, 2.0), equilibrate=True), output=Output(progress=False),
                        solver=MINRES(rtol=1e-2, maxiter=8, shift=-0.1))

@@ -329,7 +329,24 @@ class Stepper:
                        angle=_angle(current.tangent, new.tangent))
         if self.monitor is not None:
             row["events"], row["monitor_hvps"] = events, 0 if spent is None else spent.hvps
-        return self.judged(nxt), row
+        return self.missed(self.judged(nxt), attempt.miss), row
+
+    def missed(self, state: State, miss: float | None) -> State:
+        """The state stopped when its point is farther from the held value than the process's tol
+        (or the step control's max_miss, where it accepts up to that: held steps), say a secant
+        that used up its iterates or a projection that did not converge: the point is
+        written (its C_drift / constraint_drift say by how much) and the run ends "stopped" saying
+        so, never "finished" over a point that missed (issue 25; cases/NEURAL.md)."""
+        # the step control's acceptance bound where it has one (held steps accept up to max_miss)
+        tol = max(getattr(self.s.process, "tol", 0.0), getattr(self.s.control, "max_miss", 0.0))
+        if miss is None or not self.s.projection.holds_to_tol or not tol > 0 or miss <= tol:
+            return state
+        held = getattr(self.s.process, "holds", None) or "the held functional"
+        after = f"; the stop rule had also ended it: {state.reason}" if state.reason else ""
+        return replace(state, status="stopped",
+                       reason=f"step {state.step}: {held} missed its tolerance, {miss:.3g} from its start (relative) "
+                              f"against tol {tol:g} (the {self.s.projection.name} projection did not restore it; the "
+                              f"point is written){after}")
 
     def _assess(self, current: Point, attempt: Attempt) -> Verdict:
         """The step control's verdict on an attempt from `current` (StepControl.assess)."""

@@ -272,8 +272,10 @@ class LBFGSCorrector(Corrector):
 @final
 @dataclass
 class TrustRegionCorrector(Corrector):
-    """For nonconvex J (networks): `lbfgs_iters` L-BFGS iterations (strong Wolfe) to enter Newton's
-    basin, then trust-region Newton-CG (Steihaug-Toint, solvers.TrustRegionNewton) to
+    """For nonconvex J (networks): up to `lbfgs_iters` L-BFGS iterations (strong Wolfe) to enter
+    Newton's basin, stopping once ||grad J|| <= max(gtol, lbfgs_switch) (none when the entry
+    point is already there: a predicted point near the last equilibrium goes straight to
+    Newton), then trust-region Newton-CG (Steihaug-Toint, solvers.TrustRegionNewton) to
     ||grad J|| <= gtol, which follows negative curvature out of saddles and converges
     quadratically at the end (the damped line-search Newton, `newton`, shifts the Hessian past
     negative curvature instead, and stalls on networks: docs/neural_equilibrium.md).
@@ -289,6 +291,7 @@ class TrustRegionCorrector(Corrector):
     maxiter: int = 200
     cg_maxiter: int = 0
     lbfgs_iters: int = 0
+    lbfgs_switch: float = 0.0
     subproblem: str = "cg"
     hvp_mode: str = "rev-rev"
     name = "trust-newton"
@@ -301,6 +304,7 @@ class TrustRegionCorrector(Corrector):
         integer("maxiter", self.maxiter, minimum=1)
         integer("cg_maxiter", self.cg_maxiter, minimum=0)
         integer("lbfgs_iters", self.lbfgs_iters, minimum=0)
+        non_negative("lbfgs_switch", self.lbfgs_switch)
         if self.subproblem not in ("cg", "dense"):
             raise ValueError(f"subproblem must be 'cg' (Steihaug-Toint) or 'dense' (exact, small problems), got "
                              f"{self.subproblem!r}")
@@ -310,7 +314,8 @@ class TrustRegionCorrector(Corrector):
         start = time.perf_counter()
         lbfgs_grads = 0
         if self.lbfgs_iters > 0:
-            pre = LBFGSCorrector(gtol=self.gtol, maxiter=self.lbfgs_iters, history=30).run(system, x, mu)
+            pre = LBFGSCorrector(gtol=max(self.gtol, self.lbfgs_switch), maxiter=self.lbfgs_iters,
+                                 history=30).run(system, x, mu)
             x, lbfgs_grads = pre.x, pre.grads
         res = TrustRegionNewton(gtol=self.gtol, maxiter=self.maxiter, cg_maxiter=self.cg_maxiter or None,
                                 hvp_mode=self.hvp_mode, subproblem=self.subproblem,

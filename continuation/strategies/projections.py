@@ -65,6 +65,9 @@ class Projection(Strategy):
     # True: the projection uses the equilibrium tangents (Newton in mu), so it needs a deterministic
     # problem (strategies/checks.py check_combination)
     needs_equilibria: ClassVar[bool] = False
+    # True: the projection restores the held functional to the process's tol, so a point it
+    # leaves farther away is a miss the run reports (engine/stepper.py); "none" holds nothing
+    holds_to_tol: ClassVar[bool] = True
 
     @abstractmethod
     def project(self, task: ProjectionTask) -> Projected:
@@ -81,6 +84,7 @@ class NoProjection(Projection):
     """The law alone: no projection."""
 
     name: ClassVar[str] = "none"
+    holds_to_tol: ClassVar[bool] = False
 
     def project(self, task):
         return _unprojected(task)
