@@ -337,15 +337,19 @@ class Stepper:
         that used up its iterates or a projection that did not converge: the point is
         written (its C_drift / constraint_drift say by how much) and the run ends "stopped" saying
         so, never "finished" over a point that missed (issue 25; cases/NEURAL.md)."""
-        # the step control's acceptance bound where it has one (held steps accept up to max_miss)
-        tol = max(getattr(self.s.process, "tol", 0.0), getattr(self.s.control, "max_miss", 0.0))
-        if miss is None or not self.s.projection.holds_to_tol or not tol > 0 or miss <= tol:
+        # relative to |G0|, as the miss; the Newton projection stops at tol max(|G0|, 1), so below
+        # |G0| = 1 its bound is tol / |G0|; the step control's where it has one (held steps: max_miss)
+        tol = getattr(self.s.process, "tol", 0.0)
+        G0 = state.G0
+        bound = tol * max(1.0, 1.0 / abs(G0)) if G0 else tol
+        bound = max(bound, getattr(self.s.control, "max_miss", 0.0))
+        if miss is None or not self.s.projection.holds_to_tol or not tol > 0 or miss <= bound:
             return state
         held = getattr(self.s.process, "holds", None) or "the held functional"
         after = f"; the stop rule had also ended it: {state.reason}" if state.reason else ""
         return replace(state, status="stopped",
                        reason=f"step {state.step}: {held} missed its tolerance, {miss:.3g} from its start (relative) "
-                              f"against tol {tol:g} (the {self.s.projection.name} projection did not restore it; the "
+                              f"against {bound:.3g} (the {self.s.projection.name} projection did not restore it; the "
                               f"point is written){after}")
 
     def _assess(self, current: Point, attempt: Attempt) -> Verdict:
