@@ -1,8 +1,10 @@
-"""What the smooth deterministic objective changes against the paper's model, at the default width,
-and what its weight prior costs and buys (docs/neural_equilibrium.md, issue 25 item 1).
+"""The smooth deterministic objective against the paper's model at the default width, by weight prior.
 
-    python benchmarks/smooth_objective.py                         # about 15 minutes on one core
-    python benchmarks/smooth_objective.py --weight-decays 1e-1 --paper-steps 0
+What the smooth model (problems/smooth_network.py) changes against the paper's model, and what
+its weight prior costs and buys (docs/neural_equilibrium.md, issue 25 item 1).
+
+    python benchmarks/smooth_objective.py                                 # w = 0.1 and 0.03: about 10 minutes on one core
+    python benchmarks/smooth_objective.py --weight-decays 1e-2 --lbfgs 3000 --maxiter 20   # w = 1e-2 (not solved)
 
 On the bundled digits (1,438 training images) with the default run's model (64-128-8 / 8-12-10,
 decoder standard deviation 0.3, two noise draws per image) at the default run's start
@@ -15,7 +17,8 @@ decoder standard deviation 0.3, two noise draws per image) at the default run's 
   its initial value or `--lbfgs` evaluations, then trust-region Newton-CG
   (solvers/trust_region.py) to `--rtol` times the initial |grad J|.
 
-Prints per model: R, D, C on the training set (one fixed noise draw; nats per sample), the
+Prints per model: R, D, C on the training set (nats per sample; the paper's model: one fixed
+noise draw, its evaluation metrics; the smooth model: its own J's K fixed draws per image), the
 prior's value, train and validation accuracy (the classifier at the encoder mean), |grad J|
 relative to its initial value, gradients and HVPs spent, seconds. R, D, C are those of the
 objective each model minimises; the smooth model's J adds the prior.
@@ -71,17 +74,17 @@ def metrics(problem, theta) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weight-decays", default="1e-2,3e-2,1e-1")
-    ap.add_argument("--lam", type=float, default=0.25)
-    ap.add_argument("--gamma", type=float, default=4.0)
-    ap.add_argument("--decoder-std", type=float, default=0.3)
-    ap.add_argument("--samples", type=int, default=2)
+    ap.add_argument("--weight-decays", default="1e-1,3e-2", help="comma-separated weight priors w of the smooth model")
+    ap.add_argument("--lam", type=float, default=0.25, help="lambda")
+    ap.add_argument("--gamma", type=float, default=4.0, help="gamma")
+    ap.add_argument("--decoder-std", type=float, default=0.3, help="the Gaussian decoder's standard deviation")
+    ap.add_argument("--samples", type=int, default=2, help="noise draws per image")
     ap.add_argument("--paper-steps", type=int, default=5000, help="Adam updates for the paper's model (0: skip it)")
-    ap.add_argument("--lbfgs", type=int, default=6000)
-    ap.add_argument("--switch", type=float, default=1e-6)
-    ap.add_argument("--maxiter", type=int, default=300)
-    ap.add_argument("--rtol", type=float, default=1e-8)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lbfgs", type=int, default=6000, help="L-BFGS evaluations at most, before the trust region")
+    ap.add_argument("--switch", type=float, default=1e-6, help="L-BFGS stops at this |grad J| / |grad J_0|")
+    ap.add_argument("--maxiter", type=int, default=300, help="trust-region iterations at most")
+    ap.add_argument("--rtol", type=float, default=1e-8, help="the trust region stops at this |grad J| / |grad J_0|")
+    ap.add_argument("--seed", type=int, default=0, help="initialisation seed (both models)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     mu = torch.tensor([args.lam, args.gamma, 0.0], dtype=torch.float64)

@@ -117,6 +117,14 @@ class CG:
         return _finish(op, b, x, it, bnorm, self.rtol, status, curvature)
 
 
+def _mnorm(r, y, M) -> float:
+    """sqrt(r . M^-1 r) with y = M^-1 r; without M the Euclidean norm exactly as before (the same
+    rounding: a stochastic route amplifies an ulp of its tangents into a different path)."""
+    if M is None:
+        return float(torch.linalg.vector_norm(r))
+    return math.sqrt(max(float(torch.dot(r, y)), 0.0))
+
+
 def _prepared(preconditioner, op, b):
     """The preconditioner ready for this operator (built or refreshed from its products), or None."""
     return None if preconditioner is None else preconditioner.ready_for(op, b)
@@ -135,7 +143,7 @@ class MINRES:
     maxiter: int | None = None  # default: 5 N
     shift: float = 0.0
     preconditioner: object | None = None
-    restarts: int = 3
+    restarts: ClassVar[int] = 3
     name: ClassVar[str] = "minres"
 
     def solve(self, matvec: Callable, b: torch.Tensor, x0: torch.Tensor | None = None) -> KrylovResult:
@@ -147,7 +155,8 @@ class MINRES:
             return KrylovResult(torch.zeros_like(b) if x0 is None else x0.clone(), 0, 0.0, 0.0, True, "converged")
         target, spent, x = self.rtol, 0, x0
         for attempt in range(self.restarts + 1 if M is not None else 1):
-            x, it, status = self._iterate(op, M, b, x, target, maxiter - spent)
+            # without M the stop test is relative to |b| (x0 or not), as it always was
+            x, it, status = self._iterate(op, M, b, x, target, maxiter - spent, bnorm if M is None else None)
             spent += it + (attempt > 0)  # a restart's first residual is a product
             res = _finish(op, b, x, spent, bnorm, self.rtol, status)
             if M is None or res.converged or status != "converged" or spent >= maxiter:
@@ -158,15 +167,15 @@ class MINRES:
             target = min(0.5, 0.5 * self.rtol * bnorm / max(res.residual, 1e-300))
         return res
 
-    def _iterate(self, op, M, b, x0, rtol, maxiter):
-        """Paige & Saunders' recurrences from x0 (None: 0) to the estimated relative residual
-        rtol; returns (x, products, status)."""
+    def _iterate(self, op, M, b, x0, rtol, maxiter, scale=None):
+        """Paige & Saunders' recurrences from x0 (None: 0) to the estimated residual rtol times
+        `scale` (None: the starting residual's M^-1-norm); returns (x, products, status)."""
         eps = torch.finfo(b.dtype).eps
         x = torch.zeros_like(b) if x0 is None else x0.clone()
         r1 = b - op(x) if x0 is not None else b.clone()
         y = r1 if M is None else M.apply(r1)
-        beta1 = math.sqrt(max(float(torch.dot(r1, y)), 0.0))
-        bnorm = beta1
+        beta1 = _mnorm(r1, y, M)
+        bnorm = beta1 if scale is None else scale
         if beta1 == 0.0:
             return x, 0, "converged"
         # Lanczos + QR recurrences, as in Paige & Saunders (and scipy.sparse.linalg.minres).
@@ -188,7 +197,7 @@ class MINRES:
             r1, r2 = r2, y
             if M is not None:
                 y = M.apply(r2)
-            oldb, beta = beta, math.sqrt(max(float(torch.dot(r2, y)), 0.0))
+            oldb, beta = beta, _mnorm(r2, y, M)
             tnorm2 += alfa**2 + oldb**2 + beta**2
             oldeps = epsln
             delta = cs * dbar + sn * alfa

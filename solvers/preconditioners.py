@@ -42,7 +42,9 @@ class Spectral:
     """M^-1 from the `rank` largest eigenpairs of A (module docstring). `tol`: ARPACK's relative
     accuracy of the eigenpairs (a preconditioner needs few digits). `refresh`: rebuild after
     this many solves (0: built once, at the first solve, and kept: M^-1 stays positive definite
-    while A changes, so a stale one costs iterations, never accuracy)."""
+    while A changes, so a stale one costs iterations, never accuracy; but a run resumed from a
+    checkpoint builds anew there, so only refresh = 1, the default and what configuration files
+    use, makes a resumed run repeat the uninterrupted one exactly)."""
 
     rank: int = 20
     tol: float = 1e-3

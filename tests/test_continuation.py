@@ -512,7 +512,7 @@ def test_the_secant_predictor_lands_on_milestones_and_the_target_it_would_pass(c
 
 def test_a_point_that_missed_the_held_tolerance_stops_the_run_saying_so(competition):
     """The secant with one iterate and crude tangents (one MINRES iteration) cannot restore C to
-    1e-11 in a step of 0.2: the run writes the point, whose C_drift shows the miss, and ends
+    1e-11 in a step of 0.2: the run writes the point, whose constraint_drift shows the miss, and ends
     "stopped" naming the step, the miss and the tolerance, never "finished" (issue 25: a missed
     tolerance was silent). With its iterates the same route finishes (the test above)."""
     ds = continue_path(competition.problem, iso_classification(clock="lambda", tol=1e-11), NoPredictor(),
@@ -520,7 +520,17 @@ def test_a_point_that_missed_the_held_tolerance_stops_the_run_saying_so(competit
                        StopRule(max_steps=60, target={"lambda": 1.8}), projection=SecantProjection(max_iter=1),
                        start=(1.0, 1.0), output=Output(progress=False), solver=MINRES(rtol=1e-12, maxiter=1))
     assert ds.attrs["status"] == "stopped"
-    assert ds.sizes["step"] == 2 and abs(float(ds["C_drift"][-1])) > 1e-11
+    assert ds.sizes["step"] == 2 and abs(float(ds["constraint_drift"][-1])) > 1e-11
     reason = ds.attrs["stop_reason"]
-    assert reason.startswith("step 1: C missed its tolerance") and "against 1e-11 " in reason, reason
-    assert f"{abs(float(ds['C_drift'][-1])):.3g} from its start" in reason
+    assert reason.startswith("step 1: C missed its tolerance") and "against 1e-11 (tol = 1e-11;" in reason, reason
+    assert f"{abs(float(ds['constraint_drift'][-1])):.3g} from its start" in reason
+
+
+def test_each_projection_states_the_miss_it_accepts():
+    """Relative to |G0|: the secant stops at |G - G0| <= tol |G0| (tol), the Newton projection at
+    tol max(|G0|, 1) (tol / |G0| below |G0| = 1); the stepper's miss rule uses these."""
+    from continuation.strategies.projections import NewtonProjection
+
+    assert SecantProjection().bound(0.02, 0.433) == 0.02
+    assert NewtonProjection().bound(1e-9, 0.25) == pytest.approx(4e-9, rel=1e-15)
+    assert NewtonProjection().bound(1e-9, 3.0) == 1e-9

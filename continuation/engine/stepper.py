@@ -332,25 +332,23 @@ class Stepper:
         return self.missed(self.judged(nxt), attempt.miss), row
 
     def missed(self, state: State, miss: float | None) -> State:
-        """The state stopped when its point is farther from the held value than the process's tol
-        (or the step control's max_miss, where it accepts up to that: held steps), say a secant
-        that used up its iterates or a projection that did not converge: the point is
-        written (its C_drift / constraint_drift say by how much) and the run ends "stopped" saying
-        so, never "finished" over a point that missed (issue 25; cases/NEURAL.md)."""
-        # relative to |G0|, as the miss; the Newton projection stops at tol max(|G0|, 1), so below
-        # |G0| = 1 its bound is tol / |G0|; the step control's where it has one (held steps: max_miss)
+        """The state stopped when its point is farther from the held value than the projection
+        accepts (Projection.bound of the process's tol; or the step control's max_miss, where it
+        accepts up to that: held steps), say a secant that used up its iterates or a projection
+        that did not converge: the point is written (its constraint_drift is the miss) and the
+        run ends "stopped" saying so, never "finished" over a point that missed (issue 25)."""
         tol = getattr(self.s.process, "tol", 0.0)
-        G0 = state.G0
-        bound = tol * max(1.0, 1.0 / abs(G0)) if G0 else tol
-        bound = max(bound, getattr(self.s.control, "max_miss", 0.0))
-        if miss is None or not self.s.projection.holds_to_tol or not tol > 0 or miss <= bound:
+        if miss is None or not self.s.projection.holds_to_tol or not tol > 0:
+            return state
+        bound = max(self.s.projection.bound(tol, state.G0), getattr(self.s.control, "max_miss", 0.0))
+        if miss <= bound:
             return state
         held = getattr(self.s.process, "holds", None) or "the held functional"
         after = f"; the stop rule had also ended it: {state.reason}" if state.reason else ""
         return replace(state, status="stopped",
-                       reason=f"step {state.step}: {held} missed its tolerance, {miss:.3g} from its start (relative) "
-                              f"against {bound:.3g} (the {self.s.projection.name} projection did not restore it; the "
-                              f"point is written){after}")
+                       reason=f"step {state.step}: {held} missed its tolerance, {miss:.3g} from its start (relative; "
+                              f"the path's constraint_drift) against {bound:.3g} (tol = {tol:g}; the "
+                              f"{self.s.projection.name} projection did not restore it; the point is written){after}")
 
     def _assess(self, current: Point, attempt: Attempt) -> Verdict:
         """The step control's verdict on an attempt from `current` (StepControl.assess)."""

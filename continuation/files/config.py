@@ -9,7 +9,7 @@
     [corrector]  name = "newton" | "adam" | "sgd" | "lbfgs" | "bordered-newton"
     [projection] name = "none" | "newton" | "secant" (onto the process's held functional)
     [krylov]     name = "minres" | "cg", rtol, maxiter; hvp_mode = "fwd-rev" | "rev-rev" (for the tangents);
-                 preconditioner = "spectral", preconditioner_rank, preconditioner_tol, preconditioner_refresh
+                 preconditioner = "spectral", preconditioner_rank, preconditioner_tol
                  (solvers/preconditioners.py: the tangent solves and the trust-newton corrector's CG)
     [steps]      name = "adaptive" (initial, min_step, max_step, grow, shrink, max_angle_deg,
                  max_drift, ...) | "fixed" (size) | "held" (initial, max_miss, min_step, max_step,
@@ -197,8 +197,9 @@ def _check_krylov(options: dict) -> None:
         raise ConfigError(f"[krylov] damping must be >= 0, got {options['damping']!r}")
 
 
-PRECONDITIONER_KEYS = {"preconditioner_rank": "rank", "preconditioner_tol": "tol",
-                       "preconditioner_refresh": "refresh"}
+# built afresh for every solve from that solve's operator (refresh = 1), so that a resumed run
+# repeats the uninterrupted one exactly (a build kept across points would start anew at the resume)
+PRECONDITIONER_KEYS = {"preconditioner_rank": "rank", "preconditioner_tol": "tol"}
 
 
 def _preconditioner(krylov: dict):
@@ -207,6 +208,10 @@ def _preconditioner(krylov: dict):
     from solvers.preconditioners import PRECONDITIONERS, make_preconditioner
 
     name = krylov.pop("preconditioner", None)
+    for k in krylov:
+        if k.startswith("preconditioner") and k not in PRECONDITIONER_KEYS:
+            raise ConfigError(f"[krylov] unknown key {k!r}; the preconditioner's keys: preconditioner, "
+                              f"{', '.join(PRECONDITIONER_KEYS)}")
     options = {PRECONDITIONER_KEYS[k]: krylov.pop(k) for k in list(krylov) if k in PRECONDITIONER_KEYS}
     if name is None:
         if options:
@@ -217,8 +222,11 @@ def _preconditioner(krylov: dict):
         raise ConfigError(f"[krylov] preconditioner must be a name, got {name!r}; valid: {', '.join(PRECONDITIONERS)}")
     try:
         return make_preconditioner(name, **options)
-    except ValueError as e:
-        raise ConfigError(f"[krylov] {first_line(e, typed=False)}") from None
+    except ValueError as e:  # Spectral's messages name its fields (rank, tol): here they are preconditioner_*
+        msg = first_line(e, typed=False)
+        for field in PRECONDITIONER_KEYS.values():
+            msg = msg.replace(f"preconditioner {field} ", f"preconditioner_{field} ")
+        raise ConfigError(f"[krylov] {msg}") from None
 
 
 def load_config(path) -> dict:
@@ -366,6 +374,9 @@ def build_run(config: dict, *, check_start: bool = True) -> dict:
             raise ConfigError(f"[krylov] preconditioner works with name = \"cg\" or \"minres\", not "
                               f"{krylov.get('name', DEFAULT_NAMES['krylov'])!r}")
         run["krylov"].preconditioner = preconditioner
+        if getattr(run["corrector"], "name", "") == "bordered-newton":
+            raise ConfigError("[krylov] preconditioner is not used by the bordered-newton corrector (its bordered "
+                              "GMRES solves take none yet): leave it out")
     options = _checked_options("stop", config.get("stop", {}), _parameters(StopRule), "[stop]",
                                _annotations(StopRule))
     try:

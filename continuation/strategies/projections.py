@@ -69,6 +69,11 @@ class Projection(Strategy):
     # leaves farther away is a miss the run reports (engine/stepper.py); "none" holds nothing
     holds_to_tol: ClassVar[bool] = True
 
+    def bound(self, tol: float, G0: float) -> float:
+        """The relative distance |G - G0| / |G0| this projection accepts: tol (the secant's
+        |G - G0| <= tol |G0|)."""
+        return tol
+
     @abstractmethod
     def project(self, task: ProjectionTask) -> Projected:
         """The projected point; called only when the corrector converged."""
@@ -160,6 +165,10 @@ class NewtonProjection(Projection):
 
     def __post_init__(self):
         integer("max_iter", self.max_iter, minimum=1)
+
+    def bound(self, tol: float, G0: float) -> float:
+        """|G - G0| <= tol max(|G0|, 1), relative to |G0|: tol max(1, 1 / |G0|)."""
+        return tol * max(1.0, 1.0 / abs(G0)) if G0 else tol
 
     def project(self, task):
         process = task.process
