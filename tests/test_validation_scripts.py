@@ -123,13 +123,22 @@ def at_gammas(cfg: dict, gammas) -> list:
 
 
 SMALL = dict(hidden=16, latent=3, grad_batch=100, hvp_batch=50)
+
+
+def accepting_any_miss(cfg: dict) -> dict:
+    """The smoke sizes' steps since a point that misses its held tolerance stops a run: the same
+    step, held steps that accept any miss (their corrector runs of a few updates hold nothing)."""
+    size = cfg["steps"]["size"]
+    return {**cfg, "steps": {"name": "held", "initial": size, "max_step": size, "min_step": size, "max_miss": 1e6}}
+
+
 SWEEPS = {  # config file -> the runs the script made (the old smoke tests' sizes for the digits files)
     "fig2_fashion_mnist.toml": at_gammas(old_fig2_config("fashion-mnist", "", "cpu", False), [4, 6, 8, 10, 15]),
     "fig2_mnist_full.toml": at_gammas(old_fig2_config("mnist", "", "cuda", True), [4, 6, 8, 10, 15]),
     "fig2_digits.toml": at_gammas(shrink(old_fig2_config("digits", "", "cpu", False), **SMALL), [4, 6]),
-    "fig3_fashion_mnist.toml": at_gammas(old_fig3_config("fashion-mnist", "", "cpu", False), [5, 20]),
+    "fig3_fashion_mnist.toml": at_gammas(accepting_any_miss(old_fig3_config("fashion-mnist", "", "cpu", False)), [5, 20]),
     "fig3_cifar10_full.toml": at_gammas(old_fig3_config("cifar10", "", "cuda", True), [5, 10, 15, 20]),
-    "fig3_digits.toml": at_gammas(fig3_smoke(old_fig3_config("digits", "", "cpu", False)), [5]),
+    "fig3_digits.toml": at_gammas(accepting_any_miss(fig3_smoke(old_fig3_config("digits", "", "cpu", False))), [5]),
 }
 
 
