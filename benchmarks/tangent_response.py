@@ -4,6 +4,8 @@ corrector run actually produces; and the gradient norms Newton reaches (issue 14
 
     python benchmarks/tangent_response.py --start out/routes_digits/start.nc --out out/tangent_response
     python benchmarks/tangent_response.py --budgets 75 150 600 2400 --newton-iters 30
+    python benchmarks/tangent_response.py --exact validation/configs/smooth_mlp_exact.toml
+    python benchmarks/tangent_response.py --exact validation/configs/digits_exact.toml --start out/digits_exact.nc --start-step 0
 
 Part 1, response. At one equilibrated start (mu0 = (lambda0, gamma0); the default run's problem
 and start, or --start, a path file of it such as benchmarks/iso_c_routes.py's start.nc):
@@ -25,6 +27,17 @@ call of solvers.NewtonCG(maxiter=1), so its Levenberg damping restarts each step
 stops on negative curvature and damping is raised until it sees none) and along L-BFGS (the
 corrector "lbfgs", 20 iterations per call). A stationary point Newton can reach would have
 ||grad J|| <= 1e-6 relative; an "exact" neural route needs one.
+
+Exact mode (--exact CONFIG, issue 25 item 3): the same question on a deterministic objective
+whose equilibria are solved to tolerance (the configuration's problem, e.g. `mlp-smooth`, and its
+corrector, e.g. trust-newton). At the configuration's start solved by its corrector (or point
+--start-step of the path --start, re-solved), predicted dF/dmu_j = grad F . theta_{mu_j} with the
+tangents by the configuration's Krylov solver (and preconditioner), against central differences
+of F at equilibria converged by the same corrector at mu0 +- h mu0_j e_j for relative steps h and
+h/2 (--rel-step), Richardson-extrapolated (error O(h^4) plus the corrector's residual over the
+step); each perturbed solve warm-starts at x0 +- h mu0_j theta_{mu_j}. Target: |predicted /
+actual - 1| <= 1% for dC/dlambda and dC/dgamma. Writes OUT/exact_response.md and .json. Cost:
+one tangent solve pair and 8 corrector runs.
 
 Writes OUT/response.json, OUT/response.png (part 1) and OUT/newton.png (part 2) and prints both
 tables. Cost: part 1 is (1 + 2 x len(budgets)) corrector runs and 2 Krylov solves per variant;
@@ -178,6 +191,86 @@ def plot(resp, pred, newton, out: Path):
         fig.savefig(out / "newton.png", dpi=120)
 
 
+def exact_response(config_file: str, start: str | None, start_step: int, rel_step: float) -> dict:
+    """Exact mode (module docstring): predicted and Richardson central-difference dF/dmu at one equilibrium."""
+    from continuation.engine.start import from_point
+    from continuation.files.config import build, build_run, load_config
+    from continuation.surface.system import EquilibriumSystem
+    from continuation.surface.tangents import functional_derivatives, solve_tangents
+
+    config = load_config(config_file)
+    r = build_run(config, check_start=False)
+    problem = r["problem"]
+    template = problem.init_params(r["start"]["seed"])
+    system = EquilibriumSystem(problem, template, r["hvp_mode"])
+    system.preconditioner = getattr(r["krylov"], "preconditioner", None)
+    corrector = build("corrector", copy.deepcopy(config["corrector"]))
+    if start:
+        x, mu = from_point(start, start_step, system.flatten(template))
+    else:
+        s = r["start"]
+        x = system.flatten(template)
+        mu = torch.tensor([s["lambda"], s["gamma"], s["t"]], dtype=x.dtype, device=x.device)
+    t0 = time.perf_counter()
+    res = corrector.correct(system, x, mu)
+    if not res.converged:
+        raise RuntimeError(f"the {corrector.name} corrector did not converge at the start ({res.status}, "
+                           f"|grad J| {res.grad_norm:.2e})")
+    x = res.x
+    print(f"start (lambda, gamma) = ({float(mu[0]):g}, {float(mu[1]):g}) solved: |grad J| "
+          f"{float(system.gradient(x, mu).norm()):.2e}, grad_norm_rel "
+          f"{float(system.gradient(x, mu).norm()) / system.force_scale(x, mu):.1e} ({time.perf_counter() - t0:.0f} s)",
+          flush=True)
+    t0 = time.perf_counter()
+    tangents = solve_tangents(system, x, mu, solver=r["krylov"])
+    if not tangents.converged:
+        raise RuntimeError("the tangent solves did not converge")
+    rates = functional_derivatives(system, x, mu, tangents)
+    print(f"tangents: {time.perf_counter() - t0:.0f} s; predicted dC/dlambda {float(rates['C'][0]):+.6e}, dC/dgamma "
+          f"{float(rates['C'][1]):+.6e}", flush=True)
+    out = {"mu0": [float(v) for v in mu], "rel_step": rel_step, "grad_norm_rel": float(system.gradient(x, mu).norm())
+           / system.force_scale(x, mu), "rows": []}
+    for j, name in enumerate(("lambda", "gamma")):
+        estimates = []
+        for h in (rel_step, rel_step / 2):
+            step = h * float(mu[j])
+            F = []
+            for sign in (1.0, -1.0):
+                m = mu.clone()
+                m[j] += sign * step
+                t0 = time.perf_counter()
+                e = corrector.correct(system, x + sign * step * tangents.column(name), m)
+                if not e.converged:
+                    raise RuntimeError(f"the {corrector.name} corrector did not converge at {name} "
+                                       f"{float(m[j]):g} ({e.status}, |grad J| {e.grad_norm:.2e})")
+                F.append(system.values(e.x, m))
+                print(f"  {name} {float(m[j]):.6g}: converged, |grad J| {e.grad_norm:.2e} "
+                      f"({e.iters} iterations, {time.perf_counter() - t0:.0f} s)", flush=True)
+            estimates.append((F[0] - F[1]) / (2 * step))
+        fd = (4 * estimates[1] - estimates[0]) / 3
+        for i, f in enumerate(("R", "D", "C")):
+            p, a = float(rates[f][j]), float(fd[i])
+            out["rows"].append({"response": f"d{f}/d{name}", "predicted": p, "actual": a,
+                                "actual_h": float(estimates[0][i]), "actual_h2": float(estimates[1][i]),
+                                "rel_error": abs(p / a - 1) if a != 0 else float("inf")})
+    return out
+
+
+def exact_table(res: dict) -> str:
+    lines = [f"At (lambda, gamma) = ({res['mu0'][0]:g}, {res['mu0'][1]:g}), solved to grad_norm_rel "
+             f"{res['grad_norm_rel']:.1e}; actual: central differences of converged equilibria at relative steps "
+             f"{res['rel_step']:g} and {res['rel_step'] / 2:g}, Richardson-extrapolated.", "",
+             "| response | predicted (tangents) | actual (Richardson) | actual, h | actual, h/2 | predicted / actual - 1 |",
+             "|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        lines.append(f"| {r['response']} | {r['predicted']:+.8e} | {r['actual']:+.8e} | {r['actual_h']:+.6e} | "
+                     f"{r['actual_h2']:+.6e} | {r['rel_error']:.1e} |")
+    worst = max(r["rel_error"] for r in res["rows"] if r["response"].startswith("dC/"))
+    lines += ["", f"dC/dlambda and dC/dgamma: worst |predicted / actual - 1| = {worst:.1e} (target <= 1e-2: "
+                  f"{'met' if worst <= 1e-2 else 'NOT met'})"]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     from continuation.apps.cli import OneLineParser
 
@@ -186,7 +279,31 @@ def main(argv=None) -> int:
     p.add_argument("--budgets", type=int, nargs="+", default=[75, 150, 600, 2400])
     p.add_argument("--newton-iters", type=int, default=30, help="Newton steps and L-BFGS calls in part 2 (0: skip)")
     p.add_argument("--out", default="out/tangent_response")
+    p.add_argument("--exact", default="", help="exact mode: a configuration of a deterministic problem and a converging "
+                                               "corrector (e.g. validation/configs/digits_exact.toml)")
+    p.add_argument("--start-step", type=int, default=-1, help="exact mode: the point of --start (default -1, the last)")
+    p.add_argument("--rel-step", type=float, default=2e-2, help="exact mode: relative step h (and h/2; default 2e-2)")
     args = p.parse_args(argv)
+    if args.exact:
+        if not Path(args.exact).is_file():
+            p.error(f"--exact {args.exact}: no such configuration file")
+        if not 0 < args.rel_step < 1:
+            p.error(f"--rel-step must be in (0, 1), got {args.rel_step}")
+        if args.start and not Path(args.start).is_file():
+            p.error(f"--start {args.start}: no such path file")
+        out = Path(args.out)
+        p.out_folder(out)
+        from continuation.errors import ContinuationError
+        try:
+            res = exact_response(args.exact, args.start or None, args.start_step, args.rel_step)
+        except (ContinuationError, RuntimeError, OSError, ValueError) as e:
+            p.error(str(e).splitlines()[0])
+        text = exact_table(res)
+        print("\n" + text)
+        (out / "exact_response.md").write_text(text + "\n")
+        (out / "exact_response.json").write_text(json.dumps(res, indent=1))
+        print(f"wrote {out / 'exact_response.md'}, exact_response.json")
+        return 0
     if any(b < 1 for b in args.budgets):
         p.error(f"--budgets must be >= 1, got {args.budgets}")
     if args.start and not Path(args.start).is_file():

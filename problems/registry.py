@@ -10,6 +10,8 @@ each one spells its options out; the factory passes the problem's name and its o
 
 from __future__ import annotations
 
+import functools
+
 import math
 
 import numpy as np
@@ -279,25 +281,33 @@ PROBLEMS["mlp"] = mlp
 def mlp_smooth(dataset: str = "digits", data_dir: str = "", classes: str = "", val_fraction: float = 0.2,
                limit: int = 0, val_limit: int = 0, hidden: int = 128, latent: int = 8, classifier_hidden: int = 12,
                activation: str = "silu", weight_decay: float = 1e-3, samples: int = 1, decoder_std: float = 1.0,
-               seed: int = 0, split_seed: int = 0, float64: bool = True, device: str = "cpu"):
+               seed: int = 0, split_seed: int = 0, float64: bool = True, device: str = "cpu", stochastic: bool = False,
+               draw_seed: int = 0):
     """The paper's MLP made a smooth deterministic J with attained minima (problems/smooth_network.py):
     SiLU (activation: silu, softplus, tanh), no batch norm, a weight prior weight_decay (nats per
     sample per unit parameter^2), the whole training set with `samples` fixed noise draws per
-    image from `seed`. Data options as `mlp`'s. float64 by default (Newton to 1e-8 relative)."""
+    image from `seed`. Data options as `mlp`'s. float64 by default (Newton to 1e-8 relative).
+    stochastic: the cheap route's unbiased estimate of the same J (one of each image's fixed
+    draws per resample; StochasticSmoothNetworkProblem), for Adam routes to compare with the
+    exact path; draw_seed: its sequence of draws (0, 1, 2, ...: the same route on other draws)."""
     options = dict(locals())  # the keyword options exactly, before any other local name
     _check_network(dict(options, grad_batch=0, hvp_batch=0))
     from .models import activation as _activation, smooth_mlp
-    from .smooth_network import SmoothNetworkProblem
+    from .smooth_network import SmoothNetworkProblem, StochasticSmoothNetworkProblem
 
+    if not isinstance(stochastic, bool):
+        raise ValueError(f"stochastic must be true or false, got {stochastic!r}")
+    if draw_seed and not stochastic:
+        raise ValueError(f"draw_seed = {draw_seed} needs stochastic = true (the exact J has no draws)")
     _activation(activation)  # the name, before any data is read
     data, train, val = _split(_flat_loaders(data_dir), dataset, classes, val_fraction, split_seed, limit, val_limit)
     train, val = train.flat(), val.flat()
-    return SmoothNetworkProblem(*smooth_mlp(input_dim=train.x.shape[1], hidden=hidden, latent=latent,
-                                            classifier_hidden=classifier_hidden, classes=len(data.classes),
-                                            act=activation),
-                                train, val, weight_decay=weight_decay, samples=samples, decoder_std=decoder_std,
-                                seed=seed, dtype=torch.float64 if float64 else torch.float32,
-                                device=_device(device), name=_name("mlp-smooth", dataset, classes), options=options)
+    kind = functools.partial(StochasticSmoothNetworkProblem, draw_seed=draw_seed) if stochastic else SmoothNetworkProblem
+    return kind(*smooth_mlp(input_dim=train.x.shape[1], hidden=hidden, latent=latent,
+                            classifier_hidden=classifier_hidden, classes=len(data.classes), act=activation),
+                train, val, weight_decay=weight_decay, samples=samples, decoder_std=decoder_std, seed=seed,
+                dtype=torch.float64 if float64 else torch.float32, device=_device(device),
+                name=_name("mlp-smooth", dataset, classes), options=options)
 
 
 PROBLEMS["mlp-smooth"] = mlp_smooth

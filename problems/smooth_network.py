@@ -33,8 +33,9 @@ import math
 
 import torch
 
+from .base import StochasticProblem
 from .data import Data
-from .neural_problem import NetworkModel
+from .neural_problem import NetworkModel, _Batch
 
 
 class SmoothNetworkProblem(NetworkModel):
@@ -94,3 +95,55 @@ class SmoothNetworkProblem(NetworkModel):
 
     def settings(self) -> dict:
         return {**super().settings(), "weight_decay": self.weight_decay, "seed": self.seed}
+
+
+class StochasticSmoothNetworkProblem(SmoothNetworkProblem, StochasticProblem):
+    """The cheap route's estimate of the same J (issue 25, item 5): `mlp-smooth` with
+    `stochastic = true`. The exact J averages over the K fixed draws of each image
+    (SmoothNetworkProblem); this problem's J at one draw uses, for every image, one of its K fixed
+    draws chosen at random by `resample(seed)`, so that its expectation over draws is the exact J
+    (the same objective, not an estimate of another one) and a route's distance from the exact
+    path is its own error: the corrector's finite budget and the draw. draw_seed: which sequence
+    of draws (the engine's draw seeds, step numbers and update counts, are the same in every
+    run; draw_seed shifts them all, for a route repeated on other draws). Gradients and HVPs on that
+    draw (whole training set); `evaluation_metrics` gives train_R, train_D, train_C of the exact
+    J (all K draws), what the route's C hold and the comparison read. Cost of J: one forward pass
+    over n samples (K times less than the exact J's)."""
+
+    name = "smooth-network-stochastic"
+
+    def __init__(self, *args, draw_seed: int = 0, **kwargs):
+        if not (isinstance(draw_seed, int) and not isinstance(draw_seed, bool) and draw_seed >= 0):
+            raise ValueError(f"draw_seed must be an integer >= 0, got {draw_seed!r}")
+        self.draw_seed = draw_seed  # before the first draw (the base class's __init__ makes it)
+        super().__init__(*args, **kwargs)
+
+    def _draw_batches(self, seed: int) -> None:
+        super()._draw_batches(seed)  # the exact J's batch: every image with its K fixed draws
+        self.full, self.pool_seed = self.batch, int(seed)
+        self.resample(seed)
+
+    def resample(self, seed: int) -> None:
+        """For every image one of its K fixed draws, chosen from `seed` (between points, and every
+        `resample_every` corrector updates) and the problem's `draw_seed` (another sequence of
+        draws for the same route: draw_seed 1_000_003 apart)."""
+        self.seed = int(seed)
+        g = torch.Generator().manual_seed(self.seed + 1_000_003 * int(self.draw_seed))
+        n = self.full.x.shape[0]
+        pick = torch.randint(self.samples, (n,), generator=g).to(self.full.eps.device)
+        eps = self.full.eps[pick, torch.arange(n, device=pick.device)].unsqueeze(0)  # (1, n, k)
+        self.batch = _Batch(self.full.x, self.full.y, eps, self.full.mask)
+        self.hvp = self.batch
+
+    @torch.no_grad()
+    def evaluation_metrics(self, theta, mu=None) -> dict:
+        """train_R, train_D, train_C: the exact J's terms (every image, all K fixed draws); prior
+        and kl_z{j} as the deterministic problem's."""
+        f = self._on(theta, self.full)
+        out = {f"train_{k}": float(v) for k, v in f.items()}
+        out["prior"] = float(self.prior(theta))
+        out.update({f"kl_z{j}": float(v) for j, v in enumerate(self._latent_kl(theta, self.full))})
+        return out
+
+    def settings(self) -> dict:
+        return {**super().settings(), "seed": self.pool_seed, "draw_seed": self.draw_seed}

@@ -106,3 +106,27 @@ def test_the_exact_iso_c_route_holds_c_at_equilibria_and_minima(equilibrium):
     # the monitor's lowest eigenvalue at the start is the dense Hessian's (the dense eigensolver: LOBPCG,
     # the monitor's default above 256 parameters, reported 7.1e-3 here, an eigenvalue but not the lowest)
     assert eig[0, 0] == pytest.approx(float(torch.linalg.eigvalsh(0.5 * (H + H.T))[0]), rel=1e-6)
+
+
+def test_the_exact_path_does_not_depend_on_the_correctors_settings(equilibrium):
+    """Two corrector tolerances (1e-8 and 1e-12 of the start's gradient) and two trust-region
+    subproblem solvers (Steihaug's CG, the dense exact model) give the same gamma(lambda) to 1e-6:
+    the path is the surface's, not the corrector's (the stochastic route's gamma moved by 5% with its
+    Adam budget, ../shared/cases/NEURAL.md)."""
+    problem, system, x, mu, g0 = equilibrium
+
+    def gammas(gtol, subproblem):
+        ds = continue_path(problem, IsoClassification(tol=1e-10, clock="lambda"), ODEPredictor("euler"),
+                           TrustRegionCorrector(gtol=gtol * g0, maxiter=60, subproblem=subproblem),
+                           FixedSteps(size=0.02), StopRule(max_steps=2), projection=NewtonProjection(),
+                           start=Start(mu=(1.0, 2.0), theta0=system.unflatten(x)), output=Output(progress=False),
+                           solver=Dense())
+        assert ds.attrs["status"] == "stopped" and ds.sizes["step"] == 3, ds.attrs
+        assert (ds["grad_norm"].values <= gtol * g0).all()
+        return ds["lambda"].values, ds["gamma"].values
+
+    lam_a, gam_a = gammas(1e-8, "cg")
+    lam_b, gam_b = gammas(1e-12, "dense")
+    assert abs(lam_a - lam_b).max() <= 1e-12  # the clock is lambda: the same lambdas
+    assert abs(gam_a - gam_b).max() <= 1e-6 * abs(gam_a).max(), (gam_a, gam_b)
+    assert abs(gam_a[-1] - gam_a[0]) > 1e3 * abs(gam_a - gam_b).max()  # gamma moved much more than the two differ

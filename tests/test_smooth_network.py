@@ -105,3 +105,49 @@ def test_force_scale_is_the_sum_of_the_terms_gradient_norms(small):
         norms.append([1.0, 0.7, 3.0][i] * float(g.norm()))
     norms.append(problem.weight_decay * float(x.norm()))  # grad of (w/2)|theta|^2
     assert system.force_scale(x, mu) == pytest.approx(sum(norms), rel=1e-12)
+
+
+def test_the_stochastic_variant_is_an_unbiased_draw_of_the_exact_objective():
+    """`stochastic = true` (the cheap route's objective, issue 25 item 5): each draw takes one of
+    every image's K fixed draws, so the mean of J over all K^n choices is the exact J (to
+    round-off); `resample` repeats itself for a seed; draw_seed gives another sequence; the
+    evaluation metrics are the exact J's terms."""
+    import itertools
+
+    from problems.neural_problem import _Batch
+
+    kw = dict(limit=4, val_limit=4, hidden=4, latent=2, classifier_hidden=4, weight_decay=1e-2, samples=2)
+    exact = PROBLEMS["mlp-smooth"](**kw)
+    cheap = PROBLEMS["mlp-smooth"](stochastic=True, **kw)
+    assert isinstance(cheap, StochasticProblem) and not isinstance(exact, StochasticProblem)
+    theta = exact.init_params(0)
+    mu = torch.tensor([1.0, 2.0, 0.0], dtype=torch.float64)
+    full, n = cheap.full, 4
+    values = []
+    for picks in itertools.product(range(2), repeat=n):
+        pick = torch.tensor(picks)
+        cheap.batch = _Batch(full.x, full.y, full.eps[pick, torch.arange(n)].unsqueeze(0), full.mask)
+        values.append(float(cheap.objective(theta, mu)))
+    J = float(exact.objective(theta, mu))
+    assert abs(sum(values) / len(values) - J) <= 1e-12 * abs(J)
+    assert max(values) - min(values) > 1e-6 * abs(J)  # the draws differ: a real estimate, not the exact J
+    cheap.resample(3)
+    a = float(cheap.objective(theta, mu))
+    assert a in values
+    cheap.resample(4)
+    cheap.resample(3)
+    assert float(cheap.objective(theta, mu)) == a
+    other = PROBLEMS["mlp-smooth"](stochastic=True, draw_seed=1, **kw)
+    seq = lambda p: [(p.resample(s), float(p.objective(theta, mu)))[1] for s in range(6)]  # noqa: E731
+    assert seq(other) != seq(cheap)
+    m = cheap.evaluation_metrics(theta)
+    f = exact.functionals(theta, mu)
+    for k in ("R", "D", "C"):
+        assert m[f"train_{k}"] == pytest.approx(float(f[k]), rel=1e-14)
+
+
+def test_the_stochastic_variants_options_are_checked_in_one_line():
+    for kw, says in ((dict(draw_seed=1), "needs stochastic = true"), (dict(stochastic=True, draw_seed=-1), "draw_seed"),
+                     (dict(stochastic=1), "stochastic must be true or false")):
+        with pytest.raises(ValueError, match=says):
+            PROBLEMS["mlp-smooth"](limit=8, **kw)
