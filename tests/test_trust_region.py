@@ -4,6 +4,7 @@ smooth deterministic MLP: tests/test_exact_route.py."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from solvers.trust_region import TrustRegionNewton, steihaug_cg
@@ -91,3 +92,38 @@ def test_lbfgs_switch_skips_the_globalisation_near_an_equilibrium(competition):
     assert torch.allclose(near.x, far.x, atol=1e-9)
     trust = TrustRegionCorrector(gtol=1e-12).correct(system, x0, mu)  # no L-BFGS at all
     assert near.grads == trust.grads + 2 < far.grads and near.hvps == trust.hvps  # the same trust-region run
+
+
+def test_the_lbfgs_globalisation_is_kept_for_the_start_not_the_steps(competition):
+    """trust-newton's L-BFGS phase equilibrates the start; a continuation step goes from the
+    prediction straight to the trust region (Corrector.for_steps), unless `lbfgs_in_steps`: L-BFGS
+    from a predicted point can carry the iterate to another branch (docs/neural_equilibrium.md)
+    and costs more than the trust region's few iterations. Both routes reach the same points."""
+    from continuation import Output, Start, continue_path
+    from continuation.strategies.correctors import TrustRegionCorrector
+    from continuation.strategies.predictors import ODEPredictor
+    from continuation.strategies.processes import QuasiStatic
+    from continuation.strategies.step_control import FixedSteps, StopRule
+
+    c = TrustRegionCorrector(gtol=1e-11, lbfgs_iters=500)
+    assert c.for_steps().lbfgs_iters == 0 and c.for_steps().gtol == c.gtol and c.lbfgs_iters == 500
+    kept = TrustRegionCorrector(gtol=1e-11, lbfgs_iters=500, lbfgs_in_steps=True)
+    assert kept.for_steps() is kept
+    with pytest.raises(ValueError, match="lbfgs_in_steps must be true or false"):
+        TrustRegionCorrector(lbfgs_in_steps=1)
+
+    problem = competition.problem
+
+    def route(corrector):
+        return continue_path(problem, QuasiStatic(lambda_rate=1.0, gamma_rate=0.0), ODEPredictor("euler"), corrector,
+                             FixedSteps(size=0.1), StopRule(max_steps=3), start=Start(mu=(1.0, 1.0)),
+                             output=Output(progress=False))
+
+    steps, always = route(c), route(kept)
+    assert steps.attrs["status"] == always.attrs["status"] == "finished" and steps.sizes["step"] == 4
+    g_steps, g_always = steps["gradients"].values, always["gradients"].values
+    assert g_steps[0] == g_always[0] > 20  # the start: L-BFGS, then the trust region, in both
+    assert (g_steps[1:] < g_always[1:]).all(), (g_steps, g_always)  # the steps: no L-BFGS unless asked
+    assert (steps["newton_iters"].values[1:] <= 6).all()
+    for v in ("lambda", "gamma", "R", "D", "C"):
+        assert abs(steps[v].values - always[v].values).max() <= 1e-9 * (1 + abs(always[v].values).max())

@@ -111,6 +111,9 @@ class Stepper:
         self.system.preconditioner = getattr(solver, "preconditioner", None)
         self.solver = solver
         self.roles = strategies.roles(monitor)
+        # the corrector of the steps, projections and re-equilibrations (the start's is the run's own:
+        # a globalisation phase such as trust-newton's L-BFGS is kept for the start, Corrector.for_steps)
+        self.step_corrector = strategies.corrector.for_steps()
         stochastic = isinstance(problem, StochasticProblem)
         self.resample = (stochastic and problem.resample_between_points) if resample is None else resample
         if self.resample and not stochastic:
@@ -118,7 +121,7 @@ class Stepper:
 
     # -- point quantities ----------------------------------------------------------------------
     def context(self, x, mu) -> PointContext:
-        return PointContext(self.system, x, mu, self.solver, self.s.corrector)
+        return PointContext(self.system, x, mu, self.solver, self.step_corrector)
 
     def tangent_at(self, ctx) -> torch.Tensor:
         mu_dot = ctx.velocity(self.s.process)
@@ -200,13 +203,13 @@ class Stepper:
         if best is None:
             return None
         with self.system.ledger.aside() as spent:  # the switch's cost, reported in its event
-            res = self.s.corrector.correct(self.system, p.x + best[0] * v, p.mu)
+            res = self.step_corrector.correct(self.system, p.x + best[0] * v, p.mu)
             if not res.converged:
                 return None
             q = self.point(res.x, p.mu, p.s)
             F_switched = q.ctx.objective()
             if not isinstance(self.s.projection, NoProjection) and G0 is not None:
-                pr = self.s.projection.project(ProjectionTask(self.system, self.s.process, self.s.corrector,
+                pr = self.s.projection.project(ProjectionTask(self.system, self.s.process, self.step_corrector,
                                                               self.context, q, q.x, p.mu, res, G0, None))
                 q = self.point(pr.x, pr.mu, p.s)
             q = self.monitored(q, p.spectrum)
@@ -413,12 +416,12 @@ class Stepper:
         pred, ds, landing, mu_new = s.stop.land(predict, current.mu, ds, landing, predict(ds))
         if not (float(mu_new[0]) > 0 and float(mu_new[1]) > 0):
             raise FloatingPointError(f"prediction left the domain lambda, gamma > 0: {named(mu_new)}")
-        corr = pred.correct(s.corrector, system, mu_new, landing, s.stop, current.mu,
+        corr = pred.correct(self.step_corrector, system, mu_new, landing, s.stop, current.mu,
                             self._own(s.corrector, "corrector", state))
         res, mu_new, landing, ds = corr.result, corr.mu, corr.landing, corr.ds or ds
         x_new, grad_norm, ctx_new, response = res.x, res.grad_norm, None, None
         if res.converged:
-            p = s.projection.project(ProjectionTask(system, s.process, s.corrector, self.context, current, pred.x,
+            p = s.projection.project(ProjectionTask(system, s.process, self.step_corrector, self.context, current, pred.x,
                                                     mu_new, res, state.G0, landing, state.H0, state.H_scale,
                                                     own=state.slots["projection"]))
             x_new, mu_new, ctx_new, grad_norm, response = p.x, p.mu, p.ctx, p.grad_norm, p.response

@@ -56,7 +56,7 @@ def locate_fold(stepper, a, b, *, rtol: float = 1e-8, maxiter: int = 40) -> dict
 
 
 def _locate_fold(stepper, a, b, rtol: float, maxiter: int) -> dict:
-    process, corrector, system = stepper.s.process, stepper.s.corrector, stepper.system
+    process, corrector, system = stepper.s.process, stepper.step_corrector, stepper.system
     if not getattr(process, "arclength", False):
         raise ValueError(f"locate_fold needs the pseudo-arclength process, got {process.name!r}")
     i = mu_index(process.parameter)
