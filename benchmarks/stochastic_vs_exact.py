@@ -13,10 +13,11 @@ default run's route (continuation/apps/defaults.py): the exact iso-C law on a sh
 solved Hessian as the secant's first slope, no predictor, Adam with a budget of B updates per
 corrector run (eta_max 1e-3, a new draw every 5 updates), training C (here the exact J's C) held
 to 0.5% by the secant on gamma. Every route starts at the exact path's point 0, taken as it is
-(`[start] equilibrate = false`), and takes fixed lambda steps of --step (default 0.05, so that its
-points fall on the exact path's, every 0.01) to the exact path's last lambda.
+(`[start] equilibrate = false`), and takes fixed lambda steps of --step (default 0.05) to --to
+(default: the exact path's last lambda). With the exact path's points every 0.01 (digits_exact.toml)
+a route's points fall on the exact path's.
 
-Reported, for every (draw_seed, budget) and every point the route wrote: |gamma - gamma_exact|,
+Reported, for every (draw_seed, budget) and every point the route wrote: gamma - gamma_exact,
 R - R_exact, D - D_exact (nats per sample, the exact J's terms at the route's theta), C's drift
 from the start (%), the route's status; the exact path's values are interpolated linearly in
 lambda where a route's lambda falls between its points. A route whose point missed the C
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import math
 import sys
 import time
 from pathlib import Path
@@ -54,22 +56,25 @@ def main(argv=None) -> int:
     p.add_argument("--draws", type=int, nargs="+", default=[0, 1, 2, 3], help="draw seeds (default 0 1 2 3)")
     p.add_argument("--budgets", type=int, nargs="+", default=[75, 150, 600], help="Adam budgets (default 75 150 600)")
     p.add_argument("--step", type=float, default=0.05, help="lambda step (default 0.05)")
+    p.add_argument("--to", type=float, default=None, help="the routes' last lambda (default: the exact path's last)")
     p.add_argument("--out", default="out/stochastic_vs_exact")
     a = p.parse_args(argv)
     if any(b < 1 for b in a.budgets):
         p.error(f"--budgets must be >= 1, got {a.budgets}")
     if any(s < 0 for s in a.draws):
         p.error(f"--draws must be >= 0, got {a.draws}")
-    if not a.step > 0:
-        p.error(f"--step must be > 0, got {a.step}")
+    if not (a.step > 0 and math.isfinite(a.step)):
+        p.error(f"--step must be a finite number > 0, got {a.step}")
     for name in ("exact", "config"):
         if not Path(getattr(a, name)).is_file():
             p.error(f"--{name} {getattr(a, name)}: no such file")
     import numpy as np
+    import torch
 
     from continuation.apps.run import run_config
     from continuation.errors import ContinuationError
-    from continuation.files.config import load_config
+    from continuation.engine.start import from_point
+    from continuation.files.config import build_run, load_config
     from continuation.files.path import load_path
 
     try:
@@ -83,6 +88,15 @@ def main(argv=None) -> int:
     lam_e = exact["lambda"].values
     if len(lam_e) < 2:
         p.error(f"--exact {a.exact}: holds {len(lam_e)} point(s); the comparison needs the path beyond its start")
+    to = float(lam_e[-1]) if a.to is None else a.to
+    if not (math.isfinite(to) and lam_e[0] < to <= lam_e[-1] + 1e-12):
+        p.error(f"--to {a.to}: must lie in the exact path's lambda range ({lam_e[0]:g}, {lam_e[-1]:g}]")
+    try:  # the problem as the routes build it, and the exact path's start on it (its size), before any route
+        r = build_run({"problem": {**base["problem"], "stochastic": True}}, check_start=False)
+        template = r["problem"].init_params(0)
+        from_point(Path(a.exact), 0, torch.cat([v.reshape(-1) for part in template.values() for v in part.values()]))
+    except (ContinuationError, OSError, ValueError) as e:
+        p.error(f"--exact {a.exact} with --config {a.config}: {str(e).splitlines()[0]}")
     out = p.out_folder(Path(a.out))
     ref = {k: exact[k].values for k in ("gamma", "R", "D", "C")}
     C0 = float(ref["C"][0])
@@ -93,7 +107,7 @@ def main(argv=None) -> int:
                  "corrector": {"name": "adam", "steps": B, "eta_max": 1e-3, "resample_every": 5},
                  "start": {**base.get("start", {}), "equilibrate": False},
                  "steps": {"name": "fixed", "size": a.step},
-                 "stop": {"target": {"lambda": float(lam_e[-1])}, "max_steps": 1000},
+                 "stop": {"target": {"lambda": to}, "max_steps": 1000},
                  "output": {"progress": False}}
             path = out / f"draw{s}_adam{B}.nc"
             if path.exists():
@@ -106,7 +120,7 @@ def main(argv=None) -> int:
                 rows.append({"draw_seed": s, "budget": B, "step": -1, "status": f"failed: {str(e).splitlines()[0]}"})
                 continue
             status = str(ds.attrs.get("status", ""))
-            reason = str(ds.attrs.get("reason", "") or "")
+            reason = str(ds.attrs.get("stop_reason", "") or "")
             print(f"draw {s}, Adam {B}: {status} {reason} ({time.perf_counter() - t0:.0f} s)", flush=True)
             for k in range(1, ds.sizes["step"]):
                 lam = float(ds["lambda"].values[k])
@@ -121,7 +135,7 @@ def main(argv=None) -> int:
                              "status": status + (f" ({reason})" if reason else "")})
     lines = [f"Exact path: `{a.exact}` (lambda {lam_e[0]:g} -> {lam_e[-1]:g}, {len(lam_e)} points, C0 = {C0:.10g}); "
              f"stochastic routes: the default run's route on `stochastic = true` from its point 0, lambda steps "
-             f"{a.step:g}.", "",
+             f"{a.step:g} to {to:g}.", "",
              "| draw seed | Adam budget | lambda | gamma | gamma - exact | R - exact | D - exact | C drift % | "
              "grad_norm_rel | route status |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -140,6 +154,10 @@ def main(argv=None) -> int:
         w.writeheader()
         w.writerows(rows)
     print(f"wrote {out / 'stochastic_vs_exact.md'}, stochastic_vs_exact.csv")
+    failed = [r for r in rows if str(r["status"]).startswith("failed")]
+    if failed:
+        print(f"{p.prog}: error: {len(failed)} route(s) failed (the table's 'failed' rows)", file=sys.stderr)
+        return 1
     return 0
 
 

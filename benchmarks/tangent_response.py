@@ -36,8 +36,10 @@ tangents by the configuration's Krylov solver (and preconditioner), against cent
 of F at equilibria converged by the same corrector at mu0 +- h mu0_j e_j for relative steps h and
 h/2 (--rel-step), Richardson-extrapolated (error O(h^4) plus the corrector's residual over the
 step); each perturbed solve warm-starts at x0 +- h mu0_j theta_{mu_j}. Target: |predicted /
-actual - 1| <= 1% for dC/dlambda and dC/dgamma. Writes OUT/exact_response.md and .json. Cost:
-one tangent solve pair and 8 corrector runs.
+actual - 1| <= 1% for dC/dlambda and dC/dgamma. The perturbed solves use the run's step
+corrector (Corrector.for_steps: trust-newton without its L-BFGS start phase). Writes
+OUT/exact_response.md and .json. Cost: one tangent solve pair and 9 corrector runs (the start's,
+then 8).
 
 Writes OUT/response.json, OUT/response.png (part 1) and OUT/newton.png (part 2) and prints both
 tables. Cost: part 1 is (1 + 2 x len(budgets)) corrector runs and 2 Krylov solves per variant;
@@ -194,17 +196,25 @@ def plot(resp, pred, newton, out: Path):
 def exact_response(config_file: str, start: str | None, start_step: int, rel_step: float) -> dict:
     """Exact mode (module docstring): predicted and Richardson central-difference dF/dmu at one equilibrium."""
     from continuation.engine.start import from_point
-    from continuation.files.config import build, build_run, load_config
+    from continuation.files.config import build_run, load_config
     from continuation.surface.system import EquilibriumSystem
     from continuation.surface.tangents import functional_derivatives, solve_tangents
+
+    from problems.base import StochasticProblem
 
     config = load_config(config_file)
     r = build_run(config, check_start=False)
     problem = r["problem"]
+    if isinstance(problem, StochasticProblem):
+        raise ValueError(f"{config_file}: the problem is stochastic ({problem.name}); exact mode needs a deterministic J "
+                         f"(e.g. mlp-smooth without stochastic = true)")
+    corrector = r["corrector"]
+    if corrector.name not in ("trust-newton", "newton"):
+        raise ValueError(f"{config_file}: [corrector] name must be \"trust-newton\" or \"newton\" (a corrector that "
+                         f"converges to its gtol), got {corrector.name!r}")
     template = problem.init_params(r["start"]["seed"])
     system = EquilibriumSystem(problem, template, r["hvp_mode"])
     system.preconditioner = getattr(r["krylov"], "preconditioner", None)
-    corrector = build("corrector", copy.deepcopy(config["corrector"]))
     if start:
         x, mu = from_point(start, start_step, system.flatten(template))
     else:
@@ -239,7 +249,7 @@ def exact_response(config_file: str, start: str | None, start_step: int, rel_ste
                 m = mu.clone()
                 m[j] += sign * step
                 t0 = time.perf_counter()
-                e = corrector.correct(system, x + sign * step * tangents.column(name), m)
+                e = corrector.for_steps().correct(system, x + sign * step * tangents.column(name), m)
                 if not e.converged:
                     raise RuntimeError(f"the {corrector.name} corrector did not converge at {name} "
                                        f"{float(m[j]):g} ({e.status}, |grad J| {e.grad_norm:.2e})")
