@@ -121,7 +121,7 @@ def test_the_exact_path_does_not_depend_on_the_correctors_settings(equilibrium):
                            FixedSteps(size=0.02), StopRule(max_steps=2), projection=NewtonProjection(),
                            start=Start(mu=(1.0, 2.0), theta0=system.unflatten(x)), output=Output(progress=False),
                            solver=Dense())
-        assert ds.attrs["status"] == "stopped" and ds.sizes["step"] == 3, ds.attrs
+        assert ds.attrs["status"] == "finished" and ds.sizes["step"] == 3, ds.attrs
         assert (ds["grad_norm"].values <= gtol * g0).all()
         return ds["lambda"].values, ds["gamma"].values
 

@@ -140,15 +140,17 @@ class IndependentCounter:
         for name in ("evaluation_metrics", "validation_metrics"):
             monkeypatch.setattr(problem, name, forward(getattr(problem, name), True))
 
-        real_correct = corrector.correct
+        # every run of the corrector's class: the run's own corrector (the start) and its step
+        # corrector (Corrector.for_steps, a copy without trust-newton's L-BFGS start phase)
+        real_correct = type(corrector).correct
 
-        def correct(system, x, mu):
-            res = real_correct(system, x, mu)
+        def correct(self_, system, x, mu):
+            res = real_correct(self_, system, x, mu)
             self.counts["corrector_runs"] += 1
             self.counts["corrector_iters"] += int(res.iters)
             return res
 
-        monkeypatch.setattr(corrector, "correct", correct)
+        monkeypatch.setattr(type(corrector), "correct", correct)
 
 
 def assert_columns_match(ds, counter, corrector):
