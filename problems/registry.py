@@ -11,7 +11,6 @@ each one spells its options out; the factory passes the problem's name and its o
 from __future__ import annotations
 
 import functools
-
 import math
 
 import numpy as np
