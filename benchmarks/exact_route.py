@@ -156,7 +156,6 @@ def main(argv=None) -> int:
             elif f.exists():
                 f.unlink()
 
-    print(f"exact route: {a.config}, {a.steps} steps, every method to |grad J| <= {gtol:g}", flush=True)
     t0 = time.perf_counter()
     problem = r["problem"]
     template = problem.init_params(r["start"]["seed"])
@@ -168,8 +167,10 @@ def main(argv=None) -> int:
             points = [load_point(route_file, k, size=size) for k in range(route.sizes["step"])]
         except (ContinuationError, OSError, ValueError) as e:
             p.error(f"--route {a.route}: {str(e).splitlines()[0]}")
+        print(f"exact route: {a.config}, {a.steps} steps, every method to |grad J| <= {gtol:g}", flush=True)
         print(f"  route: {a.route}, its first {route.sizes['step'] - 1} steps", flush=True)
     else:
+        print(f"exact route: {a.config}, {a.steps} steps, every method to |grad J| <= {gtol:g}", flush=True)
         route_file = out / "route.nc"
         route = run_config(config, route_file)
         reason = route.attrs.get("stop_reason", "")

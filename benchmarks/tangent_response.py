@@ -193,25 +193,35 @@ def plot(resp, pred, newton, out: Path):
         fig.savefig(out / "newton.png", dpi=120)
 
 
-def exact_response(config_file: str, start: str | None, start_step: int, rel_step: float) -> dict:
-    """Exact mode (module docstring): predicted and Richardson central-difference dF/dmu at one equilibrium."""
-    from continuation.engine.start import from_point
+def exact_run(config_file: str) -> dict:
+    """build_run of an exact-mode configuration, checked first: a deterministic problem and a
+    corrector named in it that converges to a tolerance (ValueError, one line, before any work)."""
     from continuation.files.config import build_run, load_config
-    from continuation.surface.system import EquilibriumSystem
-    from continuation.surface.tangents import functional_derivatives, solve_tangents
 
     from problems.base import StochasticProblem
 
     config = load_config(config_file)
-    r = build_run(config, check_start=False)
-    problem = r["problem"]
-    if isinstance(problem, StochasticProblem):
-        raise ValueError(f"{config_file}: the problem is stochastic ({problem.name}); exact mode needs a deterministic J "
-                         f"(e.g. mlp-smooth without stochastic = true)")
-    corrector = r["corrector"]
-    if corrector.name not in ("trust-newton", "newton"):
+    named = config.get("corrector", {}).get("name")
+    if named not in ("trust-newton", "newton"):
         raise ValueError(f"{config_file}: [corrector] name must be \"trust-newton\" or \"newton\" (a corrector that "
-                         f"converges to its gtol), got {corrector.name!r}")
+                         f"converges to its gtol), got {named or 'none given'!r}")
+    if config.get("problem", {}).get("stochastic") is True:
+        raise ValueError(f"{config_file}: [problem] stochastic = true; exact mode needs a deterministic J")
+    r = build_run(config, check_start=False)
+    if isinstance(r["problem"], StochasticProblem):
+        raise ValueError(f"{config_file}: the problem is stochastic ({r['problem'].name}); exact mode needs a "
+                         f"deterministic J (e.g. mlp-smooth)")
+    return r
+
+
+def exact_response(r: dict, start: str | None, start_step: int, rel_step: float) -> dict:
+    """Exact mode (module docstring): predicted and Richardson central-difference dF/dmu at one
+    equilibrium; r: exact_run(configuration)."""
+    from continuation.engine.start import from_point
+    from continuation.surface.system import EquilibriumSystem
+    from continuation.surface.tangents import functional_derivatives, solve_tangents
+
+    problem, corrector = r["problem"], r["corrector"]
     template = problem.init_params(r["start"]["seed"])
     system = EquilibriumSystem(problem, template, r["hvp_mode"])
     system.preconditioner = getattr(r["krylov"], "preconditioner", None)
@@ -301,11 +311,15 @@ def main(argv=None) -> int:
             p.error(f"--rel-step must be in (0, 1), got {args.rel_step}")
         if args.start and not Path(args.start).is_file():
             p.error(f"--start {args.start}: no such path file")
-        out = Path(args.out)
-        p.out_folder(out)
         from continuation.errors import ContinuationError
         try:
-            res = exact_response(args.exact, args.start or None, args.start_step, args.rel_step)
+            r = exact_run(args.exact)
+        except (ContinuationError, OSError, ValueError) as e:
+            p.error(str(e).splitlines()[0])
+        out = Path(args.out)
+        p.out_folder(out)
+        try:
+            res = exact_response(r, args.start or None, args.start_step, args.rel_step)
         except (ContinuationError, RuntimeError, OSError, ValueError) as e:
             p.error(str(e).splitlines()[0])
         text = exact_table(res)
