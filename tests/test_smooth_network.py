@@ -165,3 +165,16 @@ def test_the_default_width_exact_route_rejects_branch_jumps_and_keeps_lbfgs_for_
     steps, corrector = r["steps"], r["corrector"]
     assert steps.name == "adaptive" and steps.max_step == steps.initial == 0.01 and steps.max_angle_deg == 30.0
     assert corrector.name == "trust-newton" and corrector.lbfgs_iters > 0 and corrector.for_steps().lbfgs_iters == 0
+
+
+def test_the_small_collapse_configuration_builds_as_documented():
+    """validation/configs/smooth_collapse_small.toml: the 1,248-parameter smooth MLP, quasi-static in
+    lambda downwards, adaptive steps, the dense monitor with each unit's rate crossing 0.01."""
+    from pathlib import Path
+
+    from continuation.files.config import build_run, load_config
+
+    r = build_run(load_config(Path(__file__).resolve().parents[1] / "validation/configs/smooth_collapse_small.toml"))
+    size = sum(v.numel() for part in r["problem"].init_params(0).values() for v in part.values())
+    assert size == 1248 and r["steps"].name == "adaptive" and r["corrector"].for_steps().lbfgs_iters == 0
+    assert set(r["monitor"].crossings) == {"kl_z0", "kl_z1", "kl_z2"} and r["monitor"].dense_below >= size
