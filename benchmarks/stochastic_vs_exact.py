@@ -32,18 +32,24 @@ from __future__ import annotations
 import copy
 import csv
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-ROUTE = {  # the default run's route (continuation/apps/defaults.py), on this problem
-    "process": {"name": "iso-classification", "alpha": 1.0, "tol": 5e-3, "measure": "evaluation", "clock": "lambda"},
-    "projection": {"name": "secant"},
-    "predictor": {"name": "none"},
-    "krylov": {"name": "minres", "rtol": 1e-2, "maxiter": 30, "shift": -0.1},
-}
+ROUTE_SECTIONS = ("process", "projection", "predictor", "krylov", "corrector")  # the default run's route
+
+
+def default_route(budget: int) -> dict:
+    """The default run's route sections (continuation/apps/defaults.py DEFAULT_CONFIG), its Adam
+    corrector with `budget` updates per run."""
+    from continuation.apps.defaults import DEFAULT_CONFIG
+
+    route = {k: copy.deepcopy(DEFAULT_CONFIG[k]) for k in ROUTE_SECTIONS}
+    route["corrector"]["steps"] = budget
+    return route
 
 
 def main(argv=None) -> int:
@@ -103,15 +109,17 @@ def main(argv=None) -> int:
     rows = []
     for s in a.draws:
         for B in a.budgets:
-            c = {"problem": {**base["problem"], "stochastic": True, "draw_seed": s}, **copy.deepcopy(ROUTE),
-                 "corrector": {"name": "adam", "steps": B, "eta_max": 1e-3, "resample_every": 5},
+            c = {"problem": {**base["problem"], "stochastic": True, "draw_seed": s}, **default_route(B),
                  "start": {**base.get("start", {}), "equilibrate": False},
                  "steps": {"name": "fixed", "size": a.step},
                  "stop": {"target": {"lambda": to}, "max_steps": 1000},
                  "output": {"progress": False}}
             path = out / f"draw{s}_adam{B}.nc"
-            if path.exists():
-                path.unlink()
+            for f in (path, Path(f"{path}.ckpt"), Path(f"{path}.journal"), Path(f"{path}.lock")):
+                if f.is_dir():
+                    shutil.rmtree(f)
+                elif f.exists():
+                    f.unlink()
             t0 = time.perf_counter()
             try:
                 ds = run_config(c, path, start_from=(Path(a.exact), 0))
