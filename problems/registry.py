@@ -312,6 +312,43 @@ def mlp_smooth(dataset: str = "digits", data_dir: str = "", classes: str = "", v
 PROBLEMS["mlp-smooth"] = mlp_smooth
 
 
+def transfer_smooth(dataset: str = "digits", data_dir: str = "", source: str = "0-4", target: str = "5-9",
+                    path: str = "ot", ot_method: str = "emd", ot_max_iter: int = 100_000, val_fraction: float = 0.2,
+                    limit: int = 0, val_limit: int = 0, hidden: int = 128, latent: int = 8,
+                    classifier_hidden: int = 12, activation: str = "silu", weight_decay: float = 1e-3,
+                    samples: int = 1, decoder_std: float = 1.0, seed: int = 0, split_seed: int = 0,
+                    float64: bool = True, device: str = "cpu"):
+    """The smooth deterministic MLP (`mlp-smooth`) on a task path from class subset `source` to
+    `target` (t = 0 -> 1; problems/smooth_transfer.py): path "mixture" (eq. 23) or "ot" (eq. 37,
+    soft labels) summed exactly over the plan's support (ot_method "emd" or "assignment"; an
+    entropic plan is dense and refused). Model and data options as `mlp-smooth`'s; limit and
+    val_limit cap each task's training and validation sets."""
+    options = dict(locals())  # the keyword options exactly, before any other local name
+    _check_network(dict(options, grad_batch=0, hvp_batch=0))
+    _at_least("ot_max_iter", ot_max_iter, 1)
+    from .models import activation as _activation, smooth_mlp
+    from .smooth_transfer import SmoothTransferProblem
+
+    _activation(activation)  # the name, before any data is read
+    if ot_method == "sinkhorn":
+        raise ValueError("ot_method 'sinkhorn' gives a dense plan (n_s n_t pairs) that the exact J would sum over; "
+                         "use 'emd' or 'assignment' (a sparse optimal plan)")
+    loaders = _flat_loaders(data_dir)
+    data_s, train_s, val_s = _split(loaders, dataset, source, val_fraction, split_seed, limit, val_limit)
+    data_t, train_t, val_t = _split(loaders, dataset, target, val_fraction, split_seed, limit, val_limit)
+    train_s, val_s, train_t, val_t = (d.flat() for d in (train_s, val_s, train_t, val_t))
+    modules = smooth_mlp(input_dim=train_s.x.shape[1], hidden=hidden, latent=latent,
+                         classifier_hidden=classifier_hidden, classes=len(data_s.classes), act=activation)
+    return SmoothTransferProblem(*modules, train_s, train_t, val_s, val_t, path=path, ot_method=ot_method,
+                                 ot_max_iter=ot_max_iter, weight_decay=weight_decay, samples=samples,
+                                 decoder_std=decoder_std, seed=seed,
+                                 dtype=torch.float64 if float64 else torch.float32, device=_device(device),
+                                 name=f"transfer-smooth:{dataset}[{source}->{target}, {path}]", options=options)
+
+
+PROBLEMS["transfer-smooth"] = transfer_smooth
+
+
 def energy(objective: str = "", theta0: list | str | None = None, size: int = 0, functionals: str = "",
            gauge: str = "", name: str = "energy"):
     """An energy J(theta; mu) given directly by a function (problems/energy.py, docs/energy.md).

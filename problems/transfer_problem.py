@@ -31,26 +31,77 @@ class _PairBatch:
         self.source, self.target = source, target
 
 
+def check_task_path(source: Data, target: Data, path: str, ot_method: str) -> None:
+    """One ValueError line for a task path that cannot be built: an unknown path or OT method,
+    inputs of different shapes, different numbers of classes, or an empty target."""
+    if path not in PATHS:
+        raise ValueError(f"unknown task path {path!r}; valid: {', '.join(PATHS)}")
+    if ot_method not in OT_METHODS:
+        raise ValueError(f"unknown OT method {ot_method!r}; valid: {', '.join(OT_METHODS)}")
+    if source.x.shape[1:] != target.x.shape[1:]:
+        raise ValueError(f"source inputs {tuple(source.x.shape[1:])} and target inputs "
+                         f"{tuple(target.x.shape[1:])} differ in shape")
+    if len(source.classes) != len(target.classes):
+        raise ValueError(f"source has {len(source.classes)} classes, target {len(target.classes)}: "
+                         "one classifier head needs the same number (relabel both subsets)")
+    if len(target) == 0:
+        raise ValueError("the target training set is empty")
+
+
+class TaskPathTerms:
+    """R, D, C on a task path (eq. 23, 37) and the OT path's label floor (Remark 11), shared by
+    the stochastic TransferProblem and the deterministic SmoothTransferProblem
+    (problems/smooth_transfer.py). Needs `path`, `_terms`, `_cross_entropy`, `batch`, and on the
+    OT path `sampler`, `train`, `target`."""
+
+    def _path_functionals(self, theta, b: _PairBatch, t, weights=None):
+        mean = (lambda v: v.mean()) if weights is None else (lambda v: (v * weights).sum())  # noqa: E731
+        if self.path == "mixture":
+            out = {}
+            for part, w in ((b.source, 1 - t), (b.target, t)):
+                R, D, logits = self._terms(theta, part.x, part.eps, part.mask)
+                C = self._cross_entropy(logits, part.y)
+                for name, v in (("R", R), ("D", D), ("C", C)):
+                    out[name] = out.get(name, 0.0) + w * v.mean()
+            return out
+        x = interpolate(b.source.x, b.target.x, t)
+        R, D, logits = self._terms(theta, x, b.source.eps, b.source.mask)
+        C = (1 - t) * self._cross_entropy(logits, b.source.y) + t * self._cross_entropy(logits, b.target.y)
+        return {"R": mean(R), "D": mean(D), "C": mean(C)}
+
+    def label_mismatch(self, measure: str = "batch", seed: int = 12345) -> float:
+        """q = sum_ij Gamma_ij 1[y_i^s != y_j^t] over the pairs C is measured on: the step's batch
+        (uniform weights) or evaluation_metrics's pairs (`seed` is its seed); 0 on the mixture."""
+        if self.path == "mixture":
+            return 0.0
+        if measure == "batch":
+            return float((self.batch.source.y != self.batch.target.y).double().mean())
+        if getattr(self, "_q_evaluation", None) is None or self._q_evaluation[0] != seed:
+            i, j, w = self._evaluation_pairs(torch.Generator().manual_seed(seed))
+            differ = (self.train.y[i.to(self.train.y.device)].cpu() != self.target.y[j.to(self.target.y.device)].cpu())
+            self._q_evaluation = (seed, float((w * differ.double()).sum() / w.sum()))
+        return self._q_evaluation[1]
+
+    def label_floor(self, t: float, measure: str = "batch") -> float:
+        """C_floor(t) = q h(t), h(t) = -(1-t) log(1-t) - t log t: on the OT path a pair whose
+        labels differ has the soft label (1 - t, t) of entropy h(t), which its cross-entropy
+        cannot go below (Remark 11; docs/transfer.md); 0 on the mixture path (hard labels)."""
+        if self.path == "mixture":
+            return 0.0
+        t = min(max(float(t), 0.0), 1.0)
+        h = -sum(p * math.log(p) for p in (t, 1.0 - t) if p > 0.0)
+        return self.label_mismatch(measure) * h
+
+
 @final
-class TransferProblem(NetworkProblem):
+class TransferProblem(TaskPathTerms, NetworkProblem):
     name = "transfer"
     task_path = True  # J depends on t = mu[2] (paper section 4)
 
     def __init__(self, encoder, decoder, classifier, source: Data, target: Data, source_val: Data | None = None,
                  target_val: Data | None = None, *, path: str = "mixture", ot_method: str = "emd",
                  ot_reg: float = 0.05, ot_max_iter: int = 100_000, **kw):
-        if path not in PATHS:
-            raise ValueError(f"unknown task path {path!r}; valid: {', '.join(PATHS)}")
-        if ot_method not in OT_METHODS:
-            raise ValueError(f"unknown OT method {ot_method!r}; valid: {', '.join(OT_METHODS)}")
-        if source.x.shape[1:] != target.x.shape[1:]:
-            raise ValueError(f"source inputs {tuple(source.x.shape[1:])} and target inputs "
-                             f"{tuple(target.x.shape[1:])} differ in shape")
-        if len(source.classes) != len(target.classes):
-            raise ValueError(f"source has {len(source.classes)} classes, target {len(target.classes)}: "
-                             "one classifier head needs the same number (relabel both subsets)")
-        if len(target) == 0:
-            raise ValueError("the target training set is empty")
+        check_task_path(source, target, path, ot_method)
         self.path, self.ot_method, self.ot_reg, self.ot_max_iter = path, ot_method, ot_reg, ot_max_iter
         dtype, device = kw.get("dtype", torch.float32), kw.get("device", "cpu")
         self.target = target.to(dtype=dtype, device=device)
@@ -79,22 +130,6 @@ class TransferProblem(NetworkProblem):
         g = torch.Generator().manual_seed(self.seed)
         self.batch = self._draw(self.grad_batch, g)
         self.hvp = self._draw(self.hvp_batch, g)
-
-    # -- the functionals on the path ----------------------------------------------------------
-    def _path_functionals(self, theta, b: _PairBatch, t, weights=None):
-        mean = (lambda v: v.mean()) if weights is None else (lambda v: (v * weights).sum())  # noqa: E731
-        if self.path == "mixture":
-            out = {}
-            for part, w in ((b.source, 1 - t), (b.target, t)):
-                R, D, logits = self._terms(theta, part.x, part.eps, part.mask)
-                C = self._cross_entropy(logits, part.y)
-                for name, v in (("R", R), ("D", D), ("C", C)):
-                    out[name] = out.get(name, 0.0) + w * v.mean()
-            return out
-        x = interpolate(b.source.x, b.target.x, t)
-        R, D, logits = self._terms(theta, x, b.source.eps, b.source.mask)
-        C = (1 - t) * self._cross_entropy(logits, b.source.y) + t * self._cross_entropy(logits, b.target.y)
-        return {"R": mean(R), "D": mean(D), "C": mean(C)}
 
     def _on(self, theta, b: _PairBatch, mu):
         return self._path_functionals(theta, b, mu[2])
@@ -133,29 +168,6 @@ class TransferProblem(NetworkProblem):
             i, j = self.sampler.sample(n, g)
             w = torch.full((n,), 1.0 / n, dtype=torch.float64)
         return i, j, w
-
-    def label_mismatch(self, measure: str = "batch", seed: int = 12345) -> float:
-        """q = sum_ij Gamma_ij 1[y_i^s != y_j^t] over the pairs C is measured on: the step's batch
-        (uniform weights) or evaluation_metrics's pairs (`seed` is its seed); 0 on the mixture."""
-        if self.path == "mixture":
-            return 0.0
-        if measure == "batch":
-            return float((self.batch.source.y != self.batch.target.y).double().mean())
-        if getattr(self, "_q_evaluation", None) is None or self._q_evaluation[0] != seed:
-            i, j, w = self._evaluation_pairs(torch.Generator().manual_seed(seed))
-            differ = (self.train.y[i.to(self.train.y.device)].cpu() != self.target.y[j.to(self.target.y.device)].cpu())
-            self._q_evaluation = (seed, float((w * differ.double()).sum() / w.sum()))
-        return self._q_evaluation[1]
-
-    def label_floor(self, t: float, measure: str = "batch") -> float:
-        """C_floor(t) = q h(t), h(t) = -(1-t) log(1-t) - t log t: on the OT path a pair whose
-        labels differ has the soft label (1 - t, t) of entropy h(t), which its cross-entropy
-        cannot go below (Remark 11; docs/transfer.md); 0 on the mixture path (hard labels)."""
-        if self.path == "mixture":
-            return 0.0
-        t = min(max(float(t), 0.0), 1.0)
-        h = -sum(p * math.log(p) for p in (t, 1.0 - t) if p > 0.0)
-        return self.label_mismatch(measure) * h
 
     @torch.no_grad()
     def validation_metrics(self, theta, batch_size: int = 2048) -> dict:
