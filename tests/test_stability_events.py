@@ -24,7 +24,7 @@ from scipy.optimize import brentq
 from continuation import Output, Start, continue_path
 from continuation.strategies.arclength import BorderedNewtonCorrector, PseudoArclength, PseudoArclengthPredictor
 from continuation.files.config import ConfigError, build_run
-from continuation.strategies.correctors import NewtonCorrector
+from continuation.strategies.correctors import NewtonCorrector, TrustRegionCorrector
 from continuation.errors import ContinuationError
 from continuation.singular.monitor import Monitor
 from continuation.files.schema import dataset_to_rows, event_file, rows_to_dataset
@@ -34,11 +34,12 @@ from continuation.strategies.processes import IsoClassification, QuasiStatic
 from continuation.strategies.projections import NewtonProjection
 from continuation.singular.spectrum import non_gauge_eigenvalues
 from continuation.singular.stability import lowest_eigenpairs
-from continuation.strategies.step_control import AdaptiveSteps, StopRule
+from continuation.strategies.step_control import AdaptiveSteps, FixedSteps, StopRule
 from continuation.surface.system import EquilibriumSystem
 from problems import LinearGaussianData, LinearGaussianGibbsProblem, make_mu
 from problems.bratu import bratu_problem
 from problems.linear_gaussian_closed_form import LinearGaussianClosedForm
+from solvers import Dense
 
 GAMMA = 1.7  # quasi-static paths in lambda at this gamma cross two switch-ons in (1, 3)
 
@@ -292,3 +293,48 @@ def test_a_point_where_j_is_not_finite_is_rejected_not_written(tmp_path):
                          start=(1.0, 1.0), output=Output(progress=False))
     assert np.isfinite(path.F.values).all() and np.isfinite(path.R.values).all()
     assert path.attrs["status"] == "stopped" and (path["lambda"].values < 2).all()
+
+
+def _tilted_well(theta, mu):
+    """x^4/4 - x^2/2 - (lambda - 1) x + y^2/2: the left minimum meets the saddle and both vanish
+    at lambda_f = 1 + 2/(3 sqrt 3), x = -1/sqrt 3 (J' = x^3 - x - (lambda - 1) = 0 = J'' = 3x^2 - 1)."""
+    x, y = theta["x"][0], theta["x"][1]
+    return x**4 / 4 - x**2 / 2 - (mu[0] - 1) * x + y**2 / 2
+
+
+def _soft_well(theta, mu):
+    """(1 + (lambda - 1.3)^2) x^2 / 2 + y^2: one minimum whose lowest eigenvalue has a smooth minimum."""
+    x, y = theta["x"][0], theta["x"][1]
+    return (1 + (mu[0] - 1.3) ** 2) * x**2 / 2 + y**2
+
+
+@pytest.mark.parametrize("steps", [FixedSteps(size=0.1), AdaptiveSteps(initial=0.1, max_step=0.1)],
+                         ids=["fixed", "adaptive"])
+def test_a_branch_ending_at_a_fold_is_a_located_fold_event_and_the_jump_is_said(steps):
+    """Quasi-static in lambda from the left well of a tilted double well: the left minimum ends at a
+    saddle-node (no eigenvalue crosses zero on any branch the path visits); the corrector lands in the
+    right well. The event is a fold at the closed form's lambda_f to 1e-8, and the path past it is
+    in the right well. A lowest eigenvalue with a smooth minimum (one branch throughout) is no event."""
+    from problems.energy import EnergyProblem
+
+    def run(objective, x0, lam0, lam1):
+        problem = EnergyProblem(objective, {"x": torch.tensor(x0, dtype=torch.float64)})
+        return continue_path(problem, QuasiStatic(lambda_rate=1.0), ODEPredictor("euler"),
+                             TrustRegionCorrector(gtol=1e-12, maxiter=100), steps,
+                             StopRule(max_steps=30, target={"lambda": lam1}), start=Start(mu=(lam0, 1.0)),
+                             output=Output(progress=False), monitor=Monitor(modes=2, dense_below=10), solver=Dense())
+
+    path = run(_tilted_well, [-1.2, 0.1], 0.8, 1.8)
+    assert path.attrs["status"] == "finished"
+    ev = events(path)
+    assert [e["type"] for e in ev] == ["fold"] and ev[0]["located"] == 1 and ev[0]["method"] == "bisection"
+    lam_f = 1 + 2 / (3 * math.sqrt(3))
+    assert abs(ev[0]["lambda"] - lam_f) <= 1e-8 * lam_f, ev[0]["lambda"] - lam_f
+    assert "first-order" in ev[0]["detail"] and ev[0]["eig"] < 1e-3  # 3 x^2 - 1 near the fold
+    x = -path["D"].values  # D = dJ/dlambda = -x: the left well before the fold, the right well past it
+    past = path["lambda"].values > lam_f
+    assert past.any() and (x[~past] < -0.5).all() and (x[past] > 1.0).all(), x
+    assert (path.morse_index.values == 0).all()
+
+    smooth = run(_soft_well, [0.3, 0.2], 1.0, 1.6)
+    assert smooth.attrs["status"] == "finished" and smooth.sizes.get("event", 0) == 0

@@ -5,7 +5,7 @@ type ("bifurcation", "fold", "branch_switch", "crossing", "saddle"; a bifurcatio
 branch the path left or joined says "branch exchange" in its detail), step (the first accepted
 point after it), s, lambda, gamma, t, R, D, C, F, eig (the crossing eigenvalue there, ~0),
 index_before / index_after (Morse index on either side), mode (which of the sorted eigenvalues),
-iterations and hvps (the location's cost), method ("illinois", "interpolate", "descent" for a switch, "none"), detail (one line),
+iterations and hvps (the location's cost), method ("illinois", "interpolate", "bisection" for a branch that ended at a fold, "descent" for a switch, "none"), detail (one line),
 and the tensors x and null_vector (the event's point and the eigenvector; the writer saves them
 as a checkpoint, `event_checkpoint`).
 
@@ -15,7 +15,11 @@ for a bifurcation, G(s) - value for a crossing of a functional. A trial point at
 predictor from the bracket's base point, then Newton on grad J = 0 with the gauge deflated and
 no descent requirement (the bordered-newton corrector's fixed-mu Newton, continuation/strategies/arclength.py:
 it converges to saddles, which is what following a branch through a bifurcation needs), then the
-eigenvalues (warm-started). Cost per trial: the predictor's solves, the Newton iterations' HVPs, and the monitor's
+eigenvalues (warm-started). A branch that ends at a fold while the path follows minima (the lowest
+eigenvalue falls toward zero, no branch visited has a sign change, and the old branch does not
+reach the new point: a saddle-node, after which the corrector found another minimum) is a "fold"
+event located by bisection on the old branch's existence, its detail saying the path jumped (a
+first-order transition). Cost per trial: the predictor's solves, the Newton iterations' HVPs, and the monitor's
 eigenvalue HVPs; reported per event.
 """
 
@@ -188,9 +192,11 @@ class EventFinder:
                           x=c.x, null_vector=null)
 
     def _exchange(self, old, new, a, b, i0, step, history) -> list[dict]:
-        """The lowest non-negative eigenvalue was heading for zero before `new` but is positive
-        there: the path changed branches. Probe the old branch at new's clock, then the new
-        branch at old's clock, for the sign change, and locate it on that branch."""
+        """The lowest non-negative eigenvalue was heading for zero before `new` (falling, and its
+        linear extrapolation below zero at new, or it turned back up) but is positive there: the
+        path may have changed branches. Probe the old branch at new's clock, then the new branch
+        at old's clock, for the sign change, and locate it on that branch; without one, and the
+        old branch not reaching new's point, the old branch ended at a fold (`_fold_jump`)."""
         if not history or self.interpolate or i0 >= len(old.spectrum.values):
             return []
         s_prev, prev = history[-1]
@@ -198,7 +204,8 @@ class EventFinder:
             return []
         e_prev, e_old, e_new = prev[i0], float(old.spectrum.values[i0]), float(new.spectrum.values[i0])
         slope = (e_old - e_prev) / (old.s - s_prev)
-        if not (e_old > 0 and e_new > 0 and slope * (new.s - old.s) < 0 and e_old + slope * (new.s - old.s) < 0):
+        heading = e_old + slope * (new.s - old.s) < 0 or e_new > e_old  # to zero, or turned back
+        if not (e_old > 0 and e_new > 0 and slope * (new.s - old.s) < 0 and heading):
             return []
         with self.stepper.system.ledger.aside() as spent:  # the probes' and the location's cost
             for base, here, there in ((old, a, new.s), (new, b, old.s)):
@@ -210,7 +217,46 @@ class EventFinder:
                                                   f"{'left' if base is old else 'joined'} (branch exchange)")
                     ev["index_before"], ev["index_after"] = (i0, i0 + 1) if base is old else (i0 + 1, i0)
                     break
+                if base is old and probe.converged and self._same_point(probe.x, new.x):
+                    return []  # one smooth branch through both points: the eigenvalue has a minimum between
             else:
-                return []
+                ev = self._fold_jump(old, a, new, i0, step)
         ev["hvps"] = spent.hvps
         return [ev]
+
+    @staticmethod
+    def _same_point(x, y) -> bool:
+        """Two equilibria at the same multipliers are one (Newton's answers to 1e-6 of their size)."""
+        return float((x - y).norm()) <= 1e-6 * (1.0 + float(y.norm()))
+
+    def _fold_jump(self, old, a: Trial, new, j: int, step: int) -> dict:
+        """The eigenvalue j was heading for zero, neither branch has a sign change between `old` and
+        `new`: the branch through `old` ended at a fold (a saddle-node: the minimum meets a saddle
+        and both vanish) and the corrector found another minimum, a first-order jump. Bisection
+        on the old branch's existence between old.s and new.s: a trial from `old` is on the branch
+        if its Newton converged with eigenvalue j in [-zero_tol, that at old] (past the fold Newton
+        fails, or lands on the saddle (negative) or on another minimum (not the falling mode)).
+        The event is the last point found on the branch; `located` when the bracket is within
+        locate_tol (relative, in the clock). Cost: one Newton solve and spectrum per halving."""
+        zt, e_old = self.monitor.zero_tol, float(old.spectrum.values[j])
+        lo, hi_s, iters = a, float(new.s), 0
+        scale = max(abs(float(old.s)), abs(hi_s), 1e-300)
+        while iters < self.monitor.max_locate and abs(hi_s - lo.s) > self.monitor.locate_tol * scale:
+            c = self.trial(old, 0.5 * (lo.s + hi_s))
+            iters += 1
+            e = float(c.spectrum.values[j]) if (c.converged and c.spectrum is not None) else math.nan
+            if -zt <= e <= e_old:
+                lo = c
+            else:
+                hi_s = c.s
+        eig = float(lo.spectrum.values[j])
+        width = abs(hi_s - lo.s)
+        clock = getattr(self.stepper.s.process, "clock", "s")
+        return self.event("fold", step, lo, eig=eig, mode=j, multiplicity=1, index_before=int(old.spectrum.index(zt)),
+                          index_after=int(new.spectrum.index(zt)), iterations=iters, hvps=0,
+                          located=int(width <= self.monitor.locate_tol * scale), method="bisection",
+                          detail=f"the branch ended at a fold: eigenvalue {j} of A fell to {eig:.3g} (from {e_old:.3g}) "
+                                 f"without a sign change and the branch has no point past s = {lo.s:.10g} (bracket "
+                                 f"{width:.1e} in {clock}); the path jumped to another minimum, where it is "
+                                 f"{float(new.spectrum.values[j]):.3g} (a first-order transition)",
+                          x=lo.x, null_vector=lo.spectrum.vectors[:, j])
