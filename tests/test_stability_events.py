@@ -338,3 +338,41 @@ def test_a_branch_ending_at_a_fold_is_a_located_fold_event_and_the_jump_is_said(
 
     smooth = run(_soft_well, [0.3, 0.2], 1.0, 1.6)
     assert smooth.attrs["status"] == "finished" and smooth.sizes.get("event", 0) == 0
+
+
+def test_a_jump_off_a_branch_that_goes_on_is_said():
+    """A corrector that leaves a branch which still exists (as trust-newton's L-BFGS phase did on the
+    digits, docs/neural_equilibrium.md): here one that starts every solve past lambda 1.05 from the
+    right well, while the left minimum exists up to lambda_f = 1.385. The event is a "jump", not a
+    fold: the old branch's point at the new lambda is found by the event finder's own Newton."""
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from continuation.strategies.correctors import Corrector
+    from problems.energy import EnergyProblem
+
+    @dataclass
+    class Jumper(Corrector):
+        name: ClassVar[str] = "jumper"
+        counts: ClassVar[str] = "newton_iters"
+        easy_iters: ClassVar[int | None] = None
+        max_iters: ClassVar[int | None] = None
+
+        def correct(self, system, x, mu):
+            if float(mu[0]) > 1.05:
+                x = x.clone()
+                x[0] = 1.5
+            return TrustRegionCorrector(gtol=1e-12, maxiter=100).correct(system, x, mu)
+
+    def stiff_y(theta, mu):  # the x-mode the lowest eigenvalue: it falls along the left well, rises after the jump
+        return _tilted_well(theta, mu) + 2 * theta["x"][1] ** 2
+
+    problem = EnergyProblem(stiff_y, {"x": torch.tensor([-1.2, 0.1], dtype=torch.float64)})
+    path = continue_path(problem, QuasiStatic(lambda_rate=1.0), ODEPredictor("euler"), Jumper(), FixedSteps(size=0.1),
+                         StopRule(max_steps=5, target={"lambda": 1.2}), start=Start(mu=(0.8, 1.0)),
+                         output=Output(progress=False), monitor=Monitor(modes=2, dense_below=10), solver=Dense())
+    assert path.attrs["status"] == "finished"
+    ev = events(path)
+    assert [e["type"] for e in ev] == ["jump"], ev
+    assert ev[0]["lambda"] == pytest.approx(1.1, abs=1e-12) and "goes on" in ev[0]["detail"]
+    assert ev[0]["D"] > 0.5  # the old branch's point: x = -D < 0, the left well

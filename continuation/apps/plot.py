@@ -258,7 +258,7 @@ def plot_sweep(sweep, out) -> SweepFigure:
     return SweepFigure(out, fig, colors={i: colors[i] for i in drawn}, markers={i: markers[i] for i in drawn
                                                                                if i in markers},
                        skipped=skipped, color_axis=color_axis, marker_axis=marker_axis)
-EVENT_MARKERS = {"bifurcation": "X", "fold": "D", "branch_switch": ">", "crossing": "*"}
+EVENT_MARKERS = {"bifurcation": "X", "fold": "D", "jump": "v", "branch_switch": ">", "crossing": "*"}
 
 
 def _stability(ax, ds, s, c, label) -> None:

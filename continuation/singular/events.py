@@ -1,7 +1,7 @@
 """Events between two monitored points of a path: detection, location, branch switching.
 
 An event is a dict (one entry of the path's `event` dimension, continuation/files/path.py):
-type ("bifurcation", "fold", "branch_switch", "crossing", "saddle"; a bifurcation found on the
+type ("bifurcation", "fold", "jump", "branch_switch", "crossing", "saddle"; a bifurcation found on the
 branch the path left or joined says "branch exchange" in its detail), step (the first accepted
 point after it), s, lambda, gamma, t, R, D, C, F, eig (the crossing eigenvalue there, ~0),
 index_before / index_after (Morse index on either side), mode (which of the sorted eigenvalues),
@@ -239,13 +239,22 @@ class EventFinder:
         The event is the last point found on the branch; `located` when the bracket is within
         locate_tol (relative, in the clock). Cost: one Newton solve and spectrum per halving."""
         zt, e_old = self.monitor.zero_tol, float(old.spectrum.values[j])
-        lo, hi_s, iters = a, float(new.s), 0
+        on_branch = lambda c: (c.converged and c.spectrum is not None  # noqa: E731
+                               and -zt <= float(c.spectrum.values[j]) <= e_old)
+        there = self.trial(old, float(new.s))
+        if on_branch(there):  # the old branch goes on: the path left it (its corrector went elsewhere)
+            return self.event("jump", step, there, eig=float(there.spectrum.values[j]), mode=j, multiplicity=1,
+                              index_before=int(old.spectrum.index(zt)), index_after=int(new.spectrum.index(zt)),
+                              iterations=1, hvps=0, located=0, method="none",
+                              detail=f"the path left a branch that goes on past s = {float(new.s):.10g} (its point "
+                                     f"there has F = {there.f['F']:.10g}, the path's new point F = "
+                                     f"{float(new.ctx.objective()):.10g}): the corrector jumped to another minimum")
+        lo, hi_s, iters = a, float(new.s), 1
         scale = max(abs(float(old.s)), abs(hi_s), 1e-300)
         while iters < self.monitor.max_locate and abs(hi_s - lo.s) > self.monitor.locate_tol * scale:
             c = self.trial(old, 0.5 * (lo.s + hi_s))
             iters += 1
-            e = float(c.spectrum.values[j]) if (c.converged and c.spectrum is not None) else math.nan
-            if -zt <= e <= e_old:
+            if on_branch(c):
                 lo = c
             else:
                 hi_s = c.s
