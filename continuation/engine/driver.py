@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import signal
 from contextlib import nullcontext
 from dataclasses import replace
@@ -243,6 +244,11 @@ def _show(bar, stop, state, row, first, origin) -> None:
     if bar.disable:
         return
     bar.n = stop.progress(state.step, state.current.s, named(state.current.mu), origin)
-    key = "train_C" if "train_C" in row else "C"
+    held = row.get("constraint_drift", math.nan)
+    if isinstance(held, float) and math.isfinite(held):  # the held functional's own drift (C, or C - q h(t), ...)
+        drift = f"{held:.1e}"
+    else:
+        key = "train_C" if "train_C" in row else "C"
+        drift = f"{(row[key] - first[key]) / abs(first[key]):.1e}" if first[key] != 0 else "n/a"
     bar.set_postfix(step=state.step, lam=f"{row['lambda']:.4g}", gam=f"{row['gamma']:.4g}", t=f"{row['t']:.3g}",
-                    drift=f"{(row[key] - first[key]) / abs(first[key]):.1e}" if first[key] != 0 else "n/a", grad=f"{row['grad_norm']:.1e}")
+                    drift=drift, grad=f"{row['grad_norm']:.1e}")
