@@ -192,35 +192,51 @@ class EventFinder:
                           x=c.x, null_vector=null)
 
     def _exchange(self, old, new, a, b, i0, step, history) -> list[dict]:
-        """The lowest non-negative eigenvalue was heading for zero before `new` (falling, and its
-        linear extrapolation below zero at new, or it turned back up) but is positive there: the
-        path may have changed branches. Probe the old branch at new's clock, then the new branch
-        at old's clock, for the sign change, and locate it on that branch; without one, and the
-        old branch not reaching new's point, the old branch ended at a fold (`_fold_jump`)."""
+        """An eigenvalue j >= i0 (the lowest non-negative first) was heading for zero before `new`
+        (falling, its linear extrapolation below zero at new) but is positive there: the path may
+        have changed branches. For j = i0, probe the old branch at new's clock, then the new
+        branch at old's clock, for the sign change, and locate it on that branch. Without one,
+        and the old branch found at new's clock elsewhere than new's point, the old branch ended
+        at a fold or goes on beside the path (`_fold_jump`); where Newton does not find the old
+        branch at new's clock nothing is concluded and nothing written."""
         if not history or self.interpolate or i0 >= len(old.spectrum.values):
             return []
         s_prev, prev = history[-1]
-        if i0 >= len(prev) or old.s == s_prev:
+        if old.s == s_prev:
             return []
-        e_prev, e_old, e_new = prev[i0], float(old.spectrum.values[i0]), float(new.spectrum.values[i0])
-        slope = (e_old - e_prev) / (old.s - s_prev)
-        heading = e_old + slope * (new.s - old.s) < 0 or e_new > e_old  # to zero, or turned back
-        if not (e_old > 0 and e_new > 0 and slope * (new.s - old.s) < 0 and heading):
+        ds = new.s - old.s
+
+        def heading(j: int) -> bool:
+            if j >= len(prev) or j >= len(new.spectrum.values):
+                return False
+            e_prev, e_old, e_new = prev[j], float(old.spectrum.values[j]), float(new.spectrum.values[j])
+            slope = (e_old - e_prev) / (old.s - s_prev)
+            return e_old > 0 and e_new > 0 and slope * ds < 0 and e_old + slope * ds < 0
+
+        modes = [j for j in range(i0, len(old.spectrum.values)) if heading(j)]
+        if not modes:
             return []
+        j, zt, ev = modes[0], self.monitor.zero_tol, None
         with self.stepper.system.ledger.aside() as spent:  # the probes' and the location's cost
-            for base, here, there in ((old, a, new.s), (new, b, old.s)):
-                probe = self.trial(base, there)
-                if probe.converged and float(probe.spectrum.values[i0]) < -self.monitor.zero_tol:
-                    lo, hi = (here, probe) if here.s < probe.s else (probe, here)
-                    ev = self._bifurcation(base, lo, hi, i0, i0, i0, step, "bifurcation",
-                                           detail=f"eigenvalue {i0} of A crossed zero on the branch the path "
-                                                  f"{'left' if base is old else 'joined'} (branch exchange)")
-                    ev["index_before"], ev["index_after"] = (i0, i0 + 1) if base is old else (i0 + 1, i0)
-                    break
-                if base is old and probe.converged and self._same_point(probe.x, new.x):
-                    return []  # one smooth branch through both points: the eigenvalue has a minimum between
-            else:
-                ev = self._fold_jump(old, a, new, i0, step)
+            first = self.trial(old, new.s)
+            if j == i0:
+                for base, here in ((old, a), (new, b)):
+                    probe = first if base is old else self.trial(new, old.s)
+                    if probe.converged and float(probe.spectrum.values[i0]) < -zt:
+                        lo, hi = (here, probe) if here.s < probe.s else (probe, here)
+                        ev = self._bifurcation(base, lo, hi, i0, i0, i0, step, "bifurcation",
+                                               detail=f"eigenvalue {i0} of A crossed zero on the branch the path "
+                                                      f"{'left' if base is old else 'joined'} (branch exchange)")
+                        ev["index_before"], ev["index_after"] = (i0, i0 + 1) if base is old else (i0 + 1, i0)
+                        break
+                    if base is old and probe.converged and self._same_point(probe.x, new.x):
+                        return []  # one smooth branch through both points
+            if ev is None:
+                if first.converged and self._same_point(first.x, new.x):
+                    return []
+                ev = self._fold_jump(old, a, new, j, step, first)
+                if ev is None:
+                    return []
         ev["hvps"] = spent.hvps
         return [ev]
 
@@ -229,7 +245,7 @@ class EventFinder:
         """Two equilibria at the same multipliers are one (Newton's answers to 1e-6 of their size)."""
         return float((x - y).norm()) <= 1e-6 * (1.0 + float(y.norm()))
 
-    def _fold_jump(self, old, a: Trial, new, j: int, step: int) -> dict:
+    def _fold_jump(self, old, a: Trial, new, j: int, step: int, there: Trial) -> dict | None:
         """The eigenvalue j was heading for zero, neither branch has a sign change between `old` and
         `new`: the branch through `old` ended at a fold (a saddle-node: the minimum meets a saddle
         and both vanish) and the corrector found another minimum, a first-order jump. Bisection
@@ -237,12 +253,14 @@ class EventFinder:
         if its Newton converged with eigenvalue j in [-zero_tol, that at old] (past the fold Newton
         fails, or lands on the saddle (negative) or on another minimum (not the falling mode)).
         The event is the last point found on the branch; `located` when the bracket is within
-        locate_tol (relative, in the clock). Cost: one Newton solve and spectrum per halving."""
+        locate_tol (relative, in the clock). None (no event: nothing established) where Newton
+        finds no point of the branch within 1/32 of the step from old, or the last point found
+        still has eigenvalue j above a tenth of its value at old (a fold's eigenvalue goes to
+        zero there). Cost: one Newton solve and spectrum per halving."""
         zt, e_old = self.monitor.zero_tol, float(old.spectrum.values[j])
         on_branch = lambda c: (c.converged and c.spectrum is not None  # noqa: E731
                                and -zt <= float(c.spectrum.values[j]) <= e_old)
-        there = self.trial(old, float(new.s))
-        if on_branch(there):  # the old branch goes on: the path left it (its corrector went elsewhere)
+        if on_branch(there):  # `there` (the old branch at new's clock) exists: the path left a branch that goes on
             return self.event("jump", step, there, eig=float(there.spectrum.values[j]), mode=j, multiplicity=1,
                               index_before=int(old.spectrum.index(zt)), index_after=int(new.spectrum.index(zt)),
                               iterations=1, hvps=0, located=0, method="none",
@@ -258,7 +276,11 @@ class EventFinder:
                 lo = c
             else:
                 hi_s = c.s
+                if lo is a and iters > 5:
+                    return None  # Newton finds no branch even 1/32 of the step from old: nothing established
         eig = float(lo.spectrum.values[j])
+        if not eig <= 0.1 * e_old:
+            return None  # the branch's last point found is no nearer a zero eigenvalue: not a fold established
         width = abs(hi_s - lo.s)
         clock = getattr(self.stepper.s.process, "clock", "s")
         return self.event("fold", step, lo, eig=eig, mode=j, multiplicity=1, index_before=int(old.spectrum.index(zt)),
