@@ -43,7 +43,7 @@ def check_task_path(source: Data, target: Data, path: str, ot_method: str) -> No
                          f"{tuple(target.x.shape[1:])} differ in shape")
     if len(source.classes) != len(target.classes):
         raise ValueError(f"source has {len(source.classes)} classes, target {len(target.classes)}: "
-                         "one classifier head needs the same number (relabel both subsets)")
+                         "one classifier head needs the same number (choose subsets of equal size)")
     if len(target) == 0:
         raise ValueError("the target training set is empty")
 

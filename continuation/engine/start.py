@@ -40,8 +40,12 @@ def fresh(stepper: Stepper, x, mu, *, equilibrate: bool, settle: int) -> tuple[S
             except FloatingPointError as e:
                 raise ContinuationError(f"start point {named(mu)}: {e}") from e
             if not res.converged:
-                raise ContinuationError(f"the start point did not equilibrate: corrector {res.status}, "
-                                        f"|grad| {res.grad_norm:.2e} at {named(mu)}")
+                budgets = ", ".join(f"{k} = {getattr(corrector, k)}" for k in ("maxiter", "lbfgs_iters", "steps")
+                                    if isinstance(getattr(corrector, k, None), int) and getattr(corrector, k))
+                raise ContinuationError(f"the start point did not equilibrate: corrector {corrector.name} "
+                                        f"{res.status} after {res.iters} iterations, |grad| {res.grad_norm:.2e} "
+                                        f"at {named(mu)}; raise its budget in [corrector]"
+                                        + (f" ({budgets})" if budgets else "") + " or start nearer (--from)")
             x, grad_norm = res.x, res.grad_norm
     return stepper.init(x, mu, grad_norm=grad_norm, seconds=time.perf_counter() - t0)
 

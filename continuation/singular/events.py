@@ -286,8 +286,9 @@ class EventFinder:
         return self.event("fold", step, lo, eig=eig, mode=j, multiplicity=1, index_before=int(old.spectrum.index(zt)),
                           index_after=int(new.spectrum.index(zt)), iterations=iters, hvps=0,
                           located=int(width <= self.monitor.locate_tol * scale), method="bisection",
-                          detail=f"the branch ended at a fold: eigenvalue {j} of A fell to {eig:.3g} (from {e_old:.3g}) "
-                                 f"without a sign change and the branch has no point past s = {lo.s:.10g} (bracket "
-                                 f"{width:.1e} in {clock}); the path jumped to another minimum, where it is "
-                                 f"{float(new.spectrum.values[j]):.3g} (a first-order transition)",
+                          detail=f"the branch ended at a fold: A's eigenvalue number {j} (0: the lowest) fell to "
+                                 f"{eig:.3g} (from {e_old:.3g}) without a sign change and the branch has no point past "
+                                 f"s = {lo.s:.10g} (bracket {width:.1e} in {clock}); the path jumped to another minimum, "
+                                 f"where eigenvalue number {j} is {float(new.spectrum.values[j]):.3g} (a first-order "
+                                 f"transition)",
                           x=lo.x, null_vector=lo.spectrum.vectors[:, j])
