@@ -15,11 +15,13 @@ for a bifurcation, G(s) - value for a crossing of a functional. A trial point at
 predictor from the bracket's base point, then Newton on grad J = 0 with the gauge deflated and
 no descent requirement (the bordered-newton corrector's fixed-mu Newton, continuation/strategies/arclength.py:
 it converges to saddles, which is what following a branch through a bifurcation needs), then the
-eigenvalues (warm-started). A branch that ends at a fold while the path follows minima (the lowest
-eigenvalue falls toward zero, no branch visited has a sign change, and the old branch does not
-reach the new point: a saddle-node, after which the corrector found another minimum) is a "fold"
-event located by bisection on the old branch's existence, its detail saying the path jumped (a
-first-order transition). Cost per trial: the predictor's solves, the Newton iterations' HVPs, and the monitor's
+eigenvalues (warm-started). A branch that ends at a fold while the path follows minima (a monitored
+eigenvalue's extrapolation through the last two points falls below zero by the new point, no
+branch visited has a sign change, and the old branch does not reach the new point: a
+saddle-node, after which the corrector found another minimum) is a "fold" event located by
+bisection on the old branch's existence, its detail saying the path jumped (a first-order
+transition); where the old branch does reach the new clock but the path is elsewhere, a "jump".
+A fold crossed in one step from where no eigenvalue's extrapolation reaches zero is not seen. Cost per trial: the predictor's solves, the Newton iterations' HVPs, and the monitor's
 eigenvalue HVPs; reported per event.
 """
 
