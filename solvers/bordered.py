@@ -111,7 +111,10 @@ class BorderedNewton:
     a step is halved until ||F|| decreases by the Armijo factor (1 - 1e-4 t). Linear solves:
     GMRES on the bordered matrix (module docstring), MINRES on A at fixed mu, each to the
     forcing tolerance min(eta_max, ||F||) relative (superlinear, then quadratic convergence).
-    Converged when ||grad f|| <= gtol and |border residual| <= gtol.
+    Converged when ||grad f|| <= gtol and |border residual| <= gtol. stall_iters = k stops a solve
+    whose ||F|| has not halved over the last k iterations (status "stalled"; None: never), for
+    probes that may have no root nearby (Newton converging, even linearly at a fold, halves ||F||
+    in fewer).
     Cost per iteration: one gradient, one JVP (b, bordered only), the Krylov matvecs (HVPs),
     one gradient per backtracking trial.
     """
@@ -123,6 +126,7 @@ class BorderedNewton:
     hvp_mode: str = "rev-rev"
     max_backtracks: int = 30
     krylov_maxiter: int | None = None
+    stall_iters: int | None = None  # stop ("stalled") when ||F|| has not halved over this many iterations
 
     def solve(self, f: Callable, x0: torch.Tensor, mu0: torch.Tensor, border: Border | None = None,
               deflation: Callable | None = None) -> BorderedNewtonResult:
@@ -145,6 +149,10 @@ class BorderedNewton:
                 status = "converged"
                 break
             if it == self.maxiter:
+                break
+            k = self.stall_iters
+            if k is not None and it >= k and norm > 0.5 * history[-1 - k]:
+                status = "stalled"  # past a fold ||F|| has a positive minimum: Newton creeps toward it
                 break
             hvp = hessian_operator(f, x, mu, self.hvp_mode)
             defl = deflation(x) if deflation is not None else None

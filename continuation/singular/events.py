@@ -35,6 +35,8 @@ import torch
 from problems.base import MU_NAMES, StochasticProblem
 
 from continuation.strategies.arclength import BorderedNewtonCorrector
+from continuation.surface.work import count
+from solvers.bordered import BorderedNewton
 from continuation.singular.fold import detect_folds, locate_fold
 from continuation.singular.stability import Spectrum
 
@@ -68,10 +70,18 @@ class EventFinder:
         self.saddle_newton = BorderedNewtonCorrector(gtol=self.gtol, maxiter=30)
 
     # -- points ---------------------------------------------------------------------------------
-    def newton(self, x, mu):
+    def newton(self, x, mu, stall: bool = False):
         """Newton on grad J = 0 at fixed mu without a descent requirement (converges to saddles):
-        the bordered-newton corrector's fixed-mu solve (continuation/strategies/arclength.py)."""
-        r = self.saddle_newton.correct(self.stepper.system, x, mu)
+        the bordered-newton corrector's fixed-mu solve (continuation/strategies/arclength.py).
+        stall: give up once ||grad J|| has not halved in 3 iterations (a fold's bisection, whose
+        trials past the fold have no root to find)."""
+        if not stall:
+            r = self.saddle_newton.correct(self.stepper.system, x, mu)
+            return r.x, r.converged
+        system = self.stepper.system
+        r = BorderedNewton(gtol=self.gtol, maxiter=self.saddle_newton.maxiter, stall_iters=3).solve(
+            system.objective, x, mu, None, system.deflation)
+        count(system, gradients=r.grads, hvps=r.hvps)
         return r.x, r.converged
 
     def spectrum(self, x, mu, previous):
@@ -84,11 +94,11 @@ class EventFinder:
         """R, D, C, F and the problem's evaluation metrics (train_C, kl_z0, ...) at a point."""
         return {**ctx.functionals(), "F": ctx.objective(), **ctx.evaluation_metrics()}
 
-    def trial(self, base, s: float) -> Trial:
+    def trial(self, base, s: float, stall: bool = False) -> Trial:
         """The branch through `base` (a Point) at clock s: predict, Newton, eigenvalues."""
         st = self.stepper
         pred = st.s.predictor.predict(st.context, base.ctx, s - base.s, None, st.s.process)
-        x, ok = self.newton(pred.x, pred.mu)
+        x, ok = self.newton(pred.x, pred.mu, stall)
         return Trial(x, pred.mu, s, self.spectrum(x, pred.mu, base.spectrum), self.quantities(st.context(x, pred.mu)),
                      ok)
 
@@ -255,7 +265,8 @@ class EventFinder:
         if its Newton converged with eigenvalue j in [-zero_tol, that at old] (past the fold Newton
         fails, or lands on the saddle (negative) or on another minimum (not the falling mode)).
         The event is the last point found on the branch; `located` when the bracket is within
-        locate_tol (relative, in the clock). None (no event: nothing established) where Newton
+        locate_tol (relative, in the clock). Its trials give up when Newton stalls (||grad J|| not
+        halved in 3 iterations: past the fold there is no root). None (no event: nothing established) where Newton
         finds no point of the branch within 1/32 of the step from old, or the last point found
         still has eigenvalue j above a tenth of its value at old (a fold's eigenvalue goes to
         zero there). Cost: one Newton solve and spectrum per halving."""
@@ -272,7 +283,7 @@ class EventFinder:
         lo, hi_s, iters = a, float(new.s), 1
         scale = max(abs(float(old.s)), abs(hi_s), 1e-300)
         while iters < self.monitor.max_locate and abs(hi_s - lo.s) > self.monitor.locate_tol * scale:
-            c = self.trial(old, 0.5 * (lo.s + hi_s))
+            c = self.trial(old, 0.5 * (lo.s + hi_s), stall=True)
             iters += 1
             if on_branch(c):
                 lo = c
