@@ -327,12 +327,10 @@ def transfer_smooth(dataset: str = "digits", data_dir: str = "", source: str = "
     _check_network(dict(options, grad_batch=0, hvp_batch=0))
     _at_least("ot_max_iter", ot_max_iter, 1)
     from .models import activation as _activation, smooth_mlp
-    from .smooth_transfer import SmoothTransferProblem
+    from .smooth_transfer import SmoothTransferProblem, refuse_dense_plan
 
     _activation(activation)  # the name, before any data is read
-    if ot_method == "sinkhorn":
-        raise ValueError("ot_method 'sinkhorn' gives a dense plan (n_s n_t pairs) that the exact J would sum over; "
-                         "use 'emd' or 'assignment' (a sparse optimal plan)")
+    refuse_dense_plan(ot_method)
     loaders = _flat_loaders(data_dir)
     data_s, train_s, val_s = _split(loaders, dataset, source, val_fraction, split_seed, limit, val_limit)
     data_t, train_t, val_t = _split(loaders, dataset, target, val_fraction, split_seed, limit, val_limit)

@@ -23,8 +23,16 @@ import torch
 from .amortized import encode, gaussian_kl_per_latent
 from .data import Data
 from .smooth_network import SmoothNetworkProblem
-from .task_path import CouplingSampler, coupling, interpolate
-from .transfer_problem import TaskPathTerms, _PairBatch, check_task_path
+from .task_path import interpolate
+from .transfer_problem import TaskPathTerms, _PairBatch
+
+
+def refuse_dense_plan(ot_method: str) -> None:
+    """One ValueError line for an entropic plan: its support is dense (n_s n_t pairs), which the
+    exact J would sum over. Called by the registry before any data is read, and by the problem."""
+    if ot_method == "sinkhorn":
+        raise ValueError("ot_method 'sinkhorn' gives a dense plan (n_s n_t pairs) that the exact J would sum over; "
+                         "use 'emd' or 'assignment' (a sparse optimal plan)")
 
 
 class SmoothTransferProblem(TaskPathTerms, SmoothNetworkProblem):
@@ -43,19 +51,10 @@ class SmoothTransferProblem(TaskPathTerms, SmoothNetworkProblem):
     def __init__(self, encoder, decoder, classifier, source: Data, target: Data, source_val: Data | None = None,
                  target_val: Data | None = None, *, path: str = "ot", ot_method: str = "emd",
                  ot_max_iter: int = 100_000, **kw):
-        check_task_path(source, target, path, ot_method)
-        if path == "ot" and ot_method == "sinkhorn":
-            raise ValueError("ot_method 'sinkhorn' gives a dense plan (n_s n_t pairs) that the exact J would sum "
-                             "over; use 'emd' or 'assignment' (a sparse optimal plan)")
-        self.path, self.ot_method, self.ot_max_iter = path, ot_method, ot_max_iter
-        dtype, device = kw.get("dtype", torch.float64), kw.get("device", "cpu")
-        self.target = target.to(dtype=dtype, device=device)
-        self.source_val = source_val.to(dtype=dtype, device=device) if source_val is not None else None
-        self.sampler, self.weights = None, None
-        if path == "ot":
-            self.coupling = coupling(source.x.cpu().numpy(), target.x.cpu().numpy(), ot_method,
-                                     num_itermax=ot_max_iter)
-            self.sampler = CouplingSampler(self.coupling)
+        refuse_dense_plan(ot_method)
+        self.weights = None
+        self._set_task_path(source, target, source_val, path, ot_method, 0.05, ot_max_iter,
+                            kw.get("dtype", torch.float64), kw.get("device", "cpu"))
         super().__init__(encoder, decoder, classifier, source, target_val, **kw)
 
     def _draw_batches(self, seed: int) -> None:
@@ -104,14 +103,5 @@ class SmoothTransferProblem(TaskPathTerms, SmoothNetworkProblem):
         out.update({f"kl_z{j}": float(v) for j, v in enumerate(kl)})
         return out
 
-    @torch.no_grad()
-    def validation_metrics(self, theta, batch_size: int = 2048) -> dict:
-        out = super().validation_metrics(theta, batch_size)
-        if self.source_val is not None:
-            out.update(self._classify(theta, self.source_val, batch_size, prefix="source_val"))
-        return out
-
     def settings(self) -> dict:
-        return {**super().settings(), "path": self.path, "ot_method": self.ot_method, "ot_max_iter": self.ot_max_iter,
-                "target_size": len(self.target),
-                "source_val_size": 0 if self.source_val is None else len(self.source_val)}
+        return {**super().settings(), **self._task_settings()}

@@ -52,7 +52,34 @@ class TaskPathTerms:
     """R, D, C on a task path (eq. 23, 37) and the OT path's label floor (Remark 11), shared by
     the stochastic TransferProblem and the deterministic SmoothTransferProblem
     (problems/smooth_transfer.py). Needs `path`, `_terms`, `_cross_entropy`, `batch`, and on the
-    OT path `sampler`, `train`, `target`."""
+    OT path `sampler`, `train`, `target` (`_set_task_path` sets the path's own)."""
+
+    def _set_task_path(self, source: Data, target: Data, source_val: Data | None, path: str, ot_method: str,
+                       ot_reg: float, ot_max_iter: int, dtype, device) -> None:
+        """Check the path (one line), keep the target and source validation sets, and on the OT
+        path compute the coupling (problems/task_path.py) and its sampler."""
+        check_task_path(source, target, path, ot_method)
+        self.path, self.ot_method, self.ot_max_iter = path, ot_method, ot_max_iter
+        self.target = target.to(dtype=dtype, device=device)
+        self.source_val = source_val.to(dtype=dtype, device=device) if source_val is not None else None
+        self.sampler = None
+        if path == "ot":
+            self.coupling = coupling(source.x.cpu().numpy(), target.x.cpu().numpy(), ot_method, ot_reg,
+                                     num_itermax=ot_max_iter)
+            self.sampler = CouplingSampler(self.coupling)
+
+    def _task_settings(self, **extra) -> dict:
+        return {"path": self.path, "ot_method": self.ot_method, **extra, "ot_max_iter": self.ot_max_iter,
+                "target_size": len(self.target),
+                "source_val_size": 0 if self.source_val is None else len(self.source_val)}
+
+    @torch.no_grad()
+    def validation_metrics(self, theta, batch_size: int = 2048) -> dict:
+        """The target's (val_*) and the source's (source_val_*) validation metrics."""
+        out = super().validation_metrics(theta, batch_size)
+        if self.source_val is not None:
+            out.update(self._classify(theta, self.source_val, batch_size, prefix="source_val"))
+        return out
 
     def _path_functionals(self, theta, b: _PairBatch, t, weights=None):
         mean = (lambda v: v.mean()) if weights is None else (lambda v: (v * weights).sum())  # noqa: E731
@@ -101,16 +128,9 @@ class TransferProblem(TaskPathTerms, NetworkProblem):
     def __init__(self, encoder, decoder, classifier, source: Data, target: Data, source_val: Data | None = None,
                  target_val: Data | None = None, *, path: str = "mixture", ot_method: str = "emd",
                  ot_reg: float = 0.05, ot_max_iter: int = 100_000, **kw):
-        check_task_path(source, target, path, ot_method)
-        self.path, self.ot_method, self.ot_reg, self.ot_max_iter = path, ot_method, ot_reg, ot_max_iter
-        dtype, device = kw.get("dtype", torch.float32), kw.get("device", "cpu")
-        self.target = target.to(dtype=dtype, device=device)
-        self.source_val = source_val.to(dtype=dtype, device=device) if source_val is not None else None
-        self.sampler = None
-        if path == "ot":
-            self.coupling = coupling(source.x.cpu().numpy(), target.x.cpu().numpy(), ot_method, ot_reg,
-                                     num_itermax=ot_max_iter)
-            self.sampler = CouplingSampler(self.coupling)
+        self.ot_reg = ot_reg
+        self._set_task_path(source, target, source_val, path, ot_method, ot_reg, ot_max_iter,
+                            kw.get("dtype", torch.float32), kw.get("device", "cpu"))
         super().__init__(encoder, decoder, classifier, source, target_val, **kw)
 
     # -- batches ------------------------------------------------------------------------------
@@ -169,14 +189,5 @@ class TransferProblem(TaskPathTerms, NetworkProblem):
             w = torch.full((n,), 1.0 / n, dtype=torch.float64)
         return i, j, w
 
-    @torch.no_grad()
-    def validation_metrics(self, theta, batch_size: int = 2048) -> dict:
-        out = super().validation_metrics(theta, batch_size)
-        if self.source_val is not None:
-            out.update(self._classify(theta, self.source_val, batch_size, prefix="source_val"))
-        return out
-
     def settings(self) -> dict:
-        return {**super().settings(), "path": self.path, "ot_method": self.ot_method, "ot_reg": self.ot_reg, "ot_max_iter": self.ot_max_iter,
-                "target_size": len(self.target),
-                "source_val_size": 0 if self.source_val is None else len(self.source_val)}
+        return {**super().settings(), **self._task_settings(ot_reg=self.ot_reg)}
