@@ -94,6 +94,12 @@ class Problem(ABC):
         modes of A, e.g. latent rotations); none by default."""
         return []
 
+    def hessian_pattern(self, theta: dict):
+        """Where A = Hess_theta J may be nonzero (a solvers.sparse.HessianPattern, or a scipy sparse
+        matrix of the nonzeros), for the sparse direct solver (`[krylov] name = "sparse-lu"`);
+        None (the default): A is treated as dense, reached by HVPs only."""
+        return None
+
     def settings(self) -> dict:
         """A JSON-able description of the problem, recorded with a run: at least its name."""
         return {"name": self.name, "class": type(self).__name__}

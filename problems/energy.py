@@ -27,6 +27,7 @@ In a configuration file (problems/registry.py, `energy`):
     # theta0 = "package.module:function"          # function(seed) -> dict of tensors (or a tensor)
     # functionals = "package.module:function"     # optional: (theta, mu) -> {"R", "D", "C"}
     # gauge = "package.module:function"           # optional: theta -> list of dicts (zero modes)
+    # sparsity = "package.module:function"        # optional: theta -> HessianPattern (sparse-lu)
 
 A dotted path that does not import, or names no callable, is one ValueError line.
 """
@@ -107,16 +108,22 @@ class EnergyProblem(Problem):
     theta0: a dict of tensors (or one tensor, named "x"), or a function seed -> such a dict:
     `init_params(seed)` returns a copy (the start, equilibrated by the corrector).
     functionals: optional (theta, mu) -> {"R", "D", "C"}. gauge: optional theta -> list of
-    dicts shaped like theta, the tangents of a symmetry orbit (exact zero modes of A)."""
+    dicts shaped like theta, the tangents of a symmetry orbit (exact zero modes of A).
+    sparsity: optional theta -> solvers.sparse.HessianPattern (or a scipy sparse matrix of A's
+    nonzeros), for `[krylov] name = "sparse-lu"` (docs/energy.md, "Sparse energies")."""
 
     task_path = True  # an energy given directly may depend on t
 
     def __init__(self, objective: Callable, theta0, *, functionals: Callable | None = None,
-                 gauge: Callable | None = None, name: str = "energy", options: dict | None = None):
+                 gauge: Callable | None = None, sparsity: Callable | None = None, name: str = "energy",
+                 options: dict | None = None):
         if not callable(objective):
             raise ValueError(f"objective must be a function (theta, mu) -> scalar, got {type(objective).__name__}")
         self.f, self.theta0, self.user_functionals, self.gauge = objective, theta0, functionals, gauge
         self.name, self.options = name, dict(options or {})
+        if sparsity is not None and not callable(sparsity):
+            raise ValueError(f"sparsity must be a function theta -> HessianPattern, got {type(sparsity).__name__}")
+        self.sparsity = sparsity
         theta = {k: v.requires_grad_(v.is_floating_point()) for k, v in self.init_params(0).items()}
         mu = make_mu(1.0, 1.0, 0.0, dtype=next(iter(theta.values())).dtype)
         try:  # once, with theta's leaves requiring a gradient: does J depend on them?
@@ -172,6 +179,20 @@ class EnergyProblem(Problem):
             raise ValueError(f"gauge function of energy {self.name!r} raised {type(e).__name__}: "
                              f"{str(e).splitlines()[0] if str(e) else ''}") from None
         return _checked_directions(dirs, theta, f"gauge function of energy {self.name!r}")
+
+    def hessian_pattern(self, theta):
+        """The sparsity function's pattern at theta, or None without one (ValueError of one line
+        naming the function when it raises or returns something else)."""
+        if self.sparsity is None:
+            return None
+        from solvers.sparse import as_pattern
+
+        try:
+            value = self.sparsity(theta)
+        except Exception as e:  # noqa: BLE001 - the user's function: one line naming it
+            raise ValueError(f"sparsity function of energy {self.name!r} raised {type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        return as_pattern(value, sum(v.numel() for v in theta.values()), f"sparsity function of energy {self.name!r}")
 
     def settings(self) -> dict:
         return {"name": self.name, "class": type(self).__name__, **self.options}

@@ -348,7 +348,7 @@ PROBLEMS["transfer-smooth"] = transfer_smooth
 
 
 def energy(objective: str = "", theta0: list | str | None = None, size: int = 0, functionals: str = "",
-           gauge: str = "", name: str = "energy"):
+           gauge: str = "", sparsity: str = "", name: str = "energy"):
     """An energy J(theta; mu) given directly by a function (problems/energy.py, docs/energy.md).
 
     objective: "package.module:function", (theta, mu) -> scalar. The start theta: `size` (zeros
@@ -356,9 +356,12 @@ def energy(objective: str = "", theta0: list | str | None = None, size: int = 0,
     `theta0` a dotted path to a function seed -> dict of tensors. functionals (optional): a
     dotted path (theta, mu) -> {"R", "D", "C"}; without it D = dJ/dlambda, C = dJ/dgamma at fixed
     theta and R = J - lambda D - gamma C. gauge (optional): a dotted path theta -> list of zero
-    modes. Float64 throughout.
+    modes. sparsity (optional): a dotted path theta -> solvers.sparse.HessianPattern, for
+    `[krylov] name = "sparse-lu"`. Float64 throughout.
     """
     options = dict(locals())  # the keyword options exactly, before any other local name
+    if not sparsity:  # recorded only where given: a path written before the option existed still resumes
+        options.pop("sparsity")
     from .energy import EnergyProblem, resolve
 
     f = resolve(objective, "objective")
@@ -377,7 +380,8 @@ def energy(objective: str = "", theta0: list | str | None = None, size: int = 0,
         raise ValueError(f"theta0 must be a non-empty list of numbers or a dotted path 'package.module:function', "
                          f"got {theta0!r}")
     return EnergyProblem(f, start, functionals=resolve(functionals, "functionals") if functionals else None,
-                         gauge=resolve(gauge, "gauge") if gauge else None, name=name, options=options)
+                         gauge=resolve(gauge, "gauge") if gauge else None,
+                         sparsity=resolve(sparsity, "sparsity") if sparsity else None, name=name, options=options)
 
 
 PROBLEMS["energy"] = energy

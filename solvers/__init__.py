@@ -12,9 +12,11 @@ from .derivatives import HVP_MODES, check_finite, dense_hessian, gradient, hessi
 from .flat import FlatView
 from .krylov import CG, GMRES, KRYLOV_SOLVERS, MINRES, Dense, KrylovResult, make_krylov
 from .newton import NewtonCG, NewtonResult
+from .sparse import HessianPattern, SparseLU
 
 __all__ = [
     "CG", "Deflation", "Dense", "GMRES", "FlatView", "HVP_MODES", "KRYLOV_SOLVERS", "KrylovResult", "MINRES", "NewtonCG", "NewtonResult",
+    "HessianPattern", "SparseLU",
     "check_finite", "dense_hessian", "gradient", "hessian_operator", "make_krylov", "mixed_partials",
     "orthonormal_basis",
 ]

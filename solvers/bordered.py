@@ -54,7 +54,10 @@ def bordered_operator(matvec: Callable, b: torch.Tensor, c: torch.Tensor, d: flo
 
 def bordered_solve(solver, matvec: Callable, b, c, d: float, f, g: float,
                    deflation: Deflation | None = None) -> tuple[torch.Tensor, torch.Tensor, KrylovResult]:
-    """[[A, -b], [c^T, d]] [y; q] = [f; g] by `solver` (GMRES): (y (N,), q (), KrylovResult)."""
+    """[[A, -b], [c^T, d]] [y; q] = [f; g] by `solver` (GMRES): (y (N,), q (), KrylovResult).
+    A direct solver (one with `solve_bordered`, solvers/sparse.py) solves it on A's factors."""
+    if callable(getattr(solver, "solve_bordered", None)):
+        return solver.solve_bordered(matvec, b, c, d, f, g, deflation)
     n = b.numel()
     if deflation is not None:
         f = deflation.project(f)
@@ -127,6 +130,7 @@ class BorderedNewton:
     max_backtracks: int = 30
     krylov_maxiter: int | None = None
     stall_iters: int | None = None  # stop ("stalled") when ||F|| has not halved over this many iterations
+    linear: object | None = None  # a direct solver (solvers/sparse.py SparseLU) in place of MINRES / GMRES
 
     def solve(self, f: Callable, x0: torch.Tensor, mu0: torch.Tensor, border: Border | None = None,
               deflation: Callable | None = None) -> BorderedNewtonResult:
@@ -160,13 +164,14 @@ class BorderedNewton:
             if border is None:
                 A = hvp if defl is None else defl.operator(hvp)
                 rhs = -g if defl is None else -defl.project(g)
-                res = MINRES(rtol=rtol, maxiter=self.krylov_maxiter).solve(A, rhs)
+                solver = self.linear or MINRES(rtol=rtol, maxiter=self.krylov_maxiter)
+                res = solver.solve(A, rhs)
                 dx, dp = res.x, 0.0
             else:
                 b = mixed_partials(f, x, mu, border.direction[None, :])[:, 0]
                 mixed += 1
-                dx, dp, res = bordered_solve(GMRES(rtol=rtol, maxiter=self.krylov_maxiter), hvp, b, border.c,
-                                             border.d, -g, -r, defl)
+                solver = self.linear or GMRES(rtol=rtol, maxiter=self.krylov_maxiter)
+                dx, dp, res = bordered_solve(solver, hvp, b, border.c, border.d, -g, -r, defl)
                 dp = float(dp)
             hvps += res.iters
             if not res.converged and res.rel_residual > 0.5:

@@ -340,7 +340,9 @@ class Dense:
                        "converged" if bool(keep.all()) else "least_squares")
 
 
-KRYLOV_SOLVERS = {"cg": CG, "minres": MINRES, "dense": Dense}
+from .sparse import SparseLU  # noqa: E402 -- solvers/sparse.py takes RTOL and KrylovResult from here
+
+KRYLOV_SOLVERS = {"cg": CG, "minres": MINRES, "dense": Dense, "sparse-lu": SparseLU}
 
 
 def make_krylov(name: str, **options):

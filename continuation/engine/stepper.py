@@ -109,6 +109,8 @@ class Stepper:
         self.finder = None if monitor is None else EventFinder(self, monitor)
         self.system = EquilibriumSystem(problem, template, hvp_mode=hvp_mode)
         self.system.preconditioner = getattr(solver, "preconditioner", None)
+        if getattr(solver, "direct", False):  # a sparse direct solver (solvers/sparse.py) takes the problem's pattern
+            self.system.direct = solver.bind(problem, template)
         self.solver = solver
         self.roles = strategies.roles(monitor)
         # the corrector of the steps, projections and re-equilibrations (the start's is the run's own:

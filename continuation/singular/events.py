@@ -79,7 +79,8 @@ class EventFinder:
             r = self.saddle_newton.correct(self.stepper.system, x, mu)
             return r.x, r.converged
         system = self.stepper.system
-        r = BorderedNewton(gtol=self.gtol, maxiter=self.saddle_newton.maxiter, stall_iters=3).solve(
+        r = BorderedNewton(gtol=self.gtol, maxiter=self.saddle_newton.maxiter, stall_iters=3,
+                           linear=system.direct).solve(
             system.objective, x, mu, None, system.deflation)
         count(system, gradients=r.grads, hvps=r.hvps)
         return r.x, r.converged

@@ -12,7 +12,10 @@ and the previous point's eigenvectors as the starting block (warm start: along a
 change little, and LOBPCG then converges in a few iterations). Small problems (N <= dense_below)
 (or N - g < 5k, where scipy's LOBPCG would go dense anyway) use the dense Hessian built column
 by column from N HVPs and numpy's `eigh` on P A P restricted
-to range(P): exact to rounding, and cheaper than LOBPCG's iterations there.
+to range(P): exact to rounding, and cheaper than LOBPCG's iterations there. A run with a sparse
+direct solver (`[krylov] name = "sparse-lu"`, solvers/sparse.py) and no gauge takes the k lowest
+by shift-invert Lanczos on its factors instead (method "shift-invert": the assembly's k-colour
+HVPs where the point is new, one factorisation, k HVPs for the residual check).
 
 Cost: dense: N HVPs. LOBPCG: about (block size) x (iterations + 1) HVPs; reported in `hvps`.
 Source: Knyazev (2001), "Toward the optimal preconditioned eigensolver: LOBPCG" (SIAM J. Sci.
@@ -38,7 +41,7 @@ class Spectrum:
 
     values: (k,) ascending (units: nats per sample per unit parameter^2); vectors: (N, k),
     orthonormal, orthogonal to the gauge orbit; residual: max_i ||A v_i - l_i v_i|| / max(1, |l_i|);
-    hvps: the HVPs spent; method: "dense" or "lobpcg"; converged: LOBPCG met its tolerance."""
+    hvps: the HVPs spent; method: "dense", "lobpcg" or "shift-invert"; converged: LOBPCG met its tolerance."""
 
     values: torch.Tensor
     vectors: torch.Tensor
@@ -98,7 +101,18 @@ def lowest_eigenpairs(system: EquilibriumSystem, x: torch.Tensor, mu: torch.Tens
     if not (isinstance(k, int) and 1 <= k <= N - g):
         raise ValueError(f"monitor modes must be an integer in [1, {N - g}] (the non-gauge dimension), got {k!r}")
     counter = [0]
-    _, matmat = _operator(system, x, mu, counter)
+    A, matmat = _operator(system, x, mu, counter)
+    direct = getattr(system, "direct", None)
+    if direct is not None and N > dense_below and Q is None:
+        # shift-invert Lanczos on the direct solver's factors (solvers/sparse.py): its assembly HVPs,
+        # then k HVPs to check the residuals with the true operator
+        v0 = None if previous is None or previous.vectors.shape[0] != N else previous.vectors[:, 0].cpu().numpy()
+        vals, V, spent = direct.lowest_eigenpairs(A, x, k, tol=tol, v0=v0)  # A.block counted them in the ledger
+        counter[0] += spent
+        AV = matmat(V)
+        res = np.linalg.norm(AV - V * vals[None, :], axis=0) / np.maximum(1.0, np.abs(vals))
+        return Spectrum(torch.as_tensor(vals.copy(), dtype=x.dtype), torch.as_tensor(V.copy(), dtype=x.dtype),
+                        float(res.max()), counter[0], "shift-invert", True)
     if N <= dense_below or N - g < 5 * k:  # scipy's LOBPCG needs N - g >= 5k (and goes dense itself below)
         H = matmat(np.eye(N))
         H = 0.5 * (H + H.T)

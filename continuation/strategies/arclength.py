@@ -123,8 +123,9 @@ class PseudoArclength(Process):
         if ctx.extended is None:
             i, n = mu_index(self.parameter), ctx.x.numel()
             ref = None if ctx.reference is None else (ctx.reference[:n], ctx.reference[n + i])
+            solver = ctx.system.direct or GMRES(rtol=self.rtol, maxiter=self.maxiter)
             tau_x, tau_p, res = extended_tangent(ctx.system, ctx.x, ctx.mu, i, self.weights(n), ref, self.direction,
-                                                 GMRES(rtol=self.rtol, maxiter=self.maxiter))
+                                                 solver)
             ctx.solves.append(res)
             tau_mu = torch.zeros_like(ctx.mu)
             tau_mu[i] = tau_p
@@ -209,8 +210,9 @@ class BorderedNewtonCorrector(Corrector):
         integer("maxiter", self.maxiter, minimum=1)
         hvp_mode(self.hvp_mode)
 
-    def _newton(self):
-        return BorderedNewton(gtol=self.gtol, maxiter=self.maxiter, hvp_mode=self.hvp_mode)
+    def _newton(self, system):
+        return BorderedNewton(gtol=self.gtol, maxiter=self.maxiter, hvp_mode=self.hvp_mode,
+                              linear=getattr(system, "direct", None))
 
     def _result(self, system, r) -> CorrectorResult:
         """The result, its passes (tallied by the solver below the system) counted in the system's ledger."""
@@ -225,8 +227,8 @@ class BorderedNewtonCorrector(Corrector):
             count(system, gradients=r.grads, hvps=r.hvps, evaluations=r.fevals)
             return self.counted(system, CorrectorResult(r.x, r.converged, r.status, r.iters, r.grad_norm, r.hvps,
                                                         r.grads, r.seconds))
-        return self._result(system, self._newton().solve(system.objective, x, mu, None, system.deflation))
+        return self._result(system, self._newton(system).solve(system.objective, x, mu, None, system.deflation))
 
     def correct_arclength(self, system, x, mu, condition: ArclengthCondition) -> CorrectorResult:
         """Solve grad J(x; mu) = 0 and condition(x, mu) = 0 for x and the condition's multiplier."""
-        return self._result(system, self._newton().solve(system.objective, x, mu, condition, system.deflation))
+        return self._result(system, self._newton(system).solve(system.objective, x, mu, condition, system.deflation))

@@ -38,6 +38,9 @@ class EquilibriumSystem:
         # the run's preconditioner (solvers/preconditioners.py; the [krylov] solver's), shared by the
         # tangent solves and a corrector's Krylov solves: they solve with the same Hessian
         self.preconditioner = None
+        # the run's direct solver (solvers/sparse.py SparseLU) where [krylov] names one: then every
+        # linear solve with A (Newton, bordered, tangents) and the monitor's eigenpairs use its factors
+        self.direct = None
 
     # -- flat functions of (x, mu) -----------------------------------------------------------
     def objective(self, x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
