@@ -13,7 +13,8 @@ the upper branch to lambda = 2.9 (1-D) or 5.9 (2-D), with the monitor's two lowe
 
 Printed per case: the located fold, the reference's, their relative difference; the Morse index
 past the fold; wall time (the start's equilibration, the path, the monitor and the fold's location;
-imports, torch.func's first-call imports and the problem's construction excluded); HVPs, SuperLU factorisations, points; peak RSS.
+imports and the problem's construction excluded, after a
+warm-up run on an 8-point grid that pays the lazy imports of torch.func, scipy and netCDF); HVPs, SuperLU factorisations, points; peak RSS.
 
 The reference (`reference_fold`) is numpy/scipy only: the lower branch by Newton (spsolve) up to
 lambda_ref, the lowest eigenvector of F_u there (eigsh, shift-invert), then Newton with spsolve on
@@ -61,18 +62,19 @@ def reference_fold(n: int, dim: int) -> float:
     N = L.shape[0]
     u = np.zeros(N)
     lam_ref = RANGES[dim][2]
-    for lam in np.linspace(0.5, lam_ref, 25):
-        for _ in range(50):
+    for lam in np.linspace(0.5, lam_ref, 12):
+        for _ in range(30):  # Newton to the rounding floor: until the update stops shrinking tenfold
             du = sla.spsolve((L - sp.diags(lam * np.exp(u))).tocsc(), -(L @ u - lam * np.exp(u)))
             u += du
-            if np.linalg.norm(du) <= 1e-12 * max(1.0, np.linalg.norm(u)):
+            if np.linalg.norm(du) <= 1e-10 * max(1.0, np.linalg.norm(u)):
                 break
     Fu = (L - sp.diags(lam_ref * np.exp(u))).tocsc()
     _, V = sla.eigsh(Fu, k=1, sigma=-1.0, which="LM")
     v = V[:, 0] * np.sign(V[:, 0].sum())
     ell = v.copy()
     lam = lam_ref
-    for _ in range(50):
+    last = np.inf
+    for _ in range(30):
         e = np.exp(u)
         Fu = L - sp.diags(lam * e)
         G = np.concatenate([L @ u - lam * e, Fu @ v, [ell @ v - 1.0]])
@@ -81,14 +83,17 @@ def reference_fold(n: int, dim: int) -> float:
                      [None, sp.csr_matrix(ell[None, :]), None]], format="csc")
         dz = sla.spsolve(J, -G)
         u, v, lam = u + dz[:N], v + dz[N:2 * N], lam + dz[-1]
-        if abs(dz[-1]) <= 1e-15 * lam and np.linalg.norm(dz[:N]) <= 1e-12 * np.linalg.norm(u):
+        step = abs(dz[-1]) / lam
+        if step <= 1e-15 or (step < 1e-11 and step > 0.1 * last):  # converged, or at the rounding floor
             break
+        last = step
     return float(lam)
 
 
 # -- this project ---------------------------------------------------------------------------------------
-def ours(n: int, dim: int) -> dict:
-    """One run through the fold (module docstring); the figures as a dict."""
+def ours(n: int, dim: int, krylov: str = "sparse-lu") -> dict:
+    """One run through the fold (module docstring); the figures as a dict. krylov: "sparse-lu", or
+    "minres" for the matrix-free route (MINRES, GMRES on the bordered systems, LOBPCG monitor)."""
     sys.path.insert(0, str(ROOT))
     import torch
 
@@ -97,22 +102,19 @@ def ours(n: int, dim: int) -> dict:
     from continuation.strategies.arclength import BorderedNewtonCorrector, PseudoArclength, PseudoArclengthPredictor
     from continuation.strategies.step_control import AdaptiveSteps, StopRule
     from problems.bratu import bratu2d_problem, bratu_problem
-    from solvers import SparseLU
+    from solvers import MINRES, SparseLU
 
     torch.set_num_threads(1)
+    if n > 8:  # a warm-up run on a tiny grid, not timed: the lazy imports of torch.func, scipy and netCDF
+        ours(8, dim, krylov)
     problem = bratu_problem(n) if dim == 1 else bratu2d_problem(n)
     N = n ** dim
     start, target, _ = RANGES[dim]
-    solver = SparseLU()
+    solver = SparseLU() if krylov == "sparse-lu" else MINRES()
     # ||grad J|| floors at the stencil's rounding, about 1e-16 / h an entry (1-D) times sqrt(N): measured
     # 9.6e-11, 3.1e-9, 9.7e-8 at N = 10^4, 10^5, 10^6. gtol is 3 times that: at 30 times, the N = 10^5 fold
     # was 4.9e-7 off (the points, not the fold's secant, limit its accuracy)
     gtol = max(1e-10, 3e-16 * (n + 1) * N ** 0.5) if dim == 1 else max(1e-10, 3e-16 * N ** 0.5)
-    from solvers import gradient, hessian_operator
-    from problems import make_mu
-
-    x = torch.zeros(4, dtype=torch.float64)  # torch.func's first call imports its compiler stack: not timed
-    hessian_operator(lambda y, m: (y.exp() * m[0]).sum(), x, make_mu(1.0, 1.0))(gradient(lambda y, m: y.sum(), x, x))
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         path = continue_path(problem, PseudoArclength(parameter="lambda"), PseudoArclengthPredictor(),
@@ -124,11 +126,11 @@ def ours(n: int, dim: int) -> dict:
         folds = [i for i in range(path.sizes.get("event", 0)) if str(path["event_type"].values[i]) == "fold"]
         fold = float(path["event_lambda"].values[folds[0]]) if folds else float("nan")
         index = path["morse_index"].values
-        out = {"tool": "this project", "dim": dim, "n": n, "unknowns": N, "fold_lambda": fold,
+        out = {"tool": f"this project ({krylov})", "dim": dim, "n": n, "unknowns": N, "fold_lambda": fold,
                "status": str(path.attrs.get("status", "")), "points": int(path.sizes["step"]),
                "morse_index_first": int(index[0]), "morse_index_last": int(index[-1]),
                "hvps": int(path["hvps"].values.sum() + path["monitor_hvps"].values.sum()),
-               "factorisations": solver.factorisations, "wall_s": wall, "gtol": gtol}
+               "factorisations": getattr(solver, "factorisations", 0), "wall_s": wall, "gtol": gtol}
     return out
 
 
@@ -158,12 +160,14 @@ def main() -> None:
     ap.add_argument("--dim", type=int, choices=(1, 2), action="append", help="1 or 2 (default: both)")
     ap.add_argument("--n", type=int, action="append", help="grid points a side (default: the grids above)")
     ap.add_argument("--bice-python", default=sys.executable, help="an interpreter that imports bice")
-    ap.add_argument("--child", choices=("ours", "reference"), help=argparse.SUPPRESS)
+    ap.add_argument("--minres", action="store_true",
+                    help="also run the matrix-free route (MINRES / GMRES / LOBPCG) on each grid, for the ratio")
+    ap.add_argument("--child", choices=("ours", "minres", "reference"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         n, dim = a.n[0], a.dim[0]
-        if a.child == "ours":
-            out = ours(n, dim)
+        if a.child in ("ours", "minres"):
+            out = ours(n, dim, "sparse-lu" if a.child == "ours" else "minres")
         else:
             t0 = time.perf_counter()
             out = {"reference": reference_fold(n, dim), "reference_s": time.perf_counter() - t0}
@@ -188,6 +192,15 @@ def main() -> None:
         print(f"{dim:>3} {n ** dim:>9} | {r['fold_lambda']:14.10f} {ref['reference']:14.10f} {rel:8.1e} | "
               f"{r['morse_index_first']} -> {r['morse_index_last']} | {r['wall_s']:7.1f} {r['hvps']:6d} "
               f"{r['factorisations']:4d} {r['points']:3d} {r['peak_rss_mb']:7.0f} | {bice_txt}", flush=True)
+        if a.minres:
+            m = _child("minres", n, dim)
+            if "error" in m:
+                print(f"    matrix-free route: error: {m['error']}")
+            else:
+                print(f"    matrix-free route (MINRES/GMRES/LOBPCG): fold {m['fold_lambda']:.10f} "
+                      f"(rel.diff {abs(m['fold_lambda'] - ref['reference']) / ref['reference']:.1e}), "
+                      f"{m['wall_s']:.1f} s, {m['hvps']} HVPs, {m['points']} points: "
+                      f"{m['wall_s'] / r['wall_s']:.1f} x the sparse-lu wall time", flush=True)
 
 
 if __name__ == "__main__":

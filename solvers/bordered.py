@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 
 from .deflation import Deflation
-from .derivatives import check_finite, gradient, hessian_operator, mixed_partials
+from .derivatives import check_finite, gradient, hessian_operator, mixed_partial_column
 from .krylov import GMRES, MINRES, KrylovResult
 
 
@@ -168,7 +168,7 @@ class BorderedNewton:
                 res = solver.solve(A, rhs)
                 dx, dp = res.x, 0.0
             else:
-                b = mixed_partials(f, x, mu, border.direction[None, :])[:, 0]
+                b = mixed_partial_column(f, x, mu, border.direction)
                 mixed += 1
                 solver = self.linear or GMRES(rtol=rtol, maxiter=self.krylov_maxiter)
                 dx, dp, res = bordered_solve(solver, hvp, b, border.c, border.d, -g, -r, defl)

@@ -216,6 +216,14 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy().astype(np.float64, copy=False)
 
 
+def _same_point(a, b) -> bool:
+    """Two operators at the same (x, mu) (their `point`, solvers/derivatives.py hessian_operator): one
+    problem's Hessian there, so one factorisation serves both (the tangent and the monitor at a point)."""
+    pa, pb = getattr(a, "point", None), getattr(b, "point", None)
+    return (pa is not None and pb is not None and pa[0].shape == pb[0].shape
+            and bool(torch.equal(pa[1], pb[1])) and bool(torch.equal(pa[0], pb[0])))
+
+
 def _factor(A: sp.spmatrix):
     """SuperLU factors of A, or None where A is exactly singular to it."""
     try:
@@ -247,6 +255,7 @@ class SparseLU:
     _A: object = field(default=None, repr=False)
     _lu: object = field(default=None, repr=False)
     _fresh: int = field(default=0, repr=False)
+    _norm: float = field(default=0.0, repr=False)  # ||A||_F of the cached A
     _pattern: HessianPattern | None = field(default=None, repr=False)
     _factorisations: int = field(default=0, repr=False)
     _assembly_hvps: int = field(default=0, repr=False)
@@ -292,11 +301,11 @@ class SparseLU:
         """(A, factors or None) for this operator: cached while the same operator object is used."""
         if self.pattern is None:
             raise ValueError("sparse-lu has no sparsity pattern: bind(problem, theta) first (the stepper does)")
-        if matvec is not self._op:
+        if matvec is not self._op and not _same_point(matvec, self._op):
             A = self.pattern.hessian(matvec, like)
             self._assembly_hvps += self.pattern.ncolours
             self._fresh = self.pattern.ncolours
-            self._op, self._A, self._lu = matvec, A, _factor(A)
+            self._op, self._A, self._lu, self._norm = matvec, A, _factor(A), float(sla.norm(A))
             self._factorisations += 1
         return self._A, self._lu
 
@@ -323,13 +332,13 @@ class SparseLU:
             return KrylovResult(torch.zeros_like(b), spent, float(b.norm()), 1.0, False, "singular")
         bn = _np(b)
         x = lu.solve(bn)
-        tol = 0.1 * self.rtol * (sla.norm(A) * np.linalg.norm(x) + np.linalg.norm(bn))
+        tol = 0.1 * self.rtol * (self._norm * np.linalg.norm(x) + np.linalg.norm(bn))
         for _ in range(self.refine):
             r = bn - A @ x
             if np.linalg.norm(r) <= tol:
                 break
             x = x + lu.solve(r)
-        return self._result(matvec, b, x, sla.norm(A), spent)
+        return self._result(matvec, b, x, self._norm, spent)
 
     def solve_bordered(self, matvec: Callable, b, c, d: float, f, g: float, deflation=None):
         """[[A, -b], [c^T, d]] [y; q] = [f; g] on A's factors (module docstring): (y, q, KrylovResult)."""
@@ -340,8 +349,12 @@ class SparseLU:
         A, lu = self.matrix(matvec, b)
         spent = self._spent()
         n = b.numel()
-        bn, cn, fn = _np(b), _np(c), _np(f)
-        B = sp.bmat([[A, sp.csc_matrix(-bn[:, None])], [sp.csr_matrix(cn[None, :]), np.array([[float(d)]])]]).tocsc()
+        bn, cn, fn, d = _np(b), _np(c), _np(f), float(d)
+
+        def apply(z):  # the bordered matrix B times z, on the assembled A
+            return np.concatenate([A @ z[:n] - bn * z[n], [cn @ z[:n] + d * z[n]]])
+
+        norm_B = math.sqrt(self._norm ** 2 + bn @ bn + cn @ cn + d * d)  # ||B||_F
         rhs = np.concatenate([fn, [float(g)]])
         if lu is not None:
             z2 = lu.solve(bn)
@@ -352,18 +365,19 @@ class SparseLU:
                 q = (r[n] - cn @ z1) / den
                 return np.concatenate([z1 + q * z2, [q]])
         if lu is None or not np.isfinite(den) or den == 0.0:  # A singular to SuperLU: factor the bordered matrix
-            LB = sla.splu(B)
+            LB = sla.splu(sp.bmat([[A, sp.csc_matrix(-bn[:, None])], [sp.csr_matrix(cn[None, :]), np.array([[d]])]],
+                                  format="csc"))
             self._factorisations += 1
             lemma = LB.solve
         z = lemma(rhs)
-        tol = 0.1 * self.rtol * (sla.norm(B) * np.linalg.norm(z) + np.linalg.norm(rhs))
+        tol = 0.1 * self.rtol * (norm_B * np.linalg.norm(z) + np.linalg.norm(rhs))
         for _ in range(self.refine):
-            r = rhs - B @ z
+            r = rhs - apply(z)
             if np.linalg.norm(r) <= tol:
                 break
             z = z + lemma(r)
         full = torch.cat([f, torch.as_tensor([g], dtype=f.dtype, device=f.device)])
-        res = self._result(bordered_operator(matvec, b, c, float(d)), full, z, sla.norm(B), spent)
+        res = self._result(bordered_operator(matvec, b, c, d), full, z, norm_B, spent)
         return res.x[:n], res.x[n], res
 
     def lowest_eigenpairs(self, matvec: Callable, like: torch.Tensor, k: int, tol: float = 1e-9,

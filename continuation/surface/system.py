@@ -148,6 +148,7 @@ class CountedHessian:
 
     def __init__(self, matvec, ledger):
         self._matvec, self._ledger = matvec, ledger
+        self.point = getattr(matvec, "point", None)  # (x, mu) of the operator (solvers/derivatives.py)
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         self._ledger.count(hvps=1)
