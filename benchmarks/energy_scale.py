@@ -93,7 +93,8 @@ def reference_fold(n: int, dim: int) -> float:
 # -- this project ---------------------------------------------------------------------------------------
 def ours(n: int, dim: int, krylov: str = "sparse-lu") -> dict:
     """One run through the fold (module docstring); the figures as a dict. krylov: "sparse-lu", or
-    "minres" for the matrix-free route (MINRES, GMRES on the bordered systems, LOBPCG monitor)."""
+    "minres" for the matrix-free route (MINRES, GMRES on the bordered systems, LOBPCG monitor), or
+    "amg" for that route preconditioned by algebraic multigrid (solvers/preconditioners.py AMG)."""
     sys.path.insert(0, str(ROOT))
     import torch
 
@@ -110,7 +111,9 @@ def ours(n: int, dim: int, krylov: str = "sparse-lu") -> dict:
     problem = bratu_problem(n) if dim == 1 else bratu2d_problem(n)
     N = n ** dim
     start, target, _ = RANGES[dim]
-    solver = SparseLU() if krylov == "sparse-lu" else MINRES()
+    from solvers.preconditioners import AMG
+
+    solver = {"sparse-lu": SparseLU, "minres": MINRES, "amg": lambda: MINRES(preconditioner=AMG())}[krylov]()
     # ||grad J|| floors at the stencil's rounding, about 1e-16 / h an entry (1-D) times sqrt(N): measured
     # 9.6e-11, 3.1e-9, 9.7e-8 at N = 10^4, 10^5, 10^6. gtol is 3 times that: at 30 times, the N = 10^5 fold
     # was 4.9e-7 off (the points, not the fold's secant, limit its accuracy)
@@ -162,12 +165,13 @@ def main() -> None:
     ap.add_argument("--bice-python", default=sys.executable, help="an interpreter that imports bice")
     ap.add_argument("--minres", action="store_true",
                     help="also run the matrix-free route (MINRES / GMRES / LOBPCG) on each grid, for the ratio")
-    ap.add_argument("--child", choices=("ours", "minres", "reference"), help=argparse.SUPPRESS)
+    ap.add_argument("--amg", action="store_true", help="also run that route preconditioned by algebraic multigrid")
+    ap.add_argument("--child", choices=("ours", "minres", "amg", "reference"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         n, dim = a.n[0], a.dim[0]
-        if a.child in ("ours", "minres"):
-            out = ours(n, dim, "sparse-lu" if a.child == "ours" else "minres")
+        if a.child in ("ours", "minres", "amg"):
+            out = ours(n, dim, "sparse-lu" if a.child == "ours" else a.child)
         else:
             t0 = time.perf_counter()
             out = {"reference": reference_fold(n, dim), "reference_s": time.perf_counter() - t0}
@@ -192,12 +196,15 @@ def main() -> None:
         print(f"{dim:>3} {n ** dim:>9} | {r['fold_lambda']:14.10f} {ref['reference']:14.10f} {rel:8.1e} | "
               f"{r['morse_index_first']} -> {r['morse_index_last']} | {r['wall_s']:7.1f} {r['hvps']:6d} "
               f"{r['factorisations']:4d} {r['points']:3d} {r['peak_rss_mb']:7.0f} | {bice_txt}", flush=True)
-        if a.minres:
-            m = _child("minres", n, dim)
+        for route, label in [("amg", "AMG-preconditioned MINRES/GMRES/LOBPCG"),
+                             ("minres", "matrix-free MINRES/GMRES/LOBPCG")]:
+            if not getattr(a, route):
+                continue
+            m = _child(route, n, dim)
             if "error" in m:
-                print(f"    matrix-free route: error: {m['error']}")
+                print(f"    {label}: error: {m['error']}")
             else:
-                print(f"    matrix-free route (MINRES/GMRES/LOBPCG): fold {m['fold_lambda']:.10f} "
+                print(f"    {label}: fold {m['fold_lambda']:.10f} "
                       f"(rel.diff {abs(m['fold_lambda'] - ref['reference']) / ref['reference']:.1e}), "
                       f"{m['wall_s']:.1f} s, {m['hvps']} HVPs, {m['points']} points: "
                       f"{m['wall_s'] / r['wall_s']:.1f} x the sparse-lu wall time", flush=True)

@@ -23,7 +23,7 @@ matvec a restart and one for the final residual.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -52,12 +52,29 @@ def bordered_operator(matvec: Callable, b: torch.Tensor, c: torch.Tensor, d: flo
     return apply
 
 
+class BorderedPreconditioner:
+    """The bordered system's preconditioner from A's M^-1 ~ A^-1: [y; q] -> [M^-1 y; q]. Built (or
+    refreshed) from A's products, as the inner one is, whenever the bordered solve prepares it."""
+
+    def __init__(self, inner, matvec: Callable):
+        self.inner, self.matvec = inner, matvec
+
+    def ready_for(self, op, like: torch.Tensor) -> "BorderedPreconditioner":
+        self.M = self.inner.ready_for(self.matvec, like[:-1])
+        return self
+
+    def apply(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.M.apply(z[:-1]), z[-1:]])
+
+
 def bordered_solve(solver, matvec: Callable, b, c, d: float, f, g: float,
                    deflation: Deflation | None = None) -> tuple[torch.Tensor, torch.Tensor, KrylovResult]:
     """[[A, -b], [c^T, d]] [y; q] = [f; g] by `solver` (GMRES): (y (N,), q (), KrylovResult).
     A direct solver (one with `solve_bordered`, solvers/sparse.py) solves it on A's factors."""
     if callable(getattr(solver, "solve_bordered", None)):
         return solver.solve_bordered(matvec, b, c, d, f, g, deflation)
+    if getattr(solver, "preconditioner", None) is not None:  # A's preconditioner, on the bordered system
+        solver = replace(solver, preconditioner=BorderedPreconditioner(solver.preconditioner, matvec))
     n = b.numel()
     if deflation is not None:
         f = deflation.project(f)
@@ -131,6 +148,7 @@ class BorderedNewton:
     krylov_maxiter: int | None = None
     stall_iters: int | None = None  # stop ("stalled") when ||F|| has not halved over this many iterations
     linear: object | None = None  # a direct solver (solvers/sparse.py SparseLU) in place of MINRES / GMRES
+    preconditioner: object | None = None  # M^-1 ~ A^-1 for MINRES and (on A's block) the bordered GMRES
 
     def solve(self, f: Callable, x0: torch.Tensor, mu0: torch.Tensor, border: Border | None = None,
               deflation: Callable | None = None) -> BorderedNewtonResult:
@@ -164,13 +182,13 @@ class BorderedNewton:
             if border is None:
                 A = hvp if defl is None else defl.operator(hvp)
                 rhs = -g if defl is None else -defl.project(g)
-                solver = self.linear or MINRES(rtol=rtol, maxiter=self.krylov_maxiter)
+                solver = self.linear or MINRES(rtol=rtol, maxiter=self.krylov_maxiter, preconditioner=self.preconditioner)
                 res = solver.solve(A, rhs)
                 dx, dp = res.x, 0.0
             else:
                 b = mixed_partial_column(f, x, mu, border.direction)
                 mixed += 1
-                solver = self.linear or GMRES(rtol=rtol, maxiter=self.krylov_maxiter)
+                solver = self.linear or GMRES(rtol=rtol, maxiter=self.krylov_maxiter, preconditioner=self.preconditioner)
                 dx, dp, res = bordered_solve(solver, hvp, b, border.c, border.d, -g, -r, defl)
                 dp = float(dp)
             hvps += res.iters

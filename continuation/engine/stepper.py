@@ -109,6 +109,8 @@ class Stepper:
         self.finder = None if monitor is None else EventFinder(self, monitor)
         self.system = EquilibriumSystem(problem, template, hvp_mode=hvp_mode)
         self.system.preconditioner = getattr(solver, "preconditioner", None)
+        if callable(getattr(self.system.preconditioner, "bind", None)):  # one built from the problem's pattern (amg)
+            self.system.preconditioner.bind(problem, template)
         if getattr(solver, "direct", False):  # a sparse direct solver (solvers/sparse.py) takes the problem's pattern
             self.system.direct = solver.bind(problem, template)
         self.solver = solver

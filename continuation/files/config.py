@@ -374,9 +374,6 @@ def build_run(config: dict, *, check_start: bool = True) -> dict:
             raise ConfigError(f"[krylov] preconditioner works with name = \"cg\" or \"minres\", not "
                               f"{krylov.get('name', DEFAULT_NAMES['krylov'])!r}")
         run["krylov"].preconditioner = preconditioner
-        if getattr(run["corrector"], "name", "") == "bordered-newton":
-            raise ConfigError("[krylov] preconditioner is not used by the bordered-newton corrector (its bordered "
-                              "GMRES solves take none yet): leave it out")
     options = _checked_options("stop", config.get("stop", {}), _parameters(StopRule), "[stop]",
                                _annotations(StopRule))
     try:

@@ -80,7 +80,7 @@ class EventFinder:
             return r.x, r.converged
         system = self.stepper.system
         r = BorderedNewton(gtol=self.gtol, maxiter=self.saddle_newton.maxiter, stall_iters=3,
-                           linear=system.direct).solve(
+                           linear=system.direct, preconditioner=system.preconditioner).solve(
             system.objective, x, mu, None, system.deflation)
         count(system, gradients=r.grads, hvps=r.hvps)
         return r.x, r.converged

@@ -10,7 +10,8 @@ by LOBPCG (scipy.sparse.linalg.lobpcg on a LinearOperator whose matvec is one HV
 gauge basis passed as LOBPCG's constraints Y (so the exact zero modes of the orbit never count)
 and the previous point's eigenvectors as the starting block (warm start: along a path they
 change little, and LOBPCG then converges in a few iterations). Small problems (N <= dense_below)
-(or N - g < 5k, where scipy's LOBPCG would go dense anyway) use the dense Hessian built column
+(or N - g < 5k, where scipy's LOBPCG would go dense anyway); LOBPCG is preconditioned by the
+run's `[krylov] preconditioner` where it has one use the dense Hessian built column
 by column from N HVPs and numpy's `eigh` on P A P restricted
 to range(P): exact to rounding, and cheaper than LOBPCG's iterations there. A run with a sparse
 direct solver (`[krylov] name = "sparse-lu"`, solvers/sparse.py) and no gauge takes the k lowest
@@ -81,6 +82,27 @@ def _operator(system: EquilibriumSystem, x, mu, counter: list):
     return A, matmat
 
 
+def _preconditioner(system: EquilibriumSystem, A, x, counter: list):
+    """The run's preconditioner (`[krylov] preconditioner`, symmetric positive definite) as LOBPCG's M,
+    built from A's products (counted), or None."""
+    pre = getattr(system, "preconditioner", None)
+    if pre is None:
+        return None
+    before = pre.build_products
+    M = pre.ready_for(A, x)
+    counter[0] += pre.build_products - before
+
+    def apply(V):
+        V = np.asarray(V)
+        cols = V.reshape(V.shape[0], -1)
+        out = np.stack([M.apply(torch.as_tensor(cols[:, j], dtype=x.dtype, device=x.device)).cpu().numpy()
+                        for j in range(cols.shape[1])], axis=1)
+        return out.reshape(V.shape)
+
+    n = x.numel()
+    return LinearOperator((n, n), matmat=apply, matvec=apply, dtype=np.float64)
+
+
 def _gauge(system: EquilibriumSystem, x) -> np.ndarray | None:
     d = system.deflation(x)
     return None if d is None else d.Q.detach().cpu().numpy()
@@ -131,9 +153,10 @@ def lowest_eigenpairs(system: EquilibriumSystem, x: torch.Tensor, mu: torch.Tens
         if previous is not None and previous.vectors.shape == (N, k):
             X = previous.vectors.detach().cpu().numpy() + 1e-3 * X / np.sqrt(N)
         op = LinearOperator((N, N), matmat=matmat, matvec=matmat, dtype=np.float64)
+        M = _preconditioner(system, A, x, counter)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            vals, V = lobpcg(op, X, Y=Q, tol=tol, maxiter=maxiter, largest=False)
+            vals, V = lobpcg(op, X, Y=Q, M=M, tol=tol, maxiter=maxiter, largest=False)
         converged = not any("not reach" in str(w.message) or "failed" in str(w.message) for w in caught)
         order = np.argsort(vals)
         vals, V = vals[order], V[:, order]

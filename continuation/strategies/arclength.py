@@ -123,7 +123,8 @@ class PseudoArclength(Process):
         if ctx.extended is None:
             i, n = mu_index(self.parameter), ctx.x.numel()
             ref = None if ctx.reference is None else (ctx.reference[:n], ctx.reference[n + i])
-            solver = ctx.system.direct or GMRES(rtol=self.rtol, maxiter=self.maxiter)
+            solver = ctx.system.direct or GMRES(rtol=self.rtol, maxiter=self.maxiter,
+                                                preconditioner=ctx.system.preconditioner)
             tau_x, tau_p, res = extended_tangent(ctx.system, ctx.x, ctx.mu, i, self.weights(n), ref, self.direction,
                                                  solver)
             ctx.solves.append(res)
@@ -229,7 +230,8 @@ class BorderedNewtonCorrector(Corrector):
         """The Newton solver; the steps' copy gives up early (docstring)."""
         early = {"stall_iters": self.stall_iters, "max_backtracks": self.step_backtracks} if self._in_steps else {}
         return BorderedNewton(gtol=self.gtol, maxiter=self.maxiter, hvp_mode=self.hvp_mode,
-                              linear=getattr(system, "direct", None), **early)
+                              linear=getattr(system, "direct", None),
+                              preconditioner=getattr(system, "preconditioner", None), **early)
 
     def _result(self, system, r) -> CorrectorResult:
         """The result, its passes (tallied by the solver below the system) counted in the system's ledger."""
