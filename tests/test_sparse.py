@@ -314,7 +314,7 @@ def test_a_run_with_the_amg_preconditioner_locates_the_same_fold(tmp_path, capsy
     """2-D Bratu 20 x 20 from the command line with [krylov] minres and preconditioner = "amg" (the
     bordered-newton corrector now takes it): the fold to 1e-8 of the scipy reference; on an energy
     without a declared pattern, one line."""
-    text = f"""
+    text = """
 [problem]
 name = "energy"
 objective = "problems.bratu:bratu2d_energy"
@@ -338,7 +338,7 @@ initial = 0.1
 max_step = 0.5
 [stop]
 max_steps = 30
-target = {{lambda = 5.9}}
+target = {lambda = 5.9}
 away_points = 0
 """
     cfg = tmp_path / "amg.toml"
