@@ -14,6 +14,8 @@ from .krylov import CG, GMRES, KRYLOV_SOLVERS, MINRES, Dense, KrylovResult, make
 from .newton import NewtonCG, NewtonResult
 from .sparse import HessianPattern, SparseLU
 
+KRYLOV_SOLVERS["sparse-lu"] = SparseLU  # here, not in krylov.py: solvers/sparse.py imports krylov's results
+
 __all__ = [
     "CG", "Deflation", "Dense", "GMRES", "FlatView", "HVP_MODES", "KRYLOV_SOLVERS", "KrylovResult", "MINRES", "NewtonCG", "NewtonResult",
     "HessianPattern", "SparseLU",

@@ -348,9 +348,7 @@ class Dense:
                        "converged" if bool(keep.all()) else "least_squares")
 
 
-from .sparse import SparseLU  # noqa: E402 -- solvers/sparse.py takes RTOL and KrylovResult from here
-
-KRYLOV_SOLVERS = {"cg": CG, "minres": MINRES, "dense": Dense, "sparse-lu": SparseLU}
+KRYLOV_SOLVERS = {"cg": CG, "minres": MINRES, "dense": Dense}  # and "sparse-lu", added by solvers/__init__.py
 
 
 def make_krylov(name: str, **options):

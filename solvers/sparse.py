@@ -383,8 +383,6 @@ class SparseLU:
 
     def solve_bordered(self, matvec: Callable, b, c, d: float, f, g: float, deflation=None):
         """[[A, -b], [c^T, d]] [y; q] = [f; g] on A's factors (module docstring): (y, q, KrylovResult)."""
-        from .bordered import bordered_operator
-
         if deflation is not None:
             raise ValueError("sparse-lu does not deflate gauge directions (use minres)")
         A, lu = self.matrix(matvec, b)
@@ -418,7 +416,12 @@ class SparseLU:
                 break
             z = z + lemma(r)
         full = torch.cat([f, torch.as_tensor([g], dtype=f.dtype, device=f.device)])
-        res = self._result(bordered_operator(matvec, b, c, d), full, z, norm_B, spent)
+
+        def bordered(w):  # [A y - b q; c . y + d q] with the true A (solvers/bordered.py bordered_operator)
+            y, q = w[:n], w[n]
+            return torch.cat([matvec(y) - b * q, (torch.dot(c, y) + d * q).reshape(1)])
+
+        res = self._result(bordered, full, z, norm_B, spent)
         return res.x[:n], res.x[n], res
 
     def lowest_eigenpairs(self, matvec: Callable, like: torch.Tensor, k: int, tol: float = 1e-9,
