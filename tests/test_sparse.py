@@ -204,17 +204,21 @@ def _run_2d(m, solver, monitor):
                          solver=solver, monitor=monitor, output=Output(progress=False))
 
 
+def _check_fold(path, reference: float) -> None:
+    """One fold event, at `reference` to 1e-8 relative; the run finished; the monitored points before
+    it of Morse index 0, those past it of index 1."""
+    folds = [i for i, t in enumerate(path["event_type"].values) if str(t) == "fold"]
+    assert len(folds) == 1 and path.attrs["status"] == "finished"
+    assert abs(float(path["event_lambda"].values[folds[0]]) - reference) <= 1e-8 * reference
+    s, s_fold = path["s"].values, float(path["event_s"].values[folds[0]])
+    index = path["morse_index"].values
+    assert set(index[s < s_fold]) == {0} and set(index[s > s_fold]) == {1}
+
+
 def test_the_2d_bratu_fold_by_sparse_lu_against_the_scipy_reference():
     """2-D Bratu 20 x 20 (five-point stencil, 5 colours): the fold to 1e-8 relative of the extended
     system solved by scipy alone, the Morse index 0 on the lower branch and 1 past the fold."""
-    path = _run_2d(20, SparseLU(), Monitor(modes=2))
-    folds = [i for i, t in enumerate(path["event_type"].values) if str(t) == "fold"]
-    assert len(folds) == 1 and path.attrs["status"] == "finished"
-    ref = _scale_benchmark().reference_fold(20, 2)
-    assert abs(float(path["event_lambda"].values[folds[0]]) - ref) <= 1e-8 * ref
-    index, s_fold = path["morse_index"].values, float(path["event_s"].values[folds[0]])
-    s = path["s"].values
-    assert set(index[s < s_fold]) == {0} and set(index[s > s_fold]) == {1}
+    _check_fold(_run_2d(20, SparseLU(), Monitor(modes=2)), _scale_benchmark().reference_fold(20, 2))
 
 
 def test_sparse_lu_and_minres_follow_the_same_branch():
@@ -230,14 +234,7 @@ def test_bratu_large_passes_the_fold_from_the_command_line(tmp_path, capsys):
     reference, one fold event, the points past it of Morse index 1, the run finished."""
     out = tmp_path / "b.nc"
     assert main(["run", str(ROOT / "validation/configs/bratu_large.toml"), "--out", str(out), "--quiet"]) == 0
-    path = load_path(out)
-    folds = [i for i, t in enumerate(path["event_type"].values) if str(t) == "fold"]
-    assert len(folds) == 1 and path.attrs["status"] == "finished"
-    ref = _scale_benchmark().reference_fold(10_000, 1)
-    assert abs(float(path["event_lambda"].values[folds[0]]) - ref) <= 1e-8 * ref
-    s, s_fold = path["s"].values, float(path["event_s"].values[folds[0]])
-    index = path["morse_index"].values
-    assert set(index[s < s_fold]) == {0} and set(index[s > s_fold]) == {1}
+    _check_fold(load_path(out), _scale_benchmark().reference_fold(10_000, 1))
     assert "fold at lambda = 3.5138307" in capsys.readouterr().out
 
 
@@ -344,10 +341,7 @@ away_points = 0
     cfg = tmp_path / "amg.toml"
     cfg.write_text(text)
     assert main(["run", str(cfg), "--out", str(tmp_path / "amg.nc"), "--quiet"]) == 0
-    path = load_path(tmp_path / "amg.nc")
-    folds = [i for i, t in enumerate(path["event_type"].values) if str(t) == "fold"]
-    ref = _scale_benchmark().reference_fold(20, 2)
-    assert len(folds) == 1 and abs(float(path["event_lambda"].values[folds[0]]) - ref) <= 1e-8 * ref
+    _check_fold(load_path(tmp_path / "amg.nc"), _scale_benchmark().reference_fold(20, 2))
     capsys.readouterr()
     cfg.write_text(text.replace('sparsity = "problems.bratu:bratu2d_sparsity"\n', ""))
     assert main(["run", str(cfg), "--out", str(tmp_path / "amg2.nc"), "--quiet"]) != 0
