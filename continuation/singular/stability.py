@@ -15,8 +15,9 @@ run's `[krylov] preconditioner` where it has one use the dense Hessian built col
 by column from N HVPs and numpy's `eigh` on P A P restricted
 to range(P): exact to rounding, and cheaper than LOBPCG's iterations there. A run with a sparse
 direct solver (`[krylov] name = "sparse-lu"`, solvers/sparse.py) and no gauge takes the k lowest
-by shift-invert Lanczos on its factors instead (method "shift-invert": the assembly's k-colour
-HVPs where the point is new, one factorisation, k HVPs for the residual check).
+by block LOBPCG preconditioned by the factors of A - sigma I, sigma below Gershgorin's bound
+(method "shift-invert": the assembly's colour HVPs where the point is new, one factorisation, k
+HVPs for the residual check).
 
 Cost: dense: N HVPs. LOBPCG: about (block size) x (iterations + 1) HVPs; reported in `hvps`.
 Source: Knyazev (2001), "Toward the optimal preconditioned eigensolver: LOBPCG" (SIAM J. Sci.
@@ -128,13 +129,13 @@ def lowest_eigenpairs(system: EquilibriumSystem, x: torch.Tensor, mu: torch.Tens
     if direct is not None and N > dense_below and Q is None:
         # shift-invert Lanczos on the direct solver's factors (solvers/sparse.py): its assembly HVPs,
         # then k HVPs to check the residuals with the true operator
-        v0 = None if previous is None or previous.vectors.shape[0] != N else previous.vectors[:, 0].cpu().numpy()
-        vals, V, spent = direct.lowest_eigenpairs(A, x, k, tol=tol, v0=v0)  # A.block counted them in the ledger
+        start = None if previous is None or previous.vectors.shape[0] != N else previous.vectors.cpu().numpy()
+        vals, V, spent, converged = direct.lowest_eigenpairs(A, x, k, tol=tol, start=start)  # A.block counted
         counter[0] += spent
         AV = matmat(V)
         res = np.linalg.norm(AV - V * vals[None, :], axis=0) / np.maximum(1.0, np.abs(vals))
         return Spectrum(torch.as_tensor(vals.copy(), dtype=x.dtype), torch.as_tensor(V.copy(), dtype=x.dtype),
-                        float(res.max()), counter[0], "shift-invert", True)
+                        float(res.max()), counter[0], "shift-invert", converged)
     if N <= dense_below or N - g < 5 * k:  # scipy's LOBPCG needs N - g >= 5k (and goes dense itself below)
         H = matmat(np.eye(N))
         H = 0.5 * (H + H.T)
