@@ -217,10 +217,25 @@ def as_pattern(value, n: int, who: str) -> HessianPattern:
                          f"{type(value).__name__}")
     if pattern.n != n:
         raise ValueError(f"{who} describes {pattern.n} parameters; theta has {n}")
+    pattern.check()  # a HessianPattern made by its constructor, not by from_coo, is checked here
     return pattern
 
 
 # -- the direct solver -----------------------------------------------------------------------------
+@dataclass
+class DirectResult(KrylovResult):
+    """A direct solve's KrylovResult; its message names the backward error and, where the solve is
+    inaccurate, the likely cause (a declared pattern that misses nonzeros of the Hessian)."""
+
+    backward_error: float = math.nan
+
+    def message(self) -> str:
+        text = f"{self.status} (backward error {self.backward_error:.1e}), relative residual {self.rel_residual:.3e}"
+        if self.status == "inaccurate":
+            text += " (does the declared sparsity pattern cover every nonzero of the Hessian?)"
+        return text
+
+
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy().astype(np.float64, copy=False)
 
@@ -364,8 +379,8 @@ class SparseLU:
         bnorm = float(torch.linalg.vector_norm(rhs))
         eta = res / (norm_op * float(torch.linalg.vector_norm(x)) + bnorm) if res > 0 else 0.0
         ok = bool(np.isfinite(z).all()) and eta <= self.rtol
-        return KrylovResult(x, spent + 1, res, res / bnorm if bnorm > 0 else res, ok,
-                            "converged" if ok else "inaccurate")
+        return DirectResult(x, spent + 1, res, res / bnorm if bnorm > 0 else res, ok,
+                            "converged" if ok else "inaccurate", backward_error=eta)
 
     def solve(self, matvec: Callable, b: torch.Tensor, x0=None) -> KrylovResult:
         """A x = b (x0 is ignored: the factors need no start)."""

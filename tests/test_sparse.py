@@ -257,7 +257,9 @@ def test_bratu_large_passes_the_fold_from_the_command_line(tmp_path, capsys):
 
 def test_sparse_lu_without_a_declared_pattern_and_bad_patterns_are_one_line(tmp_path, capsys):
     """sparse-lu on an energy that declares no sparsity, a sparsity of the wrong size, one that
-    returns something else, and a bad option: one line each, naming the cause."""
+    returns something else, a pattern with an invalid colouring made by the constructor, and a bad
+    option: one line each, naming the cause, before any work (exit 2); a pattern that misses
+    nonzeros of the Hessian: one line at the first solve (exit 1) that names the likely cause."""
     base = (ROOT / "validation/configs/bratu_fold.toml").read_text() + '\n[krylov]\nname = "sparse-lu"\n'
     cases = {
         "none": (base, "declares none"),
@@ -265,12 +267,17 @@ def test_sparse_lu_without_a_declared_pattern_and_bad_patterns_are_one_line(tmp_
                  "describes 10 parameters; theta has 63"),
         "type": (base.replace('size = 63', 'size = 63\nsparsity = "tests.test_sparse:not_a_pattern"'),
                  "must return a solvers.sparse.HessianPattern"),
+        "colouring": (base.replace('size = 63', 'size = 63\nsparsity = "tests.test_sparse:bad_colouring"'),
+                      "colouring is not valid"),
         "option": (base.replace('name = "sparse-lu"', 'name = "sparse-lu"\nrefine = -1'), "refine"),
+        "missing": (base.replace('size = 63', 'size = 63\nsparsity = "tests.test_sparse:diagonal_only"'),
+                    "does the declared sparsity pattern cover every nonzero of the Hessian?"),
     }
     for key, (text, expected) in cases.items():
         cfg = tmp_path / f"{key}.toml"
         cfg.write_text(text)
-        assert main(["run", str(cfg), "--out", str(tmp_path / f"{key}.nc"), "--quiet"]) != 0
+        code = main(["run", str(cfg), "--out", str(tmp_path / f"{key}.nc"), "--quiet"])
+        assert code == (1 if key == "missing" else 2), key
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and expected in err, (key, err)
 
@@ -281,6 +288,16 @@ def wrong_size(theta):
 
 def not_a_pattern(theta):
     return [1, 2, 3]
+
+
+def bad_colouring(theta):
+    n = theta["x"].numel()
+    good = HessianPattern.banded(n, 1)
+    return HessianPattern(good.rows, good.cols, n, np.zeros(n, dtype=np.int64))  # one colour for a tridiagonal
+
+
+def diagonal_only(theta):
+    return HessianPattern.banded(theta["x"].numel(), 0)
 
 
 # -- algebraic multigrid as the Krylov solves' preconditioner -------------------------------------------

@@ -42,10 +42,13 @@ def fresh(stepper: Stepper, x, mu, *, equilibrate: bool, settle: int) -> tuple[S
             if not res.converged:
                 budgets = ", ".join(f"{k} = {getattr(corrector, k)}" for k in ("maxiter", "lbfgs_iters", "steps")
                                     if isinstance(getattr(corrector, k, None), int) and getattr(corrector, k))
+                advice = ("; raise its budget in [corrector]" + (f" ({budgets})" if budgets else "")
+                          + " or start nearer (--from)")
+                if str(res.status).startswith("linear_solve_failed"):  # not a budget: the [krylov] solve failed
+                    advice = "; the linear solve failed, not the corrector's budget (see [krylov])"
                 raise ContinuationError(f"the start point did not equilibrate: corrector {corrector.name} "
                                         f"{res.status} after {res.iters} iterations, |grad| {res.grad_norm:.2e} "
-                                        f"at {named(mu)}; raise its budget in [corrector]"
-                                        + (f" ({budgets})" if budgets else "") + " or start nearer (--from)")
+                                        f"at {named(mu)}{advice}")
             x, grad_norm = res.x, res.grad_norm
     return stepper.init(x, mu, grad_norm=grad_norm, seconds=time.perf_counter() - t0)
 

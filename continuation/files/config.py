@@ -220,6 +220,9 @@ def _preconditioner(krylov: dict):
         return None
     if not isinstance(name, str):
         raise ConfigError(f"[krylov] preconditioner must be a name, got {name!r}; valid: {', '.join(PRECONDITIONERS)}")
+    if name in PRECONDITIONERS and options and name != "spectral":
+        raise ConfigError(f"[krylov] {', '.join('preconditioner_' + k for k in options)}: an option of the spectral "
+                          f"preconditioner, not of {name!r}")
     try:
         return make_preconditioner(name, **options)
     except ValueError as e:  # Spectral's messages name its fields (rank, tol): here they are preconditioner_*
@@ -392,8 +395,26 @@ def build_run(config: dict, *, check_start: bool = True) -> dict:
         except ValueError as e:
             raise ConfigError(f"[stop] {first_line(e, typed=False)} ([start] {_start_text(start)}, [process] name = "
                               f"{run['process'].name!r})") from None
+    _bind_to_pattern(run)
     run["start"], run["output"] = start, output
     return run
+
+
+def _bind_to_pattern(run: dict) -> None:
+    """A sparse direct solver or the amg preconditioner takes the problem's declared sparsity pattern
+    (solvers/sparse.py): checked here, on the problem's start parameters, before any work (the
+    stepper binds them again to the run's own template). ConfigError (one line) where the problem
+    declares none, its sparsity function fails, or the pattern is wrong."""
+    solver = run["krylov"]
+    for what, obj in (("name = \"sparse-lu\"", solver if getattr(solver, "direct", False) else None),
+                      ("preconditioner", getattr(solver, "preconditioner", None))):
+        if obj is None or not callable(getattr(obj, "bind", None)):
+            continue
+        try:
+            obj.bind(run["problem"], run["problem"].init_params(0))
+        except ValueError as e:
+            msg = first_line(e, typed=False)
+            raise ConfigError(msg if msg.startswith("[krylov]") else f"[krylov] {what}: {msg}") from None
 
 
 def _monitor(table: dict | None):
