@@ -159,9 +159,11 @@ def _child(kind: str, n: int, dim: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description="The Bratu fold at scale on sparse factorisations, against a scipy "
+                                             "reference and bice (module docstring).")
     ap.add_argument("--dim", type=int, choices=(1, 2), action="append", help="1 or 2 (default: both)")
-    ap.add_argument("--n", type=int, action="append", help="grid points a side (default: the grids above)")
+    ap.add_argument("--n", type=int, action="append",
+                    help=f"grid points a side, with one --dim (default: {DEFAULT_1D} in 1-D, {DEFAULT_2D} in 2-D)")
     ap.add_argument("--bice-python", default=sys.executable, help="an interpreter that imports bice")
     ap.add_argument("--minres", action="store_true",
                     help="also run the matrix-free route (MINRES / GMRES / LOBPCG) on each grid, for the ratio")

@@ -49,7 +49,10 @@ import torch
 
 @dataclass
 class Spectral:
-    """M^-1 from the `rank` largest eigenpairs of A (module docstring). `tol`: ARPACK's relative
+    """M^-1 from the `rank` largest eigenpairs of A: for a spectrum with a few large outliers
+    above a bulk (a network's Hessian).
+
+    `tol`: ARPACK's relative
     accuracy of the eigenpairs (a preconditioner needs few digits). `refresh`: rebuild after
     this many solves (0: built once, at the first solve, and kept: M^-1 stays positive definite
     while A changes, so a stale one costs iterations, never accuracy; but a run resumed from a
@@ -131,8 +134,12 @@ class Spectral:
 
 @dataclass
 class AMG:
-    """One smoothed-aggregation V-cycle (pyamg) on A, shifted definite (module docstring). Needs
-    the problem's sparsity pattern (`bind`, done by the stepper). `refresh`: as Spectral's."""
+    """One algebraic-multigrid V-cycle (pyamg's smoothed aggregation) on A, assembled from coloured
+    HVPs and shifted definite: for an energy that declares its sparsity (docs/energy.md), where the
+    factors of sparse-lu would not fit.
+
+    Needs the problem's sparsity pattern (`bind`, done by the stepper). `refresh`: rebuild after
+    this many solves (1, the default: built for each solve from its own Hessian)."""
 
     refresh: int = 1
     name: ClassVar[str] = "amg"

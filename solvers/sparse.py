@@ -293,7 +293,10 @@ def _factor(A: sp.spmatrix, bandwidth: int | None = None):
 
 @dataclass
 class SparseLU:
-    """A = Hess J assembled from coloured HVPs and factored by SuperLU (module docstring).
+    """A = Hess J assembled from coloured HVPs (3 for a tridiagonal A, 5 for the five-point stencil)
+    and factored (LAPACK banded, or SuperLU); every solve with A, the bordered systems of
+    pseudo-arclength and the monitor's lowest eigenvalues on the factors. For an energy that declares
+    its sparsity (docs/energy.md, "Sparse energies").
 
     rtol: the backward error a solve must reach (eta above); refine: at most this many steps of
     iterative refinement on the assembled matrix. The pattern comes from the problem

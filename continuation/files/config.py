@@ -454,4 +454,13 @@ def describe_registry() -> str:
             lines.append(f"  {name:<24} {doc}")
             if opts:
                 lines.append(f"  {'':<24} options: {opts}")
+    from solvers.preconditioners import PRECONDITIONERS
+
+    lines.append("preconditioners ([krylov] preconditioner = ..., with name = \"cg\" or \"minres\"):")
+    for name, cls in PRECONDITIONERS.items():
+        doc = " ".join((inspect.getdoc(cls) or "").split("\n\n")[0].split())
+        keys = [k for k, v in PRECONDITIONER_KEYS.items() if v in _parameters(cls)]
+        lines.append(f"  {name:<24} {doc}")
+        if keys:
+            lines.append(f"  {'':<24} options: {', '.join(keys)}")
     return "\n".join(lines)
