@@ -14,7 +14,8 @@ the upper branch to lambda = 2.9 (1-D) or 5.9 (2-D), with the monitor's two lowe
 Printed per case: the located fold, the reference's, their relative difference; the Morse index
 past the fold; wall time (the start's equilibration, the path, the monitor and the fold's location;
 imports and the problem's construction excluded, after a
-warm-up run on an 8-point grid that pays the lazy imports of torch.func, scipy and netCDF); HVPs, SuperLU factorisations, points; peak RSS.
+warm-up run on an 8-point grid that pays the lazy imports of torch.func, scipy and netCDF); HVPs,
+factorisations (banded LU or SuperLU), points; peak RSS.
 
 The reference (`reference_fold`) is numpy/scipy only: the lower branch by Newton (spsolve) up to
 lambda_ref, the lowest eigenvector of F_u there (eigsh, shift-invert), then Newton with spsolve on

@@ -182,13 +182,15 @@ class BorderedNewton:
             if border is None:
                 A = hvp if defl is None else defl.operator(hvp)
                 rhs = -g if defl is None else -defl.project(g)
-                solver = self.linear or MINRES(rtol=rtol, maxiter=self.krylov_maxiter, preconditioner=self.preconditioner)
+                solver = self.linear or MINRES(rtol=rtol, maxiter=self.krylov_maxiter,
+                                               preconditioner=self.preconditioner)
                 res = solver.solve(A, rhs)
                 dx, dp = res.x, 0.0
             else:
                 b = mixed_partial_column(f, x, mu, border.direction)
                 mixed += 1
-                solver = self.linear or GMRES(rtol=rtol, maxiter=self.krylov_maxiter, preconditioner=self.preconditioner)
+                solver = self.linear or GMRES(rtol=rtol, maxiter=self.krylov_maxiter,
+                                              preconditioner=self.preconditioner)
                 dx, dp, res = bordered_solve(solver, hvp, b, border.c, border.d, -g, -r, defl)
                 dp = float(dp)
             hvps += res.iters

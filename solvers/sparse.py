@@ -309,7 +309,8 @@ class SparseLU:
     refine: int = 4
     name: ClassVar[str] = "sparse-lu"
     direct: ClassVar[bool] = True
-    # state, not options (settings_of skips names with "_"): the work spent, the last operator seen and its assembled matrix and factors (a strong reference to the operator,
+    # state, not options (settings_of skips names with "_"): the work spent, the last operator seen
+    # and its assembled matrix and factors (a strong reference to the operator,
     # so that its identity cannot be reused by a new one while cached)
     _op: object = field(default=None, repr=False)
     _A: object = field(default=None, repr=False)

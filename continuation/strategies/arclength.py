@@ -197,9 +197,9 @@ class BorderedNewtonCorrector(Corrector):
     residual norm costs a gradient a trial.
 
     A step's correction (this corrector's `for_steps()`: the steps, fold location, projections,
-    re-equilibrations and branch-end jumps) gives up early, as a predictor-corrector's should (Allgower & Georg 1990,
-    section 6.1: a corrector that does not contract means the step was too long; BifurcationKit's
-    Newton corrector has no line search at all): when ||F|| has not halved over `stall_iters` = 2
+    re-equilibrations and branch-end jumps) gives up early, as a predictor-corrector's should
+    (Allgower & Georg 1990, section 6.1: a corrector that does not contract means the step was too
+    long; BifurcationKit's Newton corrector has no line search at all): when ||F|| has not halved over `stall_iters` = 2
     iterations, or a line search needs more than `step_backtracks` = 10 halvings, the step is
     rejected and the step control shortens it. Before this, a prediction outside Newton's basin
     spent 100-400 gradients of backtracking on a residual that did not move (2-D Bratu, 30 x 30).
