@@ -47,6 +47,11 @@ import numpy as np
 import torch
 
 
+def _check_refresh(refresh) -> None:
+    if not isinstance(refresh, int) or isinstance(refresh, bool) or refresh < 0:
+        raise ValueError(f"preconditioner refresh must be an integer >= 0, got {refresh!r}")
+
+
 @dataclass
 class Spectral:
     """M^-1 from the `rank` largest eigenpairs of A: for a spectrum with a few large outliers
@@ -63,6 +68,7 @@ class Spectral:
     tol: float = 1e-3
     refresh: int = 1
     name: ClassVar[str] = "spectral"
+    eigensolver: ClassVar[bool] = False  # the bulk, where the lowest eigenvalues are, is only scaled
     # state, not options (settings_of skips names with "_"): the eigenpairs, sigma, the products
     # spent on builds so far, the solves since the last build
     _V: torch.Tensor | None = field(default=None, repr=False)
@@ -86,8 +92,7 @@ class Spectral:
             raise ValueError(f"preconditioner rank must be an integer >= 1, got {self.rank!r}")
         if not (isinstance(self.tol, (int, float)) and 0 < self.tol < 1):
             raise ValueError(f"preconditioner tol must be in (0, 1), got {self.tol!r}")
-        if not isinstance(self.refresh, int) or isinstance(self.refresh, bool) or self.refresh < 0:
-            raise ValueError(f"preconditioner refresh must be an integer >= 0, got {self.refresh!r}")
+        _check_refresh(self.refresh)
 
     def ready_for(self, matvec: Callable, like: torch.Tensor) -> "Spectral":
         """Build from `matvec` if never built, the size changed, or `refresh` solves have used it."""
@@ -143,6 +148,7 @@ class AMG:
 
     refresh: int = 1
     name: ClassVar[str] = "amg"
+    eigensolver: ClassVar[bool] = True  # an approximate inverse of A - shift I: preconditions LOBPCG too
     _pattern: object = field(default=None, repr=False)
     _M: object = field(default=None, repr=False)
     _shift: float = 0.0
@@ -150,8 +156,7 @@ class AMG:
     _uses: int = 0
 
     def __post_init__(self):
-        if not isinstance(self.refresh, int) or isinstance(self.refresh, bool) or self.refresh < 0:
-            raise ValueError(f"preconditioner refresh must be an integer >= 0, got {self.refresh!r}")
+        _check_refresh(self.refresh)
 
     @property
     def build_products(self) -> int:
@@ -185,6 +190,8 @@ class AMG:
         import pyamg
         import scipy.sparse as sp
 
+        from solvers.sparse import below, gershgorin_lower_bound
+
         if self._pattern is None:
             raise ValueError("the amg preconditioner has no sparsity pattern: bind(problem, theta) first (the "
                              "stepper does)")
@@ -193,9 +200,8 @@ class AMG:
                              f"{like.numel()} (a deflated or bordered operator is not the declared Hessian)")
         A = self._pattern.hessian(matvec, like)
         self._products += self._pattern.ncolours
-        diag = A.diagonal()
-        low = float((diag - (np.asarray(abs(A).sum(axis=1)).ravel() - np.abs(diag))).min())
-        self._shift = low - 1e-3 * max(abs(low), 1e-300) if low <= 0 else 0.0
+        low = gershgorin_lower_bound(A)
+        self._shift = below(low, A) if low <= 0 else 0.0
         if self._shift:
             A = (A - self._shift * sp.identity(A.shape[0], format="csr")).tocsr()
         self._M = pyamg.smoothed_aggregation_solver(sp.csr_matrix(A), symmetry="symmetric").aspreconditioner(

@@ -240,6 +240,18 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy().astype(np.float64, copy=False)
 
 
+def gershgorin_lower_bound(A: sp.spmatrix) -> float:
+    """min_i (A_ii - sum_{j != i} |A_ij|): no eigenvalue of the symmetric A lies below it."""
+    diag = A.diagonal()
+    return float((diag - (np.asarray(abs(A).sum(axis=1)).ravel() - np.abs(diag))).min())
+
+
+def below(low: float, A: sp.spmatrix) -> float:
+    """A shift strictly below the bound `low` (by 1e-3 of it, or of 1e-8 ||A||_inf where it is 0), so
+    that A - shift I is positive definite."""
+    return low - 1e-3 * max(abs(low), 1e-8 * sla.norm(A, np.inf), 1e-300)
+
+
 def _same_point(a, b) -> bool:
     """Two operators at the same (x, mu) (their `point`, solvers/derivatives.py hessian_operator): one
     problem's Hessian there, so one factorisation serves both (the tangent and the monitor at a point)."""
@@ -328,7 +340,8 @@ class SparseLU:
 
     @property
     def factorisations(self) -> int:
-        """SuperLU factorisations made by this object (of A, of A - sigma I, of a bordered matrix)."""
+        """Factorisations made by this object (banded or SuperLU; of A, of A - sigma I, of a bordered
+        matrix)."""
         return self._factorisations
 
     @property
@@ -462,10 +475,7 @@ class SparseLU:
         if n < 5 * m:
             vals, V = np.linalg.eigh(A.toarray())
             return vals[:k], V[:, :k], spent, True
-        diag = A.diagonal()
-        radius = np.asarray(abs(A).sum(axis=1)).ravel() - np.abs(diag)
-        low = float((diag - radius).min())
-        sigma = low - 1e-3 * max(abs(low), 1e-8 * sla.norm(A, np.inf), 1e-300)
+        sigma = below(gershgorin_lower_bound(A), A)
         lu = _factor((A - sigma * sp.identity(n, format="csc")).tocsc(), self.pattern.bandwidth)
         self._factorisations += 1
         M = sla.LinearOperator((n, n), matvec=lu.solve, matmat=lu.solve, dtype=np.float64)

@@ -9,10 +9,11 @@ latent switch-on or on the far side of a fold). This module computes the k lowes
 by LOBPCG (scipy.sparse.linalg.lobpcg on a LinearOperator whose matvec is one HVP), with the
 gauge basis passed as LOBPCG's constraints Y (so the exact zero modes of the orbit never count)
 and the previous point's eigenvectors as the starting block (warm start: along a path they
-change little, and LOBPCG then converges in a few iterations). Small problems (N <= dense_below)
-(or N - g < 5k, where scipy's LOBPCG would go dense anyway); LOBPCG is preconditioned by the
-run's `[krylov] preconditioner` where it has one use the dense Hessian built column
-by column from N HVPs and numpy's `eigh` on P A P restricted
+change little, and LOBPCG then converges in a few iterations), preconditioned by the run's
+`[krylov] preconditioner` where that one approximates A's inverse over the whole spectrum
+(`amg`; not `spectral`, which only tames the top of it, while LOBPCG here seeks the bottom).
+Small problems (N <= dense_below) (or N - g < 5k, where scipy's LOBPCG would go dense anyway)
+use the dense Hessian built column by column from N HVPs and numpy's `eigh` on P A P restricted
 to range(P): exact to rounding, and cheaper than LOBPCG's iterations there. A run with a sparse
 direct solver (`[krylov] name = "sparse-lu"`, solvers/sparse.py) and no gauge takes the k lowest
 by block LOBPCG preconditioned by the factors of A - sigma I, sigma below Gershgorin's bound
@@ -85,9 +86,10 @@ def _operator(system: EquilibriumSystem, x, mu, counter: list):
 
 def _preconditioner(system: EquilibriumSystem, A, x, counter: list):
     """The run's preconditioner (`[krylov] preconditioner`, symmetric positive definite) as LOBPCG's M,
-    built from A's products (counted), or None."""
+    built from A's products (counted), or None: where there is none, or it does not approximate A's
+    inverse over the bottom of the spectrum (`eigensolver` False: spectral)."""
     pre = getattr(system, "preconditioner", None)
-    if pre is None:
+    if pre is None or not getattr(pre, "eigensolver", False):
         return None
     before = pre.build_products
     M = pre.ready_for(A, x)
@@ -127,8 +129,8 @@ def lowest_eigenpairs(system: EquilibriumSystem, x: torch.Tensor, mu: torch.Tens
     A, matmat = _operator(system, x, mu, counter)
     direct = getattr(system, "direct", None)
     if direct is not None and N > dense_below and Q is None:
-        # shift-invert Lanczos on the direct solver's factors (solvers/sparse.py): its assembly HVPs,
-        # then k HVPs to check the residuals with the true operator
+        # block LOBPCG preconditioned by the direct solver's shifted factors (solvers/sparse.py): its
+        # assembly HVPs, then k HVPs to check the residuals with the true operator
         start = None if previous is None or previous.vectors.shape[0] != N else previous.vectors.cpu().numpy()
         vals, V, spent, converged = direct.lowest_eigenpairs(A, x, k, tol=tol, start=start)  # A.block counted
         counter[0] += spent
