@@ -33,6 +33,9 @@ import math
 
 import torch
 
+from torch.func import functional_call
+
+from .amortized import encode
 from .base import StochasticProblem
 from .data import Data
 from .neural_problem import NetworkModel, _Batch
@@ -95,6 +98,125 @@ class SmoothNetworkProblem(NetworkModel):
 
     def settings(self) -> dict:
         return {**super().settings(), "weight_decay": self.weight_decay, "seed": self.seed}
+
+    # -- curvature for the K-FAC preconditioner (solvers/preconditioners.py KFAC) ----------------
+    kfac = True  # curvature_factors describes this problem's J (a subclass with another J says False)
+
+    @property
+    def curvature_shift(self) -> float:
+        """The weight prior's Hessian, w I: exact, added to the Kronecker factors' approximation."""
+        return self.weight_decay
+
+    def curvature_factors(self, theta, mu, *, draws: int = 1, seed: int = 0) -> list:
+        """K-FAC factors of J's generalised Gauss-Newton matrix, one pair per linear layer.
+
+        The outputs f = (mean, log_std, decoder mean, logits) of the three networks are treated as
+        the model and l = R + lambda D + gamma C as a convex function of them, so that
+        GGN = J_f^T (d^2 l / d f^2) J_f (Schraudolph 2002; Martens 2020), positive semi-definite; its
+        diagonal block for a linear layer with inputs a_i (augmented by a 1 for the bias) and
+        output gradients g_i (rows i) is approximated by the Kronecker product
+
+            A (x) G,     A = mean_i a_i a_i^T  (in+1, in+1),     G = sum_i E[g_i g_i^T]  (out, out)
+
+        (Martens & Grosse 2015, K-FAC; Botev, Ritter & Barber 2017 for the Gauss-Newton form),
+        where g_i is the backward pass of a random output-space vector u with E[u u^T] = d^2 l / d f^2:
+        u = (N^-1/2 xi, (2/N)^1/2 exp(log_std) xi') for R (per latent unit), (lambda / (S N))^1/2
+        xi / decoder_std for D, (gamma / (S N))^1/2 (e_y' - p), y' ~ softmax, for C (xi standard
+        normal; N images, S noise draws; Martens & Grosse's sampled Fisher). G is averaged over
+        `draws` such vectors (generator from `seed`: the factors are a deterministic function of
+        theta, mu and seed); draws = 0 sums the exact G instead, one backward pass for each column
+        of a square root of d^2 l / d f^2 (2k + S (d + classes) of them: for tests and small
+        models). The weight prior's w I is not in the factors (`curvature_shift`).
+
+        Returns [(part, weight_name, bias_name or None, A, G)] with part the theta key of the
+        network ("encoder", "decoder", "classifier"); W of shape (out, in) acts as the operator
+        V -> G V A on its (out, in+1) block [W | b]. Cost: one forward pass and `draws` backward
+        passes over the whole training set (about (1 + draws) / 2 gradients)."""
+        if not (isinstance(draws, int) and not isinstance(draws, bool) and draws >= 0):
+            raise ValueError(f"curvature draws must be an integer >= 0 (0: exact), got {draws!r}")
+        b = self.batch
+        lam, gam = float(mu[0]), float(mu[1])
+        layers, saved = [], {}
+        handles = []
+        for part, module in (("encoder", self.encoder), ("decoder", self.decoder), ("classifier", self.classifier)):
+            for name, m in module.named_modules():
+                if isinstance(m, torch.nn.Linear):
+                    key = (part, f"{name}.weight" if name else "weight", (f"{name}.bias" if name else "bias")
+                           if m.bias is not None else None)
+                    layers.append(key)
+
+                    def hook(mod, inp, out, key=key):
+                        saved[key] = (inp[0].detach(), out)
+                    handles.append(m.register_forward_hook(hook))
+        try:
+            with torch.enable_grad():
+                theta = {p: {k: v.detach().requires_grad_(True) for k, v in d.items()} for p, d in theta.items()}
+                e = encode(self.encoder, theta["encoder"], b.x, b.eps, b.mask)
+                recon = functional_call(self.decoder, theta["decoder"], (e.z,))
+                logits = functional_call(self.classifier, theta["classifier"], (e.z,))
+        finally:
+            for h in handles:
+                h.remove()
+        missing = [k for k in layers if k not in saved]
+        if missing:
+            raise ValueError(f"curvature_factors: the linear layers {missing} were not called by the forward pass")
+        N, S = b.x.shape[0], b.eps.shape[0]
+        g = torch.Generator(device="cpu").manual_seed(int(seed))
+        p = torch.softmax(logits.detach(), -1)
+        outs = [saved[k][1] for k in layers]
+        G = [torch.zeros(o.shape[-1], o.shape[-1], dtype=o.dtype, device=o.device) for o in outs]
+
+        def normal(like):
+            return torch.randn(like.shape, generator=g, dtype=like.dtype).to(like.device)
+
+        mean, log_std = e.mean, e.log_std
+        heads = [mean, log_std, recon, logits]
+        scale = [1.0 / math.sqrt(N), None, math.sqrt(max(lam, 0.0) / (S * N)) / self.decoder_std,
+                 math.sqrt(max(gam, 0.0) / (S * N))]
+        std = e.std.detach()
+
+        def backward(u, weight):
+            grads = torch.autograd.grad(heads, outs, grad_outputs=u, retain_graph=True, allow_unused=True)
+            for j, gr in enumerate(grads):
+                if gr is not None:
+                    gr = gr.reshape(-1, gr.shape[-1])
+                    G[j] += weight * (gr.T @ gr)
+
+        if draws:  # Monte Carlo: E[u u^T] = d^2 l / d f^2 (the sampled Gauss-Newton matrix)
+            for _ in range(draws):
+                y = torch.multinomial(p.reshape(-1, p.shape[-1]).cpu(), 1, generator=g).to(p.device)
+                onehot = torch.nn.functional.one_hot(y.reshape(p.shape[:-1]), p.shape[-1]).to(p.dtype)
+                backward([scale[0] * normal(mean), math.sqrt(2.0 / N) * std * normal(log_std),
+                          scale[2] * normal(recon), scale[3] * (onehot - p)], 1.0 / draws)
+        else:  # exact: u runs over the columns of a square root of d^2 l / d f^2, one backward each
+            zero = [torch.zeros_like(h) for h in heads]
+            for k in range(mean.shape[-1]):
+                for h, col in ((0, torch.full_like(mean[:, k], scale[0])), (1, math.sqrt(2.0 / N) * std[:, k])):
+                    u = list(zero)
+                    u[h] = torch.zeros_like(heads[h])
+                    u[h][:, k] = col
+                    backward(u, 1.0)
+            for s_ in range(S):
+                for k in range(recon.shape[-1]):
+                    u = list(zero)
+                    u[2] = torch.zeros_like(recon)
+                    u[2][s_, ..., k] = scale[2]
+                    backward(u, 1.0)
+                for k in range(p.shape[-1]):  # d^2 CE = diag(p) - p p^T = sum_k sqrt(p_k)(e_k - p) (.)^T
+                    u = list(zero)
+                    u[3] = torch.zeros_like(logits)
+                    col = -p[s_] * p[s_, ..., k:k + 1].sqrt()
+                    col[..., k] += p[s_, ..., k].sqrt()
+                    u[3][s_] = scale[3] * col
+                    backward(u, 1.0)
+        result = []
+        for key, Gj in zip(layers, G):
+            a = saved[key][0]
+            a = a.reshape(-1, a.shape[-1])
+            if key[2] is not None:
+                a = torch.cat([a, torch.ones_like(a[:, :1])], 1)
+            result.append((*key, a.T @ a / a.shape[0], Gj.detach()))
+        return result
 
 
 class StochasticSmoothNetworkProblem(SmoothNetworkProblem, StochasticProblem):

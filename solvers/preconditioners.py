@@ -215,7 +215,139 @@ class AMG:
         return torch.as_tensor(out, dtype=r.dtype, device=r.device)
 
 
-PRECONDITIONERS = {"spectral": Spectral, "amg": AMG}
+@dataclass
+class KFAC:
+    """Kronecker-factored curvature (K-FAC) of a network's J: for the smooth deterministic MLP
+    (`mlp-smooth`), whose Hessian has no sparsity to exploit and a spectrum spread over many
+    decades (the layers' scales differ), so that a Krylov solve needs thousands of products
+    unpreconditioned.
+
+        M = blockdiag_l (A_l (x) G_l) + (w + damping) I,     M^-1 applied exactly
+
+    with A_l, G_l the problem's K-FAC factors of its Gauss-Newton matrix at the operator's point
+    (problems/smooth_network.py `curvature_factors`: Martens & Grosse 2015, Botev et al. 2017) and
+    w the weight prior's exact Hessian (`curvature_shift`). From the eigendecompositions
+    A = U_A diag(a) U_A^T, G = U_G diag(g) U_G^T, a layer's block [W | b] (out, in+1) maps to
+
+        M^-1 : V -> U_G [ (U_G^T V U_A) / (g_j a_i + w + damping) ] U_A^T
+
+    exactly the inverse of the damped Kronecker product (the eigenbasis form of George et al.
+    2018, EKFAC, without its rescaling), symmetric positive definite whenever w + damping > 0.
+    Parameters in no linear layer are scaled by 1 / (w + damping).
+
+    Needs the problem (`bind`, done by the stepper) and an operator that knows its point
+    (solvers/derivatives.py hessian_operator's `.point`). Cost to build: one forward and `draws`
+    backward passes over the training set (no HVPs; `build_products` stays 0) and the
+    eigendecompositions of the factors (O(in^3 + out^3) a layer); per application two small
+    matrix products a layer (no products with A). `refresh`: rebuild after this many solves
+    (1, the default: each solve at its own point).
+
+    Why our own: curvlinops' KFACLinearOperator needs the model to end in one of torch's loss
+    modules (MSELoss, CrossEntropyLoss); J's rate term and the reparameterised encoder that feeds
+    both heads are not, and its GGN needs the three networks' outputs treated together."""
+
+    damping: float = 0.0
+    draws: int = 1
+    refresh: int = 1
+    name: ClassVar[str] = "kfac"
+    eigensolver: ClassVar[bool] = False  # approximates the Gauss-Newton part, not the lowest eigenvalues
+    _problem: object = field(default=None, repr=False)
+    _index: object = field(default=None, repr=False)
+    _blocks: list = field(default_factory=list, repr=False)
+    _rest: object = field(default=None, repr=False)
+    _shift: float = math.nan
+    _uses: int = 0
+    _builds: int = 0
+
+    def __post_init__(self):
+        if not (isinstance(self.damping, (int, float)) and not isinstance(self.damping, bool)
+                and math.isfinite(self.damping) and self.damping >= 0):
+            raise ValueError(f"preconditioner damping must be a finite number >= 0, got {self.damping!r}")
+        if not isinstance(self.draws, int) or isinstance(self.draws, bool) or self.draws < 0:
+            raise ValueError(f"preconditioner draws must be an integer >= 0 (0: exact factors), got {self.draws!r}")
+        _check_refresh(self.refresh)
+
+    @property
+    def build_products(self) -> int:
+        """Products with A spent on builds: none (the factors come from forward and backward passes)."""
+        return 0
+
+    @property
+    def builds(self) -> int:
+        """Factorisations built since this object was made."""
+        return self._builds
+
+    @property
+    def shift(self) -> float:
+        """w + damping, the diagonal added to the Kronecker blocks (nan before the first build)."""
+        return self._shift
+
+    def bind(self, problem, theta: dict) -> "KFAC":
+        """Take the problem (its curvature factors) and the parameters' layout; ValueError (one line)
+        for a problem without K-FAC factors or where w + damping is not > 0."""
+        from solvers.flat import FlatView
+
+        if not getattr(problem, "kfac", False) or not callable(getattr(problem, "curvature_factors", None)):
+            raise ValueError(f"[krylov] preconditioner = \"kfac\" needs a network problem with K-FAC factors "
+                             f"(mlp-smooth); {problem.name!r} has none")
+        shift = float(getattr(problem, "curvature_shift", 0.0)) + self.damping
+        if not shift > 0:
+            raise ValueError(f"[krylov] preconditioner = \"kfac\" needs weight_decay + preconditioner_damping > 0 "
+                             f"(M must be definite); got {shift}")
+        view = FlatView(theta)
+        self._problem, self._view, self._shift = problem, view, shift
+        self._index = view.unflatten(torch.arange(view.numel, device=view.device))
+        return self
+
+    def ready_for(self, matvec: Callable, like: torch.Tensor) -> "KFAC":
+        stale = not self._blocks or (self.refresh and self._uses >= self.refresh)
+        if stale:
+            self.build(matvec, like)
+        self._uses += 1
+        return self
+
+    def build(self, matvec: Callable, like: torch.Tensor) -> None:
+        if self._problem is None:
+            raise ValueError("the kfac preconditioner has no problem: bind(problem, theta) first (the stepper does)")
+        point = getattr(matvec, "point", None)
+        if point is None:
+            raise ValueError("the kfac preconditioner needs the operator's point (a hessian_operator's `.point`)")
+        x, mu = point
+        if x.numel() != like.numel() or x.numel() != self._view.numel:
+            raise ValueError(f"the kfac preconditioner's problem has {self._view.numel} parameters, the operator "
+                             f"{like.numel()} (a deflated or bordered operator is not J's Hessian)")
+        theta = self._view.unflatten(x.detach())
+        blocks, covered = [], torch.zeros(x.numel(), dtype=torch.bool, device=x.device)
+        for part, wname, bname, A, G in self._problem.curvature_factors(theta, mu, draws=self.draws):
+            a, UA = torch.linalg.eigh(0.5 * (A + A.T))
+            g, UG = torch.linalg.eigh(0.5 * (G + G.T))
+            scale = g.clamp_min(0.0)[:, None] * a.clamp_min(0.0)[None, :]  # PSD to rounding
+            wi = self._index[part][wname]
+            bi = None if bname is None else self._index[part][bname]
+            blocks.append((wi, bi, UA, UG, 1.0 / (scale + self._shift)))
+            covered[wi.reshape(-1)] = True
+            if bi is not None:
+                covered[bi] = True
+        self._blocks, self._rest = blocks, ~covered
+        self._uses, self._builds = 0, self._builds + 1
+
+    def apply(self, r: torch.Tensor) -> torch.Tensor:
+        """M^-1 r (no products)."""
+        out = torch.empty_like(r)
+        out[self._rest] = r[self._rest] / self._shift
+        for wi, bi, UA, UG, scale in self._blocks:
+            V = r[wi]
+            if bi is not None:
+                V = torch.cat([V, r[bi][:, None]], 1)
+            V = UG @ (((UG.T @ V @ UA) * scale) @ UA.T)
+            if bi is not None:
+                out[wi], out[bi] = V[:, :-1], V[:, -1]
+            else:
+                out[wi] = V
+        return out
+
+
+PRECONDITIONERS = {"spectral": Spectral, "amg": AMG, "kfac": KFAC}
 
 
 def make_preconditioner(name: str, **options):

@@ -1,6 +1,15 @@
+import os
+
 import numpy as np
 import pytest
 import torch
+
+# Under pytest-xdist (`-n 2`, as .ci/run runs the suites) each worker takes one thread, and so do
+# the subprocesses the tests start, so two workers do not oversubscribe a 2-core machine.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 from continuation import EquilibriumSystem
 from problems import LinearGaussianClosedForm, LinearGaussianData, LinearGaussianGibbsProblem, make_mu

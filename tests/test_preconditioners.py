@@ -84,8 +84,8 @@ def test_preconditioned_trust_region_reaches_the_same_minimum_with_fewer_product
 
 
 def test_bad_preconditioner_options_are_one_line():
-    with pytest.raises(ValueError, match="unknown preconditioner 'kfac'; valid: spectral"):
-        make_preconditioner("kfac")
+    with pytest.raises(ValueError, match="unknown preconditioner 'ekfac'; valid: spectral, amg, kfac"):
+        make_preconditioner("ekfac")
     with pytest.raises(ValueError, match="rank must be an integer >= 1"):
         Spectral(rank=0)
     with pytest.raises(ValueError, match=r"tol must be in \(0, 1\)"):

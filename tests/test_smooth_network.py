@@ -156,7 +156,8 @@ def test_the_stochastic_variants_options_are_checked_in_one_line():
 def test_the_default_width_exact_route_rejects_branch_jumps_and_keeps_lbfgs_for_its_start():
     """validation/configs/digits_exact.toml: adaptive steps of at most 0.01 that reject a tangent
     turning by more than 30 degrees (its fixed-step run jumped branches at lambda 0.32, turning 52
-    degrees: docs/neural_equilibrium.md), and a trust-newton corrector whose steps skip L-BFGS."""
+    degrees: docs/neural_equilibrium.md), a trust-newton corrector whose steps skip L-BFGS, and the
+    K-FAC preconditioner bound to the problem's layers."""
     from pathlib import Path
 
     from continuation.files.config import build_run, load_config
@@ -165,6 +166,8 @@ def test_the_default_width_exact_route_rejects_branch_jumps_and_keeps_lbfgs_for_
     steps, corrector = r["steps"], r["corrector"]
     assert steps.name == "adaptive" and steps.max_step == steps.initial == 0.01 and steps.max_angle_deg == 30.0
     assert corrector.name == "trust-newton" and corrector.lbfgs_iters > 0 and corrector.for_steps().lbfgs_iters == 0
+    pre = r["krylov"].preconditioner
+    assert pre.name == "kfac" and pre.draws == 1 and pre.shift == 3e-2  # the weight prior's w, no extra damping
 
 
 def test_the_small_collapse_configuration_builds_as_documented():

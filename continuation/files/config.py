@@ -9,7 +9,8 @@
     [corrector]  name = "newton" | "adam" | "sgd" | "lbfgs" | "bordered-newton"
     [projection] name = "none" | "newton" | "secant" (onto the process's held functional)
     [krylov]     name = "minres" | "cg", rtol, maxiter; hvp_mode = "fwd-rev" | "rev-rev" (for the tangents);
-                 preconditioner = "spectral", preconditioner_rank, preconditioner_tol
+                 preconditioner = "spectral" (preconditioner_rank, preconditioner_tol) | "kfac"
+                 (preconditioner_damping, preconditioner_draws) | "amg"
                  (solvers/preconditioners.py: the tangent solves and the trust-newton corrector's CG)
     [steps]      name = "adaptive" (initial, min_step, max_step, grow, shrink, max_angle_deg,
                  max_drift, ...) | "fixed" (size) | "held" (initial, max_miss, min_step, max_step,
@@ -199,7 +200,10 @@ def _check_krylov(options: dict) -> None:
 
 # built afresh for every solve from that solve's operator (refresh = 1), so that a resumed run
 # repeats the uninterrupted one exactly (a build kept across points would start anew at the resume)
-PRECONDITIONER_KEYS = {"preconditioner_rank": "rank", "preconditioner_tol": "tol"}
+PRECONDITIONER_KEYS = {"preconditioner_rank": "rank", "preconditioner_tol": "tol",
+                       "preconditioner_damping": "damping", "preconditioner_draws": "draws"}
+# which preconditioner takes which of them
+PRECONDITIONER_OPTIONS = {"spectral": {"rank", "tol"}, "kfac": {"damping", "draws"}, "amg": set()}
 
 
 def _preconditioner(krylov: dict):
@@ -220,9 +224,12 @@ def _preconditioner(krylov: dict):
         return None
     if not isinstance(name, str):
         raise ConfigError(f"[krylov] preconditioner must be a name, got {name!r}; valid: {', '.join(PRECONDITIONERS)}")
-    if name in PRECONDITIONERS and options and name != "spectral":
-        raise ConfigError(f"[krylov] {', '.join('preconditioner_' + k for k in options)}: an option of the spectral "
-                          f"preconditioner, not of {name!r}")
+    foreign = sorted(set(options) - PRECONDITIONER_OPTIONS.get(name, set(options)))
+    if name in PRECONDITIONERS and foreign:
+        owners = {k: next(n for n, keys in PRECONDITIONER_OPTIONS.items() if k in keys) for k in foreign}
+        raise ConfigError(f"[krylov] {', '.join('preconditioner_' + k for k in foreign)}: "
+                          f"{'an option' if len(foreign) == 1 else 'options'} of the "
+                          f"{' and '.join(sorted(set(owners.values())))} preconditioner, not of {name!r}")
     try:
         return make_preconditioner(name, **options)
     except ValueError as e:  # Spectral's messages name its fields (rank, tol): here they are preconditioner_*
