@@ -82,7 +82,6 @@ def test_monte_carlo_factors_average_to_the_exact_ones():
     """One draw is an unbiased estimate: the mean of 4,000 draws is within a few standard errors
     (about 1/sqrt(4000) = 1.6% relative) of the exact G, and the draws are reproducible by seed."""
     problem = _one_row_problem()
-    system = EquilibriumSystem(problem, problem.init_params(0))
     theta = problem.init_params(3)
     mu = torch.tensor([0.7, 3.0, 0.0], dtype=torch.float64)
     exact = problem.curvature_factors(theta, mu, draws=0)
