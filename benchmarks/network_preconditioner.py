@@ -42,7 +42,8 @@ def parse(argv):
     p.add_argument("--step", type=float, default=0.01, help="the lambda step of the Newton comparison")
     p.add_argument("--maxiter", type=int, default=20000, help="MINRES iterations at most")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--no-exact", action="store_true", help="skip K-FAC's exact factors (2k + S(d + classes) backward passes)")
+    p.add_argument("--no-exact", action="store_true",
+                   help="skip K-FAC's exact factors (2k + S(d + classes) backward passes)")
     return p.parse_args(argv), p
 
 

@@ -106,7 +106,8 @@ def main(argv=None) -> int:
 
     print(f"{'M':48s} {'condition':>10s} {'lowest':>9s} {'largest':>9s}")
     for name, M in (("none", eye), ("kfac, 1 draw", kfac_matrix(1)), ("kfac, 64 draws", kfac_matrix(64)),
-                    ("each layer's exact Gauss-Newton block", blocks(GGN)), ("each layer's exact Hessian block", blocks(H)),
+                    ("each layer's exact Gauss-Newton block", blocks(GGN)),
+                    ("each layer's exact Hessian block", blocks(H)),
                     ("the whole Gauss-Newton matrix", GGN)):
         c, lo, hi = condition(M)
         print(f"{name:48s} {c:10.3g} {lo:9.2e} {hi:9.3g}", flush=True)
