@@ -9,8 +9,8 @@ and the whole Gauss-Newton matrix (docs/neural_equilibrium.md, "K-FAC").
 The model is `mlp-smooth` on digits (latent 8, classifier hidden 12, weight prior 3e-2, two
 noise draws, decoder std 0.3: digits_exact.toml's at a smaller width), solved at (0.25, 4) by
 L-BFGS then trust-region Newton to |grad J| <= 1e-10. H is assembled from N HVPs; the
-Gauss-Newton matrix from torch.func's Jacobian of the networks' outputs and the loss Hessian in
-closed form. Cost: N HVPs, a Jacobian of (outputs x N), a few N x N eigendecompositions.
+Gauss-Newton matrix by `gauss_newton_matrix` (torch.func's Jacobian of the networks' outputs and
+the loss Hessian in closed form). Cost: N HVPs, a Jacobian of (outputs x N), a few N x N eigendecompositions.
 """
 
 from __future__ import annotations
@@ -30,12 +30,10 @@ def main(argv=None) -> int:
         p.error("--hidden must be >= 1 and --limit >= 2")
     os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
     import torch
-    from torch.func import functional_call, jacrev
 
     torch.set_num_threads(a.threads)
     from continuation.strategies.correctors import TrustRegionCorrector
     from continuation.surface.system import EquilibriumSystem
-    from problems.amortized import encode
     from problems.registry import PROBLEMS
     from solvers.derivatives import hessian_operator
     from solvers.preconditioners import KFAC
@@ -55,26 +53,7 @@ def main(argv=None) -> int:
     H = torch.cat([torch.func.vmap(hessian_operator(system.objective, x, mu))(eye[i:i + 256])
                    for i in range(0, n, 256)])
     H = 0.5 * (H + H.T)
-    b = problem.batch
-
-    def heads(v):
-        th = system.unflatten(v)
-        e = encode(problem.encoder, th["encoder"], b.x, b.eps, b.mask)
-        return e, functional_call(problem.decoder, th["decoder"], (e.z,)), \
-            functional_call(problem.classifier, th["classifier"], (e.z,))
-
-    def flat(v):
-        e, recon, logits = heads(v)
-        return torch.cat([e.mean.reshape(-1), e.log_std.reshape(-1), recon.reshape(-1), logits.reshape(-1)])
-
-    Jf = jacrev(flat)(x)
-    e, recon, logits = heads(x)
-    N, S = b.x.shape[0], b.eps.shape[0]
-    q = torch.softmax(logits, -1).reshape(-1, logits.shape[-1])
-    Hl = torch.block_diag(torch.eye(e.mean.numel(), dtype=x.dtype) / N, torch.diag(2 * e.std.reshape(-1) ** 2) / N,
-                          float(mu[0]) / problem.decoder_std ** 2 * torch.eye(recon.numel(), dtype=x.dtype) / (S * N),
-                          float(mu[1]) * torch.block_diag(*[torch.diag(r) - torch.outer(r, r) for r in q]) / (S * N))
-    GGN = Jf.T @ Hl @ Jf + problem.weight_decay * eye
+    GGN = problem.gauss_newton_matrix(system.unflatten(x), mu)
     l_H = torch.linalg.eigvalsh(H)
     print(f"{problem.name}: {n} parameters, minimum at |grad J| = {res.grad_norm:.1e}; H's eigenvalues "
           f"{float(l_H[0]):.2e} ... {float(l_H[-1]):.3g}; |GGN - H| / |H| = {float((GGN - H).norm() / H.norm()):.3f}")

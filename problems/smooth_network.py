@@ -107,6 +107,41 @@ class SmoothNetworkProblem(NetworkModel):
         """The weight prior's Hessian, w I: exact, added to the Kronecker factors' approximation."""
         return self.weight_decay
 
+    def gauss_newton_matrix(self, theta, mu) -> torch.Tensor:
+        """The dense generalised Gauss-Newton matrix plus the prior, J_f^T (d^2 l / d f^2) J_f + w I
+        (N, N), in the order of the flattened parameters (solvers/flat.py FlatView(theta)), with
+        f and l as in `curvature_factors`: the Jacobian by torch.func (jacrev), the loss Hessian
+        in closed form (block diagonal: 1 / N for the rate's mean, 2 std^2 / N for its log_std,
+        lambda / (S N decoder_std^2) for the decoder mean, gamma (diag p - p p^T) / (S N) for the
+        logits). For tests and small models: its cost is a Jacobian of (outputs x N) and O(N^2)
+        memory."""
+        from torch.func import jacrev
+
+        from solvers.flat import FlatView
+
+        view, b = FlatView(theta), self.batch
+
+        def heads(v):
+            th = view.unflatten(v)
+            e = encode(self.encoder, th["encoder"], b.x, b.eps, b.mask)
+            return (e, functional_call(self.decoder, th["decoder"], (e.z,)),
+                    functional_call(self.classifier, th["classifier"], (e.z,)))
+
+        def flat(v):
+            e, recon, logits = heads(v)
+            return torch.cat([e.mean.reshape(-1), e.log_std.reshape(-1), recon.reshape(-1), logits.reshape(-1)])
+
+        x = view.flatten(theta).detach()
+        Jf = jacrev(flat)(x)
+        e, recon, logits = heads(x)
+        N, S = b.x.shape[0], b.eps.shape[0]
+        p = torch.softmax(logits, -1).reshape(-1, logits.shape[-1])
+        eye = lambda k: torch.eye(k, dtype=x.dtype, device=x.device)  # noqa: E731
+        Hl = torch.block_diag(eye(e.mean.numel()) / N, torch.diag(2 * e.std.reshape(-1) ** 2) / N,
+                              float(mu[0]) / self.decoder_std**2 * eye(recon.numel()) / (S * N),
+                              float(mu[1]) * torch.block_diag(*[torch.diag(q) - torch.outer(q, q) for q in p]) / (S * N))
+        return (Jf.T @ Hl @ Jf + self.weight_decay * eye(x.numel())).detach()
+
     def curvature_factors(self, theta, mu, *, draws: int = 1, seed: int = 0) -> list:
         """K-FAC factors of J's generalised Gauss-Newton matrix, one pair per linear layer.
 

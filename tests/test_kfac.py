@@ -1,20 +1,19 @@
 """The K-FAC preconditioner of the smooth deterministic MLP (solvers/preconditioners.py KFAC,
 problems/smooth_network.py curvature_factors): its factors are the Gauss-Newton matrix's layer
-blocks (exact where one data row makes the Kronecker product exact: against the GGN assembled
-independently from torch.func's Jacobian of the networks' outputs and the closed-form Hessian of
-the loss in them), its M^-1 is the inverse of the damped Kronecker blocks, and at an equilibrium
-the preconditioned tangent solve and trust-region corrector need fewer products and give the
-unpreconditioned answer to the solve's tolerance."""
+blocks (exact where one data row makes the Kronecker product exact), against the matrix assembled
+by another route (`gauss_newton_matrix`: torch.func's Jacobian of the networks' outputs and the
+closed-form Hessian of the loss in them; no hooks, no Kronecker factors); its M^-1 is the inverse
+of the damped Kronecker blocks; and at an equilibrium the preconditioned tangent solve and
+trust-region corrector need fewer products and give the unpreconditioned answer to the solve's
+tolerance."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from torch.func import functional_call, jacrev
 
 from continuation.strategies.correctors import TrustRegionCorrector
 from continuation.surface.system import EquilibriumSystem
-from problems.amortized import encode
 from problems.neural_problem import _Batch
 from problems.registry import PROBLEMS
 from solvers.derivatives import hessian_operator
@@ -30,35 +29,6 @@ def _one_row_problem(decoder_std=0.7):
     return problem
 
 
-def _gauss_newton(problem, system, x, mu):
-    """J_f^T (d^2 l / d f^2) J_f + w I, f = (mean, log_std, decoder mean, logits) on the problem's
-    batch: the Jacobian by torch.func, the loss Hessian in closed form (block diagonal: 1/N for the
-    mean, 2 std^2 / N for log_std, lambda / (S N sigma^2) for the decoder mean, gamma (diag p - p p^T)
-    / (S N) for the logits)."""
-    b = problem.batch
-
-    def heads(v):
-        th = system.unflatten(v)
-        e = encode(problem.encoder, th["encoder"], b.x, b.eps, b.mask)
-        recon = functional_call(problem.decoder, th["decoder"], (e.z,))
-        logits = functional_call(problem.classifier, th["classifier"], (e.z,))
-        return e, recon, logits
-
-    def flat(v):
-        e, recon, logits = heads(v)
-        return torch.cat([e.mean.reshape(-1), e.log_std.reshape(-1), recon.reshape(-1), logits.reshape(-1)])
-
-    Jf = jacrev(flat)(x)
-    e, recon, logits = heads(x)
-    N, S = b.x.shape[0], b.eps.shape[0]
-    p = torch.softmax(logits, -1).reshape(-1, logits.shape[-1])
-    eye = lambda k: torch.eye(k, dtype=x.dtype)  # noqa: E731
-    Hl = torch.block_diag(eye(e.mean.numel()) / N, torch.diag(2 * e.std.reshape(-1) ** 2) / N,
-                          float(mu[0]) / problem.decoder_std**2 * eye(recon.numel()) / (S * N),
-                          float(mu[1]) * torch.block_diag(*[torch.diag(q) - torch.outer(q, q) for q in p]) / (S * N))
-    return Jf.T @ Hl @ Jf
-
-
 def _layer_indices(system, part, weight, bias):
     idx = system.unflatten(torch.arange(system.view.numel))
     return torch.cat([idx[part][weight], idx[part][bias][:, None]], 1).reshape(-1)
@@ -69,7 +39,8 @@ def test_exact_factors_are_the_gauss_newton_blocks_of_one_data_row():
     system = EquilibriumSystem(problem, problem.init_params(0))
     x = system.flatten(problem.init_params(3))
     mu = torch.tensor([0.7, 3.0, 0.0], dtype=torch.float64)
-    GGN = _gauss_newton(problem, system, x, mu)
+    GGN = problem.gauss_newton_matrix(system.unflatten(x), mu)
+    GGN -= problem.weight_decay * torch.eye(x.numel(), dtype=x.dtype)  # the prior: not in the factors
     factors = problem.curvature_factors(system.unflatten(x), mu, draws=0)
     assert len(factors) == 6  # every linear layer: encoder 2, decoder 2, classifier 2
     for part, weight, bias, A, G in factors:
