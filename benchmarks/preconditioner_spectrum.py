@@ -22,9 +22,9 @@ import sys
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="preconditioner_spectrum.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--hidden", type=int, default=16)
-    p.add_argument("--limit", type=int, default=200, help="training images")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--hidden", type=int, default=16, help="the encoder's and decoder's hidden width (default 16)")
+    p.add_argument("--limit", type=int, default=200, help="training images (default 200)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     a = p.parse_args(argv)
     if a.hidden < 1 or a.limit < 2:
         p.error("--hidden must be >= 1 and --limit >= 2")

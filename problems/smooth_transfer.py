@@ -57,7 +57,8 @@ class SmoothTransferProblem(TaskPathTerms, SmoothNetworkProblem):
                             kw.get("dtype", torch.float64), kw.get("device", "cpu"))
         super().__init__(encoder, decoder, classifier, source, target_val, **kw)
 
-    kfac = False  # J sums over the plan's pairs with weights: SmoothNetworkProblem.curvature_factors is not its GGN
+    kfac = False  # SmoothNetworkProblem.curvature_factors is not this J's Gauss-Newton matrix
+    kfac_refusal = "its J sums over the task path's weighted pairs, for which the factors are not written"
 
     def _draw_batches(self, seed: int) -> None:
         """Every source and target image (mixture) or every pair of the plan's support with its

@@ -82,7 +82,7 @@ class CG:
     name: ClassVar[str] = "cg"
 
     def solve(self, matvec: Callable, b: torch.Tensor, x0: torch.Tensor | None = None) -> KrylovResult:
-        op = matvec if self.damping == 0 else (lambda v: matvec(v) + self.damping * v)
+        op = matvec if self.damping == 0 else _with_point(lambda v: matvec(v) + self.damping * v, matvec)
         maxiter = self.maxiter or 2 * b.numel()
         bnorm = float(torch.linalg.vector_norm(b))
         x = torch.zeros_like(b) if x0 is None else x0.clone()
@@ -125,6 +125,15 @@ def _mnorm(r, y, M) -> float:
     return math.sqrt(max(float(torch.dot(r, y)), 0.0))
 
 
+def _with_point(op: Callable, matvec: Callable) -> Callable:
+    """`op` (A shifted or damped) carrying A's `.point` (x, mu), for a preconditioner built at the
+    operator's point (KFAC)."""
+    point = getattr(matvec, "point", None)
+    if point is not None:
+        op.point = point
+    return op
+
+
 def _prepared(preconditioner, op, b):
     """The preconditioner ready for this operator (built or refreshed from its products), or None."""
     return None if preconditioner is None else preconditioner.ready_for(op, b)
@@ -147,7 +156,7 @@ class MINRES:
     name: ClassVar[str] = "minres"
 
     def solve(self, matvec: Callable, b: torch.Tensor, x0: torch.Tensor | None = None) -> KrylovResult:
-        op = matvec if self.shift == 0 else (lambda v: matvec(v) - self.shift * v)
+        op = matvec if self.shift == 0 else _with_point(lambda v: matvec(v) - self.shift * v, matvec)
         M = _prepared(self.preconditioner, op, b)
         maxiter = self.maxiter or 5 * b.numel()
         bnorm = float(torch.linalg.vector_norm(b))

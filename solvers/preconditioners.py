@@ -236,18 +236,22 @@ class KFAC:
     Parameters in no linear layer are scaled by 1 / (w + damping).
 
     Needs the problem (`bind`, done by the stepper) and an operator that knows its point
-    (solvers/derivatives.py hessian_operator's `.point`). Cost to build: one forward and `draws`
+    (solvers/derivatives.py hessian_operator's `.point`). `draws`: 0 (the default) for the exact
+    G factors, one backward pass per column of a square root of the loss Hessian in the outputs
+    (2k + S (d + classes): 164 on the digits MLP), else that many Monte Carlo draws (one backward
+    pass each; noisy where the training set is small: on a 32-image model one draw made the
+    solves slower than none, docs/neural_equilibrium.md). Cost to build: one forward and those
     backward passes over the training set (no HVPs; `build_products` stays 0) and the
     eigendecompositions of the factors (O(in^3 + out^3) a layer); per application two small
     matrix products a layer (no products with A). `refresh`: rebuild after this many solves
-    (1, the default: each solve at its own point).
+    (1, the default and what configurations use: each solve at its own point).
 
     Why our own: curvlinops' KFACLinearOperator needs the model to end in one of torch's loss
     modules (MSELoss, CrossEntropyLoss); J's rate term and the reparameterised encoder that feeds
     both heads are not, and its GGN needs the three networks' outputs treated together."""
 
     damping: float = 0.0
-    draws: int = 1
+    draws: int = 0
     refresh: int = 1
     name: ClassVar[str] = "kfac"
     eigensolver: ClassVar[bool] = False  # approximates the Gauss-Newton part, not the lowest eigenvalues
@@ -288,8 +292,9 @@ class KFAC:
         from solvers.flat import FlatView
 
         if not getattr(problem, "kfac", False) or not callable(getattr(problem, "curvature_factors", None)):
+            why = getattr(problem, "kfac_refusal", "")
             raise ValueError(f"[krylov] preconditioner = \"kfac\" needs a network problem with K-FAC factors "
-                             f"(mlp-smooth); {problem.name!r} has none")
+                             f"(mlp-smooth); {problem.name!r} has none{': ' + why if why else ''}")
         shift = float(getattr(problem, "curvature_shift", 0.0)) + self.damping
         if not shift > 0:
             raise ValueError(f"[krylov] preconditioner = \"kfac\" needs weight_decay + preconditioner_damping > 0 "
