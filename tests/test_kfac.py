@@ -139,3 +139,18 @@ def test_bad_kfac_options_and_problems_are_one_line():
     pre = KFAC().bind(_one_row_problem(), _one_row_problem().init_params(0))
     with pytest.raises(ValueError, match="needs the operator's point"):
         pre.build(lambda v: v, torch.zeros(3, dtype=torch.float64))
+
+
+def test_a_shifted_or_damped_operator_keeps_its_point():
+    """MINRES's shift and CG's damping wrap the operator: the wrapper keeps A's point, where K-FAC
+    is built (found by a new user's trial: `shift = 1e-3` with kfac stopped the run)."""
+    problem = PROBLEMS["mlp-smooth"](limit=12, val_limit=4, hidden=5, latent=2, classifier_hidden=4, weight_decay=1e-2)
+    system = EquilibriumSystem(problem, problem.init_params(0))
+    x = system.flatten(problem.init_params(1))
+    mu = torch.tensor([0.5, 2.0, 0.0], dtype=torch.float64)
+    A, b = hessian_operator(system.objective, x, mu), system.gradient(x, mu)
+    for solver in (MINRES(shift=1e-3, maxiter=5), CG(damping=1e-3, maxiter=5)):
+        pre = KFAC().bind(problem, problem.init_params(0))
+        solver.preconditioner = pre
+        solver.solve(A, b)
+        assert pre.builds == 1
