@@ -32,7 +32,6 @@ from __future__ import annotations
 import math
 
 import torch
-
 from torch.func import functional_call
 
 from .amortized import encode
@@ -142,7 +141,7 @@ class SmoothNetworkProblem(NetworkModel):
                               float(mu[1]) * torch.block_diag(*[torch.diag(q) - torch.outer(q, q) for q in p]) / (S * N))
         return (Jf.T @ Hl @ Jf + self.weight_decay * eye(x.numel())).detach()
 
-    def curvature_factors(self, theta, mu, *, draws: int = 1, seed: int = 0) -> list:
+    def curvature_factors(self, theta, mu, *, draws: int = 0, seed: int = 0) -> list:
         """K-FAC factors of J's generalised Gauss-Newton matrix, one pair per linear layer.
 
         The outputs f = (mean, log_std, decoder mean, logits) of the three networks are treated as
@@ -157,16 +156,17 @@ class SmoothNetworkProblem(NetworkModel):
         where g_i is the backward pass of a random output-space vector u with E[u u^T] = d^2 l / d f^2:
         u = (N^-1/2 xi, (2/N)^1/2 exp(log_std) xi') for R (per latent unit), (lambda / (S N))^1/2
         xi / decoder_std for D, (gamma / (S N))^1/2 (e_y' - p), y' ~ softmax, for C (xi standard
-        normal; N images, S noise draws; Martens & Grosse's sampled Fisher). G is averaged over
-        `draws` such vectors (generator from `seed`: the factors are a deterministic function of
-        theta, mu and seed); draws = 0 sums the exact G instead, one backward pass for each column
-        of a square root of d^2 l / d f^2 (2k + S (d + classes) of them: for tests and small
-        models). The weight prior's w I is not in the factors (`curvature_shift`).
+        normal; N images, S noise draws; Martens & Grosse's sampled Fisher). With draws > 0, G is
+        averaged over that many such vectors (generator from `seed`: the factors are a
+        deterministic function of theta, mu and seed); draws = 0 (the default) sums the exact G
+        instead, one backward pass for each column of a square root of d^2 l / d f^2 (2k + S (d +
+        classes) of them). The weight prior's w I is not in the factors (`curvature_shift`).
 
         Returns [(part, weight_name, bias_name or None, A, G)] with part the theta key of the
         network ("encoder", "decoder", "classifier"); W of shape (out, in) acts as the operator
-        V -> G V A on its (out, in+1) block [W | b]. Cost: one forward pass and `draws` backward
-        passes over the whole training set (about (1 + draws) / 2 gradients)."""
+        V -> G V A on its (out, in+1) block [W | b]. Cost: one forward pass and `draws` (or, exact,
+        2k + S (d + classes)) backward passes over the whole training set, each about half a
+        gradient."""
         if not (isinstance(draws, int) and not isinstance(draws, bool) and draws >= 0):
             raise ValueError(f"curvature draws must be an integer >= 0 (0: exact), got {draws!r}")
         b = self.batch
