@@ -9,6 +9,8 @@ tolerance."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -50,16 +52,22 @@ def test_exact_factors_are_the_gauss_newton_blocks_of_one_data_row():
 
 
 def test_monte_carlo_factors_average_to_the_exact_ones():
-    """One draw is an unbiased estimate: the mean of 4,000 draws is within a few standard errors
-    (about 1/sqrt(4000) = 1.6% relative) of the exact G, and the draws are reproducible by seed."""
+    """One draw is an unbiased estimate of G: the mean of n = 4,000 draws is within three standard
+    errors of the exact G, the standard error of a sample second-moment matrix of Gaussian vectors
+    being |G|_F sqrt(((tr G)^2 / |G|_F^2 + 1) / n) (0.13 |G|_F for the 64 x 64 decoder output's G,
+    0.04-0.05 for the others; measured errors 0.01-0.13 of |G|_F at two seeds); and the draws are
+    reproducible by seed. A factor or a scale wrong in one head's u is a bias of tens of per cent."""
     problem = _one_row_problem()
     theta = problem.init_params(3)
     mu = torch.tensor([0.7, 3.0, 0.0], dtype=torch.float64)
+    n = 4000
     exact = problem.curvature_factors(theta, mu, draws=0)
-    sampled = problem.curvature_factors(theta, mu, draws=4000, seed=1)
+    sampled = problem.curvature_factors(theta, mu, draws=n, seed=1)
     for (part, w, _, A0, G0), (_, _, _, A1, G1) in zip(exact, sampled):
         assert torch.equal(A0, A1)  # the input factor involves no draw
-        assert float((G1 - G0).norm() / G0.norm()) < 0.15, (part, w)
+        norm = float(G0.norm())
+        standard_error = norm * math.sqrt((float(G0.trace()) ** 2 / norm**2 + 1) / n)
+        assert float((G1 - G0).norm()) < 3 * standard_error, (part, w, float((G1 - G0).norm()) / norm)
     again = problem.curvature_factors(theta, mu, draws=3, seed=5)
     other = problem.curvature_factors(theta, mu, draws=3, seed=5)
     assert all(torch.equal(a[4], b[4]) for a, b in zip(again, other))
