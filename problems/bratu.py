@@ -42,6 +42,15 @@ def bratu_energy(theta: dict, mu: torch.Tensor) -> torch.Tensor:
     return h * (0.5 * (du * du).sum() - mu[0] * torch.exp(u).sum())
 
 
+def bratu_forced_energy(theta: dict, mu: torch.Tensor) -> torch.Tensor:
+    """The 1-D Bratu energy with a uniform load gamma: J(u; lambda) - gamma h sum_i u_i, so that
+    grad J = 0 is u'' + lambda e^u + gamma = 0 (u = 0 on the boundary). gamma is a second
+    multiplier: the fold lambda*(gamma) falls as the load grows (`docs/stability.md`, the phase
+    diagram). theta["x"] (N,), mu = (lambda, gamma, t)."""
+    u = theta["x"]
+    return bratu_energy(theta, mu) - mu[1] * u.sum() / (u.numel() + 1)
+
+
 def bratu_sparsity(theta: dict):
     """The 1-D Hessian's pattern: tridiagonal, coloured j mod 3."""
     from solvers.sparse import HessianPattern
