@@ -232,7 +232,8 @@ class MINRES:
             if rnorm <= rtol * bnorm:
                 status = "converged"
                 break
-            if arnorm <= rtol * anorm * max(rnorm, eps):
+            if arnorm <= rtol * anorm * max(rnorm, eps * bnorm):  # scale-free: a tiny b (1e-21 at a trivial
+                # branch) had met an absolute eps floor and stopped as "least_squares" at rnorm 1e-8 of b
                 status = "least_squares"
                 break
             if beta <= eps * anorm:  # Lanczos found an invariant subspace: nothing more to gain

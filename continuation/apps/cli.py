@@ -79,6 +79,17 @@ def _parser():
                                                  "iso-c-constant, rate-distortion, first-law, concavity, transfer, "
                                                  "exact-law-cost")
     rp.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    pd = sub.add_parser("phase-diagram", help="run a path, then follow each fold and bifurcation it locates in a "
+                                              "second multiplier ([phase_diagram] table): the curves in OUT.nc, the "
+                                              "plane in OUT.png")
+    pd.add_argument("config", type=Path, help="TOML configuration with a [phase_diagram] table "
+                                              "(continuation/apps/phase_diagram.py)")
+    pd.add_argument("--out", type=Path, required=True, help="netCDF file of the critical curves; OUT.png beside it, "
+                                                            "and the run's path in OUT.path.nc unless --path")
+    pd.add_argument("--path", type=Path, default=None, help="use this path file's located events (with their "
+                                                            "checkpoints) instead of running the path")
+    pd.add_argument("--quiet", action="store_true", help="no progress")
+    pd.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     sub.add_parser("list", help="list problems, processes, predictors, correctors, projections, Krylov solvers "
                                 "and step controls, with their options")
     return p
@@ -190,6 +201,20 @@ def main(argv=None) -> int:
         return 1
 
 
+def _phase_diagram(args) -> int:
+    from continuation.apps.phase_diagram import run_phase_diagram
+
+    config = load_config(args.config)
+    if args.path is not None:
+        _path_file(args.path, "--path")
+    _writable_target(args.out, "--out")
+    _writable_target(args.out.with_suffix(".png"), "--out")
+    ds = run_phase_diagram(config, args.out, path=args.path, progress=not args.quiet)
+    k = ds.sizes["curve"]
+    print(f"wrote {args.out} ({k} critical curve{'s' if k != 1 else ''}) and {args.out.with_suffix('.png')}")
+    return 0
+
+
 def _say(e) -> None:
     print(f"error: {first_line(e, typed=False)}", file=sys.stderr)
 
@@ -222,6 +247,8 @@ def _main(args) -> int:
         return _sweep(args)
     if args.command == "report":
         return _report(args)
+    if args.command == "phase-diagram":
+        return _phase_diagram(args)
     from continuation.apps.run import run_config
 
     if args.from_step is not None and args.start_from is None:

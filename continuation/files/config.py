@@ -55,7 +55,7 @@ class ConfigError(ValueError):
 DEFAULT_NAMES = {"problem": "linear-gaussian", "process": "iso-classification", "predictor": "ode",
                  "corrector": "newton", "projection": "none", "krylov": "minres", "steps": "adaptive"}
 SECTIONS = ("problem", "start", "process", "predictor", "corrector", "projection", "krylov", "steps", "stop",
-            "monitor", "output")
+            "monitor", "output", "phase_diagram")
 START_KEYS = {"lambda": 1.0, "gamma": 1.0, "t": 0.0, "equilibrate": True, "settle": 1, "seed": 0,
               # Adam from scratch before the corrector (neural models): steps (0: none), peak lr, schedule
               "train_steps": 0, "train_lr": 3e-3, "train_schedule": "cosine",
@@ -351,6 +351,10 @@ def build_run(config: dict, *, check_start: bool = True) -> dict:
             raise ConfigError(f"unknown section [{section}]; valid: {', '.join(SECTIONS)}")
         if not isinstance(config[section], dict):
             raise ConfigError(f"[{section}] must be a table")
+    if "phase_diagram" in config:  # `continuation phase-diagram`'s table (continuation/apps/phase_diagram.py);
+        from continuation.apps.phase_diagram import phase_options  # a run of the same file ignores it
+
+        phase_options(config)
     start = {**START_KEYS, **_checked_options("start", config.get("start", {}), START_KEYS, "start")}
     output = {**OUTPUT_KEYS, **_checked_options("output", config.get("output", {}), OUTPUT_KEYS, "output")}
     for key in ("lambda", "gamma"):

@@ -126,8 +126,7 @@ class CriticalCurveTracer:
     free: the multiplier solved for ("lambda", "gamma" or "t"); along: the one stepped.
     mode: the index of the lowest critical eigenvalue among those off the gauge orbit (0: the
     lowest); multiplicity: how many cross together (None: counted at the start, eigenvalues within
-    `cluster_tol` of the mode's); kind: "fold", "bifurcation" or "auto" (decided at the start from
-    |V^T b_p| / |b_p| against 1e-6).
+    `cluster_tol` of the mode's); kind: "fold", "bifurcation" or "auto" (decided at the start: `_kind`).
     gtol: Newton stops when |grad J| <= gtol and |ell| <= eig_tol (absolute, nats per sample and
     its curvature units). Raises ValueError for a bad option, ContinuationError where Newton fails
     at the start."""
@@ -272,10 +271,15 @@ class CriticalCurveTracer:
         """'fold' or 'bifurcation' at a point near a critical one: |V^T b_p| / |b_p| < 1e-6 (b_p in
         the range of A, a branch of symmetric points) is a bifurcation."""
         spec, _ = self._spectrum(x, mu)
-        V = spec.vectors[:, self._cluster(spec)]
+        return self._kind(x, mu, spec.vectors[:, self._cluster(spec)])
+
+    def _kind(self, x, mu, V) -> str:
+        """'bifurcation' where b_p = d grad_x J / dp has no component along the null vectors V:
+        |V^T b_p| <= 1e-6 |b_p| (b_p in the range of A: a branch of symmetric points), or |b_p| <= 1e-10
+        (a trivial branch, grad_x J = 0 for every p; nats per sample per unit parameter); 'fold' otherwise."""
         bp = self._b(x, mu, self.i_free)
         nb = float(bp.norm())
-        return "bifurcation" if nb == 0.0 or float((V.T @ bp).norm()) < 1e-6 * nb else "fold"
+        return "bifurcation" if nb <= 1e-10 or float((V.T @ bp).norm()) <= 1e-6 * nb else "fold"
 
     def refine(self, x, mu, previous=None, kind=None, _tangent=False):
         """Newton on the extended system at mu's `along` value, from (x, mu's free value).
@@ -290,11 +294,7 @@ class CriticalCurveTracer:
         if self.multiplicity is None:
             self.multiplicity = len(cluster)
         if kind == "auto":
-            bp = self._b(x, mu, self.i_free)
-            V = spec.vectors[:, cluster]
-            nb = float(bp.norm())
-            kind = "bifurcation" if nb == 0.0 or float((V.T @ bp).norm()) < 1e-6 * nb else "fold"
-            self.kind = kind
+            kind = self.kind = self._kind(x, mu, spec.vectors[:, cluster])
         pinned = kind == "bifurcation"
         V0, x_pred = spec.vectors[:, cluster].clone(), x.clone()
         m = len(cluster)
@@ -308,7 +308,7 @@ class CriticalCurveTracer:
             if not (math.isfinite(gn) and math.isfinite(ell)):
                 status = "non-finite residual"
                 break
-            if gn <= self.gtol and abs(ell) <= self.eig_tol and last_dp <= 1e-9 * max(1.0, float(mu[self.i_free])):
+            if gn <= self.gtol and abs(ell) <= self.eig_tol and last_dp <= max(1e-9 * abs(float(mu[self.i_free])), 1e-15):
                 status = "converged"  # the residuals within tolerance and the last step small: quadratic
                 break                 # convergence puts the point at rounding
             if it == self.maxiter:
@@ -458,3 +458,30 @@ def follow(system, x, mu, *, free: str = "lambda", along: str = "gamma", low: fl
     points = list(reversed(down[1:])) + up
     return CriticalCurve(points, tracer.kind, tracer.multiplicity, tracer.mode, free, along,
                          {"low": why_down, "high": why_up})
+
+
+def branch_index(system, x0, mu0, mu1, *, substeps: int = 10, modes: int = 16, gtol: float = 1e-10,
+                 dense_below: int = 512):
+    """The Morse index at mu1 of the branch through the equilibrium (x0, mu0): natural continuation
+    along the segment mu0 -> mu1 in `substeps` fixed-mu Newton solves without a descent requirement
+    (solvers/bordered.py BorderedNewton: it stays on saddles), then the lowest `modes` eigenvalues
+    (off the gauge orbit) counted below -1e-9 of the largest in magnitude. Returns (x1, index,
+    at_least): index None where the branch is not found (Newton fails on the way: a fold between);
+    at_least True where every computed eigenvalue is negative and more exist (the index is >= index). Cost: the Newton solves' HVPs and one
+    eigensolve."""
+    from solvers.bordered import BorderedNewton
+
+    x = x0.detach().clone()
+    newton = BorderedNewton(gtol=gtol, maxiter=30, stall_iters=3)
+    for k in range(1, substeps + 1):
+        mu = mu0 + (mu1 - mu0) * (k / substeps)
+        r = newton.solve(system.objective, x, mu, None, system.deflation)
+        if not r.converged or float((r.x - x).norm()) > 0.5 * (1.0 + float(x.norm())):
+            return None, None, False
+        x = r.x
+    d = system.deflation(x)
+    k = min(modes, x.numel() - (0 if d is None else d.size))
+    spec = lowest_eigenpairs(system, x, mu1, k, dense_below=dense_below)
+    tol = 1e-9 * max(1.0, float(spec.values.abs().max()))
+    index = int((spec.values < -tol).sum())
+    return x, index, index == k < x.numel() - (0 if d is None else d.size)

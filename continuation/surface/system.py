@@ -110,9 +110,15 @@ class EquilibriumSystem:
     def deflation(self, x) -> Deflation | None:
         """The complement of the gauge orbit at x (the problem's `gauge_directions`), or None.
 
-        Cost: the problem's gauge directions and one thin QR (N x g)."""
+        None also where every direction is below 1e-8 max(1, |x|): a fixed point of the symmetry, whose
+        orbit is a point. Cost: the problem's gauge directions and one thin QR (N x g)."""
         dirs = [self.view.flatten(d) for d in self.problem.gauge_directions(self.view.unflatten(x))]
         if not dirs:
+            return None
+        # at a fixed point of the symmetry (a trivial branch: x = 0 up to rounding, 1e-20) the orbit is
+        # a point and its "directions" are rounding; A d = (generator) grad J is then not small against
+        # |d|, so they are not zero modes, and deflating them hid two of three negative eigenvalues
+        if max(float(torch.linalg.vector_norm(d)) for d in dirs) <= 1e-8 * max(1.0, float(torch.linalg.vector_norm(x))):
             return None
         Q = orthonormal_basis(dirs)
         return Deflation(Q) if Q.shape[1] else None
