@@ -285,9 +285,24 @@ def _main(args) -> int:
     print(f"wrote {out} ({n} points, s = {float(ds['s'][-1]):.4g}, lambda = {float(ds['lambda'][-1]):.6g}, "
           f"gamma = {float(ds['gamma'][-1]):.6g}): {ds.attrs['status']}: {ds.attrs['stop_reason']}")
     for j in range(ds.sizes.get("event", 0)):  # what the monitor found (docs/stability.md)
-        print(f"  event {ds['event_type'].values[j]} at lambda = {float(ds['event_lambda'].values[j]):.10g}, "
-              f"gamma = {float(ds['event_gamma'].values[j]):.10g}: {ds['event_detail'].values[j]}")
+        print(f"  {_event_line(ds, j)}")
     return 0 if ds.attrs["status"] == "finished" else 1
+
+
+def _event_line(ds, j: int) -> str:
+    """One event as printed: where, and whether it was located; an event located to locate_tol reads as
+    before, one that was not says so and how (interpolated between points, or a bracket not closed)."""
+    kind, method = str(ds["event_type"].values[j]), str(ds["event_method"].values[j])
+    located = int(ds["event_located"].values[j]) == 1
+    where = (f"lambda = {float(ds['event_lambda'].values[j]):.10g}, gamma = "
+             f"{float(ds['event_gamma'].values[j]):.10g}")
+    if located or kind in ("branch_switch", "saddle") or method == "none":
+        how = ""
+    elif method == "interpolate":
+        how = " (not located: interpolated between two points)"
+    else:
+        how = f" (not located to locate_tol: the {method} bracket did not close)"
+    return f"event {kind} at {'about ' if how else ''}{where}{how}: {ds['event_detail'].values[j]}"
 
 
 def _report(args) -> int:

@@ -84,7 +84,7 @@ def deflated_newton(system, x0, mu, known, *, power: float = 2.0, shift: float =
         m, gm = _deflation_terms(y, known, power, shift)
         return g, m, gm, m * float(g.norm())
 
-    g, m, gm, G = residual(x)
+    g, _, gm, G = residual(x)
     for it in range(maxiter + 1):
         gn = float(g.norm())
         if gn <= gtol:
@@ -102,13 +102,13 @@ def deflated_newton(system, x0, mu, known, *, power: float = 2.0, shift: float =
         step, alpha = tau * d, 1.0
         for _ in range(20):
             trial = x + alpha * step
-            g_t, m_t, gm_t, G_t = residual(trial)
+            g_t, _, gm_t, G_t = residual(trial)
             if math.isfinite(G_t) and G_t < G * (1 - 1e-4 * alpha):
                 break
             alpha /= 2
         else:
             return DeflatedResult(x, False, gn, it, "line_search")
-        x, g, m, gm, G = trial, g_t, m_t, gm_t, G_t
+        x, g, gm, G = trial, g_t, gm_t, G_t
     return DeflatedResult(x, False, float(g.norm()), maxiter, "max_iters")
 
 

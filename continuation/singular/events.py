@@ -28,7 +28,7 @@ eigenvalue HVPs; reported per event.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -39,6 +39,15 @@ from continuation.surface.work import count
 from solvers.bordered import BorderedNewton
 from continuation.singular.fold import detect_folds, locate_fold
 from continuation.singular.stability import Spectrum
+
+
+@dataclass
+class _Base:
+    """A trial point as a base for the next trial (what `trial` reads of a stepper Point)."""
+
+    ctx: object
+    s: float
+    spectrum: object
 
 
 @dataclass
@@ -103,6 +112,42 @@ class EventFinder:
         return Trial(x, pred.mu, s, self.spectrum(x, pred.mu, base.spectrum), self.quantities(st.context(x, pred.mu)),
                      ok)
 
+    def probe(self, base, s: float, *, max_halvings: int = 6) -> Trial:
+        """The branch through `base` at clock s, for the branch-exchange check, followed with step
+        control: natural continuation from base in pieces, each a trial (the run's predictor, then
+        Newton that stays on saddles) accepted only where Newton's correction is at most half the
+        prediction's move (a predictor-corrector contraction test: a Newton that lands on another
+        branch moves by the distance between branches, not by the predictor's error). A rejected
+        piece is halved, down to 2^-max_halvings of the interval; then the trial is returned as not
+        converged (the branch was not followed: nothing may be concluded from it). In one step a
+        large stride across a sharp turn (the imperfect pitchfork's smooth branch) had landed on a
+        separate branch, whose fold was then reported as a "branch exchange" the path never made.
+        Cost: a trial per piece (usually one or two)."""
+        cur, h = base, s - base.s
+        floor = abs(h) / 2 ** max_halvings
+        while True:
+            h = s - cur.s if abs(s - cur.s) <= abs(h) else h
+            t, ok = self._checked_trial(cur, cur.s + h)
+            if ok:
+                if t.s == s:
+                    return t
+                cur = _Base(self.stepper.context(t.x, t.mu), t.s, t.spectrum)
+                continue
+            h /= 2
+            if abs(h) < floor:
+                return replace(t, converged=False)
+
+    def _checked_trial(self, base, s: float) -> tuple[Trial, bool]:
+        st = self.stepper
+        pred = st.s.predictor.predict(st.context, base.ctx, s - base.s, None, st.s.process)
+        x, ok = self.newton(pred.x, pred.mu)
+        move = float((pred.x - base.ctx.x).norm())
+        correction = float((x - pred.x).norm())
+        ok = ok and correction <= 0.5 * move + 1e-12 * (1.0 + float(x.norm()))
+        t = Trial(x, pred.mu, s, self.spectrum(x, pred.mu, base.spectrum) if ok else None,
+                  self.quantities(st.context(x, pred.mu)) if ok else {}, ok)
+        return t, ok
+
     # -- location -------------------------------------------------------------------------------
     def _close(self, a: Trial, b: Trial) -> bool:
         tol = self.monitor.locate_tol
@@ -122,6 +167,7 @@ class EventFinder:
             f = {k: a.f[k] + w * (b.f[k] - a.f[k]) for k in a.f}
             return Trial(a.x + w * (b.x - a.x), mu, a.s + w * (b.s - a.s), None, f), 0, True
         c, iters = (a if abs(fa) < abs(fb) else b), 0
+        zero = 16 * torch.finfo(torch.float64).eps * max(abs(fa), abs(fb))  # g is zero to rounding there
         while iters < self.monitor.max_locate and not self._close(a, b) and fa != 0 and fb != 0:
             s = (a.s * fb - b.s * fa) / (fb - fa)
             c = self.trial(base, s)
@@ -129,6 +175,8 @@ class EventFinder:
             if not c.converged:
                 return c, iters, False
             fc = g(c)
+            if abs(fc) <= zero:  # the root to rounding: a linear g (a trivial branch's eigenvalue) is solved
+                return c, iters, True  # exactly by the first secant, whose repeats then stalled 60 trials
             if fc * fb < 0:
                 a, fa = b, fb
             else:
@@ -196,6 +244,8 @@ class EventFinder:
             vals = c.spectrum.values
             scale = max(1e-12, float(vals.abs().max()) * 1e-6)
             mult = 1 + sum(1 for v in vals[j + 1:max(i0, i1)] if abs(float(v) - eig) <= scale)
+        if detail is None and i0 != i1:  # this crossing's own indices (two crossings in one step: 0 -> 1, 1 -> 2)
+            i0, i1 = (j, j + mult) if i1 > i0 else (j + mult, j)
         what = ("a direction of negative curvature appeared: the branch became a saddle (a latent direction switching "
                 "on, a collapse, another bifurcation)" if i1 > i0 else "an unstable direction stabilised")
         many = f"eigenvalues {j}-{j + mult - 1} of A (multiplicity {mult})" if mult > 1 else f"eigenvalue {j} of A"
@@ -231,16 +281,19 @@ class EventFinder:
             return []
         j, zt, ev = modes[0], self.monitor.zero_tol, None
         with self.stepper.system.ledger.aside() as spent:  # the probes' and the location's cost
-            first = self.trial(old, new.s)
+            first = self.probe(old, new.s)
             if j == i0:
                 for base, here in ((old, a), (new, b)):
-                    probe = first if base is old else self.trial(new, old.s)
+                    probe = first if base is old else self.probe(new, old.s)
                     if probe.converged and float(probe.spectrum.values[i0]) < -zt:
                         lo, hi = (here, probe) if here.s < probe.s else (probe, here)
                         ev = self._bifurcation(base, lo, hi, i0, i0, i0, step, "bifurcation",
                                                detail=f"eigenvalue {i0} of A crossed zero on the branch the path "
                                                       f"{'left' if base is old else 'joined'} (branch exchange)")
                         ev["index_before"], ev["index_after"] = (i0, i0 + 1) if base is old else (i0 + 1, i0)
+                        if not ev["located"]:  # the sign change was not located on that branch: an exchange
+                            ev = None          # is not established (nothing is written about a branch the
+                            # path did not follow on evidence that does not hold together)
                         break
                     if base is old and probe.converged and self._same_point(probe.x, new.x):
                         return []  # one smooth branch through both points
@@ -283,11 +336,13 @@ class EventFinder:
                                      f"{float(new.ctx.objective()):.10g}): the corrector jumped to another minimum")
         lo, hi_s, iters = a, float(new.s), 1
         scale = max(abs(float(old.s)), abs(hi_s), 1e-300)
+        found = [(float(old.s), e_old)]  # points on the branch: (s, eigenvalue j)
         while iters < self.monitor.max_locate and abs(hi_s - lo.s) > self.monitor.locate_tol * scale:
             c = self.trial(old, 0.5 * (lo.s + hi_s), stall=True)
             iters += 1
             if on_branch(c):
                 lo = c
+                found.append((float(c.s), float(c.spectrum.values[j])))
             else:
                 hi_s = c.s
                 if lo is a and iters > 5:
@@ -296,6 +351,15 @@ class EventFinder:
         if not eig <= 0.1 * e_old:
             return None  # the branch's last point found is no nearer a zero eigenvalue: not a fold established
         width = abs(hi_s - lo.s)
+        # at a fold the eigenvalue goes as sqrt(s* - s): its square, extrapolated linearly through the
+        # last two points found, reaches zero inside the unresolved bracket. A branch that turns sharply
+        # without ending (an imperfect pitchfork's smooth branch, its eigenvalue dipping to a positive
+        # minimum) stops the one-step trials too, but its squared eigenvalue flattens out: no fold
+        (s1, e1), (s2, e2) = found[-2], found[-1]
+        slope = (e2 * e2 - e1 * e1) / (s2 - s1) if s2 != s1 else 0.0
+        reach = -e2 * e2 / slope if slope * (hi_s - s2) < 0 else math.inf  # s* - s2 along the bracket
+        if not abs(reach) <= 4 * width + self.monitor.locate_tol * scale:
+            return None
         clock = getattr(self.stepper.s.process, "clock", "s")
         return self.event("fold", step, lo, eig=eig, mode=j, multiplicity=1, index_before=int(old.spectrum.index(zt)),
                           index_after=int(new.spectrum.index(zt)), iterations=iters, hvps=0,
