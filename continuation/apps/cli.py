@@ -90,6 +90,13 @@ def _parser():
                                                             "checkpoints) instead of running the path")
     pd.add_argument("--quiet", action="store_true", help="no progress")
     pd.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    tr = sub.add_parser("tree", help="run a path, then every branch at each bifurcation it locates, to the "
+                                     "[tree] depth: the branches in OUT.nc, the tree in OUT.png")
+    tr.add_argument("config", type=Path, help="TOML configuration with a [tree] table (continuation/apps/branch_tree.py)")
+    tr.add_argument("--out", type=Path, required=True, help="netCDF file of the branches; OUT.png beside it, each "
+                                                            "branch's path in OUT.branches/")
+    tr.add_argument("--quiet", action="store_true", help="no progress")
+    tr.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     sub.add_parser("list", help="list problems, processes, predictors, correctors, projections, Krylov solvers "
                                 "and step controls, with their options")
     return p
@@ -249,6 +256,16 @@ def _main(args) -> int:
         return _report(args)
     if args.command == "phase-diagram":
         return _phase_diagram(args)
+    if args.command == "tree":
+        from continuation.apps.branch_tree import run_tree
+
+        config = load_config(args.config)
+        _writable_target(args.out, "--out")
+        ds = run_tree(config, args.out, progress=not args.quiet)
+        k = ds.sizes["branch"] - 1
+        print(f"wrote {args.out} (the root path and {k} branch{'es' if k != 1 else ''}) and "
+              f"{args.out.with_suffix('.png')}")
+        return 0
     from continuation.apps.run import run_config
 
     if args.from_step is not None and args.start_from is None:

@@ -55,7 +55,7 @@ class ConfigError(ValueError):
 DEFAULT_NAMES = {"problem": "linear-gaussian", "process": "iso-classification", "predictor": "ode",
                  "corrector": "newton", "projection": "none", "krylov": "minres", "steps": "adaptive"}
 SECTIONS = ("problem", "start", "process", "predictor", "corrector", "projection", "krylov", "steps", "stop",
-            "monitor", "output", "phase_diagram")
+            "monitor", "output", "phase_diagram", "tree")
 START_KEYS = {"lambda": 1.0, "gamma": 1.0, "t": 0.0, "equilibrate": True, "settle": 1, "seed": 0,
               # Adam from scratch before the corrector (neural models): steps (0: none), peak lr, schedule
               "train_steps": 0, "train_lr": 3e-3, "train_schedule": "cosine",
@@ -355,6 +355,10 @@ def build_run(config: dict, *, check_start: bool = True) -> dict:
         from continuation.apps.phase_diagram import phase_options  # a run of the same file ignores it
 
         phase_options(config)
+    if "tree" in config:  # `continuation tree`'s table (continuation/apps/branch_tree.py), likewise
+        from continuation.apps.branch_tree import tree_options
+
+        tree_options(config)
     start = {**START_KEYS, **_checked_options("start", config.get("start", {}), START_KEYS, "start")}
     output = {**OUTPUT_KEYS, **_checked_options("output", config.get("output", {}), OUTPUT_KEYS, "output")}
     for key in ("lambda", "gamma"):

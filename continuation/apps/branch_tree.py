@@ -1,0 +1,275 @@
+"""Every branch at a pitchfork: the bifurcation tree of a path, to a depth the user sets.
+
+    python -m continuation tree validation/configs/chafee_infante_tree.toml --out out/tree.nc
+
+The configuration is a run's (a path with the monitor on; `branch = "follow"` so that the path
+stays on its branch and locates each bifurcation on it) plus a table
+
+    [tree]
+    depth = 1          # 1: the branches born on the root path; 2: also those born on them, ...
+    offset = 0.01      # the branches start this far (relative, in the clock's multiplier) past the event
+    max_steps = 40     # points per branch at most; a branch also ends where the clock leaves the root's range
+
+From each located bifurcation (x*, p*) with null vector v, the branches are found on both sides
+of p* and in both directions of v (`switch_branch`): at p_s = p* (1 +- offset) the reduced
+equation g(a) = v . grad_x J(x* + a v; p_s) = 0 (Lyapunov-Schmidt along the null vector) is solved
+for its root a != 0 on each sign (bracketed from a = 1e-4 (1 + |x*|), doubling, then brentq),
+and Newton on grad J = 0 without a descent requirement (it stays on saddles) from x* + a v. Each
+branch found is followed by the run's own process, predictor and corrector (a pseudo-arclength
+configuration follows saddles) from p_s away from p*, with the monitor following it, so that its
+own bifurcations are located and, below `depth`, branched from in turn.
+
+OUT.nc holds every branch along (branch, point): the multipliers, R, D, C, F, the Morse index and
+the signed amplitude a(point) = sign(v . (x - x*)) ||x - x*|| / sqrt(N) about the branch's
+bifurcation point (0 on the root); per branch its parent, depth, the event's multiplier and the
+sign of its start. OUT.png draws the tree (multiplier against amplitude, saddles dashed); each
+branch's own path file is in OUT.branches/.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+from scipy.optimize import brentq
+
+from problems.base import MU_NAMES, mu_index
+
+from continuation.errors import ContinuationError
+from continuation.files.config import ConfigError
+
+TREE_KEYS = {"depth": 1, "offset": 0.01, "max_steps": 40}
+NATS = "nats per sample"
+
+
+def tree_options(config: dict) -> dict:
+    table = config.get("tree")
+    if not isinstance(table, dict):
+        raise ConfigError("tree needs a [tree] table: depth = 1, offset = 0.01, max_steps = 40")
+    unknown = [k for k in table if k not in TREE_KEYS]
+    if unknown:
+        raise ConfigError(f"[tree] unknown key {unknown[0]!r}; valid: {', '.join(TREE_KEYS)}")
+    o = {**TREE_KEYS, **table}
+    for key in ("depth", "max_steps"):
+        if isinstance(o[key], bool) or not isinstance(o[key], int) or o[key] < 1:
+            raise ConfigError(f"[tree] {key} must be an integer >= 1, got {o[key]!r}")
+    off = o["offset"]
+    if isinstance(off, bool) or not isinstance(off, (int, float)) or not (0 < off < 0.5):
+        raise ConfigError(f"[tree] offset must be a number in (0, 0.5), got {off!r}")
+    return o
+
+
+def switch_branch(system, x, mu, v, free: str, *, offset: float, gtol: float = 1e-10) -> list:
+    """The branches through the bifurcation point (x, mu) along its null vector v: a list of
+    (x_s, mu_s, side, sign) for each side of the free multiplier (side = +-1: p* (1 + side offset))
+    and each sign of a where the reduced equation has a root. Cost per side and sign: the bracket's
+    gradients (one each), brentq's, and one Newton solve."""
+    from solvers.bordered import BorderedNewton
+
+    i = mu_index(free)
+    v = v / v.norm()
+    newton = BorderedNewton(gtol=gtol, maxiter=40, stall_iters=4)
+    out = []
+    for side in (1, -1):
+        mu_s = mu.clone()
+        mu_s[i] = mu[i] * (1 + side * offset) if mu[i] != 0 else side * offset
+        g = lambda a: float(v @ system.gradient(x + a * v, mu_s))  # noqa: E731
+        for sign in (1, -1):
+            a0 = sign * 1e-4 * (1.0 + float(x.norm()))
+            g0, a, root = g(a0), a0, None
+            for _ in range(60):
+                b = 2 * a
+                try:
+                    gb = g(b)
+                except FloatingPointError:
+                    break
+                if g0 * gb < 0:
+                    root = brentq(g, a, b, xtol=1e-14 * abs(b), rtol=1e-12)
+                    break
+                a, g0 = b, gb
+            if root is None:
+                continue
+            r = newton.solve(system.objective, x + root * v, mu_s, None, system.deflation)
+            far = float((r.x - x).norm()) > 1e-6 * (1.0 + float(x.norm()))
+            if r.converged and far and float(v @ (r.x - x)) * sign > 0:
+                out.append((r.x.detach(), mu_s, side, sign))
+    return out
+
+
+def branch_events(ds, path_file) -> list:
+    """The located bifurcations of a path with their saved point and null vector."""
+    from continuation.files.schema import event_file
+
+    out = []
+    for j in range(ds.sizes.get("event", 0)):
+        if str(ds.event_type.values[j]) != "bifurcation" or int(ds.event_located.values[j]) != 1:
+            continue
+        k = int(ds.event_checkpoint.values[j])
+        if k < 0:
+            continue
+        saved = torch.load(event_file(path_file, k), weights_only=True)
+        if saved.get("null_vector") is None:
+            continue
+        out.append({"x": saved["x"], "v": saved["null_vector"],
+                    "mu": torch.tensor([float(ds[f"event_{n}"].values[j]) for n in MU_NAMES], dtype=saved["x"].dtype),
+                    "multiplicity": int(ds.event_multiplicity.values[j])})
+    return out
+
+
+def _amplitudes(path_file, ds, x_star, v) -> np.ndarray:
+    from continuation.files.schema import checkpoint_dir
+
+    out = np.full(ds.sizes["step"], np.nan)
+    for k in range(ds.sizes["step"]):
+        f = checkpoint_dir(path_file) / f"step_{k:06d}.pt"
+        if not f.exists():
+            continue
+        x = torch.load(f, weights_only=False)["x"]
+        if x_star is None:
+            out[k] = 0.0
+            continue
+        d = x - x_star
+        s = 1.0 if float(v @ d) >= 0 else -1.0
+        out[k] = s * float(d.norm()) / math.sqrt(d.numel())
+    return out
+
+
+def run_tree(config: dict, out, *, progress: bool = True) -> xr.Dataset:
+    """The root path, then every branch at its located bifurcations to `depth`; OUT (netCDF) and
+    OUT with .png. Returns the tree's dataset."""
+    from continuation.apps.phase_diagram import free_multiplier
+    from continuation.apps.run import run_config
+    from continuation.engine.driver import Output, Start, continue_path
+    from continuation.files.config import build_run
+    from continuation.surface.system import EquilibriumSystem
+
+    o = tree_options(config)
+    root_cfg = {k: v for k, v in config.items() if k != "tree"}
+    r = build_run(root_cfg)
+    if r["monitor"] is None:
+        raise ConfigError("tree: the monitor is off ([monitor] enabled = false); it locates the bifurcations")
+    if r["monitor"].branch != "follow":
+        raise ConfigError("tree: set [monitor] branch = \"follow\": a path that switches to the minimising branch "
+                          "leaves the branch whose bifurcations the tree starts from")
+    free = free_multiplier(r["process"])
+    out = Path(out)
+    folder = out.with_suffix(".branches")
+    if folder.exists() and any(folder.iterdir()):
+        raise ConfigError(f"{folder} exists and is not empty (the branches' paths); remove it or choose another --out")
+    folder.mkdir(parents=True, exist_ok=True)
+    root_file = folder / "branch_000.nc"
+    root = run_config(root_cfg, root_file, progress=None if progress else False)
+    lo, hi = sorted((float(root[free].values.min()), float(root[free].values.max())))
+    problem = r["problem"]
+    system = EquilibriumSystem(problem, problem.init_params(r["start"]["seed"]), r["hvp_mode"])
+    branches = [{"file": root_file, "ds": root, "parent": -1, "depth": 0, "event": math.nan, "side": 0, "sign": 0,
+                 "x_star": None, "v": None}]
+    queue = [0]
+    while queue:
+        k = queue.pop(0)
+        b = branches[k]
+        if b["depth"] >= o["depth"]:
+            continue
+        for e in branch_events(b["ds"], b["file"]):
+            for x_s, mu_s, side, sign in switch_branch(system, e["x"], e["mu"], e["v"], free, offset=o["offset"]):
+                n = len(branches)
+                f = folder / f"branch_{n:03d}.nc"
+                process = r["process"]
+                if hasattr(process, "direction"):
+                    process = dataclasses.replace(process, direction=side)
+                stop = dataclasses.replace(r["stop"], target={}, milestones={}, max_steps=o["max_steps"],
+                                           bounds={**r["stop"].bounds, free: [lo, hi]})
+                monitor = copy.copy(r["monitor"])
+                try:
+                    ds = continue_path(problem, process, r["predictor"], r["corrector"], r["steps"], stop,
+                                       projection=r["projection"],
+                                       start=Start(mu=tuple(float(m) for m in mu_s), theta0=system.unflatten(x_s)),
+                                       output=Output(f, progress=False), solver=r["krylov"], hvp_mode=r["hvp_mode"],
+                                       monitor=monitor)
+                except ContinuationError as err:
+                    if progress:
+                        print(f"  branch from {free} = {float(e['mu'][mu_index(free)]):.10g} (side {side:+d}, sign "
+                              f"{sign:+d}): not followed ({str(err).splitlines()[0]})")
+                    continue
+                branches.append({"file": f, "ds": ds, "parent": k, "depth": b["depth"] + 1,
+                                 "event": float(e["mu"][mu_index(free)]), "side": side, "sign": sign,
+                                 "x_star": e["x"], "v": e["v"]})
+                queue.append(n)
+                if progress:
+                    print(f"  branch {n} from {free} = {float(e['mu'][mu_index(free)]):.10g} on branch {k} (sign "
+                          f"{sign:+d}): {ds.sizes['step']} points, {ds.attrs['status']}: {ds.attrs['stop_reason']}")
+    tree = tree_dataset(branches, free, problem.name)
+    tree.to_netcdf(out)
+    plot_tree(tree, out.with_suffix(".png"))
+    return tree
+
+
+def tree_dataset(branches, free: str, problem: str) -> xr.Dataset:
+    n = max(b["ds"].sizes["step"] for b in branches)
+    k = len(branches)
+
+    def grid(get):
+        a = np.full((k, n), np.nan)
+        for i, b in enumerate(branches):
+            vals = get(b)
+            a[i, :len(vals)] = vals
+        return a
+
+    data = {name: grid(lambda b, nm=name: b["ds"][nm].values) for name in (*MU_NAMES, "R", "D", "C", "F")}
+    data["morse_index"] = grid(lambda b: b["ds"].morse_index.values if "morse_index" in b["ds"] else
+                               np.full(b["ds"].sizes["step"], -1))
+    data["amplitude"] = grid(lambda b: _amplitudes(b["file"], b["ds"], b["x_star"], b["v"]))
+    units = {**{m: "1" for m in MU_NAMES}, "R": NATS, "D": NATS, "C": NATS, "F": NATS, "morse_index": "1",
+             "amplitude": "parameter unit (root mean square)"}
+    ds = xr.Dataset({name: (("branch", "point"), v, {"units": units[name]}) for name, v in data.items()})
+    ds["amplitude"].attrs["long_name"] = ("sign(v . (x - x*)) |x - x*| / sqrt(N) about the branch's bifurcation "
+                                          "point x* (v its null vector); 0 on the root")
+    ds["parent"] = ("branch", np.array([b["parent"] for b in branches], dtype=np.int64),
+                    {"long_name": "the branch it starts from (-1: the root path)"})
+    ds["depth"] = ("branch", np.array([b["depth"] for b in branches], dtype=np.int64))
+    ds["event_" + free] = ("branch", np.array([b["event"] for b in branches]),
+                           {"units": "1", "long_name": "the bifurcation it starts from (NaN: the root)"})
+    ds["side"] = ("branch", np.array([b["side"] for b in branches], dtype=np.int64),
+                  {"long_name": f"+1: born on the side of larger {free}, -1: smaller"})
+    ds["sign"] = ("branch", np.array([b["sign"] for b in branches], dtype=np.int64),
+                  {"long_name": "the direction along the null vector it starts in"})
+    ds["points"] = ("branch", np.array([b["ds"].sizes["step"] for b in branches], dtype=np.int64))
+    ds.attrs.update({"free": free, "problem": problem, "Conventions": "continuation-branch-tree-1",
+                     "files": " ".join(str(b["file"]) for b in branches)})
+    return ds
+
+
+def plot_tree(ds: xr.Dataset, out) -> Path:
+    from matplotlib.figure import Figure
+
+    from continuation.apps.plot import save_figure
+
+    free = ds.attrs["free"]
+    fig = Figure(figsize=(7.5, 5.5))
+    ax = fig.subplots()
+    for i in range(ds.sizes["branch"]):
+        p, a, idx = ds[free].values[i], ds.amplitude.values[i], ds.morse_index.values[i]
+        if np.isfinite(ds["event_" + free].values[i]):  # the branch passes through its bifurcation point
+            p, a = np.r_[ds["event_" + free].values[i], p], np.r_[0.0, a]
+            idx = np.r_[idx[0], idx]
+        ok = np.isfinite(p) & np.isfinite(a)
+        label = "root path" if ds.parent.values[i] < 0 else (
+            f"branch {i}: from {free} = {ds['event_' + free].values[i]:.6g} on {int(ds.parent.values[i])}")
+        line = None
+        for j in range(int(ok.sum()) - 1):  # solid where a minimum (index 0), dashed on saddles
+            style = "-" if idx[j] == 0 and idx[j + 1] == 0 else "--"
+            kw = {"color": line.get_color()} if line is not None else {}
+            line, = ax.plot(p[ok][j:j + 2], a[ok][j:j + 2], style, lw=1.3, label=label if line is None else None, **kw)
+        if line is not None and np.isfinite(ds["event_" + free].values[i]):
+            ax.plot([ds["event_" + free].values[i]], [0.0], "o", color=line.get_color(), mfc="none", ms=6)
+    ax.set_xlabel(f"{free} (dimensionless multiplier)")
+    ax.set_ylabel("amplitude about the bifurcation point (parameter units, RMS)")
+    ax.set_title(f"bifurcation tree of {ds.attrs.get('problem', '')}: solid minima, dashed saddles; o where a "
+                 f"branch is born", fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    return save_figure(fig, [ax], out)

@@ -1,0 +1,80 @@
+"""Every branch at a pitchfork (issue 27, item 2): the Chafee-Infante tree.
+
+u'' + lambda (u - u^3) = 0 on N = 40 points (problems/chafee_infante.py): u = 0 has its pitchforks
+at the discrete Dirichlet Laplacian's eigenvalues mu_k = 4 (N + 1)^2 sin^2(k pi / (2 (N + 1)))
+(computed here in closed form, and by numpy's eigvalsh of the matrix). The tree must hold the root
+path, both branches born at each of the first two (u -> -u mirror images: amplitudes opposite, F
+equal), the first pair minima (index 0) shaped like sin(pi x) (no interior sign change), the second
+saddles (index 1) shaped like sin(2 pi x) (one), each bifurcation at mu_k to 1e-10.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from continuation.apps.cli import main
+from problems.chafee_infante import pitchforks
+
+CONFIG = Path(__file__).resolve().parents[1] / "validation" / "configs" / "chafee_infante_tree.toml"
+N = 40
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tree") / "tree.nc"
+    assert main(["tree", str(CONFIG), "--out", str(out), "--quiet"]) == 0
+    return out, xr.load_dataset(out)
+
+
+def test_the_first_two_pitchforks_and_both_sides_of_each(tree):
+    out, ds = tree
+    h = 1.0 / (N + 1)
+    L = (2 * np.eye(N) - np.eye(N, k=1) - np.eye(N, k=-1)) / h**2
+    mu = np.linalg.eigvalsh(L)[:2]
+    np.testing.assert_allclose(mu, pitchforks(N, 2), rtol=1e-12)
+    assert ds.sizes["branch"] == 5 and list(ds.parent.values) == [-1, 0, 0, 0, 0]
+    born = ds.event_lambda.values[1:]
+    np.testing.assert_allclose(born, [mu[0], mu[0], mu[1], mu[1]], rtol=1e-10, atol=0)
+    assert sorted(ds.sign.values[1:].tolist()) == [-1, -1, 1, 1]
+    for k, (i, j) in enumerate(((1, 2), (3, 4))):
+        n = int(ds.points.values[i])
+        assert n >= 5 and int(ds.points.values[j]) == n
+        np.testing.assert_allclose(ds.amplitude.values[i, :n], -ds.amplitude.values[j, :n], rtol=0, atol=1e-10)
+        np.testing.assert_allclose(ds.F.values[i, :n], ds.F.values[j, :n], rtol=0, atol=1e-12)
+        assert (ds.morse_index.values[i, :n] == k).all()  # the first pair minima, the second saddles of index 1
+        # the shape: u on the branch's first point changes sign k times inside (0, 1)
+        first = torch.load(out.with_suffix(".branches") / f"branch_{i:03d}.nc.ckpt" / "step_000000.pt",
+                           weights_only=False)["x"].numpy()
+        assert int((np.diff(np.sign(first)) != 0).sum()) == k
+    # the root stays on u = 0: F = 0 and its index counts the pitchforks passed
+    root = ds.morse_index.values[0][np.isfinite(ds["lambda"].values[0])]
+    lam = ds["lambda"].values[0][np.isfinite(ds["lambda"].values[0])]
+    np.testing.assert_array_equal(root, (lam > mu[0]).astype(int) + (lam > mu[1]).astype(int))
+    assert np.nanmax(np.abs(ds.F.values[0])) == 0.0
+    assert out.with_suffix(".png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("edit, match", [
+    ({"tree": {"depth": 0}}, r"\[tree\] depth must be an integer >= 1"),
+    ({"tree": {"offset": 0.7}}, r"\[tree\] offset must be a number in \(0, 0.5\)"),
+    ({"tree": {"width": 3}}, r"\[tree\] unknown key 'width'"),
+    ({"monitor": {"modes": 3}}, r'set \[monitor\] branch = "follow"'),
+])
+def test_bad_tree_tables_are_one_line(tmp_path, capsys, edit, match):
+    import tomllib
+
+    from continuation.files.config import write_toml
+
+    config = tomllib.loads(CONFIG.read_text())
+    for section, table in edit.items():
+        config[section] = {**(config[section] if section == "tree" else {}), **table}
+    path = write_toml(config, tmp_path / "c.toml")
+    assert main(["tree", str(path), "--out", str(tmp_path / "t.nc"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(match, err[0]), err
