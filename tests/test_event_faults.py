@@ -115,3 +115,50 @@ def test_the_printed_event_line_says_when_it_was_not_located():
     assert _event_line(ds, 0).startswith("event bifurcation at about lambda = 1.5") and "not located" in _event_line(ds, 0)
     assert "interpolated between two points" in _event_line(ds, 1)
     assert _event_line(ds, 2) == "event bifurcation at lambda = 2.5, gamma = 1: d2"
+
+
+@pytest.mark.parametrize("offset", [0.0, 3e-9, -3e-9])
+def test_a_target_at_a_critical_multiplier_is_landed_on(offset):
+    """(c) The linear-Gaussian trivial branch (theta ~ 1e-20) to a target at the first switch-on's
+    lambda_c (closed form), and 3e-9 either side: the run finishes there on the minimum (F equal to
+    the closed form's, index 0), where the tangent solves at lambda_c have no exact solution."""
+    from continuation.apps.run import run_config
+    from continuation.files.config import load_config
+    from problems import LinearGaussianData, LinearGaussianGibbsProblem
+    from problems.linear_gaussian_closed_form import LinearGaussianClosedForm
+    from pathlib import Path
+
+    data = LinearGaussianData.random(5, 2, seed=0, noise=0.4)
+    cf = LinearGaussianClosedForm.of(LinearGaussianGibbsProblem.from_data(data, latent_dim=3, sigma_d=2.0,
+                                                                          sigma_c=1.0))
+    lam_c = cf.critical_lambda(0.8, 0)
+    config = load_config(Path(__file__).resolve().parents[1] / "validation" / "configs" /
+                         "gaussian_phase_diagram.toml")
+    config.pop("phase_diagram")
+    config["stop"]["target"] = {"lambda": lam_c + offset}
+    ds = run_config(config, None, progress=False)
+    assert ds.attrs["status"] == "finished", ds.attrs["stop_reason"]
+    assert float(ds["lambda"].values[-1]) == lam_c + offset
+    assert (ds.morse_index.values == 0).all()
+    F = [cf.free_energy(float(l), 0.8) for l in ds["lambda"].values]
+    np.testing.assert_allclose(ds.F.values, F, rtol=0, atol=1e-10)
+
+
+def test_quasi_static_into_a_fold_says_a_fold_is_ahead_and_what_goes_around_it():
+    """(d) Bratu (N = 63) in lambda by the quasi-static process: it cannot pass the fold. The stop
+    reason says where the lowest eigenvalue's square reaches zero (against scipy's fold of the
+    extended system) and names pseudo-arclength."""
+    import re
+
+    from problems.bratu import bratu_problem
+    from tests.test_energy_fold import reference_fold
+
+    ds = continue_path(bratu_problem(63), QuasiStatic(lambda_rate=1.0), ODEPredictor("rk4"),
+                       NewtonCorrector(gtol=1e-10), AdaptiveSteps(), StopRule(target={"lambda": 4.0}),
+                       start=Start(mu=(3.0, 1.0)), output=Output(progress=False))
+    reason = ds.attrs["stop_reason"]
+    assert ds.attrs["status"] == "stopped" and "a fold or a branch end is ahead" in reason
+    assert 'pseudo-arclength ([process] name = "pseudo-arclength"' in reason
+    fold = float(re.search(r"about lambda = ([0-9.]+) if this is a fold", reason).group(1))
+    assert fold == pytest.approx(reference_fold(63), rel=1e-6)
+    assert float(ds["lambda"].values[-1]) < fold

@@ -41,27 +41,9 @@ from scipy.optimize import brentq
 from problems.base import MU_NAMES, mu_index
 
 from continuation.errors import ContinuationError
-from continuation.files.config import ConfigError
+from continuation.files.config import TREE_KEYS, ConfigError, tree_options  # noqa: F401 (the table's checker)
 
-TREE_KEYS = {"depth": 1, "offset": 0.01, "max_steps": 40}
 NATS = "nats per sample"
-
-
-def tree_options(config: dict) -> dict:
-    table = config.get("tree")
-    if not isinstance(table, dict):
-        raise ConfigError("tree needs a [tree] table: depth = 1, offset = 0.01, max_steps = 40")
-    unknown = [k for k in table if k not in TREE_KEYS]
-    if unknown:
-        raise ConfigError(f"[tree] unknown key {unknown[0]!r}; valid: {', '.join(TREE_KEYS)}")
-    o = {**TREE_KEYS, **table}
-    for key in ("depth", "max_steps"):
-        if isinstance(o[key], bool) or not isinstance(o[key], int) or o[key] < 1:
-            raise ConfigError(f"[tree] {key} must be an integer >= 1, got {o[key]!r}")
-    off = o["offset"]
-    if isinstance(off, bool) or not isinstance(off, (int, float)) or not (0 < off < 0.5):
-        raise ConfigError(f"[tree] offset must be a number in (0, 0.5), got {off!r}")
-    return o
 
 
 def switch_branch(system, x, mu, v, free: str, *, offset: float, gtol: float = 1e-10) -> list:

@@ -28,7 +28,6 @@ negative eigenvalues of A there are counted. "-" marks a point the start branch 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -38,39 +37,9 @@ import xarray as xr
 from problems.base import MU_NAMES, mu_index
 
 from continuation.errors import ContinuationError
-from continuation.files.config import ConfigError
+from continuation.files.config import PHASE_KEYS, ConfigError, phase_options  # noqa: F401 (the table's checker)
 
-PHASE_KEYS = {"along": "gamma", "range": None, "step": None, "max_step": None, "min_step": None,
-              "gtol": 1e-11, "eig_tol": 1e-10, "dense_below": 512}
 NATS = "nats per sample"
-
-
-def phase_options(config: dict) -> dict:
-    """The [phase_diagram] table, checked (ConfigError, one line)."""
-    table = config.get("phase_diagram")
-    if not isinstance(table, dict):
-        raise ConfigError("phase-diagram needs a [phase_diagram] table: along = \"gamma\", range = [LOW, HIGH]")
-    unknown = [k for k in table if k not in PHASE_KEYS]
-    if unknown:
-        raise ConfigError(f"[phase_diagram] unknown key {unknown[0]!r}; valid: {', '.join(PHASE_KEYS)}")
-    o = {**PHASE_KEYS, **table}
-    if o["along"] not in MU_NAMES:
-        raise ConfigError(f"[phase_diagram] along must be one of {', '.join(MU_NAMES)}, got {o['along']!r}")
-    r = o["range"]
-    if not (isinstance(r, list) and len(r) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                        and math.isfinite(v) for v in r) and r[0] < r[1]):
-        raise ConfigError(f"[phase_diagram] range must be [LOW, HIGH] with LOW < HIGH, finite, got {r!r}")
-    if o["along"] != "t" and not r[0] > 0:
-        raise ConfigError(f"[phase_diagram] range must lie in {o['along']} > 0, got {r!r}")
-    o["step"] = (r[1] - r[0]) / 25 if o["step"] is None else o["step"]
-    for key in ("step", "max_step", "min_step", "gtol", "eig_tol"):
-        v = o[key]
-        if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                                  and v > 0):
-            raise ConfigError(f"[phase_diagram] {key} must be a positive number, got {v!r}")
-    if not (isinstance(o["dense_below"], int) and o["dense_below"] >= 0):
-        raise ConfigError(f"[phase_diagram] dense_below must be an integer >= 0, got {o['dense_below']!r}")
-    return o
 
 
 def free_multiplier(process) -> str:

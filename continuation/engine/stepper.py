@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from problems.base import StochasticProblem
+from problems.base import MU_NAMES, StochasticProblem
 
 from continuation.surface.context import PointContext
 from continuation.strategies.correctors import Corrector
@@ -315,7 +315,7 @@ class Stepper:
             try:
                 ds = control.after_rejection(ds)
             except StepsExhausted as e:
-                reason = f"{e} at step {state.step + 1} (last rejection: {why})"
+                reason = f"{e} at step {state.step + 1} (last rejection: {why}){self._ahead(state)}"
                 return replace(state, current=current, reason=reason, status="stopped"), None
         new = Point(attempt.x, attempt.mu, current.s + attempt.ds, attempt.ctx, attempt.tangent, attempt.drift or 0.0)
         if not (attempt.landing is not None and attempt.ds < ds):  # a shortened landing step says nothing of ds
@@ -337,6 +337,38 @@ class Stepper:
         if self.monitor is not None:
             row["events"], row["monitor_hvps"] = events, 0 if spent is None else spent.hvps
         return self.missed(self.judged(nxt), attempt.miss), row
+
+    def _ahead(self, state: State) -> str:
+        """For a run that stopped on its step size: what the monitor's last two points say lies
+        ahead (issue 27 (d)), or "". Where the lowest non-negative eigenvalue e of A is falling, its
+        zero is extrapolated twice: linearly in the clock s, and with e^2 linear in s (a fold:
+        e ~ sqrt(s* - s)); both are said in the multiplier that moves, with what to do."""
+        p, history = state.monitored, state.slots.get("monitor")
+        if self.monitor is None or p is None or p is not state.current or not history or p.spectrum is None:
+            return ""
+        s_old, old = history[-1]
+        i = p.spectrum.index(self.monitor.zero_tol)
+        if i >= len(old) or i >= len(p.spectrum.values) or p.s == s_old:
+            return ""
+        e, e0 = float(p.spectrum.values[i]), float(old[i])
+        ds = p.s - s_old
+        if not (e > 0 and (e - e0) * ds < 0):
+            return ""
+        s_lin = p.s - e * ds / (e - e0)
+        s_fold = p.s - e * e * ds / (e * e - e0 * e0)
+        v = p.ctx.velocity(self.s.process)
+        moving = [n for j, n in enumerate(MU_NAMES) if float(v[j]) != 0.0]
+        if len(moving) != 1:
+            return ""
+        name, j = moving[0], MU_NAMES.index(moving[0])
+        at = lambda s_star: float(p.mu[j]) + (s_star - p.s) * float(v[j])  # noqa: E731
+        arclength = getattr(self.s.process, "arclength", False)
+        advice = "" if arclength else ("; pseudo-arclength ([process] name = \"pseudo-arclength\", [predictor] name = "
+                                       "\"pseudo-arclength\", [corrector] name = \"bordered-newton\") continues around "
+                                       "a fold")
+        return (f"; ahead: A's eigenvalue number {i} (0: the lowest) fell from {e0:.3g} to {e:.3g} over the last two "
+                f"monitored points and reaches zero at about {name} = {at(s_fold):.10g} if this is a fold (its square "
+                f"falling linearly), {at(s_lin):.10g} extrapolated linearly: a fold or a branch end is ahead{advice}")
 
     def missed(self, state: State, miss: float | None) -> State:
         """The state stopped when its point is farther from the held value than the projection

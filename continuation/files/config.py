@@ -40,6 +40,7 @@ import re
 import tomllib
 from pathlib import Path
 
+from problems.base import MU_NAMES
 from problems.data import DataFileError
 
 from continuation.strategies.checks import check_combination, check_reachable
@@ -338,6 +339,60 @@ def write_toml(config: dict, path) -> Path:
     return path
 
 
+# -- the tables of `continuation phase-diagram` and `continuation tree` (checked here, used by apps/) --
+
+PHASE_KEYS = {"along": "gamma", "range": None, "step": None, "max_step": None, "min_step": None,
+              "gtol": 1e-11, "eig_tol": 1e-10, "dense_below": 512}
+
+
+def phase_options(config: dict) -> dict:
+    """The [phase_diagram] table, checked (ConfigError, one line)."""
+    table = config.get("phase_diagram")
+    if not isinstance(table, dict):
+        raise ConfigError("phase-diagram needs a [phase_diagram] table: along = \"gamma\", range = [LOW, HIGH]")
+    unknown = [k for k in table if k not in PHASE_KEYS]
+    if unknown:
+        raise ConfigError(f"[phase_diagram] unknown key {unknown[0]!r}; valid: {', '.join(PHASE_KEYS)}")
+    o = {**PHASE_KEYS, **table}
+    if o["along"] not in MU_NAMES:
+        raise ConfigError(f"[phase_diagram] along must be one of {', '.join(MU_NAMES)}, got {o['along']!r}")
+    r = o["range"]
+    if not (isinstance(r, list) and len(r) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                        and math.isfinite(v) for v in r) and r[0] < r[1]):
+        raise ConfigError(f"[phase_diagram] range must be [LOW, HIGH] with LOW < HIGH, finite, got {r!r}")
+    if o["along"] != "t" and not r[0] > 0:
+        raise ConfigError(f"[phase_diagram] range must lie in {o['along']} > 0, got {r!r}")
+    o["step"] = (r[1] - r[0]) / 25 if o["step"] is None else o["step"]
+    for key in ("step", "max_step", "min_step", "gtol", "eig_tol"):
+        v = o[key]
+        if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                                  and v > 0):
+            raise ConfigError(f"[phase_diagram] {key} must be a positive number, got {v!r}")
+    if not (isinstance(o["dense_below"], int) and o["dense_below"] >= 0):
+        raise ConfigError(f"[phase_diagram] dense_below must be an integer >= 0, got {o['dense_below']!r}")
+    return o
+
+
+TREE_KEYS = {"depth": 1, "offset": 0.01, "max_steps": 40}
+
+
+def tree_options(config: dict) -> dict:
+    table = config.get("tree")
+    if not isinstance(table, dict):
+        raise ConfigError("tree needs a [tree] table: depth = 1, offset = 0.01, max_steps = 40")
+    unknown = [k for k in table if k not in TREE_KEYS]
+    if unknown:
+        raise ConfigError(f"[tree] unknown key {unknown[0]!r}; valid: {', '.join(TREE_KEYS)}")
+    o = {**TREE_KEYS, **table}
+    for key in ("depth", "max_steps"):
+        if isinstance(o[key], bool) or not isinstance(o[key], int) or o[key] < 1:
+            raise ConfigError(f"[tree] {key} must be an integer >= 1, got {o[key]!r}")
+    off = o["offset"]
+    if isinstance(off, bool) or not isinstance(off, (int, float)) or not (0 < off < 0.5):
+        raise ConfigError(f"[tree] offset must be a number in (0, 0.5), got {off!r}")
+    return o
+
+
 def build_run(config: dict, *, check_start: bool = True) -> dict:
     """Every object a run needs, from a parsed configuration (a dict as TOML gives it).
 
@@ -351,13 +406,9 @@ def build_run(config: dict, *, check_start: bool = True) -> dict:
             raise ConfigError(f"unknown section [{section}]; valid: {', '.join(SECTIONS)}")
         if not isinstance(config[section], dict):
             raise ConfigError(f"[{section}] must be a table")
-    if "phase_diagram" in config:  # `continuation phase-diagram`'s table (continuation/apps/phase_diagram.py);
-        from continuation.apps.phase_diagram import phase_options  # a run of the same file ignores it
-
-        phase_options(config)
+    if "phase_diagram" in config:  # `continuation phase-diagram`'s table (continuation/apps/phase_diagram.py):
+        phase_options(config)      # a run of the same file ignores it, but checks it
     if "tree" in config:  # `continuation tree`'s table (continuation/apps/branch_tree.py), likewise
-        from continuation.apps.branch_tree import tree_options
-
         tree_options(config)
     start = {**START_KEYS, **_checked_options("start", config.get("start", {}), START_KEYS, "start")}
     output = {**OUTPUT_KEYS, **_checked_options("output", config.get("output", {}), OUTPUT_KEYS, "output")}

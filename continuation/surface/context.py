@@ -8,6 +8,8 @@ its Krylov results (their iterations and residuals) for failure reports.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from problems.base import FUNCTIONAL_NAMES, MU_NAMES, mu_index
@@ -74,9 +76,15 @@ class PointContext:
         names = tuple(names)
         if self._tangents is None or not set(names) <= set(self._tangents.names):
             want = tuple(n for n in MU_NAMES if n in set(names) | set(self._tangents.names if self._tangents else ()))
-            self._tangents = solve_tangents(self.system, self.x, self.mu, wrt=want, solver=self.solver)
+            t = solve_tangents(self.system, self.x, self.mu, wrt=want, solver=self.solver)
+            cols, solves = t.theta_mu.clone(), list(t.solves)
+            for j, sol in enumerate(solves):
+                better = self._dense_retry(sol, t.b_mu[:, j])
+                if better is not None:
+                    cols[:, j], solves[j] = better.x, better
+            self._tangents = Tangents(t.names, cols, t.b, solves)
             self._rates = None
-            self.solves += self._tangents.solves
+            self.solves += solves
         return self._tangents
 
     def rates(self, names=("lambda", "gamma")) -> dict:
@@ -100,13 +108,45 @@ class PointContext:
             return self._tangents.theta_mu @ coeffs
         b = self.system.mixed_partials(self.x, self.mu, mu_dot[None, :])[:, 0]
         result = self.system.solve_hessian(self.solver, self.x, self.mu, b)
+        result = self._dense_retry(result, b) or result
         self.solves.append(result)
         return result.x
 
+    DENSE_RETRY_BELOW = 512
+
+    def _dense_retry(self, result, b):
+        """Where a Krylov tangent solve is not acceptable and the problem is small (N <= 512), the
+        same solve by `Dense` (A from N HVPs, its eigendecomposition, the minimum-norm least-squares
+        solution past the numerically zero eigenvalues), returned where that one is acceptable; None
+        otherwise. At a critical multiplier A is singular to rounding (an eigenvalue 1e-17 of 1):
+        MINRES's iterates lose orthogonality there (true residual 1e13 times |b| on the linear-Gaussian
+        trivial branch), while the minimum-norm solution is the branch's tangent (issue 27 (c))."""
+        from solvers import Dense
+
+        if self.acceptable(result) or self.x.numel() > self.DENSE_RETRY_BELOW or isinstance(self.solver, Dense):
+            return None
+        dense = self.system.solve_hessian(Dense(rtol=getattr(self.solver, "rtol", 1e-12)), self.x, self.mu, b)
+        return dense if self.acceptable(dense) else None
+
     @property
     def solves_converged(self) -> bool:
-        return all(s.converged for s in self.solves)
+        return all(self.acceptable(s) for s in self.solves)
+
+    def acceptable(self, solve) -> bool:
+        """A Krylov solve the predictor may use: converged to its rtol, or with a true residual
+        ||A y - b|| at most the corrector's gtol (forces per unit multiplier), finite. A prediction
+        that moves the multipliers by ds then carries a force error of ds ||A y - b|| from the solve,
+        below what the corrector removes anyway. This is what a tangent near a critical multiplier
+        needs: on a symmetric branch at rounding distance from its exact solution (theta ~ 1e-20,
+        b ~ 1e-21) A is singular there and b's component along its null vector (0.15 |b|, 1.4e-21) has
+        no solution; the minimum-norm least-squares y is the branch's tangent, and the step used to be
+        rejected until it fell below min_step (issue 27 (c))."""
+        if solve.converged:
+            return True
+        gtol = getattr(self.corrector, "gtol", None)
+        return (isinstance(gtol, float) and 0 < gtol < math.inf and math.isfinite(solve.residual) and solve.residual <= gtol
+                and bool(torch.isfinite(solve.x).all()))
 
     def solve_report(self) -> str:
-        bad = [s for s in self.solves if not s.converged]
+        bad = [s for s in self.solves if not self.acceptable(s)]
         return bad[0].message() if bad else "all Krylov solves converged"
