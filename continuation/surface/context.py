@@ -82,7 +82,7 @@ class PointContext:
                 better = self._dense_retry(sol, t.b_mu[:, j])
                 if better is not None:
                     cols[:, j], solves[j] = better.x, better
-            self._tangents = Tangents(t.names, cols, t.b, solves)
+            self._tangents = Tangents(t.names, cols, t.b_mu, solves)
             self._rates = None
             self.solves += solves
         return self._tangents
