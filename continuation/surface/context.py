@@ -115,15 +115,17 @@ class PointContext:
     DENSE_RETRY_BELOW = 512
 
     def _dense_retry(self, result, b):
-        """Where a Krylov tangent solve is not acceptable and the problem is small (N <= 512), the
-        same solve by `Dense` (A from N HVPs, its eigendecomposition, the minimum-norm least-squares
+        """Where a Krylov tangent solve is not acceptable, the problem is small (N <= 512) and the solver
+        ran with its default budget (a `maxiter` the user set, say one MINRES iteration for crude
+        tangents, is respected), the same solve by `Dense` (A from N HVPs, its eigendecomposition, the minimum-norm least-squares
         solution past the numerically zero eigenvalues), returned where that one is acceptable; None
         otherwise. At a critical multiplier A is singular to rounding (an eigenvalue 1e-17 of 1):
         MINRES's iterates lose orthogonality there (true residual 1e13 times |b| on the linear-Gaussian
         trivial branch), while the minimum-norm solution is the branch's tangent (issue 27 (c))."""
         from solvers import Dense
 
-        if self.acceptable(result) or self.x.numel() > self.DENSE_RETRY_BELOW or isinstance(self.solver, Dense):
+        if (self.acceptable(result) or self.x.numel() > self.DENSE_RETRY_BELOW or isinstance(self.solver, Dense)
+                or getattr(self.solver, "maxiter", None) is not None):  # a budget the user set is respected
             return None
         dense = self.system.solve_hessian(Dense(rtol=getattr(self.solver, "rtol", 1e-12)), self.x, self.mu, b)
         return dense if self.acceptable(dense) else None
