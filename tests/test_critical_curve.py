@@ -250,3 +250,24 @@ def test_a_path_without_events_is_one_line(tmp_path, capsys):
     assert main(["phase-diagram", str(path), "--out", str(tmp_path / "p.nc"), "--quiet"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no located fold or bifurcation" in err[0]
+
+
+def test_bratu_phase_diagram_config_follows_the_fold_in_the_load(tmp_path):
+    """validation/configs/bratu_phase_diagram.toml: pseudo-arclength locates the fold at gamma = 1, the
+    command follows it over gamma in [0.25, 4]; its lambda*(gamma) against scipy's extended system."""
+    out = tmp_path / "bp.nc"
+    assert main(["phase-diagram", str(CONFIGS / "bratu_phase_diagram.toml"), "--out", str(out), "--quiet"]) == 0
+    ds = xr.load_dataset(out)
+    assert ds.sizes["curve"] == 1 and int(ds.curve_kind.values[0]) == 0  # a fold
+    gam, lam = ds["gamma"].values[0], ds["lambda"].values[0]
+    ok = np.isfinite(gam)
+    assert ok.sum() >= 5 and gam[ok].min() == pytest.approx(0.25) and gam[ok].max() == pytest.approx(4.0)
+    solve, z = bratu_reference(63)
+    z = solve(1.0, z)
+    for g, l in list(zip(gam[ok], lam[ok]))[::4]:
+        z = solve(float(g), z)
+        assert l == pytest.approx(z[2 * 63], rel=1e-8, abs=0)
+    # left of the fold the start branch (the minimum) is there with index 0; right of it there is none
+    left = ds.region_lambda.values < np.interp(ds.region_gamma.values, gam[ok][np.argsort(gam[ok])],
+                                               lam[ok][np.argsort(gam[ok])])
+    assert (ds.region_index.values[left] == 0).all() and (ds.region_index.values[~left] == -1).all()
