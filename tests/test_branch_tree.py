@@ -78,3 +78,25 @@ def test_bad_tree_tables_are_one_line(tmp_path, capsys, edit, match):
     assert main(["tree", str(path), "--out", str(tmp_path / "t.nc"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and re.search(match, err[0]), err
+
+
+def test_the_branches_land_on_the_roots_range_end(tree):
+    _, ds = tree
+    for i in range(1, ds.sizes["branch"]):
+        n = int(ds.points.values[i])
+        assert ds["lambda"].values[i, n - 1] == pytest.approx(50.0, abs=1e-12)
+        assert np.nanmax(ds["lambda"].values[i]) <= 50.0 + 1e-12
+    assert "history" in ds.attrs and all("long_name" in ds[v].attrs for v in ("lambda", "F", "depth", "points"))
+
+
+def test_a_root_without_a_bifurcation_is_one_line(tmp_path, capsys):
+    import tomllib
+
+    from continuation.files.config import write_toml
+
+    config = tomllib.loads(CONFIG.read_text())
+    config["stop"]["target"] = {"lambda": 5.0}  # before the first pitchfork
+    path = write_toml(config, tmp_path / "c.toml")
+    assert main(["tree", str(path), "--out", str(tmp_path / "t.nc"), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "located no bifurcation to branch from" in err[0]

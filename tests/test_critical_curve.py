@@ -271,3 +271,40 @@ def test_bratu_phase_diagram_config_follows_the_fold_in_the_load(tmp_path):
     left = ds.region_lambda.values < np.interp(ds.region_gamma.values, gam[ok][np.argsort(gam[ok])],
                                                lam[ok][np.argsort(gam[ok])])
     assert (ds.region_index.values[left] == 0).all() and (ds.region_index.values[~left] == -1).all()
+
+
+def test_phase_diagram_refuses_before_any_work(tmp_path, capsys):
+    """What the new user's trial found: a monitor that is off, a --path of another problem, steps that
+    contradict each other, an --out that exists; each one line, exit 2, nothing run."""
+    import tomllib
+
+    from continuation.files.config import write_toml
+
+    base = tomllib.loads((CONFIGS / "gaussian_phase_diagram.toml").read_text())
+    cases = []
+    off = {**base, "monitor": {"enabled": False}}
+    cases.append((write_toml(off, tmp_path / "off.toml"), [], "the monitor is off"))
+    steps = {**base, "phase_diagram": {**base["phase_diagram"], "max_step": 0.01, "min_step": 0.1}}
+    cases.append((write_toml(steps, tmp_path / "steps.toml"), [], "step = 0.05 exceeds max_step = 0.01"))
+    tree_root = tmp_path / "tree.branches" / "branch_000.nc"
+    assert main(["run", str(CONFIGS / "chafee_infante_tree.toml"), "--out", str(tree_root), "--quiet"]) == 0
+    cases.append((CONFIGS / "gaussian_phase_diagram.toml", ["--path", str(tree_root)],
+                  "its points have 40 parameters, the configuration's problem 21"))
+    (tmp_path / "exists.nc").write_text("")
+    for config, extra, match in cases:
+        out = tmp_path / "p.nc"
+        assert main(["phase-diagram", str(config), "--out", str(out), "--quiet", *extra]) == 2, match
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and match in err[0], err
+        assert not out.exists() and not out.with_suffix(".path.nc").exists()
+    assert main(["phase-diagram", str(CONFIGS / "gaussian_phase_diagram.toml"), "--out", str(tmp_path / "exists.nc"),
+                 "--quiet"]) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+def test_python_api_mistakes_are_one_line():
+    _, _, system = gaussian(2)
+    with pytest.raises(ValueError, match="low < high"):
+        follow(system, torch.zeros(14, dtype=torch.float64), make_mu(1.0, 1.0), low=1.5, high=0.5, step=0.1)
+    with pytest.raises(TypeError, match="mu must be a tensor of shape"):
+        follow(system, torch.zeros(14, dtype=torch.float64), [1.0, 1.0, 0.0], low=0.5, high=1.5, step=0.1)

@@ -124,7 +124,7 @@ def _amplitudes(path_file, ds, x_star, v) -> np.ndarray:
 def run_tree(config: dict, out, *, progress: bool = True) -> xr.Dataset:
     """The root path, then every branch at its located bifurcations to `depth`; OUT (netCDF) and
     OUT with .png. Returns the tree's dataset."""
-    from continuation.apps.phase_diagram import free_multiplier
+    from continuation.apps.phase_diagram import free_multiplier, resolved_monitor
     from continuation.apps.run import run_config
     from continuation.engine.driver import Output, Start, continue_path
     from continuation.files.config import build_run
@@ -133,9 +133,11 @@ def run_tree(config: dict, out, *, progress: bool = True) -> xr.Dataset:
     o = tree_options(config)
     root_cfg = {k: v for k, v in config.items() if k != "tree"}
     r = build_run(root_cfg)
-    if r["monitor"] is None:
-        raise ConfigError("tree: the monitor is off ([monitor] enabled = false); it locates the bifurcations")
-    if r["monitor"].branch != "follow":
+    monitor = resolved_monitor(r)
+    if monitor is None or monitor.modes < 1:
+        raise ConfigError("tree: the monitor is off ([monitor] enabled = false, modes = 0, or a stochastic problem); "
+                          "it locates the bifurcations")
+    if monitor.branch != "follow":
         raise ConfigError("tree: set [monitor] branch = \"follow\": a path that switches to the minimising branch "
                           "leaves the branch whose bifurcations the tree starts from")
     free = free_multiplier(r["process"])
@@ -149,6 +151,9 @@ def run_tree(config: dict, out, *, progress: bool = True) -> xr.Dataset:
     lo, hi = sorted((float(root[free].values.min()), float(root[free].values.max())))
     problem = r["problem"]
     system = EquilibriumSystem(problem, problem.init_params(r["start"]["seed"]), r["hvp_mode"])
+    if not branch_events(root, root_file):
+        raise ContinuationError(f"tree: the root path ({root_file}: {root.attrs['status']}, "
+                                f"{root.attrs['stop_reason']}) located no bifurcation to branch from")
     branches = [{"file": root_file, "ds": root, "parent": -1, "depth": 0, "event": math.nan, "side": 0, "sign": 0,
                  "x_star": None, "v": None}]
     queue = [0]
@@ -164,15 +169,18 @@ def run_tree(config: dict, out, *, progress: bool = True) -> xr.Dataset:
                 process = r["process"]
                 if hasattr(process, "direction"):
                     process = dataclasses.replace(process, direction=side)
-                stop = dataclasses.replace(r["stop"], target={}, milestones={}, max_steps=o["max_steps"],
+                # lands on the root's range end in its direction of travel (a branch that turns back
+                # ends on max_steps, or where it leaves the range on the other side)
+                stop = dataclasses.replace(r["stop"], target={free: hi if side > 0 else lo}, milestones={},
+                                           max_steps=o["max_steps"], away_points=0,
                                            bounds={**r["stop"].bounds, free: [lo, hi]})
-                monitor = copy.copy(r["monitor"])
+                branch_monitor = copy.copy(monitor)
                 try:
                     ds = continue_path(problem, process, r["predictor"], r["corrector"], r["steps"], stop,
                                        projection=r["projection"],
                                        start=Start(mu=tuple(float(m) for m in mu_s), theta0=system.unflatten(x_s)),
                                        output=Output(f, progress=False), solver=r["krylov"], hvp_mode=r["hvp_mode"],
-                                       monitor=monitor)
+                                       monitor=branch_monitor)
                 except ContinuationError as err:
                     if progress:
                         print(f"  branch from {free} = {float(e['mu'][mu_index(free)]):.10g} (side {side:+d}, sign "
@@ -208,20 +216,28 @@ def tree_dataset(branches, free: str, problem: str) -> xr.Dataset:
     data["amplitude"] = grid(lambda b: _amplitudes(b["file"], b["ds"], b["x_star"], b["v"]))
     units = {**{m: "1" for m in MU_NAMES}, "R": NATS, "D": NATS, "C": NATS, "F": NATS, "morse_index": "1",
              "amplitude": "parameter unit (root mean square)"}
-    ds = xr.Dataset({name: (("branch", "point"), v, {"units": units[name]}) for name, v in data.items()})
+    long = {"lambda": "distortion multiplier lambda", "gamma": "classification multiplier gamma", "t": "task time t",
+            "R": "rate R", "D": "distortion D", "C": "classification loss C", "F": "free energy F = J at the point",
+            "morse_index": "negative eigenvalues of Hess J off the gauge orbit (-1: not monitored)"}
+    ds = xr.Dataset({name: (("branch", "point"), v, {"units": units[name], "long_name": long.get(name, name)})
+                     for name, v in data.items()})
     ds["amplitude"].attrs["long_name"] = ("sign(v . (x - x*)) |x - x*| / sqrt(N) about the branch's bifurcation "
                                           "point x* (v its null vector); 0 on the root")
     ds["parent"] = ("branch", np.array([b["parent"] for b in branches], dtype=np.int64),
                     {"long_name": "the branch it starts from (-1: the root path)"})
-    ds["depth"] = ("branch", np.array([b["depth"] for b in branches], dtype=np.int64))
+    ds["depth"] = ("branch", np.array([b["depth"] for b in branches], dtype=np.int64),
+                   {"units": "1", "long_name": "bifurcations between the root path and the branch"})
     ds["event_" + free] = ("branch", np.array([b["event"] for b in branches]),
                            {"units": "1", "long_name": "the bifurcation it starts from (NaN: the root)"})
     ds["side"] = ("branch", np.array([b["side"] for b in branches], dtype=np.int64),
                   {"long_name": f"+1: born on the side of larger {free}, -1: smaller"})
     ds["sign"] = ("branch", np.array([b["sign"] for b in branches], dtype=np.int64),
                   {"long_name": "the direction along the null vector it starts in"})
-    ds["points"] = ("branch", np.array([b["ds"].sizes["step"] for b in branches], dtype=np.int64))
-    ds.attrs.update({"free": free, "problem": problem, "Conventions": "continuation-branch-tree-1",
+    ds["points"] = ("branch", np.array([b["ds"].sizes["step"] for b in branches], dtype=np.int64),
+                    {"units": "1", "long_name": "points of the branch"})
+    from continuation.files.schema import history_line, package_version
+
+    ds.attrs.update({"continuation_version": package_version(), "history": history_line(), "free": free, "problem": problem, "Conventions": "continuation-branch-tree-1",
                      "files": " ".join(str(b["file"]) for b in branches)})
     return ds
 

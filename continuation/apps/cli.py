@@ -88,14 +88,14 @@ def _parser():
                                                             "and the run's path in OUT.path.nc unless --path")
     pd.add_argument("--path", type=Path, default=None, help="use this path file's located events (with their "
                                                             "checkpoints) instead of running the path")
-    pd.add_argument("--quiet", action="store_true", help="no progress")
+    pd.add_argument("--quiet", action="store_true", help="no progress bar and no line per curve")
     pd.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     tr = sub.add_parser("tree", help="run a path, then every branch at each bifurcation it locates, to the "
                                      "[tree] depth: the branches in OUT.nc, the tree in OUT.png")
     tr.add_argument("config", type=Path, help="TOML configuration with a [tree] table (continuation/apps/branch_tree.py)")
     tr.add_argument("--out", type=Path, required=True, help="netCDF file of the branches; OUT.png beside it, each "
                                                             "branch's path in OUT.branches/")
-    tr.add_argument("--quiet", action="store_true", help="no progress")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar and no line per branch")
     tr.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     sub.add_parser("list", help="list problems, processes, predictors, correctors, projections, Krylov solvers "
                                 "and step controls, with their options")
@@ -216,6 +216,8 @@ def _phase_diagram(args) -> int:
         _path_file(args.path, "--path")
     _writable_target(args.out, "--out")
     _writable_target(args.out.with_suffix(".png"), "--out")
+    if args.out.exists():
+        raise ConfigError(f"--out {args.out} exists; remove it or choose another --out")
     ds = run_phase_diagram(config, args.out, path=args.path, progress=not args.quiet)
     k = ds.sizes["curve"]
     print(f"wrote {args.out} ({k} critical curve{'s' if k != 1 else ''}) and {args.out.with_suffix('.png')}")

@@ -42,6 +42,19 @@ from continuation.files.config import PHASE_KEYS, ConfigError, phase_options  # 
 NATS = "nats per sample"
 
 
+def resolved_monitor(run: dict):
+    """The run's Monitor, with "auto" (no [monitor] table) resolved as continue_path does: on for a
+    deterministic problem, off (None) for a stochastic one."""
+    from problems.base import StochasticProblem
+
+    from continuation.singular.monitor import Monitor
+
+    m = run["monitor"]
+    if isinstance(m, str):
+        return None if isinstance(run["problem"], StochasticProblem) else Monitor()
+    return m
+
+
 def free_multiplier(process) -> str:
     """The multiplier a process moves as its clock: the one each event is located in."""
     name = getattr(process, "parameter", None) or getattr(process, "clock", None)
@@ -74,7 +87,8 @@ def located_events(path_file) -> list[dict]:
 
 
 def trace_events(system, events, free: str, o: dict, progress=None) -> list:
-    """One CriticalCurve per event (those whose Newton start fails are skipped, with the reason)."""
+    """(event, CriticalCurve or None, why not) per event: an event whose Newton start fails is kept
+    with the reason."""
     from continuation.singular.critical_curve import follow
 
     curves = []
@@ -86,19 +100,19 @@ def trace_events(system, events, free: str, o: dict, progress=None) -> list:
                        step=o["step"], max_step=o["max_step"], min_step=o["min_step"], mode=mode,
                        multiplicity=int(e.get("multiplicity", 1)), kind="auto", gtol=o["gtol"], eig_tol=o["eig_tol"],
                        dense_below=o["dense_below"])
+            why = None
         except ContinuationError as err:
-            c = None
-            why = str(err).splitlines()[0]
+            c, why = None, str(err).splitlines()[0]
         if progress is not None:
-            progress(e, c, None if c is not None else why)
-        curves.append((e, c))
+            progress(e, c, why)
+        curves.append((e, c, why))
     return curves
 
 
 def curves_dataset(curves, free: str, along: str, attrs: dict) -> xr.Dataset:
     """(curve, point) arrays, NaN-padded: the multipliers, R, D, C, F, the critical eigenvalue,
     |grad J|, |eps|, Newton's iterations and HVPs at each point; per curve its event and kind."""
-    kept = [(e, c) for e, c in curves if c is not None]
+    kept = [(e, c) for e, c, _ in curves if c is not None]
     n = max([len(c.points) for _, c in kept], default=0)
     k = len(kept)
 
@@ -126,8 +140,10 @@ def curves_dataset(curves, free: str, along: str, attrs: dict) -> xr.Dataset:
     data["eps_norm"] = grid(lambda p: p.eps_norm)
     data["iterations"] = grid(lambda p: p.iterations)
     data["hvps"] = grid(lambda p: p.hvps)
-    ds = xr.Dataset({name: (("curve", "point"), v, {"units": units[name], **({"long_name": long[name]}
-                                                                                if name in long else {})})
+    long.update({"lambda": "distortion multiplier lambda", "gamma": "classification multiplier gamma",
+                 "t": "task time t", "R": "rate R", "D": "distortion D", "C": "classification loss C",
+                 "F": "free energy F = J at the point"})
+    ds = xr.Dataset({name: (("curve", "point"), v, {"units": units[name], "long_name": long[name]})
                      for name, v in data.items()})
     per = {
         "kind": ([1 if c.kind == "bifurcation" else 0 for _, c in kept],
@@ -135,7 +151,7 @@ def curves_dataset(curves, free: str, along: str, attrs: dict) -> xr.Dataset:
                   "long_name": "what the curve's points are"}),
         "multiplicity": ([c.multiplicity for _, c in kept], {"long_name": "eigenvalues crossing together"}),
         "mode": ([c.mode for _, c in kept], {"long_name": "index of the lowest critical eigenvalue (0: lowest)"}),
-        "points": ([len(c.points) for _, c in kept], {"long_name": "points of the curve"}),
+        "points": ([len(c.points) for _, c in kept], {"long_name": "points of the curve", "units": "1"}),
         "index_before": ([int(e["index_before"]) for e, _ in kept], {"long_name": "the event's Morse index before"}),
         "index_after": ([int(e["index_after"]) for e, _ in kept], {"long_name": "the event's Morse index after"}),
         "event_lambda": ([float(e["lambda"]) for e, _ in kept], {"units": "1", "long_name": "the event's lambda"}),
@@ -144,11 +160,14 @@ def curves_dataset(curves, free: str, along: str, attrs: dict) -> xr.Dataset:
     for name, (values, a) in per.items():
         ds[f"curve_{name}"] = ("curve", np.asarray(values, dtype=np.int64 if name not in ("event_lambda",
                                                                                        "event_gamma") else float), a)
+    from continuation.files.schema import history_line, package_version
+
     ds.attrs.update(attrs)
-    ds.attrs.update({"free": free, "along": along,
+    ds.attrs.update({"continuation_version": package_version(), "history": history_line(), "free": free,
+                     "along": along,
                      "curve_ended": json.dumps([c.ended for _, c in kept]),
-                     "skipped": json.dumps([f"{e['type']} at {free} = {e[free]:.10g}: {why}" for e, why in
-                                            ((e, c) for e, c in curves if c is None)])})
+                     "skipped": json.dumps([f"{e['type']} at {free} = {e[free]:.10g}: {why}" for e, c, why in curves
+                                            if c is None])})
     return ds
 
 
@@ -209,7 +228,7 @@ def plot_phase_diagram(ds: xr.Dataset, out, path=None, regions=None) -> Path:
     from continuation.apps.plot import save_figure
 
     free, along = ds.attrs["free"], ds.attrs["along"]
-    fig = Figure(figsize=(7.5, 5.5))
+    fig = Figure(figsize=(10.5, 5.5))
     ax = fig.subplots()
     xname, yname = ("lambda", "gamma") if {free, along} == {"lambda", "gamma"} else (free, along)
     for i in range(ds.sizes["curve"]):
@@ -232,7 +251,7 @@ def plot_phase_diagram(ds: xr.Dataset, out, path=None, regions=None) -> Path:
     ax.set_ylabel(f"{yname} (dimensionless multiplier)")
     ax.set_title(f"phase diagram of {ds.attrs.get('problem', '')}: critical curves in ({xname}, {yname});\n"
                  f"boxed: the Morse index of the run's start branch there (-: that branch does not reach it)", fontsize=9)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the plane, not over a curve
     return save_figure(fig, [ax], out)
 
 
@@ -247,6 +266,10 @@ def run_phase_diagram(config: dict, out, *, path=None, progress: bool = True) ->
     o = phase_options(config)
     run_cfg = {k: v for k, v in config.items() if k != "phase_diagram"}
     r = build_run(run_cfg)
+    monitor = resolved_monitor(r)
+    if monitor is None or monitor.modes < 1:
+        raise ConfigError("phase-diagram: the monitor is off ([monitor] enabled = false, or modes = 0); it locates "
+                          "the folds and bifurcations that the curves start from")
     free = free_multiplier(r["process"])
     if free == o["along"]:
         raise ConfigError(f"[phase_diagram] along = {o['along']!r} is the multiplier the process moves; choose "
@@ -262,6 +285,11 @@ def run_phase_diagram(config: dict, out, *, path=None, progress: bool = True) ->
             raise ConfigError(f"{path} exists (the run's path); pass it with --path to reuse it, or remove it")
         run_config(run_cfg, path, progress=None if progress else False)
     events = located_events(path)
+    size = sum(v.numel() for v in r["problem"].init_params(r["start"]["seed"]).values())
+    for e in events:
+        if e["x"].numel() != size:
+            raise ConfigError(f"--path {path}: its points have {e['x'].numel()} parameters, the configuration's "
+                              f"problem {size}: a path of another problem or size")
     if not events:
         raise ContinuationError(f"phase-diagram: the path {path} has no located fold or bifurcation to follow "
                                 f"(is [monitor] on, and does the path cross one?)")

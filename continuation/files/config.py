@@ -368,6 +368,11 @@ def phase_options(config: dict) -> dict:
         if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                                   and v > 0):
             raise ConfigError(f"[phase_diagram] {key} must be a positive number, got {v!r}")
+    top = o["max_step"] if o["max_step"] is not None else o["step"]
+    if o["step"] > top:
+        raise ConfigError(f"[phase_diagram] step = {o['step']} exceeds max_step = {top}")
+    if o["min_step"] is not None and o["min_step"] > min(o["step"], top):
+        raise ConfigError(f"[phase_diagram] min_step = {o['min_step']} exceeds step = {o['step']} or max_step = {top}")
     if not (isinstance(o["dense_below"], int) and o["dense_below"] >= 0):
         raise ConfigError(f"[phase_diagram] dense_below must be an integer >= 0, got {o['dense_below']!r}")
     return o

@@ -112,6 +112,11 @@ class CriticalCurve:
     ended: dict  # {"low": reason, "high": reason}: "range end" or why it stopped there
 
     def column(self, name: str) -> np.ndarray:
+        """One quantity at every point, in increasing `along`: a multiplier ("lambda", "gamma", "t"),
+        a functional ("R", "D", "C", "F", nats per sample), "eig" (the critical eigenvalue, ~0; the
+        points' `ell`), "grad_norm", "eps_norm", "iterations" or "hvps"."""
+        if name == "eig":
+            name = "ell"
         if name in MU_NAMES:
             return np.array([float(p.mu[mu_index(name)]) for p in self.points])
         if name in ("R", "D", "C", "F"):
@@ -425,8 +430,13 @@ class CriticalCurveTracer:
             if not ok:
                 h /= 2
                 if h < min_step:
-                    return points, (f"step in {self.along} below min_step {min_step:.1e} at {self.along} = {a:.10g} "
-                                    f"({out[1]})")
+                    why = (f"step in {self.along} below min_step {min_step:.1e} at {self.along} = {a:.10g} "
+                           f"({out[1]})")
+                    top = max(float(q.mu[self.i_free]) for q in points)
+                    if self.free != "t" and p_now < 0.01 * top and sign * dp < 0:
+                        why += (f"; {self.free} = {p_now:.3g} here, falling: the curve likely meets {self.free} = 0 "
+                                f"near {self.along} = {a + sign * p_now / abs(dp):.6g} (by the tangent)")
+                    return points, why
                 continue
             point, tangent, a = new, t_new, a_new
             points.append(point)
@@ -449,6 +459,11 @@ def follow(system, x, mu, *, free: str = "lambda", along: str = "gamma", low: fl
            max_step: float | None = None, min_step: float | None = None, **options) -> CriticalCurve:
     """The critical curve through the critical point near (x, mu), over along in [low, high]
     (mu's along value inside it), traced both ways from there. Options: CriticalCurveTracer's."""
+    if not (isinstance(mu, torch.Tensor) and mu.shape == (3,)):
+        raise TypeError(f"critical curve: mu must be a tensor of shape (3,) = (lambda, gamma, t), e.g. "
+                        f"problems.make_mu(1.0, 1.0); got {type(mu).__name__}")
+    if not low < high:
+        raise ValueError(f"critical curve: the range of {along} must have low < high, got [{low:g}, {high:g}]")
     a0 = float(mu[mu_index(along)])
     if not (low <= a0 <= high):
         raise ValueError(f"critical curve: the start's {along} = {a0:g} is outside the range [{low:g}, {high:g}]")
