@@ -124,19 +124,13 @@ def _amplitudes(path_file, ds, x_star, v) -> np.ndarray:
 def run_tree(config: dict, out, *, progress: bool = True) -> xr.Dataset:
     """The root path, then every branch at its located bifurcations to `depth`; OUT (netCDF) and
     OUT with .png. Returns the tree's dataset."""
-    from continuation.apps.phase_diagram import free_multiplier, resolved_monitor
+    from continuation.apps.phase_diagram import free_multiplier, monitored_run
     from continuation.apps.run import run_config
     from continuation.engine.driver import Output, Start, continue_path
-    from continuation.files.config import build_run
     from continuation.surface.system import EquilibriumSystem
 
     o = tree_options(config)
-    root_cfg = {k: v for k, v in config.items() if k != "tree"}
-    r = build_run(root_cfg)
-    monitor = resolved_monitor(r)
-    if monitor is None or monitor.modes < 1:
-        raise ConfigError("tree: the monitor is off ([monitor] enabled = false, modes = 0, or a stochastic problem); "
-                          "it locates the bifurcations")
+    root_cfg, r, monitor = monitored_run(config, "tree", "the bifurcations the branches start from")
     if monitor.branch != "follow":
         raise ConfigError("tree: set [monitor] branch = \"follow\": a path that switches to the minimising branch "
                           "leaves the branch whose bifurcations the tree starts from")

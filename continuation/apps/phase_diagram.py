@@ -55,6 +55,21 @@ def resolved_monitor(run: dict):
     return m
 
 
+def monitored_run(config: dict, table: str, what: str):
+    """(the configuration without its command table, build_run's objects, the resolved Monitor) for a
+    command that starts from a run's located events; ConfigError, before any work, where the monitor
+    is off."""
+    from continuation.files.config import build_run
+
+    run_cfg = {k: v for k, v in config.items() if k != table}
+    r = build_run(run_cfg)
+    monitor = resolved_monitor(r)
+    if monitor is None or monitor.modes < 1:
+        raise ConfigError(f"{table.replace('_', '-')}: the monitor is off ([monitor] enabled = false, modes = 0, or a "
+                          f"stochastic problem); it locates {what}")
+    return run_cfg, r, monitor
+
+
 def free_multiplier(process) -> str:
     """The multiplier a process moves as its clock: the one each event is located in."""
     name = getattr(process, "parameter", None) or getattr(process, "clock", None)
@@ -259,17 +274,11 @@ def run_phase_diagram(config: dict, out, *, path=None, progress: bool = True) ->
     """Run the configuration's path (or read `path`), follow each located event, write OUT (netCDF)
     and OUT with .png. Returns the curves' dataset."""
     from continuation.apps.run import run_config
-    from continuation.files.config import build_run
     from continuation.files.path import load_path
     from continuation.surface.system import EquilibriumSystem
 
     o = phase_options(config)
-    run_cfg = {k: v for k, v in config.items() if k != "phase_diagram"}
-    r = build_run(run_cfg)
-    monitor = resolved_monitor(r)
-    if monitor is None or monitor.modes < 1:
-        raise ConfigError("phase-diagram: the monitor is off ([monitor] enabled = false, or modes = 0); it locates "
-                          "the folds and bifurcations that the curves start from")
+    run_cfg, r, _ = monitored_run(config, "phase_diagram", "the folds and bifurcations the curves start from")
     free = free_multiplier(r["process"])
     if free == o["along"]:
         raise ConfigError(f"[phase_diagram] along = {o['along']!r} is the multiplier the process moves; choose "

@@ -345,15 +345,21 @@ PHASE_KEYS = {"along": "gamma", "range": None, "step": None, "max_step": None, "
               "gtol": 1e-11, "eig_tol": 1e-10, "dense_below": 512}
 
 
+def _command_table(config: dict, name: str, keys: dict, example: str) -> dict:
+    """A command's table ([phase_diagram], [tree]) over its defaults; ConfigError where it is absent
+    or has an unknown key."""
+    table = config.get(name)
+    if not isinstance(table, dict):
+        raise ConfigError(f"{name.replace('_', '-')} needs a [{name}] table: {example}")
+    unknown = [k for k in table if k not in keys]
+    if unknown:
+        raise ConfigError(f"[{name}] unknown key {unknown[0]!r}; valid: {', '.join(keys)}")
+    return {**keys, **table}
+
+
 def phase_options(config: dict) -> dict:
     """The [phase_diagram] table, checked (ConfigError, one line)."""
-    table = config.get("phase_diagram")
-    if not isinstance(table, dict):
-        raise ConfigError("phase-diagram needs a [phase_diagram] table: along = \"gamma\", range = [LOW, HIGH]")
-    unknown = [k for k in table if k not in PHASE_KEYS]
-    if unknown:
-        raise ConfigError(f"[phase_diagram] unknown key {unknown[0]!r}; valid: {', '.join(PHASE_KEYS)}")
-    o = {**PHASE_KEYS, **table}
+    o = _command_table(config, "phase_diagram", PHASE_KEYS, "along = \"gamma\", range = [LOW, HIGH]")
     if o["along"] not in MU_NAMES:
         raise ConfigError(f"[phase_diagram] along must be one of {', '.join(MU_NAMES)}, got {o['along']!r}")
     r = o["range"]
@@ -382,13 +388,8 @@ TREE_KEYS = {"depth": 1, "offset": 0.01, "max_steps": 40}
 
 
 def tree_options(config: dict) -> dict:
-    table = config.get("tree")
-    if not isinstance(table, dict):
-        raise ConfigError("tree needs a [tree] table: depth = 1, offset = 0.01, max_steps = 40")
-    unknown = [k for k in table if k not in TREE_KEYS]
-    if unknown:
-        raise ConfigError(f"[tree] unknown key {unknown[0]!r}; valid: {', '.join(TREE_KEYS)}")
-    o = {**TREE_KEYS, **table}
+    """The [tree] table, checked (ConfigError, one line)."""
+    o = _command_table(config, "tree", TREE_KEYS, "depth = 1, offset = 0.01, max_steps = 40")
     for key in ("depth", "max_steps"):
         if isinstance(o[key], bool) or not isinstance(o[key], int) or o[key] < 1:
             raise ConfigError(f"[tree] {key} must be an integer >= 1, got {o[key]!r}")
