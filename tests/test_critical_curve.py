@@ -178,6 +178,9 @@ def test_phase_diagram_command_writes_the_curves_and_the_plane(tmp_path, capsys)
     ds = xr.load_dataset(out)
     problem, cf, system = gaussian(3)
     assert list(ds.curve_kind.values) == [1, 1, 1]
+    # k - r equivalent latent units switch on together (r on before): 3, 2, 1; at theta = 0 the gauge
+    # orbit is a point, and deflating its rounding-size "directions" had reported the first as 1
+    assert list(ds.curve_multiplicity.values) == [3, 2, 1]
     for i in range(3):
         ok = np.isfinite(ds["gamma"].values[i])
         gam, lam = ds["gamma"].values[i][ok], ds["lambda"].values[i][ok]

@@ -98,3 +98,16 @@ def test_make_krylov_names_valid_solvers():
     assert isinstance(make_krylov("minres", rtol=1e-3), MINRES)
     with pytest.raises(ValueError, match="valid: cg, minres"):
         make_krylov("gmres")
+
+
+def test_minres_converges_on_a_tiny_right_hand_side():
+    """The least-squares test is relative to ||b||: b of size 1e-21 (a tangent on a trivial branch at
+    theta ~ 1e-20) converges like b itself; an absolute floor had stopped it as "least_squares" at a
+    relative residual of 1e-8. The solution scales with b."""
+    A, _ = sym(np.r_[np.linspace(-2, -0.1, 6), np.linspace(0.05, 3, 15)])
+    b = np.random.default_rng(7).standard_normal(21)
+    one = MINRES(rtol=1e-12).solve(op(A), torch.tensor(b))
+    tiny = MINRES(rtol=1e-12).solve(op(A), torch.tensor(1e-21 * b))
+    assert one.converged and tiny.converged, tiny.message()
+    assert tiny.rel_residual <= 1e-11
+    np.testing.assert_allclose(tiny.x.numpy() * 1e21, np.linalg.solve(A, b), rtol=0, atol=1e-9)
