@@ -100,3 +100,84 @@ def test_a_root_without_a_bifurcation_is_one_line(tmp_path, capsys):
     assert main(["tree", str(path), "--out", str(tmp_path / "t.nc"), "--quiet"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "located no bifurcation to branch from" in err[0]
+
+
+SWITCH = """[problem]
+name = "energy"
+objective = "problems.chafee_infante:chafee_infante_energy"
+size = 40
+[start]
+lambda = 1.0
+gamma = 1.0
+[process]
+name = "pseudo-arclength"
+parameter = "lambda"
+[predictor]
+name = "pseudo-arclength"
+[corrector]
+name = "bordered-newton"
+[steps]
+name = "adaptive"
+initial = 1.0
+max_step = 4.0
+[stop]
+target = {lambda = 20.0}
+[monitor]
+modes = 3
+branch = "switch"
+"""
+
+
+def test_pseudo_arclength_switches_onto_the_branch_born_at_the_pitchfork(tmp_path):
+    """Item 4: `[monitor] branch = "switch"` on a pseudo-arclength path along u = 0: at the first
+    pitchfork it continues on the branch born there and reaches lambda = 20 on it, where u equals
+    scipy's solution from a sin(pi x) start to 1e-8; a run killed after the switch resumes to the
+    uninterrupted path to the last bit."""
+    import os
+    import subprocess
+    import sys
+    import warnings
+
+    from scipy.optimize import fsolve
+
+    from continuation.files.path import load_path
+    from continuation.files.schema import checkpoint_dir
+
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(SWITCH)
+    assert main(["run", str(cfg), "--out", str(tmp_path / "whole.nc"), "--quiet"]) == 0
+    whole = load_path(tmp_path / "whole.nc")
+    types = list(whole.event_type.values)
+    assert types[:2] == ["bifurcation", "branch_switch"]
+    assert float(whole.event_lambda.values[0]) == pytest.approx(pitchforks(N, 1)[0], rel=1e-10)
+    assert whole["lambda"].values[-1] == pytest.approx(20.0, abs=1e-12) and (whole.morse_index.values == 0).all()
+    u = torch.load(sorted(checkpoint_dir(tmp_path / "whole.nc").glob("step_*.pt"))[-1], weights_only=False)["x"]
+    h = 1.0 / (N + 1)
+    L = (np.eye(N, k=1) + np.eye(N, k=-1) - 2 * np.eye(N)) / h**2
+    s = np.sin(np.pi * np.arange(1, N + 1) * h)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ref = fsolve(lambda v: L @ v + 20.0 * (v - v**3), np.sign(float(u.sum())) * s,
+                     fprime=lambda v: L + 20.0 * np.diag(1 - 3 * v**2), xtol=1e-14)
+    np.testing.assert_allclose(u.numpy(), ref, rtol=0, atol=1e-8)
+    # killed after the switch (at the write of point 7), resumed: the same path
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root), CONTINUATION_TEST_KILL_AT="write:7")
+    cmd = [sys.executable, "-m", "continuation", "run", str(cfg), "--quiet", "--out", str(tmp_path / "k.nc")]
+    assert subprocess.run(cmd, env=env, capture_output=True, cwd=root).returncode != 0
+    assert main(["run", str(cfg), "--out", str(tmp_path / "k.nc"), "--quiet", "--resume"]) == 0
+    resumed = load_path(tmp_path / "k.nc")
+    assert resumed.sizes["step"] == whole.sizes["step"]
+    for name in whole.data_vars:
+        if name != "seconds":
+            np.testing.assert_array_equal(resumed[name].values, whole[name].values, err_msg=name)
+
+
+def test_switch_needs_pseudo_arclength(tmp_path, capsys):
+    cfg = tmp_path / "q.toml"
+    cfg.write_text(SWITCH.replace('name = "pseudo-arclength"\nparameter = "lambda"', 'name = "quasi-static"')
+                   .replace('[predictor]\nname = "pseudo-arclength"', '[predictor]\nname = "ode"')
+                   .replace('name = "bordered-newton"', 'name = "newton"'))
+    assert main(["run", str(cfg), "--out", str(tmp_path / "q.nc"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "branch = 'switch'" in err[0] and "pseudo-arclength" in err[0]

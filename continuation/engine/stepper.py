@@ -404,8 +404,55 @@ class Stepper:
         new = self.monitored(new, old.spectrum if old is not None else None)
         step = state.step + 1
         events = [] if old is None else self.finder.between(old, new, step, state.slots["monitor"])
+        if self.monitor.branch == "switch" and getattr(self.s.process, "arclength", False):
+            new, events = self._switch_branch(state, new, events, step)
         before = None if old is None or old.spectrum is None else old.spectrum.index(self.monitor.zero_tol)
         return self._leave_saddle(new, step, state.G0, events, before)
+
+    def _switch_branch(self, state: State, new: Point, events: list, step: int) -> tuple[Point, list]:
+        """`[monitor] branch = "switch"` on a pseudo-arclength path: at a located simple bifurcation
+        between the last two points, the new point is replaced by the start of the branch born there
+        (switch_branch: offset 1% of the multiplier, on the side the path travels, the null vector's
+        positive direction where that branch exists), its tangent oriented away from the bifurcation
+        point, and a `branch_switch` event is written; where no branch is found an event says so and
+        the path goes on. Stateless (a resumed run decides as the uninterrupted one did)."""
+        from continuation.singular.branch_switch import switch_branch
+
+        if any(e.get("type") == "branch_switch" for e in events):
+            return new, events
+        bif = [e for e in events if e.get("type") == "bifurcation" and e.get("located") == 1
+               and e.get("multiplicity", 1) == 1 and e.get("null_vector") is not None]
+        if not bif:
+            return new, events
+        e = bif[0]
+        name = self.s.process.parameter
+        i = MU_NAMES.index(name)
+        mu_e = torch.tensor([float(e[n]) for n in MU_NAMES], dtype=new.mu.dtype, device=new.mu.device)
+        travel = 1 if float(new.mu[i]) >= float(state.current.mu[i]) else -1
+        with self.system.ledger.aside() as spent:
+            found = switch_branch(self.system, e["x"], mu_e, e["null_vector"], name, offset=0.01)
+            found.sort(key=lambda c: (c[2] != travel, c[3] != 1))
+            if not found:
+                ev = self.finder.event("saddle", step, self.finder.of_point(new), eig=math.nan, mode=-1,
+                                       index_after=-1, located=0, method="none",
+                                       detail=f"branch = 'switch': no branch found along the null vector at {name} = "
+                                              f"{float(mu_e[i]):.10g}; the path goes on on its branch")
+                return new, events + [ev]
+            x_s, mu_s, side, sign = found[0]
+            ref = torch.cat([x_s - e["x"], mu_s - mu_e])
+            q = self.monitored(self.point(x_s, mu_s, new.s, reference=ref), new.spectrum)
+        f = {**q.ctx.functionals(), "F": q.ctx.objective()}
+        zt = self.monitor.zero_tol
+        ev = {"type": "branch_switch", "step": step, "s": q.s, **named(q.mu), **f,
+              "eig": float(q.spectrum.values[0]) if q.spectrum is not None else math.nan, "mode": int(e["mode"]),
+              "index_before": int(new.spectrum.index(zt)) if new.spectrum is not None else -1,
+              "index_after": int(q.spectrum.index(zt)) if q.spectrum is not None else -1, "iterations": 1,
+              "hvps": spent.hvps, "located": 1, "method": "descent",
+              "detail": f"switched to the branch born at the bifurcation at {name} = {float(mu_e[i]):.10g}: it "
+                        f"starts at {name} = {float(mu_s[i]):.10g} ({'+' if side > 0 else '-'}1% of the multiplier, "
+                        f"{'+' if sign > 0 else '-'} the null vector) and is followed away from it",
+              "x": e["x"], "null_vector": e["null_vector"]}
+        return q, events + [ev]
 
     def _leave_saddle(self, p: Point, step: int, G0, events: list, before: int | None = None) -> tuple[Point, list]:
         """A minimising process at a point of index > 0 (Monitor.branch "minimising") switches to the

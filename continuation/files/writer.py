@@ -189,7 +189,7 @@ class PathWriter:
                     f.unlink()
 
     def append(self, row: dict, x: torch.Tensor, mu: torch.Tensor, state: str | None = None,
-               tangent: torch.Tensor | None = None) -> None:
+               tangent: torch.Tensor | None = None, reference: torch.Tensor | None = None) -> None:
         """Point `row` with theta `x` and `mu` in its checkpoint, and there too, when given, `state`
         (the strategies' slots as JSON text, continuation/engine/state.py dump_slots) and `tangent`
         (the point's tangent: a resume orients the next point's tangent by it, as the run did)."""
@@ -204,6 +204,8 @@ class PathWriter:
                     point["state"] = state
                 if tangent is not None:
                     point["tangent"] = tangent.detach().cpu()
+                if reference is not None:  # what oriented (and bordered) the tangent where not the previous
+                    point["reference"] = reference.detach().cpu()  # point's: a switched branch's start
                 torch.save(point, file)
             except (OSError, RuntimeError) as e:
                 with contextlib.suppress(OSError):

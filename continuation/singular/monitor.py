@@ -24,6 +24,10 @@ branch = "minimising" (default): a process that follows minima, on reaching a po
 past a located crossing, switches to the minimising branch: a step along the eigenvector of the
 negative eigenvalue, as long as J decreases, then the run's corrector; both events are written.
 branch = "follow": stay on the branch (the saddle is written with its index and the event).
+branch = "switch" (pseudo-arclength only): at each located simple bifurcation, continue on the
+branch born there (continuation/singular/branch_switch.py: the reduced equation along the null
+vector, on the side the path was travelling, theta's component along it positive), oriented away
+from the bifurcation point; a `branch_switch` event says where.
 
 Cost per monitored point: N HVPs (dense) or LOBPCG's, in the path variable `monitor_hvps`; per
 located event: the trial points' Newton and eigenvalue HVPs, in the event's `hvps`.
@@ -43,7 +47,7 @@ from continuation.errors import Misconfigured
 from continuation.singular.stability import Spectrum, lowest_eigenpairs
 from continuation.strategies.base import Strategy
 
-BRANCHES = ("minimising", "follow")
+BRANCHES = ("minimising", "follow", "switch")
 LOCATES = ("auto", "newton", "interpolate")
 CROSSABLE = FUNCTIONAL_NAMES + ("F",)  # always there; a problem's evaluation metrics too (checked at the start)
 
