@@ -232,7 +232,7 @@ def _loop(stepper, state, writer, rows: list, output: Output):
 def _record(writer, rows, row, state, on_point) -> None:
     if writer is not None:
         writer.append(row, state.current.x, state.current.mu, dump_slots(state.slots),  # also appends to writer.rows
-                      tangent=state.current.tangent, reference=state.current.ctx.reference)
+                      tangent=state.current.tangent, reference=state.current.ctx.own_reference)
         rows[:] = writer.rows
     else:
         rows.append(dict(row, checkpoint=-1))

@@ -117,8 +117,8 @@ def resume(stepper: Stepper, out, template) -> tuple[State, list[dict]]:
         # the tangent the run oriented this point's tangent by (a tangent defined up to sign:
         # pseudo-arclength); with it the recomputed tangent is the run's, to the last bit
         reference = p["tangent"].to(**placed(template)) if "tangent" in p else None
-    if "reference" in last:  # what the run oriented (and bordered) this point's tangent by, saved with it: the
-        reference = last["reference"].to(**placed(template))  # previous tangent, or a switched branch's direction
+    if "reference" in last:  # what the run oriented (and bordered) this point's tangent by where that was not
+        reference = last["reference"].to(**placed(template))  # the previous tangent: a switched branch's direction
     if "start_draw" in old.attrs:  # a stochastic problem: the draw the point's tangent was computed on
         stepper.problem.resample(n - 1 if stepper.resample and n > 1 else int(old.attrs["start_draw"]))
     state = stepper.resumed(x, mu, float(last["s"]), previous=previous, step=n - 1, slots=slots,

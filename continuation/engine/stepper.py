@@ -441,6 +441,7 @@ class Stepper:
             x_s, mu_s, side, sign = found[0]
             ref = torch.cat([x_s - e["x"], mu_s - mu_e])
             q = self.monitored(self.point(x_s, mu_s, new.s, reference=ref), new.spectrum)
+            q.ctx.own_reference = ref
         f = {**q.ctx.functionals(), "F": q.ctx.objective()}
         zt = self.monitor.zero_tol
         ev = {"type": "branch_switch", "step": step, "s": q.s, **named(q.mu), **f,

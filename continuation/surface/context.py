@@ -34,6 +34,9 @@ class PointContext:
         # the tangent (theta', mu') of the accepted point before this one, set by the stepper:
         # orients a tangent that is defined up to sign (pseudo-arclength)
         self.reference = None
+        # a reference that is not the previous point's tangent (a switched branch's start: stepper.py
+        # _switch_branch); saved with the point's checkpoint so that a resume orients its tangent alike
+        self.own_reference = None
 
     def evaluation_metrics(self) -> dict:
         """The problem's fixed-noise training metrics here (train_R, train_D, train_C; {} for a
