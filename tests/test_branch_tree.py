@@ -181,3 +181,34 @@ def test_switch_needs_pseudo_arclength(tmp_path, capsys):
     assert main(["run", str(cfg), "--out", str(tmp_path / "q.nc"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "branch = 'switch'" in err[0] and "pseudo-arclength" in err[0]
+
+
+def test_switch_with_the_monitor_off_is_refused(tmp_path, capsys):
+    cfg = tmp_path / "off.toml"
+    cfg.write_text(SWITCH.replace("modes = 3", "modes = 3\nenabled = false"))
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o.nc"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "branch = 'switch' needs the monitor" in err[0]
+
+
+def test_a_multiple_bifurcation_is_not_switched_at_and_says_so(tmp_path):
+    """The linear-Gaussian first switch-on at gamma = 1.7 has multiplicity 2 (two equivalent latent
+    units): a family of branches, not a mirror pair. The switching path writes why it goes on."""
+    import tomllib
+
+    from continuation.files.config import write_toml
+    from continuation.files.path import load_path
+
+    config = tomllib.loads((Path(__file__).resolve().parents[1] / "validation" / "configs" /
+                            "gaussian_switch_on.toml").read_text())
+    config["process"] = {"name": "pseudo-arclength", "parameter": "lambda"}
+    config["predictor"] = {"name": "pseudo-arclength"}
+    config["corrector"] = {"name": "bordered-newton", "descent": True}
+    config["monitor"] = {"modes": 3, "branch": "switch"}
+    config["stop"] = {"target": {"lambda": 1.6}}
+    cfg = write_toml(config, tmp_path / "g.toml")
+    assert main(["run", str(cfg), "--out", str(tmp_path / "g.nc"), "--quiet"]) == 0
+    ds = load_path(tmp_path / "g.nc")
+    details = [str(d) for d in ds.event_detail.values]
+    assert any("has multiplicity 2; only simple bifurcations are switched at" in d for d in details), details
+    assert "branch_switch" not in list(ds.event_type.values)

@@ -413,16 +413,25 @@ class Stepper:
         """`[monitor] branch = "switch"` on a pseudo-arclength path: at a located simple bifurcation
         between the last two points, the new point is replaced by the start of the branch born there
         (switch_branch: offset 1% of the multiplier, on the side the path travels, the null vector's
-        positive direction where that branch exists), its tangent oriented away from the bifurcation
+        sign as computed where that branch exists), its tangent oriented away from the bifurcation
         point, and a `branch_switch` event is written; where no branch is found an event says so and
         the path goes on. Stateless (a resumed run decides as the uninterrupted one did)."""
         from continuation.singular.branch_switch import switch_branch
 
         if any(e.get("type") == "branch_switch" for e in events):
             return new, events
-        bif = [e for e in events if e.get("type") == "bifurcation" and e.get("located") == 1
-               and e.get("multiplicity", 1) == 1 and e.get("null_vector") is not None]
+        located = [e for e in events if e.get("type") == "bifurcation" and e.get("located") == 1]
+        bif = [e for e in located if e.get("multiplicity", 1) == 1 and e.get("null_vector") is not None]
         if not bif:
+            if located:  # said: a multiple one is not switched at (its branches form a family, not a pair)
+                m = located[0].get("multiplicity", 1)
+                ev = self.finder.event("saddle", step, self.finder.of_point(new), eig=math.nan, mode=-1,
+                                       index_after=-1, located=0, method="none",
+                                       detail=f"branch = 'switch': the bifurcation at {self.s.process.parameter} = "
+                                              f"{float(located[0][self.s.process.parameter]):.10g} has multiplicity "
+                                              f"{m}; only simple bifurcations are switched at, the path goes on on "
+                                              f"its branch")
+                return new, events + [ev]
             return new, events
         e = bif[0]
         name = self.s.process.parameter

@@ -19,7 +19,7 @@
     [stop]       max_steps, max_s, target = {lambda = 4.0}, milestones = {lambda = [2, 3]}, bounds = {...}
     [monitor]    stability monitoring and events (continuation/singular/monitor.py): enabled (default: on for
                  a deterministic problem, off for a stochastic one), every, modes, zero_tol, locate_tol,
-                 locate, branch = "minimising" | "follow", crossings = {C = [0.1]}, tol, dense_below
+                 locate, branch = "minimising" | "follow" | "switch", crossings = {C = [0.1]}, tol, dense_below
     [output]     checkpoint_every, progress
 
 Names map to classes in one table per role (continuation/strategies/registry.py); `python -m continuation list` prints them.
@@ -502,6 +502,8 @@ def _monitor(table: dict | None):
                                _annotations(Monitor))
     options.pop("enabled", None)
     if not enabled:
+        if options.get("branch") == "switch":  # the switch is the monitor's: off, it would be ignored silently
+            raise ConfigError("[monitor] branch = 'switch' needs the monitor, which enabled = false turns off")
         return None
     try:
         return Monitor(**options)

@@ -26,8 +26,9 @@ negative eigenvalue, as long as J decreases, then the run's corrector; both even
 branch = "follow": stay on the branch (the saddle is written with its index and the event).
 branch = "switch" (pseudo-arclength only): at each located simple bifurcation, continue on the
 branch born there (continuation/singular/branch_switch.py: the reduced equation along the null
-vector, on the side the path was travelling, theta's component along it positive), oriented away
-from the bifurcation point; a `branch_switch` event says where.
+vector, on the side the path was travelling, the null vector's sign as computed), oriented away
+from the bifurcation point; a `branch_switch` event says where. A multiple bifurcation is not
+switched at (an event says so).
 
 Cost per monitored point: N HVPs (dense) or LOBPCG's, in the path variable `monitor_hvps`; per
 located event: the trial points' Newton and eigenvalue HVPs, in the event's `hvps`.

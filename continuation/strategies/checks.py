@@ -168,7 +168,7 @@ def check_combination(problem, process, predictor, corrector, projection=None, m
                             f"tangents, and problem {problem.name!r} is stochastic (its corrector's points are not "
                             f"equilibria of one J): use projection 'secant'", "projection")
     if getattr(monitor, "branch", None) == "switch" and not getattr(process, "arclength", False):
-        raise Misconfigured(f"monitor branch = 'switch' continues on the branch born at a bifurcation, which needs the "
+        raise Misconfigured(f"branch = 'switch' continues on the branch born at a bifurcation, which needs the "
                             f"pseudo-arclength process (it follows saddles); the process is {process.name!r} (use "
                             f"'minimising' or 'follow')", "monitor")
     if getattr(monitor, "locate", None) == "newton" and stochastic:
