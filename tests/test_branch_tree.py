@@ -102,30 +102,17 @@ def test_a_root_without_a_bifurcation_is_one_line(tmp_path, capsys):
     assert len(err) == 1 and "located no bifurcation to branch from" in err[0]
 
 
-SWITCH = """[problem]
-name = "energy"
-objective = "problems.chafee_infante:chafee_infante_energy"
-size = 40
-[start]
-lambda = 1.0
-gamma = 1.0
-[process]
-name = "pseudo-arclength"
-parameter = "lambda"
-[predictor]
-name = "pseudo-arclength"
-[corrector]
-name = "bordered-newton"
-[steps]
-name = "adaptive"
-initial = 1.0
-max_step = 4.0
-[stop]
-target = {lambda = 20.0}
-[monitor]
-modes = 3
-branch = "switch"
-"""
+def switch_config(tmp_path, name="s.toml", **monitor):
+    """The tree's configuration without [tree], to lambda = 20, with [monitor] branch = "switch"."""
+    import tomllib
+
+    from continuation.files.config import write_toml
+
+    config = tomllib.loads(CONFIG.read_text())
+    config.pop("tree")
+    config["stop"] = {"target": {"lambda": 20.0}}
+    config["monitor"] = {"modes": 3, "branch": "switch", **monitor}
+    return config, write_toml(config, tmp_path / name)
 
 
 def test_pseudo_arclength_switches_onto_the_branch_born_at_the_pitchfork(tmp_path):
@@ -143,8 +130,7 @@ def test_pseudo_arclength_switches_onto_the_branch_born_at_the_pitchfork(tmp_pat
     from continuation.files.path import load_path
     from continuation.files.schema import checkpoint_dir
 
-    cfg = tmp_path / "s.toml"
-    cfg.write_text(SWITCH)
+    _, cfg = switch_config(tmp_path)
     assert main(["run", str(cfg), "--out", str(tmp_path / "whole.nc"), "--quiet"]) == 0
     whole = load_path(tmp_path / "whole.nc")
     types = list(whole.event_type.values)
@@ -174,18 +160,18 @@ def test_pseudo_arclength_switches_onto_the_branch_born_at_the_pitchfork(tmp_pat
 
 
 def test_switch_needs_pseudo_arclength(tmp_path, capsys):
-    cfg = tmp_path / "q.toml"
-    cfg.write_text(SWITCH.replace('name = "pseudo-arclength"\nparameter = "lambda"', 'name = "quasi-static"')
-                   .replace('[predictor]\nname = "pseudo-arclength"', '[predictor]\nname = "ode"')
-                   .replace('name = "bordered-newton"', 'name = "newton"'))
+    from continuation.files.config import write_toml
+
+    config, _ = switch_config(tmp_path)
+    config.update(process={"name": "quasi-static"}, predictor={"name": "ode"}, corrector={"name": "newton"})
+    cfg = write_toml(config, tmp_path / "q.toml")
     assert main(["run", str(cfg), "--out", str(tmp_path / "q.nc"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "branch = 'switch'" in err[0] and "pseudo-arclength" in err[0]
 
 
 def test_switch_with_the_monitor_off_is_refused(tmp_path, capsys):
-    cfg = tmp_path / "off.toml"
-    cfg.write_text(SWITCH.replace("modes = 3", "modes = 3\nenabled = false"))
+    _, cfg = switch_config(tmp_path, "off.toml", enabled=False)
     assert main(["run", str(cfg), "--out", str(tmp_path / "o.nc"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "branch = 'switch' needs the monitor" in err[0]
