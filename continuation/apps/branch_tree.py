@@ -34,54 +34,33 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 import xarray as xr
 
 from problems.base import MU_NAMES, mu_index
 
 from continuation.errors import ContinuationError
+from continuation.files.schema import variable_attrs
 from continuation.singular.branch_switch import switch_branch
 from continuation.files.config import TREE_KEYS, ConfigError, tree_options  # noqa: F401 (the table's checker)
 
-NATS = "nats per sample"
-
-
-def branch_events(ds, path_file) -> list:
-    """The located bifurcations of a path with their saved point and null vector."""
-    from continuation.files.schema import event_file
-
-    out = []
-    for j in range(ds.sizes.get("event", 0)):
-        if str(ds.event_type.values[j]) != "bifurcation" or int(ds.event_located.values[j]) != 1:
-            continue
-        k = int(ds.event_checkpoint.values[j])
-        if k < 0:
-            continue
-        saved = torch.load(event_file(path_file, k), weights_only=True)
-        if saved.get("null_vector") is None:
-            continue
-        out.append({"x": saved["x"], "v": saved["null_vector"],
-                    "mu": torch.tensor([float(ds[f"event_{n}"].values[j]) for n in MU_NAMES], dtype=saved["x"].dtype),
-                    "multiplicity": int(ds.event_multiplicity.values[j])})
-    return out
-
-
 def _amplitudes(path_file, ds, x_star, v) -> np.ndarray:
-    from continuation.files.schema import checkpoint_dir
+    """sign(v . (x - x*)) |x - x*| / sqrt(N) at each point of the path (its checkpoints); 0 on the root."""
+    from continuation.files.path import load_point
 
-    out = np.full(ds.sizes["step"], np.nan)
+    out = np.zeros(ds.sizes["step"])
+    if x_star is None:
+        return out
     for k in range(ds.sizes["step"]):
-        f = checkpoint_dir(path_file) / f"step_{k:06d}.pt"
-        if not f.exists():
-            continue
-        x = torch.load(f, weights_only=False)["x"]
-        if x_star is None:
-            out[k] = 0.0
-            continue
-        d = x - x_star
-        s = 1.0 if float(v @ d) >= 0 else -1.0
-        out[k] = s * float(d.norm()) / math.sqrt(d.numel())
+        d = load_point(path_file, k)["x"] - x_star
+        out[k] = (1.0 if float(v @ d) >= 0 else -1.0) * float(d.norm()) / math.sqrt(d.numel())
     return out
+
+
+def _bifurcations(path_file) -> list:
+    """The path's located bifurcations with a saved null vector (phase_diagram.located_events)."""
+    from continuation.apps.phase_diagram import located_events
+
+    return [e for e in located_events(path_file, types=("bifurcation",)) if e["v"] is not None]
 
 
 def run_tree(config: dict, out, *, progress: bool = True) -> xr.Dataset:
@@ -108,7 +87,7 @@ def run_tree(config: dict, out, *, progress: bool = True) -> xr.Dataset:
     lo, hi = sorted((float(root[free].values.min()), float(root[free].values.max())))
     problem = r["problem"]
     system = EquilibriumSystem(problem, problem.init_params(r["start"]["seed"]), r["hvp_mode"])
-    if not branch_events(root, root_file):
+    if not _bifurcations(root_file):
         raise ContinuationError(f"tree: the root path ({root_file}: {root.attrs['status']}, "
                                 f"{root.attrs['stop_reason']}) located no bifurcation to branch from")
     branches = [{"file": root_file, "ds": root, "parent": -1, "depth": 0, "event": math.nan, "side": 0, "sign": 0,
@@ -119,7 +98,7 @@ def run_tree(config: dict, out, *, progress: bool = True) -> xr.Dataset:
         b = branches[k]
         if b["depth"] >= o["depth"]:
             continue
-        for e in branch_events(b["ds"], b["file"]):
+        for e in _bifurcations(b["file"]):
             for x_s, mu_s, side, sign in switch_branch(system, e["x"], e["mu"], e["v"], free, offset=o["offset"]):
                 n = len(branches)
                 f = folder / f"branch_{n:03d}.nc"
@@ -171,15 +150,10 @@ def tree_dataset(branches, free: str, problem: str) -> xr.Dataset:
     data["morse_index"] = grid(lambda b: b["ds"].morse_index.values if "morse_index" in b["ds"] else
                                np.full(b["ds"].sizes["step"], -1))
     data["amplitude"] = grid(lambda b: _amplitudes(b["file"], b["ds"], b["x_star"], b["v"]))
-    units = {**{m: "1" for m in MU_NAMES}, "R": NATS, "D": NATS, "C": NATS, "F": NATS, "morse_index": "1",
-             "amplitude": "parameter unit (root mean square)"}
-    long = {"lambda": "distortion multiplier lambda", "gamma": "classification multiplier gamma", "t": "task time t",
-            "R": "rate R", "D": "distortion D", "C": "classification loss C", "F": "free energy F = J at the point",
-            "morse_index": "negative eigenvalues of Hess J off the gauge orbit (-1: not monitored)"}
-    ds = xr.Dataset({name: (("branch", "point"), v, {"units": units[name], "long_name": long.get(name, name)})
-                     for name, v in data.items()})
-    ds["amplitude"].attrs["long_name"] = ("sign(v . (x - x*)) |x - x*| / sqrt(N) about the branch's bifurcation "
-                                          "point x* (v its null vector); 0 on the root")
+    ds = xr.Dataset({name: (("branch", "point"), v, variable_attrs(name)) for name, v in data.items()})
+    ds["amplitude"].attrs.update(units="parameter unit (root mean square)", long_name=(
+        "sign(v . (x - x*)) |x - x*| / sqrt(N) about the branch's bifurcation point x* (v its null vector); 0 on "
+        "the root"))
     ds["parent"] = ("branch", np.array([b["parent"] for b in branches], dtype=np.int64),
                     {"long_name": "the branch it starts from (-1: the root path)"})
     ds["depth"] = ("branch", np.array([b["depth"] for b in branches], dtype=np.int64),
@@ -194,7 +168,8 @@ def tree_dataset(branches, free: str, problem: str) -> xr.Dataset:
                     {"units": "1", "long_name": "points of the branch"})
     from continuation.files.schema import history_line, package_version
 
-    ds.attrs.update({"continuation_version": package_version(), "history": history_line(), "free": free, "problem": problem, "Conventions": "continuation-branch-tree-1",
+    ds.attrs.update({"continuation_version": package_version(), "history": history_line(), "free": free,
+                     "problem": problem, "Conventions": "continuation-branch-tree-1",
                      "files": " ".join(str(b["file"]) for b in branches)})
     return ds
 

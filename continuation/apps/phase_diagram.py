@@ -37,9 +37,9 @@ import xarray as xr
 from problems.base import MU_NAMES, mu_index
 
 from continuation.errors import ContinuationError
+from continuation.files.schema import EIG_UNITS, PER_PARAMETER, variable_attrs
 from continuation.files.config import PHASE_KEYS, ConfigError, phase_options  # noqa: F401 (the table's checker)
 
-NATS = "nats per sample"
 
 
 def resolved_monitor(run: dict):
@@ -83,8 +83,10 @@ def free_multiplier(process) -> str:
                       f"quasi-static with one rate, or pseudo-arclength")
 
 
-def located_events(path_file) -> list[dict]:
-    """The path's located folds and bifurcations with their saved point and null vector."""
+def located_events(path_file, types=("fold", "bifurcation")) -> list[dict]:
+    """The path's located events of `types` that have a checkpoint: the event's fields (type, lambda,
+    ..., mode, multiplicity, index_before, ...) with its saved point `x` and null vector `v` (None
+    where none was saved), mu as the (3,) tensor `mu`."""
     from continuation.files.path import load_path
     from continuation.files.schema import event_file
 
@@ -93,10 +95,11 @@ def located_events(path_file) -> list[dict]:
     for j in range(ds.sizes.get("event", 0)):
         e = {k[len("event_"):]: (ds[k].values[j].item() if hasattr(ds[k].values[j], "item") else ds[k].values[j])
              for k in ds.data_vars if k.startswith("event_")}
-        if e["type"] not in ("fold", "bifurcation") or int(e.get("located", 0)) != 1 or int(e["checkpoint"]) < 0:
+        if e["type"] not in types or int(e.get("located", 0)) != 1 or int(e["checkpoint"]) < 0:
             continue
         saved = torch.load(event_file(path_file, int(e["checkpoint"])), weights_only=True)
-        e["x"] = saved["x"]
+        e["x"], e["v"] = saved["x"], saved.get("null_vector")
+        e["mu"] = torch.tensor([float(e[n]) for n in MU_NAMES], dtype=saved["x"].dtype)
         out.append(e)
     return out
 
@@ -108,7 +111,7 @@ def trace_events(system, events, free: str, o: dict, progress=None) -> list:
 
     curves = []
     for e in events:
-        mu = torch.tensor([float(e[n]) for n in MU_NAMES], dtype=e["x"].dtype)
+        mu = e["mu"]
         mode = int(e["mode"]) if int(e.get("mode", -1)) >= 0 else 0
         try:
             c = follow(system, e["x"], mu, free=free, along=o["along"], low=o["range"][0], high=o["range"][1],
@@ -138,9 +141,7 @@ def curves_dataset(curves, free: str, along: str, attrs: dict) -> xr.Dataset:
                 a[i, j] = get(p)
         return a
 
-    units = {"lambda": "1", "gamma": "1", "t": "1", "R": NATS, "D": NATS, "C": NATS, "F": NATS,
-             "eig": "nats per sample per squared parameter unit", "grad_norm": "nats per sample per parameter unit",
-             "eps_norm": "nats per sample per parameter unit", "iterations": "1", "hvps": "1"}
+    units = {"eig": EIG_UNITS, "grad_norm": PER_PARAMETER, "eps_norm": PER_PARAMETER, "iterations": "1", "hvps": "1"}
     long = {"eig": "mean of the critical eigenvalue cluster of Hess J (zero on the curve)",
             "eps_norm": "norm of the unfolding parameter (zero at a critical point of J)",
             "grad_norm": "|grad_theta J| at the point", "iterations": "Newton iterations on the extended system",
@@ -155,11 +156,8 @@ def curves_dataset(curves, free: str, along: str, attrs: dict) -> xr.Dataset:
     data["eps_norm"] = grid(lambda p: p.eps_norm)
     data["iterations"] = grid(lambda p: p.iterations)
     data["hvps"] = grid(lambda p: p.hvps)
-    long.update({"lambda": "distortion multiplier lambda", "gamma": "classification multiplier gamma",
-                 "t": "task time t", "R": "rate R", "D": "distortion D", "C": "classification loss C",
-                 "F": "free energy F = J at the point"})
-    ds = xr.Dataset({name: (("curve", "point"), v, {"units": units[name], "long_name": long[name]})
-                     for name, v in data.items()})
+    ds = xr.Dataset({name: (("curve", "point"), v, {"units": units[name], "long_name": long[name]} if name in units
+                            else variable_attrs(name)) for name, v in data.items()})
     per = {
         "kind": ([1 if c.kind == "bifurcation" else 0 for _, c in kept],
                  {"flag_values": np.array([0, 1], dtype=np.int64), "flag_meanings": "fold bifurcation",
@@ -208,14 +206,11 @@ def measure_regions(system, path: xr.Dataset, ds: xr.Dataset, rows: int = 3, sub
     point in turn (`branch_index`), then the lowest eigenvalues there. Returns dicts (lambda,
     gamma, t, index; index None where the branch was lost: a fold between)."""
     from continuation.singular.critical_curve import branch_index
-    from continuation.files.schema import checkpoint_dir
+    from continuation.files.path import load_point
 
     free, along = ds.attrs["free"], ds.attrs["along"]
     i_free, i_along = mu_index(free), mu_index(along)
-    first = sorted(checkpoint_dir(ds.attrs["path"]).glob("step_*.pt"))
-    if not first:
-        return []
-    saved = torch.load(first[0], weights_only=False)
+    saved = load_point(ds.attrs["path"], 0)
     x0, mu0 = saved["x"], saved["mu"].clone()
     fvals = ds[free].values[np.isfinite(ds[free].values)]
     avals = ds[along].values[np.isfinite(ds[along].values)]
@@ -260,12 +255,14 @@ def plot_phase_diagram(ds: xr.Dataset, out, path=None, regions=None) -> Path:
         ax.plot(path[xname].values[:1], path[yname].values[:1], ">", color="0.4", ms=6, label="its start")
     for r in regions or []:  # the regions' Morse index, measured at these points (measure_regions)
         xy = (r["free"], r["along"]) if xname == free else (r["along"], r["free"])
-        ax.text(*xy, "-" if r["index"] is None else (">=" if r["at_least"] else "") + str(r["index"]), ha="center", va="center", fontsize=9,
-                color="0.25", bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="0.7", lw=0.5))
+        text = "-" if r["index"] is None else (">=" if r["at_least"] else "") + str(r["index"])
+        ax.text(*xy, text, ha="center", va="center", fontsize=9, color="0.25",
+                bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="0.7", lw=0.5))
     ax.set_xlabel(f"{xname} (dimensionless multiplier)")
     ax.set_ylabel(f"{yname} (dimensionless multiplier)")
     ax.set_title(f"phase diagram of {ds.attrs.get('problem', '')}: critical curves in ({xname}, {yname});\n"
-                 f"boxed: the Morse index of the run's start branch there (-: that branch does not reach it)", fontsize=9)
+                 f"boxed: the Morse index of the run's start branch there (-: that branch does not reach it)",
+                 fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the plane, not over a curve
     return save_figure(fig, [ax], out)
 

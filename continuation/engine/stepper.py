@@ -439,8 +439,8 @@ class Stepper:
         mu_e = torch.tensor([float(e[n]) for n in MU_NAMES], dtype=new.mu.dtype, device=new.mu.device)
         travel = 1 if float(new.mu[i]) >= float(state.current.mu[i]) else -1
         with self.system.ledger.aside() as spent:
-            found = switch_branch(self.system, e["x"], mu_e, e["null_vector"], name, offset=0.01)
-            found.sort(key=lambda c: (c[2] != travel, c[3] != 1))
+            found = switch_branch(self.system, e["x"], mu_e, e["null_vector"], name, offset=0.01,
+                                  sides=(travel, -travel), first=True)
             if not found:
                 ev = self.finder.event("saddle", step, self.finder.of_point(new), eig=math.nan, mode=-1,
                                        index_after=-1, located=0, method="none",
@@ -457,7 +457,7 @@ class Stepper:
               "eig": float(q.spectrum.values[0]) if q.spectrum is not None else math.nan, "mode": int(e["mode"]),
               "index_before": int(new.spectrum.index(zt)) if new.spectrum is not None else -1,
               "index_after": int(q.spectrum.index(zt)) if q.spectrum is not None else -1, "iterations": 1,
-              "hvps": spent.hvps, "located": 1, "method": "descent",
+              "hvps": spent.hvps, "located": 1, "method": "null-vector",
               "detail": f"switched to the branch born at the bifurcation at {name} = {float(mu_e[i]):.10g}: it "
                         f"starts at {name} = {float(mu_s[i]):.10g} ({'+' if side > 0 else '-'}1% of the multiplier, "
                         f"{'+' if sign > 0 else '-'} the null vector) and is followed away from it",

@@ -137,7 +137,7 @@ VARIABLE_ATTRS = {
     "monitor_hvps": ("1", "Hessian-vector products of the stability monitor at the point"),
     "eig": (EIG_UNITS, "lowest eigenvalues of Hess_theta J off the gauge orbit, ascending (NaN: not computed)"),
     "event_type": (None, "kind of event: bifurcation, fold, jump (the path left a branch that goes on), branch_switch, crossing or saddle"),
-    "event_method": (None, "how the event was located: illinois, interpolate, bisection (a branch that ended at a fold), descent or none"),
+    "event_method": (None, "how the event was located: illinois, interpolate, bisection (a branch that ended at a fold), descent, null-vector (a switch onto the branch born at a bifurcation) or none"),
     "event_detail": (None, "the event in one line"),
     "event_step": ("1", "first accepted point after the event"),
     "event_mode": ("1", "which of the sorted eigenvalues crossed (0: the lowest)"),

@@ -12,18 +12,20 @@ from scipy.optimize import brentq
 from problems.base import mu_index
 
 
-def switch_branch(system, x, mu, v, free: str, *, offset: float, gtol: float = 1e-10) -> list:
+def switch_branch(system, x, mu, v, free: str, *, offset: float, gtol: float = 1e-10, sides=(1, -1),
+                  first: bool = False) -> list:
     """The branches through the bifurcation point (x, mu) along its null vector v: a list of
     (x_s, mu_s, side, sign) for each side of the free multiplier (side = +-1: p* (1 + side offset))
-    and each sign of a where the reduced equation has a root. Cost per side and sign: the bracket's
-    gradients (one each), brentq's, and one Newton solve."""
+    and each sign of a where the reduced equation has a root. `sides` orders the sides tried;
+    `first` stops at the first branch found. Cost per side and sign: the bracket's gradients (one
+    each), brentq's, and one Newton solve."""
     from solvers.bordered import BorderedNewton
 
     i = mu_index(free)
     v = v / v.norm()
     newton = BorderedNewton(gtol=gtol, maxiter=40, stall_iters=4)
     out = []
-    for side in (1, -1):
+    for side in sides:
         mu_s = mu.clone()
         mu_s[i] = mu[i] * (1 + side * offset) if mu[i] != 0 else side * offset
         g = lambda a: float(v @ system.gradient(x + a * v, mu_s))  # noqa: E731
@@ -46,4 +48,6 @@ def switch_branch(system, x, mu, v, free: str, *, offset: float, gtol: float = 1
             far = float((r.x - x).norm()) > 1e-6 * (1.0 + float(x.norm()))
             if r.converged and far and float(v @ (r.x - x)) * sign > 0:
                 out.append((r.x.detach(), mu_s, side, sign))
+                if first:  # the caller wants one branch: the first side and sign in order that has one
+                    return out
     return out

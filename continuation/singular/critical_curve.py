@@ -272,12 +272,6 @@ class CriticalCurveTracer:
         return y
 
     # -- Newton at fixed `along` ----------------------------------------------------------------------
-    def classify(self, x, mu) -> str:
-        """'fold' or 'bifurcation' at a point near a critical one: |V^T b_p| / |b_p| < 1e-6 (b_p in
-        the range of A, a branch of symmetric points) is a bifurcation."""
-        spec, _ = self._spectrum(x, mu)
-        return self._kind(x, mu, spec.vectors[:, self._cluster(spec)])
-
     def _kind(self, x, mu, V) -> str:
         """'bifurcation' where b_p = d grad_x J / dp has no component along the null vectors V:
         |V^T b_p| <= 1e-6 |b_p| (b_p in the range of A: a branch of symmetric points), or |b_p| <= 1e-10
@@ -313,7 +307,8 @@ class CriticalCurveTracer:
             if not (math.isfinite(gn) and math.isfinite(ell)):
                 status = "non-finite residual"
                 break
-            if gn <= self.gtol and abs(ell) <= self.eig_tol and last_dp <= max(1e-9 * abs(float(mu[self.i_free])), 1e-15):
+            small_step = last_dp <= max(1e-9 * abs(float(mu[self.i_free])), 1e-15)
+            if gn <= self.gtol and abs(ell) <= self.eig_tol and small_step:
                 status = "converged"  # the residuals within tolerance and the last step small: quadratic
                 break                 # convergence puts the point at rounding
             if it == self.maxiter:
@@ -482,8 +477,8 @@ def branch_index(system, x0, mu0, mu1, *, substeps: int = 10, modes: int = 16, g
     (solvers/bordered.py BorderedNewton: it stays on saddles), then the lowest `modes` eigenvalues
     (off the gauge orbit) counted below -1e-9 of the largest in magnitude. Returns (x1, index,
     at_least): index None where the branch is not found (Newton fails on the way: a fold between);
-    at_least True where every computed eigenvalue is negative and more exist (the index is >= index). Cost: the Newton solves' HVPs and one
-    eigensolve."""
+    at_least True where every computed eigenvalue is negative and more exist (the index is >= index).
+    Cost: the Newton solves' HVPs and one eigensolve."""
     from solvers.bordered import BorderedNewton
 
     x = x0.detach().clone()

@@ -120,8 +120,8 @@ class PointContext:
     def _dense_retry(self, result, b):
         """Where a Krylov tangent solve is not acceptable, the problem is small (N <= 512) and the solver
         ran with its default budget (a `maxiter` the user set, say one MINRES iteration for crude
-        tangents, is respected), the same solve by `Dense` (A from N HVPs, its eigendecomposition, the minimum-norm least-squares
-        solution past the numerically zero eigenvalues), returned where that one is acceptable; None
+        tangents, is respected), the same solve by `Dense` (A from N HVPs, its eigendecomposition,
+        the minimum-norm least-squares solution past the numerically zero eigenvalues), returned where that one is acceptable; None
         otherwise. At a critical multiplier A is singular to rounding (an eigenvalue 1e-17 of 1):
         MINRES's iterates lose orthogonality there (true residual 1e13 times |b| on the linear-Gaussian
         trivial branch), while the minimum-norm solution is the branch's tangent (issue 27 (c))."""
@@ -149,8 +149,8 @@ class PointContext:
         if solve.converged:
             return True
         gtol = getattr(self.corrector, "gtol", None)
-        return (isinstance(gtol, float) and 0 < gtol < math.inf and math.isfinite(solve.residual) and solve.residual <= gtol
-                and bool(torch.isfinite(solve.x).all()))
+        return (isinstance(gtol, float) and 0 < gtol < math.inf and math.isfinite(solve.residual)
+                and solve.residual <= gtol and bool(torch.isfinite(solve.x).all()))
 
     def solve_report(self) -> str:
         bad = [s for s in self.solves if not self.acceptable(s)]
